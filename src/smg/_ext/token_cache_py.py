@@ -1,0 +1,160 @@
+"""Reference twin of ``token_cache.pyx``: the specification of the L1 cache's hot part.
+
+Algorithm (shared by both implementations, which tests hold equal):
+
+* **Boundary scan.** HuggingFace ``tokenizers`` first cuts the input at added tokens, then
+  normalizes, pre-tokenizes and models each piece on its own. Tokens not marked ``normalized`` are
+  found on the raw text by a leftmost-longest scan; ``normalized`` ones afterwards, inside the gaps,
+  on the normalized text. :class:`BoundaryScanner` replays exactly those two passes over the UTF-8
+  bytes (the second only when the normalizer is the identity) so its matches are the tokenizer's.
+  A match of a *cut* token (no lstrip/rstrip/single_word, an id the model can never produce from
+  plain text) is a safe place to splice: the ids before it never depend on the text after it.
+* **Hashing.** For every cut the scan reports the FNV-1a 64 hash of the UTF-8 bytes that end with
+  the token: the L1 key of that prefix. A key hit is confirmed by comparing the bytes themselves,
+  so a hash collision costs a miss, never a wrong result.
+* **Lookup.** :func:`find_longest_prefix` tries the cuts from the last to the first.
+* **Splice.** The cached prefix ids, then the ids of ``token + rest`` without their first id (the
+  token is re-encoded with the tail so position-dependent pre-tokenizers see the same context).
+
+Complexity: scan and hash O(len(text)) bytes; lookup O(cuts) dict probes plus one memcmp;
+splice O(ids). Cut = ``(char_start, byte_end, prefix_hash, token_id)``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+FNV_OFFSET = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+_MASK = (1 << 64) - 1
+
+
+class Cut(NamedTuple):
+    char_start: int  # index in the str where the token starts
+    byte_end: int  # UTF-8 length of the prefix that ends with the token
+    prefix_hash: int  # FNV-1a 64 of those bytes
+    token_id: int
+
+
+class Entry:
+    """One cached prefix: its UTF-8 bytes (up to its last cut) and their ids."""
+
+    __slots__ = ("utf8", "ids", "keys", "nbytes")
+
+    def __init__(self, utf8: bytes, ids: list[int], keys: list[int], nbytes: int) -> None:
+        self.utf8 = utf8
+        self.ids = ids
+        self.keys = keys
+        self.nbytes = nbytes
+
+
+def fnv1a64(data: bytes, h: int = FNV_OFFSET) -> int:
+    for b in data:
+        h = ((h ^ b) * FNV_PRIME) & _MASK
+    return h
+
+
+class BoundaryScanner:
+    """Finds the added-token matches of a text as ``tokenizers`` does, and reports the cuts.
+
+    ``raw_tokens`` / ``normalized_tokens``: ``(content, token_id, is_cut)`` for the tokens matched
+    on the raw text and, in a second pass inside the gaps, those matched after normalization.
+    """
+
+    def __init__(
+        self,
+        raw_tokens: Iterable[tuple[str, int, bool]],
+        normalized_tokens: Iterable[tuple[str, int, bool]] = (),
+    ) -> None:
+        self._passes = [self._index(raw_tokens), self._index(normalized_tokens)]
+
+    @staticmethod
+    def _index(tokens: Iterable[tuple[str, int, bool]]) -> dict[int, list[tuple[bytes, int, bool]]]:
+        by_first: dict[int, list[tuple[bytes, int, bool]]] = {}
+        for content, token_id, is_cut in tokens:
+            data = content.encode("utf-8")
+            if data:
+                by_first.setdefault(data[0], []).append((data, token_id, is_cut))
+        for candidates in by_first.values():
+            candidates.sort(key=lambda c: -len(c[0]))  # longest first: leftmost-longest
+        return by_first
+
+    @staticmethod
+    def _matches(index, buf: bytes, start: int, end: int) -> list[tuple[int, int, int, bool]]:
+        found = []
+        i = start
+        while i < end:
+            for data, token_id, is_cut in index.get(buf[i], ()):
+                if i + len(data) <= end and buf.startswith(data, i):
+                    found.append((i, i + len(data), token_id, is_cut))
+                    i += len(data)
+                    break
+            else:
+                i += 1
+        return found
+
+    def scan(self, text: str) -> list[Cut]:
+        buf = text.encode("utf-8")  # UnicodeEncodeError for lone surrogates, as the kernel
+        first = self._matches(self._passes[0], buf, 0, len(buf))
+        matches = []
+        if self._passes[1]:
+            gap_start = 0
+            for m in first + [(len(buf), len(buf), -1, False)]:
+                matches += self._matches(self._passes[1], buf, gap_start, m[0])
+                matches.append(m)
+                gap_start = m[1]
+            matches.pop()
+        else:
+            matches = first
+        cuts = []
+        h, pos, chars = FNV_OFFSET, 0, 0
+        for start, end, token_id, is_cut in matches:
+            if not is_cut:
+                continue
+            chars += _count_chars(buf, pos, start)
+            h = fnv1a64(buf[pos:end], h)
+            cuts.append(Cut(chars, end, h, token_id))
+            chars += _count_chars(buf, start, end)
+            pos = end
+        return cuts
+
+
+def _count_chars(buf: bytes, start: int, end: int) -> int:
+    return sum(1 for b in buf[start:end] if b & 0xC0 != 0x80)
+
+
+def find_longest_prefix(cuts: list[Cut], text: str, table: dict) -> tuple[int, Entry | None, int]:
+    """The last cut whose prefix is cached: ``(cut index, entry, number of ids)``, or ``(-1, None, 0)``."""
+    buf = None
+    for k in range(len(cuts) - 1, -1, -1):
+        cut = cuts[k]
+        found = table.get(cut.prefix_hash)
+        if found is None:
+            continue
+        entry, n_ids = found
+        if buf is None:
+            buf = text.encode("utf-8")
+        if len(entry.utf8) >= cut.byte_end and entry.utf8[: cut.byte_end] == buf[: cut.byte_end]:
+            return k, entry, n_ids
+    return -1, None, 0
+
+
+def cut_positions(ids: list[int], cuts: list[Cut], cut_ids: bytes) -> list[int] | None:
+    """For each cut, how many ids end with its token; None if the ids do not align with the cuts.
+
+    ``cut_ids`` is a bitmap (bit ``i`` set when id ``i`` is a cut token's), so any id in it can only
+    come from an added-token match, and the j-th such id in ``ids`` is the j-th cut.
+    """
+    positions = []
+    j = 0
+    for p, token_id in enumerate(ids):
+        if token_id >> 3 < len(cut_ids) and cut_ids[token_id >> 3] >> (token_id & 7) & 1:
+            if j == len(cuts) or cuts[j].token_id != token_id:
+                return None
+            positions.append(p + 1)
+            j += 1
+    return positions if j == len(cuts) else None
+
+
+def splice(prefix_ids: list[int], n_prefix: int, tail_ids: list[int], skip: int) -> list[int]:
+    """``prefix_ids[:n_prefix] + tail_ids[skip:]`` as a new list."""
+    return prefix_ids[:n_prefix] + tail_ids[skip:]

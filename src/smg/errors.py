@@ -1,0 +1,51 @@
+"""One error tree for the whole library.
+
+Every error smg raises on purpose derives from :class:`SmgError` and knows the HTTP status and
+OpenAI error ``type`` the API layer answers with, so a caller can catch one class and a server can
+map any failure to an OpenAI-shaped body without a lookup table.
+"""
+from __future__ import annotations
+
+
+class SmgError(Exception):
+    """Base class of every error smg raises on purpose."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_openai(self) -> dict:
+        """The error as an OpenAI-style response body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": None,
+                "code": self.status_code,
+            }
+        }
+
+
+class InvalidRequest(SmgError):
+    """The request itself is wrong (bad field, bad value, unsupported option)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class TokenizerError(InvalidRequest):
+    """Input the tokenizer cannot take (e.g. lone surrogates), or a tokenizer that cannot be used."""
+
+
+class TokenizerLoadError(SmgError):
+    """A tokenizer file or directory is missing, unreadable or corrupt."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+class ChatTemplateError(InvalidRequest):
+    """No chat template, a template that does not compile, or one that raised while rendering."""

@@ -1,0 +1,171 @@
+"""Chat templates rendered as ``transformers.apply_chat_template`` renders them.
+
+Semantics reproduced (and tested against transformers itself): an immutable sandboxed Jinja
+environment with ``trim_blocks`` and ``lstrip_blocks``, the ``loopcontrols`` extension and a
+``{% generation %}`` block tag (rendered transparently); ``tojson`` that does not HTML-escape and
+takes ``indent``/``separators``/``sort_keys``; globals ``raise_exception`` and ``strftime_now``;
+render variables ``messages``, ``tools``, ``documents``, ``add_generation_prompt``, the named
+special tokens (``bos_token``...) and any extra kwargs, which override the special tokens.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from smg.errors import ChatTemplateError
+
+# jinja2 is imported on first use: `import smg` stays light.
+_environment = None
+_environment_lock = threading.Lock()
+
+
+def _raise_exception(message: str) -> None:
+    import jinja2
+
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
+            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _get_environment():
+    global _environment
+    with _environment_lock:
+        if _environment is None:
+            import jinja2
+            import jinja2.ext
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            class GenerationBlock(jinja2.ext.Extension):
+                """``{% generation %}...{% endgeneration %}``: marks assistant text; renders as is."""
+
+                tags = {"generation"}
+
+                def parse(self, parser):
+                    lineno = next(parser.stream).lineno
+                    body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+                    return jinja2.nodes.CallBlock(
+                        self.call_method("_render"), [], [], body
+                    ).set_lineno(lineno)
+
+                def _render(self, caller):
+                    return caller()
+
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True,
+                lstrip_blocks=True,
+                extensions=[GenerationBlock, jinja2.ext.loopcontrols],
+            )
+            env.filters["tojson"] = _tojson
+            env.globals["raise_exception"] = _raise_exception
+            env.globals["strftime_now"] = _strftime_now
+            _environment = env
+        return _environment
+
+
+class ChatTemplate:
+    """A compiled chat template.
+
+    Example:
+        >>> t = ChatTemplate("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\\n{% endfor %}")
+        >>> t.render([{"role": "user", "content": "hi"}])
+        'user: hi\\n'
+    """
+
+    def __init__(self, source: str) -> None:
+        import jinja2
+
+        self.source = source
+        try:
+            self._template = _get_environment().from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ChatTemplateError(f"chat template does not compile: {exc} (line {exc.lineno})") from exc
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        documents: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        special_tokens: Mapping[str, str] | None = None,
+        **template_kwargs: Any,
+    ) -> str:
+        import jinja2
+
+        if not isinstance(messages, (list, tuple)):
+            raise ChatTemplateError("messages must be a list of {'role', 'content'} dicts")
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or "role" not in message:
+                raise ChatTemplateError(f"messages[{i}] must be a dict with a 'role'")
+        if tools is not None:
+            for i, tool in enumerate(tools):
+                if not isinstance(tool, Mapping):
+                    raise ChatTemplateError(f"tools[{i}] must be a JSON-schema dict")
+        variables = {**(special_tokens or {}), **template_kwargs}
+        try:
+            return self._template.render(
+                messages=messages,
+                tools=tools,
+                documents=documents,
+                add_generation_prompt=add_generation_prompt,
+                **variables,
+            )
+        except jinja2.exceptions.TemplateError as exc:
+            raise ChatTemplateError(f"chat template error: {exc}") from exc
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
+                RecursionError) as exc:
+            raise ChatTemplateError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
+
+
+def resolve_template_source(
+    chat_template: str | None,
+    directory: Path | None,
+    config_template: str | list | None,
+    has_tools: bool,
+) -> str:
+    """Pick the template source as documented on ``Tokenizer.apply_chat_template``.
+
+    Order: ``chat_template`` (a template string, a path to a file, or the name of one of the
+    config's named templates), else ``chat_template.jinja`` beside the tokenizer, else the
+    config's ``chat_template`` (a string, or a list of ``{"name", "template"}`` where ``tool_use``
+    is taken when tools are given and ``default`` otherwise).
+    """
+    named: dict[str, str] = {}
+    if isinstance(config_template, list):
+        named = {t["name"]: t["template"] for t in config_template
+                 if isinstance(t, dict) and "name" in t and "template" in t}
+    if chat_template is not None:
+        if not isinstance(chat_template, str):
+            raise ChatTemplateError("chat_template must be a str (template, file path or name)")
+        if chat_template in named:
+            return named[chat_template]
+        if "{" not in chat_template and "\n" not in chat_template and len(chat_template) < 4096:
+            path = Path(chat_template)
+            if path.is_file():
+                return path.read_text(encoding="utf-8")
+            raise ChatTemplateError(f"chat_template {chat_template!r} is neither a template, a file nor a known name")
+        return chat_template
+    if directory is not None and (directory / "chat_template.jinja").is_file():
+        return (directory / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(config_template, str):
+        return config_template
+    if named:
+        if has_tools and "tool_use" in named:
+            return named["tool_use"]
+        if "default" in named:
+            return named["default"]
+        raise ChatTemplateError(f"the tokenizer has chat templates {sorted(named)}; pass chat_template= to choose")
+    raise ChatTemplateError(
+        "this tokenizer has no chat template: pass chat_template= (a template or a file), or put "
+        "chat_template.jinja beside tokenizer.json"
+    )

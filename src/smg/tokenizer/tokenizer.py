@@ -1,0 +1,276 @@
+"""``Tokenizer``: a HuggingFace ``tokenizer.json`` with its config, a chat template and the cache."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from smg.config import CacheConfig
+from smg.errors import TokenizerError, TokenizerLoadError
+from smg.tokenizer.cache import CacheInfo, TokenCache, kernel
+from smg.tokenizer.chat_template import ChatTemplate, resolve_template_source
+
+# The named special tokens transformers passes to chat templates.
+_NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
+                         "cls_token", "mask_token")
+_MAX_COMPILED_TEMPLATES = 16
+# transformers' clean_up_tokenization: spaces dropped before punctuation and contractions.
+_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def _token_content(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _read_json(path: Path) -> tuple[str, dict]:
+    """The file's text and its parsed JSON object."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        data = json.loads(source)
+    except OSError as exc:
+        raise TokenizerLoadError(f"cannot read {path}: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TokenizerLoadError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise TokenizerLoadError(f"{path} must hold a JSON object")
+    return source, data
+
+
+def _is_identity_normalizer(normalizer: Any) -> bool:
+    if normalizer is None:
+        return True
+    return (isinstance(normalizer, dict) and normalizer.get("type") == "Sequence"
+            and all(_is_identity_normalizer(n) for n in normalizer.get("normalizers", [])))
+
+
+class Tokenizer:
+    """A tokenizer loaded from HuggingFace files, with an L0/L1 encode cache.
+
+    Example:
+        >>> tok = Tokenizer.from_dir("path/to/model")            # doctest: +SKIP
+        >>> ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": "Hi"}]))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        tokenizer_json: Path,
+        config: Mapping[str, Any] | None = None,
+        directory: Path | None = None,
+        cache: CacheConfig | None = None,
+    ) -> None:
+        from tokenizers import Tokenizer as Backend
+
+        source, raw = _read_json(tokenizer_json)
+        try:
+            self._backend = Backend.from_str(source)
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise TokenizerLoadError(f"{tokenizer_json} is not a valid tokenizer.json: {exc}") from exc
+        # A serving gateway never truncates or pads silently.
+        self._backend.no_truncation()
+        self._backend.no_padding()
+        self._config = dict(config or {})
+        self._directory = directory
+        self._templates: dict[str, ChatTemplate] = {}
+        self._templates_lock = threading.Lock()
+
+        added = [t for t in raw.get("added_tokens", []) if isinstance(t, dict) and "content" in t]
+        self.special_tokens: list[str] = [t["content"] for t in added if t.get("special")]
+        self._special_ids = frozenset(t["id"] for t in added if t.get("special"))
+        self.vocab_size: int = self._backend.get_vocab_size(with_added_tokens=True)
+        self.eos_token_ids: list[int] = self._find_eos_ids()
+        self.clean_up_tokenization_spaces = bool(self._config.get("clean_up_tokenization_spaces", False))
+
+        scanner, cut_ids, reason = self._build_scanner(raw, added)
+        self._cache = TokenCache(self._encode_backend, scanner, cut_ids,
+                                 cache or CacheConfig(), reason)
+        self._affixes = self._find_special_affixes()
+
+    # ---- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: str | Path, cache: CacheConfig | None = None) -> "Tokenizer":
+        """Load a ``tokenizer.json``; a ``tokenizer_config.json`` beside it is read too."""
+        path = Path(path)
+        if not path.is_file():
+            raise TokenizerLoadError(f"no tokenizer file at {path}")
+        config_path = path.parent / "tokenizer_config.json"
+        config = _read_json(config_path)[1] if config_path.is_file() else None
+        return cls(path, config, path.parent, cache)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, cache: CacheConfig | None = None) -> "Tokenizer":
+        """Load ``tokenizer.json`` (+ ``tokenizer_config.json``, ``chat_template.jinja``) from a directory."""
+        path = Path(path)
+        if not path.is_dir():
+            raise TokenizerLoadError(f"no tokenizer directory at {path}")
+        if not (path / "tokenizer.json").is_file():
+            raise TokenizerLoadError(f"{path} has no tokenizer.json")
+        return cls.from_file(path / "tokenizer.json", cache)
+
+    @classmethod
+    def load(cls, path: str | Path, cache: CacheConfig | None = None) -> "Tokenizer":
+        """``from_dir`` for a directory, ``from_file`` otherwise."""
+        return cls.from_dir(path, cache) if Path(path).is_dir() else cls.from_file(path, cache)
+
+    def _find_eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        eos = _token_content(self._config.get("eos_token"))
+        if eos is not None and self._backend.token_to_id(eos) is not None:
+            ids.append(self._backend.token_to_id(eos))
+        for name in ("generation_config.json", "config.json"):
+            if self._directory is None or not (self._directory / name).is_file():
+                continue
+            value = _read_json(self._directory / name)[1].get("eos_token_id")
+            for token_id in value if isinstance(value, list) else [value]:
+                if isinstance(token_id, int) and token_id not in ids:
+                    ids.append(token_id)
+        return ids
+
+    def _build_scanner(self, raw: dict, added: list[dict]):
+        """The L1 boundary scanner, or why L1 cannot be used for this tokenizer."""
+        if not added:
+            return None, b"", "the tokenizer has no added tokens to cut at"
+        model_ids = set(self._backend.get_vocab(with_added_tokens=False).values())
+        identity = _is_identity_normalizer(raw.get("normalizer"))
+        raw_tokens, normalized_tokens, cut_ids = [], [], set()
+        for t in added:
+            plain = not (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))
+            # A cut token's id must be impossible to produce from plain text (see cut_positions).
+            is_cut = plain and t["id"] not in model_ids
+            if t.get("normalized", not t.get("special", False)):
+                if not identity:
+                    continue  # matched inside segments after normalization: never crosses a cut
+                normalized_tokens.append((t["content"], t["id"], is_cut))
+            else:
+                raw_tokens.append((t["content"], t["id"], is_cut))
+            if is_cut:
+                cut_ids.add(t["id"])
+        if not cut_ids:
+            return None, b"", "no added token is a safe cut point"
+        bitmap = bytearray(max(cut_ids) // 8 + 1)
+        for token_id in cut_ids:
+            bitmap[token_id >> 3] |= 1 << (token_id & 7)
+        return kernel.BoundaryScanner(raw_tokens, normalized_tokens), bytes(bitmap), None
+
+    def _find_special_affixes(self) -> tuple[list[int], list[int]] | None:
+        """Ids the post-processor puts around one sequence, if it only adds fixed ids."""
+        affixes = None
+        for probe in ("a", "Hello world", "x y z 12"):
+            plain = self._backend.encode(probe, add_special_tokens=False).ids
+            full = self._backend.encode(probe, add_special_tokens=True).ids
+            for start in range(len(full) - len(plain) + 1):
+                if full[start:start + len(plain)] == plain:
+                    found = (full[:start], full[start + len(plain):])
+                    break
+            else:
+                return None
+            if affixes is not None and found != affixes:
+                return None
+            affixes = found
+        return affixes
+
+    # ---- encode / decode ----------------------------------------------------------------------
+
+    def _encode_backend(self, texts: Sequence[str]) -> list[list[int]]:
+        # encode_batch releases the GIL (encode does not), so misses in threads overlap.
+        try:
+            return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer cannot encode the input: {exc}") from exc
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``, identical to ``tokenizers``' ``encode(...).ids``, through the cache."""
+        return self.encode_batch([text], add_special_tokens)[0]
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+        """``encode`` of each text; misses are encoded in one backend batch."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise TokenizerError("texts must be a list of str")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TokenizerError(f"text #{i} must be a str, got {type(text).__name__}")
+        try:
+            if not add_special_tokens:
+                return self._cache.encode_many(texts)
+            if self._affixes is not None:
+                prefix, suffix = self._affixes
+                return [prefix + ids + suffix for ids in self._cache.encode_many(texts)]
+        except UnicodeEncodeError as exc:
+            raise TokenizerError(f"input is not valid Unicode (lone surrogate at {exc.start})") from exc
+        try:
+            return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=True)]
+        except Exception as exc:
+            raise TokenizerError(f"tokenizer cannot encode the input: {exc}") from exc
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of ``ids`` as ``transformers``' ``decode`` renders it (incl. clean-up spaces)."""
+        try:
+            text = self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise TokenizerError(f"cannot decode ids: {exc}") from exc
+        if self.clean_up_tokenization_spaces:
+            for old, new in _CLEANUPS:
+                text = text.replace(old, new)
+        return text
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._backend.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._backend.id_to_token(token_id)
+
+    def is_special_id(self, token_id: int) -> bool:
+        return token_id in self._special_ids
+
+    @property
+    def backend(self):
+        """The underlying ``tokenizers.Tokenizer`` (read-only use)."""
+        return self._backend
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """Named special tokens from the config (``bos_token``...), as chat templates see them."""
+        found = {name: _token_content(self._config.get(name)) for name in _NAMED_SPECIAL_TOKENS}
+        return {name: value for name, value in found.items() if value is not None}
+
+    def cache_info(self) -> CacheInfo:
+        return self._cache.info()
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ---- chat template ------------------------------------------------------------------------
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        chat_template: str | None = None,
+        documents: Sequence[Mapping[str, Any]] | None = None,
+        **template_kwargs: Any,
+    ) -> str:
+        """Render messages with the model's chat template, as ``transformers`` does.
+
+        The template is ``chat_template`` (a template string, a file path, or a named template of
+        the config), else ``chat_template.jinja`` beside the tokenizer, else ``chat_template`` in
+        ``tokenizer_config.json``; without any, a ``ChatTemplateError``. Extra keyword arguments
+        (``enable_thinking=False``, ``date_string=...``) are passed to the template.
+        """
+        source = resolve_template_source(chat_template, self._directory,
+                                         self._config.get("chat_template"), bool(tools))
+        with self._templates_lock:
+            template = self._templates.get(source)
+            if template is None:
+                if len(self._templates) >= _MAX_COMPILED_TEMPLATES:
+                    self._templates.clear()  # per-request templates must not grow memory forever
+                template = self._templates[source] = ChatTemplate(source)
+        return template.render(messages, tools=tools, documents=documents,
+                               add_generation_prompt=add_generation_prompt,
+                               special_tokens=self.special_tokens_map, **template_kwargs)

@@ -1,0 +1,60 @@
+import importlib
+import os
+import random
+
+import pytest
+
+from smg import _ext
+from smg.tokenizer import Tokenizer
+from smg.tokenizer.bundled import bundled_tokenizer_dir
+
+SEED = int(os.environ.get("SMG_TEST_SEED", random.randrange(1 << 30)))
+
+
+def pytest_report_header(config):
+    mode = "pure-Python twins (SMG_NO_EXTENSIONS=1)" if _ext.USE_TWINS else "compiled kernels"
+    return [f"smg kernels: {mode}", f"random seed: SMG_TEST_SEED={SEED}"]
+
+
+@pytest.fixture
+def rng():
+    """A seeded random source; the seed is printed in the header so a failure can be replayed."""
+    return random.Random(SEED)
+
+
+@pytest.fixture(scope="session")
+def llama_dir():
+    return bundled_tokenizer_dir("llama3.2")
+
+
+@pytest.fixture(scope="session")
+def deepseek_dir():
+    return bundled_tokenizer_dir("deepseek")
+
+
+@pytest.fixture(scope="session")
+def llama(llama_dir):
+    return Tokenizer.from_dir(llama_dir)
+
+
+@pytest.fixture(scope="session")
+def deepseek(deepseek_dir):
+    return Tokenizer.from_dir(deepseek_dir)
+
+
+@pytest.fixture(scope="session", params=["llama3.2", "deepseek"])
+def real_tokenizer(request, llama, deepseek):
+    return {"llama3.2": llama, "deepseek": deepseek}[request.param]
+
+
+def kernel_variants(name):
+    """The compiled kernel and its twin; the compiled one is skipped under SMG_NO_EXTENSIONS=1."""
+    return [
+        pytest.param(f"smg._ext.{name}", id="c", marks=pytest.mark.compiled_only),
+        pytest.param(f"smg._ext.{name}_py", id="py"),
+    ]
+
+
+@pytest.fixture(scope="session", params=kernel_variants("token_cache"))
+def token_cache_impl(request):
+    return importlib.import_module(request.param)

@@ -1,0 +1,39 @@
+"""The compiled kernels are built and are the ones in use; `import smg` stays light."""
+import importlib.machinery
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smg import _ext
+
+
+@pytest.mark.compiled_only
+@pytest.mark.parametrize("name", ["token_cache"])
+def test_compiled_kernel_is_built_and_bound(name):
+    assert not _ext.USE_TWINS, "the compiled suite must not run with SMG_NO_EXTENSIONS=1"
+    module = _ext.load(name)
+    assert module.__name__ == f"smg._ext.{name}"
+    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
+
+
+@pytest.mark.compiled_only
+def test_tokenizer_cache_binds_the_compiled_kernel():
+    from smg.tokenizer import cache
+
+    assert cache.kernel.__name__ == "smg._ext.token_cache"
+
+
+def test_no_extensions_switch_selects_twins():
+    code = "from smg.tokenizer import cache; print(cache.kernel.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], env={"SMG_NO_EXTENSIONS": "1", "PATH": ""},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "smg._ext.token_cache_py"
+
+
+def test_import_smg_is_light():
+    code = ("import sys, smg; heavy = ['grpc', 'numba', 'jinja2', 'torch', 'tokenizers', 'transformers'];"
+            "import json; print(json.dumps([m for m in heavy if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []

@@ -1,0 +1,29 @@
+import json
+import subprocess
+import sys
+
+
+def run(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "smg", *args], capture_output=True, text=True, input=stdin)
+
+
+def test_tokenize_chat_with_bundled_tokenizer(llama):
+    out = run("tokenize", "--tokenizer", "llama3.2", "--chat", "--chat-template", "llama3", "--show-text", "Hello")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["text"].endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert result["ids"] == llama.encode(result["text"]) and result["num_tokens"] == len(result["ids"])
+    assert result["ids"][0] == 128000 and result["tokens"][0] == "<|begin_of_text|>"
+
+
+def test_tokenize_stdin_and_special_tokens(llama_dir, llama):
+    out = run("tokenize", "--tokenizer", str(llama_dir / "tokenizer.json"), "--add-special-tokens", "-",
+              stdin="plain text")
+    assert json.loads(out.stdout)["ids"] == llama.encode("plain text", add_special_tokens=True)
+
+
+def test_errors_exit_2_with_message(tmp_path):
+    out = run("tokenize", "--tokenizer", str(tmp_path / "nope"), "x")
+    assert out.returncode == 2 and "error: no tokenizer" in out.stderr and "Traceback" not in out.stderr
+    out = run("tokenize", "--tokenizer", "llama3.2", "--chat", "x")
+    assert out.returncode == 2 and "no chat template" in out.stderr
