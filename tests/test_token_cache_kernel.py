@@ -23,9 +23,8 @@ def test_scan_matches_twin(token_cache_impl, raw, normalized, text):
 def test_cuts_are_consistent(token_cache_impl, raw, text):
     cuts = token_cache_impl.BoundaryScanner(raw).scan(text)
     data = text.encode()
-    for cut in cuts:
-        prefix = data[: cut.byte_end]
-        assert cut.prefix_hash == twin.fnv1a64(prefix)
+    for k, cut in enumerate(cuts):
+        assert cut.prefix_hash == twin.prefix_hash([c.byte_end for c in cuts[: k + 1]], data)
         assert any(text.startswith(c, cut.char_start) and data[: cut.byte_end].endswith(c.encode())
                    for c, i, is_cut in raw if i == cut.token_id and is_cut)
     assert [c.byte_end for c in cuts] == sorted(c.byte_end for c in cuts)

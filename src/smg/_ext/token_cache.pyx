@@ -17,17 +17,26 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcmp, memset
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from smg._ext.token_cache_py import Cut, Entry
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_ASCII(object text)
 
-cdef uint64_t FNV_OFFSET = 0xCBF29CE484222325ULL
-cdef uint64_t FNV_PRIME = 0x100000001B3ULL
+cdef extern from *:
+    int __builtin_popcountll(unsigned long long) nogil
+
+cdef uint64_t HASH_SEED = 0xCBF29CE484222325ULL
+cdef uint64_t WORD_PRIME = 0x9E3779B97F4A7C15ULL
+cdef uint64_t BYTE_PRIME = 0x100000001B3ULL
+cdef uint64_t HIGH_BITS = 0x8080808080808080ULL
 # Compares shorter than this keep the GIL: releasing it costs more than the memcmp.
 cdef Py_ssize_t NOGIL_MEMCMP_BYTES = 16384
+
+# tuple.__new__ builds a Cut without running the namedtuple's Python-level __new__.
+cdef object _new_tuple = tuple.__new__
 
 __all__ = ["BoundaryScanner", "Cut", "Entry", "find_longest_prefix", "cut_positions", "splice"]
 
@@ -141,18 +150,38 @@ cdef class _Trie:
         return 0
 
 
+cdef inline uint64_t _load64(const uint8_t* p) noexcept nogil:
+    cdef uint64_t w
+    memcpy(&w, p, 8)  # little-endian hosts only (x86-64, arm64), as the twin's int.from_bytes
+    return w
+
+
 cdef inline Py_ssize_t _count_chars(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
-    cdef Py_ssize_t i, n = 0
-    for i in range(start, end):
-        n += (buf[i] & 0xC0) != 0x80
-    return n
+    """Code points in buf[start:end]: bytes minus UTF-8 continuation bytes (0b10xxxxxx)."""
+    cdef Py_ssize_t i = start, continuation = 0
+    cdef uint64_t w
+    while i + 8 <= end:
+        w = _load64(buf + i)
+        continuation += __builtin_popcountll(w & ~(w << 1) & HIGH_BITS)
+        i += 8
+    while i < end:
+        continuation += (buf[i] & 0xC0) == 0x80
+        i += 1
+    return (end - start) - continuation
 
 
-cdef inline uint64_t _fnv1a64(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, uint64_t h) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(start, end):
-        h = (h ^ buf[i]) * FNV_PRIME
-    return h
+cdef inline uint64_t _mix_segment(uint64_t h, const uint8_t* buf, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    """See token_cache_py.mix_segment."""
+    cdef Py_ssize_t i = start
+    while i + 8 <= end:
+        h = (h ^ _load64(buf + i)) * WORD_PRIME
+        h ^= h >> 29
+        i += 8
+    while i < end:
+        h = (h ^ buf[i]) * BYTE_PRIME
+        i += 1
+    h = (h ^ <uint64_t>(end - start)) * WORD_PRIME
+    return h ^ (h >> 32)
 
 
 cdef class BoundaryScanner:
@@ -184,8 +213,9 @@ cdef class BoundaryScanner:
         cdef Match* matches
         cdef Py_ssize_t n_first = 0, cap_first = 0, n_merged = 0, cap_merged = 0, n, j
         cdef Py_ssize_t gap_start, pos = 0, chars = 0
-        cdef uint64_t h = FNV_OFFSET
+        cdef uint64_t h = HASH_SEED
         cdef int failed = 0
+        cdef bint ascii = PyUnicode_IS_ASCII(text)
         cdef Py_ssize_t* char_starts = NULL
         cdef uint64_t* hashes = NULL
         cdef int32_t t
@@ -223,11 +253,15 @@ cdef class BoundaryScanner:
                         for j in range(n):
                             if not self.token_is_cut[matches[j].token]:
                                 continue
-                            chars += _count_chars(buf, pos, matches[j].start)
-                            char_starts[j] = chars
-                            h = _fnv1a64(buf, pos, matches[j].end, h)
+                            # An ASCII str's char index is its byte index: no counting.
+                            if ascii:
+                                char_starts[j] = matches[j].start
+                            else:
+                                chars += _count_chars(buf, pos, matches[j].start)
+                                char_starts[j] = chars
+                                chars += _count_chars(buf, matches[j].start, matches[j].end)
+                            h = _mix_segment(h, buf, pos, matches[j].end)
                             hashes[j] = h
-                            chars += _count_chars(buf, matches[j].start, matches[j].end)
                             pos = matches[j].end
             if failed:
                 raise MemoryError()
@@ -235,7 +269,7 @@ cdef class BoundaryScanner:
             for j in range(n):
                 t = matches[j].token
                 if self.token_is_cut[t]:
-                    cuts.append(Cut(char_starts[j], matches[j].end, hashes[j], self.token_ids[t]))
+                    cuts.append(_new_tuple(Cut, (char_starts[j], matches[j].end, hashes[j], self.token_ids[t])))
             return cuts
         finally:
             free(first)

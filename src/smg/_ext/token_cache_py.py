@@ -9,9 +9,11 @@ Algorithm (shared by both implementations, which tests hold equal):
   bytes (the second only when the normalizer is the identity) so its matches are the tokenizer's.
   A match of a *cut* token (no lstrip/rstrip/single_word, an id the model can never produce from
   plain text) is a safe place to splice: the ids before it never depend on the text after it.
-* **Hashing.** For every cut the scan reports the FNV-1a 64 hash of the UTF-8 bytes that end with
-  the token: the L1 key of that prefix. A key hit is confirmed by comparing the bytes themselves,
-  so a hash collision costs a miss, never a wrong result.
+* **Hashing.** For every cut the scan reports a 64-bit hash of the UTF-8 bytes that end with the
+  token: the L1 key of that prefix. It is chained cut to cut (``h_k = mix(h_{k-1}, segment_k)``,
+  eight bytes per multiply), which is a function of the prefix alone because the cuts before a cut
+  are (whenever that cut exists, the matches before it saw the same bytes). A key hit is confirmed
+  by comparing the bytes themselves, so a hash collision costs a miss, never a wrong result.
 * **Lookup.** :func:`find_longest_prefix` tries the cuts from the last to the first.
 * **Splice.** The cached prefix ids, then the ids of ``token + rest`` without their first id (the
   token is re-encoded with the tail so position-dependent pre-tokenizers see the same context).
@@ -23,15 +25,16 @@ from __future__ import annotations
 
 from typing import Iterable, NamedTuple
 
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
+HASH_SEED = 0xCBF29CE484222325
+_WORD_PRIME = 0x9E3779B97F4A7C15
+_BYTE_PRIME = 0x100000001B3
 _MASK = (1 << 64) - 1
 
 
 class Cut(NamedTuple):
     char_start: int  # index in the str where the token starts
     byte_end: int  # UTF-8 length of the prefix that ends with the token
-    prefix_hash: int  # FNV-1a 64 of those bytes
+    prefix_hash: int  # chained hash of those bytes (see mix_segment)
     token_id: int
 
 
@@ -47,9 +50,27 @@ class Entry:
         self.nbytes = nbytes
 
 
-def fnv1a64(data: bytes, h: int = FNV_OFFSET) -> int:
-    for b in data:
-        h = ((h ^ b) * FNV_PRIME) & _MASK
+def mix_segment(h: int, data: bytes) -> int:
+    """Fold one segment into the chained prefix hash: 8-byte little-endian words, then the tail
+    bytes, then the length, each step an xor and a multiply (plus a shift to spread high bits)."""
+    n = len(data)
+    i = 0
+    while i + 8 <= n:
+        h = ((h ^ int.from_bytes(data[i : i + 8], "little")) * _WORD_PRIME) & _MASK
+        h ^= h >> 29
+        i += 8
+    for b in data[i:]:
+        h = ((h ^ b) * _BYTE_PRIME) & _MASK
+    h = ((h ^ n) * _WORD_PRIME) & _MASK
+    return h ^ (h >> 32)
+
+
+def prefix_hash(cut_ends: list[int], data: bytes) -> int:
+    """The key of ``data[:cut_ends[-1]]`` given the byte ends of all cuts up to it."""
+    h, pos = HASH_SEED, 0
+    for end in cut_ends:
+        h = mix_segment(h, data[pos:end])
+        pos = end
     return h
 
 
@@ -106,12 +127,12 @@ class BoundaryScanner:
         else:
             matches = first
         cuts = []
-        h, pos, chars = FNV_OFFSET, 0, 0
+        h, pos, chars = HASH_SEED, 0, 0
         for start, end, token_id, is_cut in matches:
             if not is_cut:
                 continue
             chars += _count_chars(buf, pos, start)
-            h = fnv1a64(buf[pos:end], h)
+            h = mix_segment(h, buf[pos:end])
             cuts.append(Cut(chars, end, h, token_id))
             chars += _count_chars(buf, start, end)
             pos = end

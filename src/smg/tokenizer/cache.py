@@ -53,16 +53,19 @@ class CacheInfo:
     l1_disabled_reason: str | None
 
 
-@dataclass(frozen=True)
 class _Plan:
     """How one L0 miss is encoded: ``to_encode`` through the backend, then spliced."""
 
-    text: str
-    to_encode: str
-    cuts: list
-    hit_index: int  # index of the cut whose prefix was found, -1 for none
-    entry: object | None
-    n_prefix: int
+    __slots__ = ("text", "to_encode", "cuts", "hit_index", "entry", "n_prefix")
+
+    def __init__(self, text: str, to_encode: str, cuts: list, hit_index: int,
+                 entry: object | None, n_prefix: int) -> None:
+        self.text = text
+        self.to_encode = to_encode
+        self.cuts = cuts
+        self.hit_index = hit_index  # index of the cut whose prefix was found, -1 for none
+        self.entry = entry
+        self.n_prefix = n_prefix
 
 
 class TokenCache:
