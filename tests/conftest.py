@@ -58,3 +58,37 @@ def kernel_variants(name):
 @pytest.fixture(scope="session", params=kernel_variants("token_cache"))
 def token_cache_impl(request):
     return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session", params=kernel_variants("detok"))
+def detok_impl(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session", params=kernel_variants("stop_matcher"))
+def stop_impl(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_dir(tmp_path_factory):
+    """A small SentencePiece-style tokenizer (Metaspace + ByteFallback decoder), built here, to
+    exercise the detokenizer's general path on a decoder the byte table cannot express."""
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in ["▁", "▁the", "▁hello", "▁world", "h", "e", "l", "o", "w", "r", "d", "t", ".", ",", "'",
+                  "s", "▁'", "▁.", "é", "日", "本", "▁n't", "n"]:
+        vocab.setdefault(piece, len(vocab))
+    backend = Backend(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                         decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    backend.add_special_tokens(["<s>", "</s>"])
+    directory = tmp_path_factory.mktemp("sentencepiece")
+    backend.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text('{"eos_token": "</s>", "bos_token": "<s>"}')
+    return directory

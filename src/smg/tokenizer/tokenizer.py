@@ -10,14 +10,12 @@ from smg.config import CacheConfig
 from smg.errors import TokenizerError, TokenizerLoadError
 from smg.tokenizer.cache import CacheInfo, TokenCache, kernel
 from smg.tokenizer.chat_template import ChatTemplate, resolve_template_source
+from smg.tokenizer.detokenizer import DecodeStream, DetokenizerFactory, clean_up_tokenization
 
 # The named special tokens transformers passes to chat templates.
 _NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
                          "cls_token", "mask_token")
 _MAX_COMPILED_TEMPLATES = 16
-# transformers' clean_up_tokenization: spaces dropped before punctuation and contractions.
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def _token_content(value: Any) -> str | None:
@@ -86,6 +84,8 @@ class Tokenizer:
         self.eos_token_ids: list[int] = self._find_eos_ids()
         self.clean_up_tokenization_spaces = bool(self._config.get("clean_up_tokenization_spaces", False))
 
+        self._detokenizers = DetokenizerFactory(self._backend, raw.get("decoder"), self._special_ids,
+                                                self.clean_up_tokenization_spaces)
         scanner, cut_ids, reason = self._build_scanner(raw, added)
         self._cache = TokenCache(self._encode_backend, scanner, cut_ids,
                                  cache or CacheConfig(), reason)
@@ -214,10 +214,30 @@ class Tokenizer:
             text = self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
         except (TypeError, OverflowError, ValueError) as exc:
             raise TokenizerError(f"cannot decode ids: {exc}") from exc
-        if self.clean_up_tokenization_spaces:
-            for old, new in _CLEANUPS:
-                text = text.replace(old, new)
-        return text
+        return clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
+
+    def decode_stream(self, skip_special_tokens: bool = True, prompt_ids: Sequence[int] | None = None,
+                      spaces_between_special_tokens: bool = True) -> DecodeStream:
+        """A per-request incremental detokenizer: ``step(id)``, ``feed(ids)``, ``finish()``.
+
+        The deltas and ``finish()`` concatenate to ``decode(ids, skip_special_tokens)``. With
+        ``prompt_ids``, the prompt's last ids are left context (a character split across the
+        prompt/output boundary, SentencePiece's leading space). ``spaces_between_special_tokens``
+        is accepted for API compatibility: as in vLLM and SGLang with HuggingFace *fast*
+        tokenizers, it does not change the text of a ``tokenizers``-backed tokenizer.
+
+        Example:
+            >>> stream = tok.decode_stream()                     # doctest: +SKIP
+            >>> "".join(stream.step(i) for i in ids) + stream.finish() == tok.decode(ids)  # doctest: +SKIP
+            True
+        """
+        return self._detokenizers.stream(skip_special_tokens, prompt_ids)
+
+    @property
+    def detokenizer_fallback_reason(self) -> str | None:
+        """Why ``decode_stream`` uses the general path for this tokenizer (None: the fast table)."""
+        self._detokenizers.stream(True, None)
+        return self._detokenizers.fallback_reason
 
     def token_to_id(self, token: str) -> int | None:
         return self._backend.token_to_id(token)

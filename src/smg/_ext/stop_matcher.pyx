@@ -1,0 +1,181 @@
+# cython: language_level=3
+"""Compiled streaming stop-string matcher; the algorithm is specified by ``stop_matcher_py.py``.
+
+The DFA built by the twin's ``build_dfa`` is copied into C arrays; ``feed`` walks the delta's code
+points, UTF-8 encoded on the fly, through it and slices the str once at the end. It keeps the GIL:
+a delta is a few characters, and releasing the GIL would cost more than the walk.
+"""
+from libc.stdint cimport int32_t, uint8_t, uint32_t
+from libc.stdlib cimport free, malloc
+
+from smg._ext.stop_matcher_py import StopDelta, build_dfa
+
+__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta"]
+
+# tuple.__new__ builds a StopDelta without the namedtuple's Python-level __new__.
+cdef object _new_tuple = tuple.__new__
+
+
+cdef inline object _delta(str text, bint finished, object reason, object matched):
+    return _new_tuple(StopDelta, (text, finished, reason, matched))
+
+
+cdef int32_t* _copy_ints(list values) except NULL:
+    cdef Py_ssize_t i, n = len(values)
+    cdef int32_t* out = <int32_t*>malloc(max(n, 1) * sizeof(int32_t))
+    if out == NULL:
+        raise MemoryError()
+    for i in range(n):
+        out[i] = values[i]
+    return out
+
+
+cdef class StopAutomaton:
+    """See ``stop_matcher_py.StopAutomaton``."""
+
+    def __cinit__(self, patterns):
+        cdef int i
+        if any(not isinstance(p, str) or not p for p in patterns):
+            raise ValueError("stop strings must be non-empty str")
+        self.patterns = list(patterns)
+        classes, self.n_classes, delta, held_chars, match = build_dfa(self.patterns)
+        for i in range(256):
+            self.classes[i] = classes[i]
+        self.delta = _copy_ints(delta)
+        self.held_chars = _copy_ints(held_chars)
+        self.match = _copy_ints(match)
+        self.pattern_chars = _copy_ints([len(p) for p in self.patterns])
+
+    def __dealloc__(self):
+        free(self.delta)
+        free(self.held_chars)
+        free(self.match)
+        free(self.pattern_chars)
+
+
+cdef class StopStringMatcher:
+    """See ``stop_matcher_py.StopStringMatcher``."""
+
+    def __cinit__(self, StopAutomaton automaton not None, bint include_stop=False):
+        self.a = automaton
+        self.include_stop = include_stop
+        self.state = 0
+        self._held = ""
+
+    cdef str _feed(self, str text, bint detect, int32_t* index):
+        """Walk the text's code points, UTF-8 encoded on the fly (no buffer), through the DFA."""
+        cdef StopAutomaton a = self.a
+        cdef Py_ssize_t i, n = len(text), end, keep, total
+        cdef int32_t state = self.state, n_classes = a.n_classes
+        cdef const int32_t* delta = a.delta
+        cdef const uint8_t* classes = a.classes
+        cdef uint32_t cp
+        cdef uint8_t utf8[4]
+        cdef int k, width
+        cdef str combined
+        index[0] = -1
+        for i in range(n):
+            cp = <uint32_t>(<Py_UCS4>text[i])
+            if cp < 0x80:
+                state = delta[state * n_classes + classes[cp]]
+            else:
+                if cp < 0x800:
+                    utf8[0] = 0xC0 | (cp >> 6); utf8[1] = 0x80 | (cp & 0x3F); width = 2
+                elif cp < 0x10000:
+                    utf8[0] = 0xE0 | (cp >> 12); utf8[1] = 0x80 | ((cp >> 6) & 0x3F)
+                    utf8[2] = 0x80 | (cp & 0x3F); width = 3
+                else:
+                    utf8[0] = 0xF0 | (cp >> 18); utf8[1] = 0x80 | ((cp >> 12) & 0x3F)
+                    utf8[2] = 0x80 | ((cp >> 6) & 0x3F); utf8[3] = 0x80 | (cp & 0x3F); width = 4
+                for k in range(width):
+                    state = delta[state * n_classes + classes[utf8[k]]]
+            # Patterns are whole characters, so a match can only complete at a character's end.
+            if detect and a.match[state] >= 0:
+                index[0] = a.match[state]
+                end = len(self._held) + i + 1
+                combined = self._held + text
+                self._held = ""
+                self.state = 0
+                return combined[:end if self.include_stop else end - a.pattern_chars[index[0]]]
+        self.state = state
+        combined = self._held + text if self._held else text
+        keep = a.held_chars[state]
+        total = len(combined)
+        self._held = combined[total - keep:]
+        return combined[:total - keep]
+
+    cdef str _finish(self):
+        cdef str out = self._held
+        self._held = ""
+        self.state = 0
+        return out
+
+    def feed(self, str text, bint detect=True):
+        cdef int32_t index
+        released = self._feed(text, detect, &index)
+        return released, index
+
+    def finish(self):
+        return self._finish()
+
+    @property
+    def held(self):
+        return self._held
+
+
+cdef class StopChecker:
+    """See ``stop_matcher_py.StopChecker``."""
+
+    def __cinit__(self, stop, stop_ids, long min_tokens, long max_tokens, bint include_stop,
+                  StopAutomaton automaton):
+        self.stop = tuple(stop)
+        self.stop_ids = stop_ids
+        self.min_tokens = min_tokens
+        self.max_tokens = max_tokens
+        self.include_stop = include_stop
+        self.matcher = StopStringMatcher(automaton, include_stop) if automaton is not None else None
+        self.n = 0
+        self.done = None
+
+    @property
+    def num_tokens(self):
+        return self.n
+
+    @property
+    def finished(self):
+        return self.done is not None
+
+    cpdef object step(self, long token_id, str text):
+        cdef bint may_stop
+        cdef str held
+        if self.done is not None:
+            return _delta("", True, self.done[2], self.done[3])
+        self.n += 1
+        may_stop = self.n >= self.min_tokens
+        cdef int32_t index
+        if may_stop and token_id in self.stop_ids:
+            held = self.matcher._finish() if self.matcher is not None else ""
+            return self._end(_delta(held + text if self.include_stop else held, True, "stop", token_id))
+        if self.matcher is not None:
+            text = self.matcher._feed(text, may_stop, &index)
+            if index >= 0:
+                return self._end(_delta(text, True, "stop", self.stop[index]))
+        if self.max_tokens and self.n >= self.max_tokens:
+            if self.matcher is not None:
+                text = text + self.matcher._finish()
+            return self._end(_delta(text, True, "length", None))
+        return _delta(text, False, None, None)
+
+    def finish(self, str text=""):
+        if self.done is not None:
+            return _delta("", True, self.done[2], self.done[3])
+        if self.matcher is None:
+            return _delta(text, False, None, None)
+        text, index = self.matcher.feed(text, self.n >= self.min_tokens)
+        if index >= 0:
+            return self._end(_delta(text, True, "stop", self.stop[index]))
+        return _delta(text + self.matcher.finish(), False, None, None)
+
+    cdef object _end(self, object delta):
+        self.done = delta
+        return delta

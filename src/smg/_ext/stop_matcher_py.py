@@ -1,0 +1,206 @@
+"""Reference twin of ``stop_matcher.pyx``: streaming multi-pattern stop-string matching.
+
+The stop strings are compiled once (per distinct set) into an Aho–Corasick automaton over UTF-8
+bytes, turned into a dense DFA over *byte classes* (bytes that occur in no pattern share one
+class). Streaming text is fed through it byte by byte, never rescanned:
+
+* the state's depth is the longest suffix of the text so far that is a prefix of some stop
+  string: exactly the text that must be **held back** (it may still become a stop string), and
+  the rest is **released** at once;
+* a stop string is found at the **earliest end position** in the text; among those ending there,
+  the longest. The output is the text before it (or through it with ``include_stop``).
+
+The result depends only on the concatenated text, never on how it was chunked (property-tested
+against :func:`find_stop`, a brute-force one-shot definition). Cost: O(bytes) per delta, plus a
+str slice; building is O(total pattern bytes x classes), cached per stop-string set.
+
+:class:`StopChecker` is the per-token request logic around it (see ``smg.stop`` for the rules);
+it lives here, beside the matcher, because it runs once per generated token.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import AbstractSet, NamedTuple, Sequence
+
+
+def find_stop(text: str, patterns: Sequence[str], include_stop: bool) -> tuple[str, int]:
+    """One-shot definition: ``(output text, index of the matched pattern or -1)``."""
+    best_end, best = None, -1
+    for i, p in enumerate(patterns):
+        pos = text.find(p)
+        if pos < 0:
+            continue
+        end = pos + len(p)
+        if best_end is None or end < best_end or (end == best_end and len(p) > len(patterns[best])):
+            best_end, best = end, i
+    if best < 0:
+        return text, -1
+    return (text[:best_end] if include_stop else text[: best_end - len(patterns[best])]), best
+
+
+def build_dfa(patterns: Sequence[str]) -> tuple[bytes, int, list[int], list[int], list[int]]:
+    """Compile the patterns: ``(byte classes, number of classes, transitions, held chars per state,
+    matched pattern per state or -1)``; transitions are ``state * n_classes + class``."""
+    encoded = [p.encode("utf-8") for p in patterns]
+    used = sorted({b for p in encoded for b in p})
+    classes = bytearray(256)  # class 0: bytes in no pattern
+    for index, b in enumerate(used, start=1):
+        classes[b] = index
+    n_classes = len(used) + 1
+    # Trie over classes.
+    children: list[dict[int, int]] = [{}]
+    chars = [0]  # characters in the prefix a state spells
+    own = [-1]  # pattern ending exactly at this state (first of equal patterns)
+    for index, data in enumerate(encoded):
+        state = 0
+        for b in data:
+            c = classes[b]
+            nxt = children[state].get(c)
+            if nxt is None:
+                nxt = len(children)
+                children[state][c] = nxt
+                children.append({})
+                chars.append(chars[state] + (b & 0xC0 != 0x80))
+                own.append(-1)
+            state = nxt
+        if own[state] == -1:
+            own[state] = index
+    n_states = len(children)
+    fail = [0] * n_states
+    match = list(own)  # longest pattern ending here: own, else the one inherited via fail links
+    delta = [0] * (n_states * n_classes)
+    queue: deque[int] = deque()
+    for c in range(n_classes):
+        nxt = children[0].get(c, 0)
+        delta[c] = nxt
+        if nxt:
+            queue.append(nxt)
+    while queue:
+        state = queue.popleft()
+        if match[state] == -1:
+            match[state] = match[fail[state]]
+        for c in range(n_classes):
+            nxt = children[state].get(c)
+            if nxt is None:
+                delta[state * n_classes + c] = delta[fail[state] * n_classes + c]
+            else:
+                fail[nxt] = delta[fail[state] * n_classes + c]
+                delta[state * n_classes + c] = nxt
+                queue.append(nxt)
+    # A state's own pattern is the longest ending there: fail-inherited ones are its suffixes.
+    return bytes(classes), n_classes, delta, chars, match
+
+
+class StopAutomaton:
+    """A compiled set of stop strings."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        if any(not isinstance(p, str) or not p for p in patterns):
+            raise ValueError("stop strings must be non-empty str")
+        self.patterns = list(patterns)
+        self.classes, self.n_classes, self.delta, self.held_chars, self.match = build_dfa(self.patterns)
+        self.pattern_chars = [len(p) for p in self.patterns]
+
+
+class StopStringMatcher:
+    """One stream's matcher: ``feed(text, detect)`` -> ``(released text, matched index or -1)``."""
+
+    def __init__(self, automaton: StopAutomaton, include_stop: bool = False) -> None:
+        self._a = automaton
+        self._include = include_stop
+        self._state = 0
+        self._held = ""
+
+    def feed(self, text: str, detect: bool = True) -> tuple[str, int]:
+        a = self._a
+        state = self._state
+        consumed_chars = 0
+        for b in text.encode("utf-8"):
+            state = a.delta[state * a.n_classes + a.classes[b]]
+            consumed_chars += b & 0xC0 != 0x80
+            if detect and a.match[state] >= 0:
+                index = a.match[state]
+                end = len(self._held) + consumed_chars
+                combined = self._held + text
+                self._held, self._state = "", 0
+                return combined[: end if self._include else end - a.pattern_chars[index]], index
+        self._state = state
+        combined = self._held + text
+        keep = a.held_chars[state]
+        self._held = combined[len(combined) - keep :]
+        return combined[: len(combined) - keep], -1
+
+    def finish(self) -> str:
+        out, self._held, self._state = self._held, "", 0
+        return out
+
+    @property
+    def held(self) -> str:
+        return self._held
+
+
+class StopDelta(NamedTuple):
+    """What one step releases: ``text`` for the client, and whether the generation is over."""
+
+    text: str
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length"
+    matched_stop: str | int | None = None  # the stop string or token id
+
+
+class StopChecker:
+    """One generation's stop rules; build it with ``smg.stop.StopParams.checker``."""
+
+    def __init__(self, stop: Sequence[str], stop_ids: AbstractSet[int], min_tokens: int,
+                 max_tokens: int, include_stop: bool, automaton: StopAutomaton | None) -> None:
+        self._stop = tuple(stop)
+        self._stop_ids = stop_ids
+        self._min_tokens = min_tokens
+        self._max_tokens = max_tokens  # 0: no limit
+        self._include = include_stop
+        self._matcher = StopStringMatcher(automaton, include_stop) if automaton is not None else None
+        self._n = 0
+        self._done: StopDelta | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return self._n
+
+    @property
+    def finished(self) -> bool:
+        return self._done is not None
+
+    def step(self, token_id: int, text: str) -> StopDelta:
+        """Account one generated token and the text the detokenizer released with it."""
+        if self._done is not None:
+            return StopDelta("", True, self._done.finish_reason, self._done.matched_stop)
+        self._n += 1
+        may_stop = self._n >= self._min_tokens
+        if may_stop and token_id in self._stop_ids:
+            held = self._matcher.finish() if self._matcher is not None else ""
+            return self._end(StopDelta(held + text if self._include else held, True, "stop", token_id))
+        if self._matcher is not None:
+            text, index = self._matcher.feed(text, may_stop)
+            if index >= 0:
+                return self._end(StopDelta(text, True, "stop", self._stop[index]))
+        if self._max_tokens and self._n >= self._max_tokens:
+            if self._matcher is not None:
+                text += self._matcher.finish()
+            return self._end(StopDelta(text, True, "length", None))
+        return StopDelta(text)
+
+    def finish(self, text: str = "") -> StopDelta:
+        """The engine ended the stream on its own: release ``text`` (the detokenizer's last
+        flush) and anything held back. A stop string completed by that text still stops."""
+        if self._done is not None:
+            return StopDelta("", True, self._done.finish_reason, self._done.matched_stop)
+        if self._matcher is None:
+            return StopDelta(text)
+        text, index = self._matcher.feed(text, self._n >= self._min_tokens)
+        if index >= 0:
+            return self._end(StopDelta(text, True, "stop", self._stop[index]))
+        return StopDelta(text + self._matcher.finish())
+
+    def _end(self, delta: StopDelta) -> StopDelta:
+        self._done = delta
+        return delta
