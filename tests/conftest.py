@@ -70,6 +70,11 @@ def stop_impl(request):
     return importlib.import_module(request.param)
 
 
+@pytest.fixture(scope="session", params=kernel_variants("json_scan"))
+def json_scan_impl(request):
+    return importlib.import_module(request.param)
+
+
 @pytest.fixture(scope="session")
 def sentencepiece_dir(tmp_path_factory):
     """A small SentencePiece-style tokenizer (Metaspace + ByteFallback decoder), built here, to

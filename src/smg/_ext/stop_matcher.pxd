@@ -18,6 +18,7 @@ cdef class StopStringMatcher:
     cdef str _held
 
     cdef str _feed(self, str text, bint detect, int32_t* index)
+    cdef str _walk(self, str text, bint detect, int32_t* index, Py_ssize_t* after)
     cdef str _finish(self)
 
 

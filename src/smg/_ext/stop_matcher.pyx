@@ -63,6 +63,9 @@ cdef class StopStringMatcher:
         self._held = ""
 
     cdef str _feed(self, str text, bint detect, int32_t* index):
+        return self._walk(text, detect, index, NULL)
+
+    cdef str _walk(self, str text, bint detect, int32_t* index, Py_ssize_t* after):
         """Walk the text's code points, UTF-8 encoded on the fly (no buffer), through the DFA."""
         cdef StopAutomaton a = self.a
         cdef Py_ssize_t i, n = len(text), end, keep, total
@@ -96,6 +99,9 @@ cdef class StopStringMatcher:
                 combined = self._held + text
                 self._held = ""
                 self.state = 0
+                if after != NULL:
+                    after[0] = i + 1
+                    return combined[:end - a.pattern_chars[index[0]]]
                 return combined[:end if self.include_stop else end - a.pattern_chars[index[0]]]
         self.state = state
         combined = self._held + text if self._held else text
@@ -117,6 +123,15 @@ cdef class StopStringMatcher:
 
     def finish(self):
         return self._finish()
+
+    def split(self, str text):
+        """See ``stop_matcher_py.StopStringMatcher.split``."""
+        cdef int32_t index
+        cdef Py_ssize_t after = 0
+        released = self._walk(text, True, &index, &after)
+        if index < 0:
+            return released, -1, ""
+        return released, index, text[after:]
 
     @property
     def held(self):

@@ -130,6 +130,24 @@ class StopStringMatcher:
         self._held = combined[len(combined) - keep :]
         return combined[: len(combined) - keep], -1
 
+    def split(self, text: str) -> tuple[str, int, str]:
+        """Marker scanning for the parsers: ``(text released before the first match, matched
+        index or -1, the text after the match)``; the match itself is consumed. Without a match
+        the tail that may begin a pattern is held, as in :meth:`feed`."""
+        a = self._a
+        state = self._state
+        for i, ch in enumerate(text):
+            for b in ch.encode("utf-8"):
+                state = a.delta[state * a.n_classes + a.classes[b]]
+            if a.match[state] >= 0:
+                index = a.match[state]
+                end = len(self._held) + i + 1
+                combined = self._held + text
+                self._held, self._state = "", 0
+                return combined[: end - a.pattern_chars[index]], index, text[i + 1 :]
+        released, _ = self.feed(text, False)  # no match: same walk, same hold-back
+        return released, -1, ""
+
     def finish(self) -> str:
         out, self._held, self._state = self._held, "", 0
         return out

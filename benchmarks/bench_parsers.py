@@ -1,0 +1,150 @@
+"""Reasoning + tool-call parser benchmark: smg against SGLang's own parsers, same streams.
+
+    python -m benchmarks.bench_parsers [--quick]
+    SGLANG_SITE=DIR SGLANG_DEPS=DIR2 python -m benchmarks.bench_parsers   # with SGLang's parsers
+
+Each stream: ~2,000 reasoning tokens, ~100 content tokens and 2 tool calls with ~200-token
+arguments, in the family's format, cut into token-sized deltas by the real tokenizer (smg's
+decode_stream over the encoded text). Per delta, the reasoning parser runs first and the tool
+parser gets its content, as a gateway does. Families: qwen3 + hermes, deepseek_r1 + deepseek_v3,
+kimi_k2, gpt_oss.
+
+Baseline: SGLang's parsers (``sglang.srt.parser.reasoning_parser.ReasoningParser`` and the
+function-call detectors) when ``SGLANG_SITE`` points at ``pip install --no-deps --target DIR
+sglang`` (+ partial-json-parser, orjson, msgspec in ``SGLANG_DEPS``); see _sglang_baseline.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import threading
+import time
+
+from smg.parsers import ReasoningParser, ToolParser
+from smg.tokenizer import Tokenizer
+from smg.tokenizer.bundled import bundled_tokenizer_dir
+
+WORDS = ("the user wants weather data so first I should check which city they mean and whether the "
+         "forecast needs several days then call the search tool with a precise query and compare "
+         "results before answering carefully").split()
+
+
+def words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def streams(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
+    """family -> (tokenizer, text, smg reasoning, smg tool parser)."""
+    reasoning, content = words(rng, 1500), words(rng, 75)
+    args = [json.dumps({"query": words(rng, 150), "days": 3}) for _ in range(2)]
+    hermes = "".join(f'<tool_call>\n{{"name": "search", "arguments": {a}}}\n</tool_call>\n' for a in args)
+    ds_calls = "".join(f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>search\n```json\n{a}\n```<｜tool▁call▁end｜>"
+                       for a in args)
+    kimi_calls = "".join(f"<|tool_call_begin|>functions.search:{i}<|tool_call_argument_begin|>{a}<|tool_call_end|>"
+                         for i, a in enumerate(args))
+    harmony_calls = "".join(f"<|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json"
+                            f"<|message|>{a}<|call|>" for a in args)
+    return {
+        "qwen3+hermes": ("llama3.2", f"<think>\n{reasoning}\n</think>\n\n{content}\n{hermes}", "qwen3", "hermes"),
+        "deepseek_r1+v3": ("deepseek", f"{reasoning}\n</think>\n\n{content}<｜tool▁calls▁begin｜>{ds_calls}"
+                                       "<｜tool▁calls▁end｜>", "deepseek_r1", "deepseek_v3"),
+        "kimi_k2": ("llama3.2", f"<think>{reasoning}</think>{content}<|tool_calls_section_begin|>{kimi_calls}"
+                                "<|tool_calls_section_end|>", "kimi_k2", "kimi_k2"),
+        "gpt_oss": ("llama3.2", f"<|channel|>analysis<|message|>{reasoning}<|end|><|start|>assistant<|channel|>final"
+                                f"<|message|>{content}<|end|>{harmony_calls}", "gpt_oss", "gpt_oss"),
+    }
+
+
+SGLANG_NAMES = {"qwen3+hermes": ("qwen3", "hermes"), "deepseek_r1+v3": ("deepseek-r1", "deepseek_v3"),
+                "kimi_k2": ("kimi_k2", "kimi_k2"), "gpt_oss": ("gpt-oss", "gpt_oss")}
+TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}, "days": {"type": "integer"}}}}}]
+
+
+def token_deltas(tokenizer: Tokenizer, text: str) -> list[str]:
+    stream = tokenizer.decode_stream(skip_special_tokens=False)
+    deltas = [stream.step(i) for i in tokenizer.encode(text)]
+    deltas.append(stream.finish())
+    return [d for d in deltas if d]
+
+
+def run_smg(deltas, reasoning_name, tool_name):
+    reasoning = ReasoningParser.create(reasoning_name)
+    tools = ToolParser.create(tool_name, TOOLS)
+    calls = 0
+    for d in deltas:
+        r = reasoning.feed(d)
+        if r.content:
+            calls += len(tools.feed(r.content).calls)
+    r = reasoning.finish()
+    calls += len(tools.feed(r.content).calls) + len(tools.finish().calls)
+    return calls
+
+
+def run_sglang(sglang, deltas, family):
+    ReasoningParserCls, detectors, make_tool = sglang
+    reasoning_name, tool_name = SGLANG_NAMES[family]
+    reasoning = ReasoningParserCls(reasoning_name, stream_reasoning=True,
+                                   force_reasoning=True if family == "deepseek_r1+v3" else None)
+    detector = detectors[tool_name]()
+    tools = [make_tool("search", TOOLS[0]["function"]["parameters"])]
+    calls = 0
+    for d in deltas:
+        _, normal = reasoning.parse_stream_chunk(d)
+        if normal:
+            calls += len(detector.parse_streaming_increment(normal, tools).calls)
+    return calls
+
+
+def rate(fn, n_deltas, repeat):
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return n_deltas / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 7
+    try:
+        from benchmarks._sglang_baseline import load
+
+        sglang = load()
+        baseline = "SGLang parsers"
+    except ImportError as exc:
+        sglang, baseline = None, f"(SGLang not loaded: {exc})"
+    tokenizers = {name: Tokenizer.from_dir(bundled_tokenizer_dir(name)) for name in ("llama3.2", "deepseek")}
+    print(f"baseline: {baseline}\n")
+    print(f"{'stream':15} {'deltas':>6} | {'smg deltas/s':>12} | {'SGLang deltas/s':>15} | {'smg/SGLang':>10} | "
+          f"{'smg 2 threads':>13}")
+    for family, (tok_name, text, r_name, t_name) in streams(random.Random(3)).items():
+        deltas = token_deltas(tokenizers[tok_name], text)
+        n = len(deltas)
+        calls = run_smg(deltas, r_name, t_name)
+        assert calls >= 2, (family, calls)
+        smg_rate = rate(lambda: run_smg(deltas, r_name, t_name), n, repeat)
+        if sglang is not None:
+            sg_rate = rate(lambda: run_sglang(sglang, deltas, family), n, max(1, repeat // 2))
+            sg_cell, ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x"
+        else:
+            sg_cell, ratio = f"{'n/a':>15}", f"{'n/a':>10}"
+
+        def two_threads():
+            threads = [threading.Thread(target=run_smg, args=(deltas, r_name, t_name)) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        threads_rate = rate(two_threads, 2 * n, repeat)
+        print(f"{family:15} {n:>6} | {smg_rate:>12.0f} | {sg_cell} | {ratio} | {threads_rate / smg_rate:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,756 @@
+"""Streaming tool-call parsers: model output in, ``content`` and OpenAI-shaped call deltas out.
+
+Four base machines, each a :class:`~smg.parsers.base.MarkerMachine` plus family tables:
+
+* :class:`JsonToolParser` — calls are JSON objects (``{"name": N, "arguments": {...}}``) inside
+  markers, or a JSON array of them: hermes/qwen, llama3 json, mistral (old form), cohere,
+  granite, internlm, hunyuan. The name is sent as soon as it is read; the arguments value is then
+  streamed as written, its end found by the compiled JSON scanner (depth/string/escape state).
+* :class:`HeaderToolParser` — a marker, the name, a separator, raw JSON arguments, an end marker:
+  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony).
+* :class:`XmlToolParser` — the name and each parameter in tags, values typed by the request's
+  tool schema and sent as JSON as each parameter closes: qwen3_coder, seed_oss, glm45/47,
+  minimax_m2, step3, deepseek_v32 (DSML).
+* :class:`PythonicToolParser` — ``[f(a=1), g(b='x')]`` (Llama 4, Llama 3.2 pythonic), parsed with
+  ``ast`` when the list closes.
+
+Behaviour on bad output (never an exception): a stream that ends inside a call keeps what was
+sent (an XML call is closed with ``}``; JSON arguments stay as the model wrote them); a JSON call
+object without a name is returned as content; calls to tools not in the request are reported, as
+vLLM's parsers do.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from smg.parsers.base import JsonScanner, MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
+
+CONTENT = 0
+_EMPTY = ToolDelta("", ())
+_new_delta = tuple.__new__  # builds a ToolDelta without the namedtuple's Python __new__
+
+
+def _call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def _tool_schemas(tools: Iterable[Mapping[str, Any]] | None) -> dict[str, dict]:
+    """name -> parameters schema, from OpenAI ``tools`` (``{"type": "function", "function": {...}}``)."""
+    out: dict[str, dict] = {}
+    for tool in tools or ():
+        fn = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            params = fn.get("parameters")
+            out[fn["name"]] = params if isinstance(params, dict) else {}
+    return out
+
+
+class ToolParser:
+    """Base of the streaming tool parsers: call bookkeeping and the feed/finish/parse protocol."""
+
+    def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
+        self._schemas = _tool_schemas(tools)
+        self._content: list[str] = []
+        self._deltas: list[ToolCallDelta] = []
+        self._calls = 0
+        self._finished = False
+
+    @classmethod
+    def create(cls, name: str, tools: Iterable[Mapping[str, Any]] | None = None, **options: Any) -> "ToolParser":
+        """A parser for family ``name`` (see :func:`tool_parser_names`)."""
+        from smg.parsers.registry import tool_parser_factory
+
+        return tool_parser_factory(name)(tools, **options)
+
+    # ---- emitted pieces -----------------------------------------------------------------------
+
+    def _text(self, text: str) -> None:
+        if text:
+            self._content.append(text)
+
+    def _open_call(self, name: str, call_id: str | None = None) -> None:
+        self._deltas.append(ToolCallDelta(self._calls, call_id or _call_id(), name, ""))
+        self._calls += 1
+
+    def _args(self, text: str) -> None:
+        if not text:
+            return
+        last = self._deltas[-1] if self._deltas else None
+        if last is not None and last.index == self._calls - 1:
+            self._deltas[-1] = last._replace(arguments=last.arguments + text)
+        else:
+            self._deltas.append(ToolCallDelta(self._calls - 1, None, None, text))
+
+    def _take(self) -> ToolDelta:
+        if not self._content and not self._deltas:
+            return _EMPTY
+        delta = _new_delta(ToolDelta, ("".join(self._content), tuple(self._deltas)))
+        self._content.clear()
+        self._deltas.clear()
+        return delta
+
+    # ---- protocol -----------------------------------------------------------------------------
+
+    def _feed(self, text: str) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def feed(self, delta: str) -> ToolDelta:
+        """Content and call pieces completed by one more delta of model output."""
+        if type(delta) is not str or self._finished:
+            check_text(delta, self._finished)
+        self._feed(delta)
+        return self._take()
+
+    def finish(self) -> ToolDelta:
+        """End of output: release held text, settle a call left open."""
+        check_text("", self._finished)
+        self._finished = True
+        self._finish()
+        return self._take()
+
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """Non-streaming: ``(content, calls)`` of a whole output (``feed`` + ``finish``)."""
+        return collect([self.feed(text), self.finish()])
+
+
+def collect(deltas: Iterable[ToolDelta]) -> tuple[str, list[ToolCall]]:
+    """Merge streamed deltas into ``(content, calls)``."""
+    content, names, ids, args = [], {}, {}, {}
+    for delta in deltas:
+        content.append(delta.content)
+        for call in delta.calls:
+            if call.name is not None:
+                names[call.index], ids[call.index], args[call.index] = call.name, call.id, ""
+            args[call.index] = args.get(call.index, "") + call.arguments
+    return "".join(content), [ToolCall(names[i], args[i], ids[i]) for i in sorted(names)]
+
+
+# ---- JSON objects ------------------------------------------------------------------------------
+
+_NAME_RE = {key: re.compile(r'"%s"\s*:\s*"((?:[^"\\]|\\.)*)"' % key) for key in ("name", "tool_name")}
+_ARGS_RE = {key: re.compile(r'"%s"\s*:\s*' % key) for key in ("arguments", "parameters")}
+
+
+@dataclass(frozen=True)
+class JsonFormat:
+    name: str
+    start: tuple[str, ...]  # markers that open a block of calls (dropped)
+    end: tuple[str, ...] = ()  # markers that close it (dropped)
+    bare_at_start: bool = False  # output whose first non-space char is "{" is a block (llama3)
+    name_keys: tuple[str, ...] = ("name",)
+    args_keys: tuple[str, ...] = ("arguments", "parameters")
+
+
+class JsonToolParser(ToolParser):
+    START, BLOCK, OBJECT = 1, 2, 3
+    _SEPARATORS = frozenset(" \t\r\n,;[]")
+
+    def __init__(self, fmt: JsonFormat, tools=None, **_: Any) -> None:
+        super().__init__(tools)
+        self._fmt = fmt
+        content = fmt.start
+        self._machine = MarkerMachine([content, fmt.start, fmt.end, ()],
+                                      self.START if fmt.bare_at_start else CONTENT)
+        self._lead = ""  # leading whitespace while deciding whether output starts with "{"
+        self._reset_object()
+
+    def _reset_object(self) -> None:
+        self._obj = ""
+        self._scanner = JsonScanner()
+        self._name: str | None = None
+        self._opened = False
+        self._args_at = -1  # offset of the arguments value in self._obj
+        self._args_scanner: Any = None
+        self._args_sent = 0  # chars of self._obj sent as arguments
+        self._args_begun = False
+
+    def _feed(self, text: str) -> None:
+        self._machine.run(text, self._on_text, self._on_marker)
+
+    def _on_marker(self, index: int) -> None:
+        state = self._machine.state
+        if state in (CONTENT, self.START):
+            self._machine.state = self.BLOCK
+            self._lead = ""
+        elif state == self.BLOCK:
+            self._machine.state = CONTENT
+
+    def _on_text(self, text: str) -> str | None:
+        state = self._machine.state
+        if state == self.START:
+            stripped = text.lstrip()
+            if not stripped:
+                self._lead += text
+                return None
+            if stripped[0] == "{":
+                self._machine.state = self.BLOCK
+                self._lead = ""
+                return stripped
+            self._machine.state = CONTENT
+            self._text(self._lead)
+            self._lead = ""
+            return text
+        if state == CONTENT:
+            self._text(text)
+        elif state == self.BLOCK:
+            for i, c in enumerate(text):
+                if c == "{":
+                    self._machine.state = self.OBJECT
+                    return text[i:]
+                if c not in self._SEPARATORS:
+                    if not self._fmt.end:  # an untagged block ends at the first non-JSON text
+                        self._machine.state = CONTENT
+                        return text[i:]
+                    self._text(c)
+        else:
+            end = self._scanner.feed(text)
+            self._obj += text if end < 0 else text[:end]
+            self._advance()
+            if end >= 0:
+                self._close_object()
+                self._machine.state = self.BLOCK
+                return text[end:] or None
+        return None
+
+    def _advance(self) -> None:
+        obj = self._obj
+        if self._args_at < 0:
+            for key in self._fmt.args_keys:
+                m = _ARGS_RE[key].search(obj)
+                if m:
+                    self._args_at = m.end()
+                    break
+        if self._name is None:
+            head = obj if self._args_at < 0 else obj[: self._args_at]
+            for key in self._fmt.name_keys:
+                m = _NAME_RE[key].search(head)
+                if m:
+                    self._name = json.loads(f'"{m.group(1)}"')
+                    break
+        if self._name is not None and not self._opened:
+            self._open_call(self._name)
+            self._opened = True
+        if self._opened and self._args_at >= 0 and (self._args_scanner is None or not self._args_scanner.done):
+            if self._args_scanner is None:
+                self._args_scanner = JsonScanner()
+                self._args_sent = self._args_at
+            new = obj[self._args_sent:]
+            end = self._args_scanner.feed(new)
+            piece = new if end < 0 else new[:end]
+            if not self._args_scanner.started:
+                piece = ""  # only whitespace so far
+            elif self._args_sent == self._args_at or not self._args_begun:
+                piece = piece.lstrip()
+            if piece:
+                self._args_begun = True
+                self._args(piece)
+            self._args_sent += len(new) if end < 0 else end
+
+    def _close_object(self) -> None:
+        if not self._opened or self._args_scanner is None:
+            try:
+                data = json.loads(self._obj)
+            except ValueError:
+                data = None
+            name = next((data[k] for k in self._fmt.name_keys if isinstance(data, dict) and isinstance(data.get(k), str)), None)
+            if not self._opened and name is None:
+                self._text(self._obj)  # not a call: give the text back
+            else:
+                if not self._opened:
+                    self._open_call(name)
+                args = next((data[k] for k in self._fmt.args_keys if isinstance(data, dict) and k in data), {})
+                self._args(args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
+        self._reset_object()
+
+    def _finish(self) -> None:
+        state = self._machine.state
+        if state == self.OBJECT and not self._opened:
+            self._text(self._obj)
+        elif state == self.START:
+            self._text(self._lead)
+        held = self._machine.held()
+        if state in (CONTENT, self.START):
+            self._text(held)
+
+
+# ---- header + raw arguments ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeaderFormat:
+    name: str
+    call_start: tuple[str, ...]
+    name_end: tuple[str, ...]
+    args_end: tuple[str, ...]
+    section_start: tuple[str, ...] = ()
+    section_end: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()  # markers removed from content
+    next_call_ends_args: bool = False  # mistral v11: "[TOOL_CALLS]" both ends a call and starts the next
+    parse_header: Callable[[str], tuple[str, str | None]] = lambda h: (h.strip(), None)
+
+
+class HeaderToolParser(ToolParser):
+    SECTION, NAME, ARGS = 1, 2, 3
+
+    def __init__(self, fmt: HeaderFormat, tools=None, state: int = CONTENT, **_: Any) -> None:
+        super().__init__(tools)
+        self._fmt = fmt
+        args_markers = fmt.args_end + (fmt.call_start if fmt.next_call_ends_args else ())
+        self._machine = MarkerMachine([fmt.section_start + fmt.call_start + fmt.drop,
+                                       fmt.call_start + fmt.section_end, fmt.name_end, args_markers], state)
+        self._header = ""
+        self._space = ""  # trailing whitespace of the arguments, sent only if more follows
+        self._args_started = False
+
+    def _feed(self, text: str) -> None:
+        self._machine.run(text, self._on_text, self._on_marker)
+
+    def _after_call(self) -> int:
+        return self.SECTION if self._fmt.section_start else CONTENT
+
+    def _on_marker(self, index: int) -> None:
+        fmt, state = self._fmt, self._machine.state
+        if state == CONTENT:
+            n_section = len(fmt.section_start)
+            if index < n_section:
+                self._machine.state = self.SECTION
+            elif index < n_section + len(fmt.call_start):
+                self._machine.state = self.NAME
+        elif state == self.SECTION:
+            self._machine.state = self.NAME if index < len(fmt.call_start) else CONTENT
+        elif state == self.NAME:
+            name, call_id = fmt.parse_header(self._header)
+            self._open_call(name, call_id)
+            self._header, self._space, self._args_started = "", "", False
+            self._machine.state = self.ARGS
+        else:
+            self._machine.state = self.NAME if index >= len(fmt.args_end) else self._after_call()
+
+    def _on_text(self, text: str) -> None:
+        state = self._machine.state
+        if state == CONTENT:
+            self._text(text)
+        elif state == self.NAME:
+            self._header += text
+        elif state == self.ARGS:
+            if not self._args_started:
+                text = text.lstrip()
+                if not text:
+                    return
+                self._args_started = True
+            body = text.rstrip()
+            if body:
+                self._args(self._space + body)
+                self._space = text[len(body):]
+            else:
+                self._space += text
+
+    def _finish(self) -> None:
+        held = self._machine.held()
+        if self._machine.state == CONTENT:
+            self._text(held)
+        elif self._machine.state == self.ARGS:
+            self._on_text(held)
+
+
+def _after_sep(sep: str) -> Callable[[str], tuple[str, str | None]]:
+    return lambda header: (header.rsplit(sep, 1)[-1].strip(), None)
+
+
+def _kimi_header(header: str) -> tuple[str, str | None]:
+    call_id = header.strip()
+    name = call_id[len("functions."):] if call_id.startswith("functions.") else call_id
+    return name.rsplit(":", 1)[0], call_id
+
+
+def _harmony_header(header: str) -> tuple[str, str | None]:
+    m = re.match(r"\s*([\w.\-]+)", header)
+    return (m.group(1) if m else header.strip()), None
+
+
+def _mistral_header(header: str) -> tuple[str, str | None]:
+    name, _, call_id = header.partition("[CALL_ID]")
+    return name.strip(), (call_id.strip() or None)
+
+
+# ---- XML parameters -----------------------------------------------------------------------------
+
+# States of the XML machine.
+BLOCK, NAME, PARAMS, PNAME, PGAP, PVALUE = 1, 2, 3, 4, 5, 6
+
+
+@dataclass(frozen=True)
+class XmlFormat:
+    """``table[state]`` = ((marker, next state, actions), ...); actions among ``call`` (the NAME
+    text is the function name), ``pname``/``pname_str``/``pname_json`` (the PNAME text is a
+    parameter name; its value typed by schema / a string / JSON), ``value`` (the PVALUE text is the
+    value) and ``close`` (end the call)."""
+
+    name: str
+    table: tuple[tuple[tuple[str, int, tuple[str, ...]], ...], ...]
+
+
+def xml_format(name: str, block: tuple[str, str], invoke: tuple[str, str, str] | None,
+               param: tuple[str, str, str], value_start: str | None = None,
+               name_ends: tuple[tuple[str, int, tuple[str, ...]], ...] = (),
+               param_name_ends: tuple[tuple[str, str], ...] | None = None) -> XmlFormat:
+    """Build the table of the usual layout: ``block[0]`` (invoke_start NAME invoke_name_end
+    (param_start PNAME param_name_end [value_start] VALUE param_end)* invoke_end)* ``block[1]``."""
+    block_start, block_end = block
+    p_start, p_name_end, p_end = param
+    after_pname = PGAP if value_start else PVALUE
+    name_end_markers = tuple((m, after_pname, (a,)) for m, a in param_name_ends) if param_name_ends else \
+        ((p_name_end, after_pname, ("pname",)),)
+    if invoke is not None:
+        i_start, i_name_end, i_end = invoke
+        content = ((block_start, BLOCK, ()),)
+        block_row = ((i_start, NAME, ()), (block_end, CONTENT, ()))
+        name_row = ((i_name_end, PARAMS, ("call",)),) + name_ends
+        params_row = ((p_start, PNAME, ()), (i_end, BLOCK, ("close",)), (block_end, CONTENT, ("close",)))
+    else:  # the name follows the block marker directly (GLM)
+        content = ((block_start, NAME, ()),)
+        block_row = ()
+        name_row = name_ends
+        params_row = ((p_start, PNAME, ()), (block_end, CONTENT, ("close",)))
+    table = (content, block_row, name_row, params_row, name_end_markers,
+             (((value_start, PVALUE, ()),) if value_start else ()),
+             ((p_end, PARAMS, ("value",)), (block_end, CONTENT, ("value", "close"))))
+    return XmlFormat(name, table)
+
+
+def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema") -> Any:
+    """A parameter's raw text as the JSON value its schema asks for (string when unsure)."""
+    if mode == "string":
+        return raw
+    if mode == "json":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    kinds = set(kind) if isinstance(kind, list) else {kind}
+    text = raw.strip()
+    if kinds & {"string"} and not kinds - {"string", "null"}:
+        return raw
+    if kinds & {"integer", "number"}:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return raw
+    if "boolean" in kinds and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        if kinds & {"object", "array"}:
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                pass
+        return raw
+
+
+class XmlToolParser(ToolParser):
+    def __init__(self, fmt: XmlFormat, tools=None, **_: Any) -> None:
+        super().__init__(tools)
+        self._fmt = fmt
+        self._machine = MarkerMachine([[m for m, _, _ in row] for row in fmt.table])
+        self._buf = ""
+        self._open = False
+        self._first_param = True
+        self._fn: str | None = None
+        self._pname = ""
+        self._pmode = "schema"
+
+    def _feed(self, text: str) -> None:
+        self._machine.run(text, self._on_text, self._on_marker)
+
+    def _on_text(self, text: str) -> None:
+        state = self._machine.state
+        if state == CONTENT:
+            self._text(text)
+        elif state in (NAME, PNAME, PVALUE):
+            self._buf += text
+
+    def _on_marker(self, index: int) -> None:
+        _, nxt, actions = self._fmt.table[self._machine.state][index]
+        for action in actions:
+            if action == "call":
+                self._fn = self._buf.strip()
+                self._open_call(self._fn)
+                self._args("{")
+                self._open, self._first_param = True, True
+            elif action.startswith("pname"):
+                self._pname = self._buf.strip()
+                self._pmode = {"pname": "schema", "pname_str": "string", "pname_json": "json"}[action]
+            elif action == "value" and self._open and self._machine.state == PVALUE:
+                self._emit_param(self._buf)
+            elif action == "close" and self._open:
+                self._args("}")
+                self._open = False
+        if nxt != self._machine.state or actions:
+            self._buf = ""
+        self._machine.state = nxt
+
+    def _emit_param(self, raw: str) -> None:
+        if raw.startswith("\n"):
+            raw = raw[1:]
+        if raw.endswith("\n"):
+            raw = raw[:-1]
+        schema = self._schemas.get(self._fn or "", {}).get("properties", {}).get(self._pname)
+        value = typed_value(raw, schema, self._pmode)
+        sep = "" if self._first_param else ", "
+        self._args(f"{sep}{json.dumps(self._pname, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}")
+        self._first_param = False
+
+    def _finish(self) -> None:
+        held = self._machine.held()
+        if self._machine.state == CONTENT:
+            self._text(held)
+        if self._open:  # truncated inside a call: close what was sent
+            self._args("}")
+            self._open = False
+
+
+# ---- pythonic ------------------------------------------------------------------------------------
+
+class PythonicToolParser(ToolParser):
+    """``[f(a=1), g(b='x')]`` at the start of the output, optionally in ``<|python_start|>``."""
+
+    START, LIST, AFTER = 1, 2, 3
+    _WRAP = ("<|python_start|>", "<|python_end|>")
+
+    def __init__(self, tools=None, **_: Any) -> None:
+        super().__init__(tools)
+        self._machine = MarkerMachine([(), self._WRAP[:1], (), self._WRAP[1:]], self.START)
+        self._lead = ""
+        self._buf = ""
+        self._depth = 0
+        self._quote = ""
+        self._escape = False
+
+    def _feed(self, text: str) -> None:
+        self._machine.run(text, self._on_text, self._on_marker)
+
+    def _on_marker(self, index: int) -> None:
+        if self._machine.state == self.START:
+            self._lead = ""
+            self._machine.state = self.LIST
+
+    def _on_text(self, text: str) -> str | None:
+        state = self._machine.state
+        if state == self.START:
+            stripped = text.lstrip()
+            if not stripped:
+                self._lead += text
+                return None
+            if stripped[0] == "[":
+                self._machine.state = self.LIST
+                self._lead = ""
+                return stripped
+            self._machine.state = CONTENT
+            self._text(self._lead + text)
+            self._lead = ""
+        elif state == self.LIST:
+            for i, c in enumerate(text):
+                self._buf += c
+                if self._quote:
+                    if self._escape:
+                        self._escape = False
+                    elif c == "\\":
+                        self._escape = True
+                    elif c == self._quote:
+                        self._quote = ""
+                elif c in "'\"":
+                    self._quote = c
+                elif c in "[({":
+                    self._depth += 1
+                elif c in "])}":
+                    self._depth -= 1
+                    if self._depth == 0:
+                        self._close_list()
+                        return text[i + 1:] or None
+        elif state in (CONTENT, self.AFTER):
+            self._text(text)
+        return None
+
+    def _close_list(self) -> None:
+        calls = _pythonic_calls(self._buf)
+        if calls is None:
+            self._text(self._buf)
+            self._machine.state = CONTENT
+        else:
+            for name, args in calls:
+                self._open_call(name)
+                self._args(json.dumps(args, ensure_ascii=False))
+            self._machine.state = self.AFTER
+        self._buf = ""
+
+    def _finish(self) -> None:
+        state = self._machine.state
+        if state == self.START:
+            self._text(self._lead)
+        elif state == self.LIST:
+            self._text(self._buf)
+        held = self._machine.held()
+        if state in (CONTENT, self.AFTER, self.START):
+            self._text(held)
+
+
+def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    if not isinstance(tree.body, ast.List):
+        return None
+    calls = []
+    for node in tree.body.elts:
+        if not isinstance(node, ast.Call) or node.args:
+            return None
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else (
+            ast.unparse(func) if isinstance(func, ast.Attribute) else None)
+        if name is None:
+            return None
+        try:
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        calls.append((name, kwargs))
+    return calls
+
+
+# ---- mistral: two syntaxes behind one marker -----------------------------------------------------
+
+MISTRAL_JSON = JsonFormat("mistral", ("[TOOL_CALLS]",))
+MISTRAL_V11 = HeaderFormat("mistral", ("[TOOL_CALLS]",), ("[ARGS]",), (), next_call_ends_args=True,
+                           parse_header=_mistral_header)
+
+
+class MistralToolParser(ToolParser):
+    """``[TOOL_CALLS] [{...}, ...]`` (older tokenizers) or ``[TOOL_CALLS]N[ARGS]{...}`` (v11+):
+    the first non-space character after the marker decides."""
+
+    def __init__(self, tools=None, **_: Any) -> None:
+        super().__init__(tools)
+        self._tools = tools
+        self._machine = MarkerMachine([("[TOOL_CALLS]",), ()])
+        self._pending = ""
+        self._inner: ToolParser | None = None
+
+    def _feed(self, text: str) -> None:
+        if self._inner is not None:
+            self._relay(self._inner.feed(text))
+            return
+        self._machine.run(text, self._on_text, self._on_marker)
+
+    def _on_marker(self, index: int) -> None:
+        self._machine.state = 1
+
+    def _on_text(self, text: str) -> None:
+        if self._machine.state == CONTENT:
+            self._text(text)
+            return
+        self._pending += text
+        stripped = self._pending.lstrip()
+        if stripped:
+            if stripped[0] == "[":
+                self._inner = JsonToolParser(MISTRAL_JSON, self._tools)
+                self._inner._machine.state = JsonToolParser.BLOCK
+            else:
+                self._inner = HeaderToolParser(MISTRAL_V11, self._tools, state=HeaderToolParser.NAME)
+            self._relay(self._inner.feed(stripped))
+
+    def _relay(self, delta: ToolDelta) -> None:
+        self._text(delta.content)
+        for call in delta.calls:
+            if call.name is not None:
+                self._open_call(call.name, call.id)
+            self._args(call.arguments)
+
+    def _finish(self) -> None:
+        if self._inner is not None:
+            self._relay(self._inner.finish())
+        elif self._machine.state == CONTENT:
+            self._text(self._machine.held())
+
+
+# ---- the family tables ---------------------------------------------------------------------------
+
+JSON_FORMATS = {
+    "hermes": JsonFormat("hermes", ("<tool_call>",), ("</tool_call>",)),
+    "llama3_json": JsonFormat("llama3_json", ("<|python_tag|>",), bare_at_start=True,
+                              args_keys=("parameters", "arguments")),
+    "cohere": JsonFormat("cohere", ("<|START_ACTION|>",), ("<|END_ACTION|>",), name_keys=("tool_name", "name"),
+                         args_keys=("parameters", "arguments")),
+    "granite": JsonFormat("granite", ("<|tool_call|>",)),
+    "internlm": JsonFormat("internlm", ("<|action_start|><|plugin|>",), ("<|action_end|>",)),
+    "hunyuan": JsonFormat("hunyuan", ("<tool_calls>",), ("</tool_calls>",)),
+}
+
+_DS_CALLS = ("<｜tool▁calls▁begin｜>",), ("<｜tool▁calls▁end｜>",)
+HEADER_FORMATS = {
+    "deepseek_v3": HeaderFormat("deepseek_v3", ("<｜tool▁call▁begin｜>",), ("```json",),
+                                ("```<｜tool▁call▁end｜>", "<｜tool▁call▁end｜>"), *_DS_CALLS,
+                                parse_header=_after_sep("<｜tool▁sep｜>")),
+    "deepseek_v31": HeaderFormat("deepseek_v31", ("<｜tool▁call▁begin｜>",), ("<｜tool▁sep｜>",),
+                                 ("<｜tool▁call▁end｜>",), *_DS_CALLS),
+    "kimi_k2": HeaderFormat("kimi_k2", ("<|tool_call_begin|>",), ("<|tool_call_argument_begin|>",),
+                            ("<|tool_call_end|>",), ("<|tool_calls_section_begin|>",),
+                            ("<|tool_calls_section_end|>",), parse_header=_kimi_header),
+    "gpt_oss": HeaderFormat("gpt_oss", (" to=functions.", "to=functions."), ("<|message|>",), ("<|call|>",),
+                            drop=("<|channel|>commentary", "<|message|>", "<|end|>", "<|start|>assistant",
+                                  "<|channel|>final", "<|return|>"),
+                            parse_header=_harmony_header),
+}
+
+XML_FORMATS = {
+    "qwen3_coder": xml_format("qwen3_coder", ("<tool_call>", "</tool_call>"), ("<function=", ">", "</function>"),
+                              ("<parameter=", ">", "</parameter>")),
+    "seed_oss": xml_format("seed_oss", ("<seed:tool_call>", "</seed:tool_call>"), ("<function=", ">", "</function>"),
+                           ("<parameter=", ">", "</parameter>")),
+    "minimax_m2": xml_format("minimax_m2", ("<minimax:tool_call>", "</minimax:tool_call>"),
+                             ('<invoke name="', '">', "</invoke>"), ('<parameter name="', '">', "</parameter>")),
+    "step3": xml_format("step3", ("<｜tool_calls_begin｜>", "<｜tool_calls_end｜>"),
+                        ('<steptml:invoke name="', '">', "</steptml:invoke>"),
+                        ('<steptml:parameter name="', '">', "</steptml:parameter>")),
+    "deepseek_v32": xml_format("deepseek_v32", ("<｜DSML｜function_calls>", "</｜DSML｜function_calls>"),
+                               ('<｜DSML｜invoke name="', '">', "</｜DSML｜invoke>"),
+                               ('<｜DSML｜parameter name="', '">', "</｜DSML｜parameter>"),
+                               param_name_ends=(('" string="true">', "pname_str"), ('" string="false">', "pname_json"),
+                                                ('">', "pname"))),
+    "glm45": xml_format("glm45", ("<tool_call>", "</tool_call>"), None, ("<arg_key>", "</arg_key>", "</arg_value>"),
+                        value_start="<arg_value>",
+                        name_ends=(("\n", PARAMS, ("call",)), ("<arg_key>", PNAME, ("call",)),
+                                   ("</tool_call>", CONTENT, ("call", "close")))),
+}
+XML_FORMATS["glm47"] = XmlFormat("glm47", XML_FORMATS["glm45"].table)
+
+
+def factories() -> dict[str, Callable[..., ToolParser]]:
+    """name -> ``factory(tools, **options)`` for every family."""
+    out: dict[str, Callable[..., ToolParser]] = {}
+    for name, fmt in JSON_FORMATS.items():
+        out[name] = lambda tools=None, _f=fmt, **o: JsonToolParser(_f, tools, **o)
+    for name, hfmt in HEADER_FORMATS.items():
+        out[name] = lambda tools=None, _f=hfmt, **o: HeaderToolParser(_f, tools, **o)
+    for name, xfmt in XML_FORMATS.items():
+        out[name] = lambda tools=None, _f=xfmt, **o: XmlToolParser(_f, tools, **o)
+    out["pythonic"] = PythonicToolParser
+    out["mistral"] = MistralToolParser
+    return out
+
+
+def family_names() -> Sequence[str]:
+    return sorted(factories())

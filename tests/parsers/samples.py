@@ -1,0 +1,103 @@
+"""Model outputs written from each family's format (../shared/docs/parser-formats.md and the
+models' chat templates): (family, output, expected content, expected [(name, arguments dict)])."""
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+                                         "metric": {"type": "boolean"}, "tags": {"type": "array"}}}}},
+    {"type": "function", "function": {"name": "search", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}},
+]
+
+PARIS = ("get_weather", {"city": "Paris", "days": 3})
+TOKYO = ("search", {"q": "東京 天気 ☀️ \"quoted\" {braces}"})
+
+TOOL_SAMPLES = [
+    ("hermes", 'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}\n</tool_call>\n'
+               '<tool_call>\n{"name": "search", "arguments": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}\n</tool_call>',
+     "Let me check.\n\n", [PARIS, TOKYO]),
+    ("hermes", "No tools needed, just text with <b>tags</b>.", "No tools needed, just text with <b>tags</b>.", []),
+    ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}; '
+                    '{"name": "search", "parameters": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}', "", [PARIS, TOKYO]),
+    ("llama3_json", '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}', "", [PARIS]),
+    ("llama3_json", 'The answer is {"a": 1}.', 'The answer is {"a": 1}.', []),
+    ("pythonic", '[get_weather(city="Paris", days=3), search(q=\'東京 天気 ☀️ "quoted" {braces}\')]', "", [PARIS, TOKYO]),
+    ("pythonic", '<|python_start|>[get_weather(city="Paris", days=3)]<|python_end|>', "", [PARIS]),
+    ("pythonic", "Just [a] list of words.", "Just [a] list of words.", []),
+    ("mistral", 'Sure [TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}, '
+                '{"name": "search", "arguments": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}]', "Sure ", [PARIS, TOKYO]),
+    ("mistral", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "days": 3}'
+                '[TOOL_CALLS]search[ARGS]{"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}', "", [PARIS, TOKYO]),
+    ("deepseek_v3", "Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+                    '{"city": "Paris", "days": 3}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>search\n'
+                    '```json\n{"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+     "Checking.", [PARIS, TOKYO]),
+    ("deepseek_v31", '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Paris", "days": 3}'
+                     '<｜tool▁call▁end｜><｜tool▁call▁begin｜>search<｜tool▁sep｜>{"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}'
+                     "<｜tool▁call▁end｜><｜tool▁calls▁end｜> done", " done", [PARIS, TOKYO]),
+    ("deepseek_v32", 'Sure.<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">\n'
+                     '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+                     '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+                     '<｜DSML｜invoke name="search">\n<｜DSML｜parameter name="q" string="true">東京 天気 ☀️ "quoted" {braces}'
+                     "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>", "Sure.", [PARIS, TOKYO]),
+    ("qwen3_coder", "I will call two tools.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+                    "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=search>\n"
+                    '<parameter=q>\n東京 天気 ☀️ "quoted" {braces}\n</parameter>\n</function>\n</tool_call>',
+     "I will call two tools.\n\n", [PARIS, TOKYO]),
+    ("seed_oss", "<seed:tool_call>\n<function=get_weather>\n<parameter=city>Paris</parameter>\n<parameter=days>3</parameter>\n"
+                 "</function>\n</seed:tool_call>", "", [PARIS]),
+    ("glm45", "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n<arg_key>days</arg_key>\n"
+              "<arg_value>3</arg_value>\n</tool_call><tool_call>search\n<arg_key>q</arg_key>\n"
+              '<arg_value>東京 天気 ☀️ "quoted" {braces}</arg_value>\n</tool_call>', "", [PARIS, TOKYO]),
+    ("glm47", "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value><arg_key>days</arg_key>"
+              "<arg_value>3</arg_value></tool_call>", "", [PARIS]),
+    ("kimi_k2", "Let me look.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+                '<|tool_call_argument_begin|>{"city": "Paris", "days": 3}<|tool_call_end|><|tool_call_begin|>functions.search:1'
+                '<|tool_call_argument_begin|>{"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}<|tool_call_end|>'
+                "<|tool_calls_section_end|>", "Let me look.", [PARIS, TOKYO]),
+    ("minimax_m2", '<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">Paris</parameter>\n'
+                   '<parameter name="days">3</parameter>\n</invoke>\n<invoke name="search">\n'
+                   '<parameter name="q">東京 天気 ☀️ "quoted" {braces}</parameter>\n</invoke>\n</minimax:tool_call>',
+     "", [PARIS, TOKYO]),
+    ("step3", '<｜tool_calls_begin｜><｜tool_call_begin｜>function<｜tool_sep｜><steptml:invoke name="get_weather">'
+              '<steptml:parameter name="city">Paris</steptml:parameter><steptml:parameter name="days">3'
+              "</steptml:parameter></steptml:invoke><｜tool_call_end｜><｜tool_calls_end｜>", "", [PARIS]),
+    ("gpt_oss", '<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris", "days": 3}'
+                "<|call|>", "", [PARIS]),
+    ("cohere", '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Paris", "days": 3}}, '
+               '{"tool_call_id": "1", "tool_name": "search", "parameters": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}]'
+               "<|END_ACTION|>", "", [PARIS, TOKYO]),
+    ("granite", '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]', "", [PARIS]),
+    ("internlm", 'Sure<|action_start|><|plugin|>\n{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}'
+                 "<|action_end|>", "Sure", [PARIS]),
+    ("hunyuan", '<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]</tool_calls>', "", [PARIS]),
+]
+
+# (family, output, in_reasoning option, expected reasoning, expected content)
+REASONING_SAMPLES = [
+    ("deepseek_r1", "Let me think.\nIt is 4.\n</think>\n\nThe answer is 4.", None, "Let me think.\nIt is 4.\n",
+     "The answer is 4."),
+    ("deepseek_r1", "<think>\nHmm.</think>Four.", None, "Hmm.", "Four."),
+    ("qwen3", "<think>\nStep 1 😀\n</think>\n\nDone.", None, "Step 1 😀\n", "Done."),
+    ("deepseek_v31", "plain answer", None, "", "plain answer"),
+    ("deepseek_v31", "deep thought</think>answer", True, "deep thought", "answer"),
+    ("qwen3", "No thinking here.", None, "", "No thinking here."),
+    ("qwen3", "reasoning in prompt</think>answer", True, "reasoning in prompt", "answer"),
+    ("qwen3_thinking", "thought</think>\n\nanswer", None, "thought", "answer"),
+    ("glm45", "<think>plan</think><tool_call>get_weather", None, "plan", "<tool_call>get_weather"),
+    ("kimi", "◁think▷深思◁/think▷答案", None, "深思", "答案"),
+    ("kimi_k2", "<think>r</think>c<|tool_calls_section_begin|>x", None, "r", "c<|tool_calls_section_begin|>x"),
+    ("minimax", "thinking...</think>\nanswer", None, "thinking...", "answer"),
+    ("step3", "reason</think>answer", None, "reason", "answer"),
+    ("gpt_oss", "<|channel|>analysis<|message|>User wants weather.<|end|><|start|>assistant<|channel|>final"
+                "<|message|>It is sunny.<|return|>", None, "User wants weather.", "It is sunny."),
+    ("gpt_oss", "<|channel|>analysis<|message|>Need tool.<|end|><|start|>assistant<|channel|>commentary to=functions.f "
+                '<|constrain|>json<|message|>{"a": 1}<|call|>', None, "Need tool.",
+     '<|channel|>commentary to=functions.f <|constrain|>json<|message|>{"a": 1}<|call|>'),
+    ("cohere", "<|START_THINKING|>plan<|END_THINKING|><|START_RESPONSE|>answer<|END_RESPONSE|>", None, "plan", "answer"),
+    ("nemotron", "<think>\nok\n</think>\nanswer", None, "ok\n", "answer"),
+    ("seed_oss", "<seed:think>budget</seed:think>answer", None, "budget", "answer"),
+    ("mistral", "[THINK]hmm[/THINK]answer", None, "hmm", "answer"),
+    ("granite", "Here is my thought process:\nthink\nHere is my response:\nanswer", None, "think\n", "answer"),
+    ("granite", "Here's my thought process: a Here's my response: b", None, "a ", "b"),
+]

@@ -1,0 +1,55 @@
+"""The parser kernels: JSON value-end scanner and marker splitting, compiled == twin."""
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg._ext import json_scan_py as json_twin
+from smg._ext import stop_matcher_py as marker_twin
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=10)
+
+
+@given(value=json_values, tail=st.text(max_size=10), cuts=st.lists(st.integers(0, 200), max_size=6))
+@settings(max_examples=400, deadline=None)
+def test_json_scanner_finds_the_end_whatever_the_chunks(json_scan_impl, value, tail, cuts):
+    text = "  " + json.dumps(value, ensure_ascii=False) + " ,x" + tail
+    ends = []
+    for impl in (json_scan_impl, json_twin):
+        scanner, start, end = impl.JsonScanner(), 0, -1
+        for cut in sorted(cuts) + [len(text)]:
+            piece = text[start:max(start, cut)]
+            found = scanner.feed(piece)
+            if found >= 0:
+                end = start + found
+                break
+            start = max(start, cut)
+        ends.append(end)
+    assert ends[0] == ends[1]
+    assert json.loads(text[:ends[0]]) == value
+
+
+@given(text=st.text(st.sampled_from('{}[]"\\ ab,é'), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_json_scanner_matches_twin_on_any_text(json_scan_impl, text):
+    a, b = json_scan_impl.JsonScanner(), json_twin.JsonScanner()
+    assert a.feed(text) == b.feed(text)
+    assert (a.depth, a.in_string, a.escape, a.done) == (b.depth, b.in_string, b.escape, b.done)
+
+
+@given(markers=st.lists(st.text("<>/ab😀", min_size=1, max_size=4), min_size=1, max_size=5),
+       text=st.text("<>/ab😀x", max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_marker_split_matches_twin(stop_impl, markers, text):
+    ours = stop_impl.StopStringMatcher(stop_impl.StopAutomaton(markers))
+    ref = marker_twin.StopStringMatcher(marker_twin.StopAutomaton(markers))
+    rest_a = rest_b = text
+    while True:
+        a, b = ours.split(rest_a), ref.split(rest_b)
+        assert a == b
+        if a[1] < 0 or not a[2]:
+            break
+        rest_a, rest_b = a[2], b[2]
+    assert ours.finish() == ref.finish()
