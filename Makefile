@@ -11,6 +11,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip "setuptools>=77" wheel "Cython>=3.0.10"
 
 .venv/.installed: pyproject.toml setup.py $(KERNELS) | $(BIN)/python
+	# The CPU build of torch for TorchEngine's test (a plain range would pull a CUDA build).
+	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 

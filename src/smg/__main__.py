@@ -1,4 +1,4 @@
-"""Command line: ``python -m smg tokenize ...`` (serving and the engine come with later stages)."""
+"""Command line: ``python -m smg tokenize | engine ...``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,38 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from smg.engine import ReferenceEngine
+    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
+
+    if not args.reference:
+        print("error: only --reference is available from the command line; embed EngineServer for your own "
+              "generator", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    directory = bundled_tokenizer_dir(args.tokenizer) if args.tokenizer in BUNDLED else Path(args.tokenizer)
+    tokenizer = _load_tokenizer(args.tokenizer)
+    scripts = [Path(p).read_text(encoding="utf-8") for p in args.script]
+    engine = ReferenceEngine(tokenizer, mode=args.mode, scripts=scripts, delay_ms=args.delay_ms,
+                             tokens_per_chunk=args.tokens_per_chunk, seed=args.seed, model_id=args.model_id,
+                             tokenizer_dir=directory if directory.is_dir() else directory.parent)
+
+    async def serve() -> None:
+        server = engine.server()
+        port = await server.start(args.host, args.port)
+        print(f"reference engine serving on grpc://{args.host}:{port}", flush=True)
+        await server.wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m smg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--show-text", action="store_true", help="also print the rendered text and the tokens")
     tok.add_argument("text", help="the text, or - for standard input")
     tok.set_defaults(run=_tokenize)
+    eng = sub.add_parser("engine", help="run the reference CPU engine as a gRPC worker (SGLang and vLLM services)")
+    eng.add_argument("--reference", action="store_true", help="serve the reference CPU engine")
+    eng.add_argument("--host", default="127.0.0.1")
+    eng.add_argument("--port", type=int, default=50051)
+    eng.add_argument("--tokenizer", default="llama3.2", help="tokenizer dir/file or bundled name (default llama3.2)")
+    eng.add_argument("--mode", default="text", choices=["text", "echo", "script"])
+    eng.add_argument("--script", action="append", default=[], help="text file to replay in script mode (repeatable)")
+    eng.add_argument("--delay-ms", type=float, default=0.0, help="per-step delay")
+    eng.add_argument("--tokens-per-chunk", type=int, default=1)
+    eng.add_argument("--seed", type=int, default=0)
+    eng.add_argument("--model-id", default="smg-reference")
+    eng.set_defaults(run=_engine)
     return parser
 
 

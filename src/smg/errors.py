@@ -49,3 +49,28 @@ class TokenizerLoadError(SmgError):
 
 class ChatTemplateError(InvalidRequest):
     """No chat template, a template that does not compile, or one that raised while rendering."""
+
+
+class EngineError(SmgError):
+    """The engine failed the request (its gRPC status and message are kept)."""
+
+    status_code = 502
+    error_type = "engine_error"
+
+
+class EngineUnavailable(EngineError):
+    """The worker cannot be reached or is overloaded; another worker may serve the request."""
+
+    status_code = 503
+    error_type = "engine_unavailable"
+
+
+class NoHealthyWorker(EngineUnavailable):
+    """No worker is healthy (or none is configured)."""
+
+
+class RequestAborted(SmgError):
+    """The request was cancelled (client gone, stop matched, timeout) or aborted by the engine."""
+
+    status_code = 499
+    error_type = "request_aborted"

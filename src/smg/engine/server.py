@@ -1,0 +1,444 @@
+"""``EngineServer``: put any token generator behind the engine gRPC contract.
+
+An engine author writes one async callable, ``generate(request: EngineRequest) ->
+AsyncIterator[list[int]]`` (token ids, a chunk at a time, for one sequence), plus a
+:class:`~smg.engines.base.ModelInfo`; the server speaks SGLang's ``SglangScheduler`` and vLLM's
+``VllmEngine`` services from ``smg-grpc-proto`` around it and gets the protocol right:
+
+* ``n > 1``: one generator per sequence (``EngineRequest.index``), multiplexed on one stream;
+* ``max_new_tokens``, ``min_new_tokens``, stop token ids and EOS (unless ``ignore_eos``), with
+  ``finish_reason`` ``length``/``stop`` and ``matched_token_id``; a generator that ends on its
+  own finishes with ``stop``;
+* streaming (a chunk per generator chunk with cumulative counts, then one complete per sequence
+  carrying all its ids) and non-streaming (one complete per sequence);
+* ``Abort`` by request id and client cancellation stop the generators; aborted sequences finish
+  with ``abort``; ``HealthCheck``, ``GetModelInfo``, ``GetServerInfo``, ``GetLoads``,
+  ``GetTokenizer`` (a zip of the tokenizer directory, sha256 on the last chunk), ``FlushCache``.
+  Profiling, KV events, LoRA and embeddings answer UNIMPLEMENTED.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import grpc
+from smg_grpc_proto.generated import common_pb2 as cpb
+from smg_grpc_proto.generated import sglang_scheduler_pb2 as spb
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
+from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
+from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
+
+from smg.engines.base import ModelInfo, SamplingOptions
+
+log = logging.getLogger("smg.engine")
+
+DEFAULT_MAX_NEW_TOKENS = 128  # what SGLang assumes when a request names none
+_TOKENIZER_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What the engine's ``generate`` callable gets for one sequence."""
+
+    request_id: str
+    input_ids: list[int]
+    sampling: SamplingOptions
+    index: int = 0  # which of the n sequences
+
+
+Generate = Callable[[EngineRequest], AsyncIterator[list[int]]]
+
+
+@dataclass
+class _Sequence:
+    index: int
+    ids: list[int] = field(default_factory=list)
+    finish: str | None = None
+    matched: int | None = None
+
+
+class _Core:
+    """Protocol-independent request handling shared by both services."""
+
+    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: Path | None) -> None:
+        self.generate = generate
+        self.model = model
+        self.tokenizer_dir = tokenizer_dir
+        self.active: dict[str, asyncio.Event] = {}
+        self.aborted: list[str] = []  # request ids aborted by RPC or cancellation (observable in tests)
+        self.started = time.time()
+        self.total = 0
+
+    async def run(self, request_id: str, input_ids: list[int], sampling: SamplingOptions,
+                  emit: Callable[[_Sequence, list[int]], Awaitable[None]] | None) -> list[_Sequence]:
+        """Drive the n sequences; ``emit(seq, new_ids)`` for streaming; returns the finished sequences."""
+        abort_event = asyncio.Event()
+        self.active[request_id] = abort_event
+        self.total += 1
+        stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.model.eos_token_ids))
+        limit = sampling.max_new_tokens if sampling.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+        sequences = [_Sequence(i) for i in range(sampling.n)]
+        lock = asyncio.Lock()
+
+        async def drive(seq: _Sequence) -> None:
+            if limit == 0:
+                seq.finish = "length"
+                return
+            source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index))
+            try:
+                async for chunk in source:
+                    if abort_event.is_set():
+                        seq.finish = "abort"
+                        return
+                    new = []
+                    for token in chunk:
+                        new.append(int(token))
+                        if len(seq.ids) + len(new) >= sampling.min_new_tokens and token in stop_ids:
+                            seq.finish, seq.matched = "stop", int(token)
+                            break
+                        if len(seq.ids) + len(new) >= limit:
+                            seq.finish = "length"
+                            break
+                    seq.ids += new
+                    if emit is not None and new:
+                        async with lock:  # one writer on the stream at a time
+                            await emit(seq, new)
+                    if seq.finish:
+                        return
+                seq.finish = "length" if len(seq.ids) >= limit else "stop"
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        tasks = [asyncio.create_task(drive(seq)) for seq in sequences]
+        waiter = asyncio.create_task(abort_event.wait())
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(waiter)
+                if waiter in done:
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    pending = set()
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
+            for seq in sequences:
+                if seq.finish is None:
+                    seq.finish = "abort"
+            return sequences
+        except asyncio.CancelledError:
+            self._record_abort(request_id)  # the client went away
+            raise
+        finally:
+            waiter.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, waiter, return_exceptions=True)
+            self.active.pop(request_id, None)
+
+    def _record_abort(self, request_id: str) -> None:
+        if not self.aborted or self.aborted[-1] != request_id:  # Abort RPC + cancellation: once
+            self.aborted.append(request_id)
+
+    def abort(self, request_id: str) -> bool:
+        event = self.active.get(request_id)
+        self._record_abort(request_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def tokenizer_zip(self) -> tuple[bytes, str]:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(self.tokenizer_dir.iterdir()):
+                if path.is_file() and (path.suffix in (".json", ".jinja", ".model", ".txt")):
+                    archive.write(path, path.name)
+        data = buf.getvalue()
+        return data, hashlib.sha256(data).hexdigest()
+
+
+def _sampling_from_sglang(sp: spb.SamplingParams) -> SamplingOptions:
+    # proto3 zeros are unset values, not the semantic defaults.
+    constraint = None
+    which = sp.WhichOneof("constraint")
+    if which:
+        constraint = ({"ebnf_grammar": "ebnf"}.get(which, which), getattr(sp, which))
+    return SamplingOptions(
+        temperature=sp.temperature, top_p=sp.top_p or 1.0, top_k=sp.top_k or -1, min_p=sp.min_p,
+        frequency_penalty=sp.frequency_penalty, presence_penalty=sp.presence_penalty,
+        repetition_penalty=sp.repetition_penalty or 1.0,
+        max_new_tokens=sp.max_new_tokens if sp.HasField("max_new_tokens") else None,
+        min_new_tokens=sp.min_new_tokens, stop_token_ids=tuple(sp.stop_token_ids), ignore_eos=sp.ignore_eos,
+        skip_special_tokens=sp.skip_special_tokens, n=max(1, sp.n), constraint=constraint,
+        seed=int(sp.custom_params["sampling_seed"]) if "sampling_seed" in sp.custom_params else None)
+
+
+def _sampling_from_vllm(sp: vpb.SamplingParams) -> SamplingOptions:
+    which = sp.WhichOneof("constraint")
+    constraint = None
+    if which:
+        constraint = ({"grammar": "ebnf"}.get(which, which), "" if which == "json_object" else str(getattr(sp, which)))
+    return SamplingOptions(
+        temperature=sp.temperature if sp.HasField("temperature") else 1.0, top_p=sp.top_p or 1.0,
+        top_k=sp.top_k or -1, min_p=sp.min_p, frequency_penalty=sp.frequency_penalty,
+        presence_penalty=sp.presence_penalty, repetition_penalty=sp.repetition_penalty or 1.0,
+        max_new_tokens=sp.max_tokens if sp.HasField("max_tokens") else None, min_new_tokens=sp.min_tokens,
+        stop_token_ids=tuple(sp.stop_token_ids), ignore_eos=sp.ignore_eos, skip_special_tokens=sp.skip_special_tokens,
+        n=max(1, sp.n), seed=sp.seed if sp.HasField("seed") else None, constraint=constraint)
+
+
+async def _serve_generate(core: _Core, rid: str, ids: list[int], sampling: SamplingOptions, stream: bool,
+                          chunk: Callable, complete: Callable) -> AsyncIterator:
+    """The Generate stream of either protocol: ``chunk(seq, new_ids)`` and ``complete(seq)`` build
+    that protocol's responses."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def emit(seq: _Sequence, new: list[int]) -> None:
+        await queue.put(chunk(seq, new))
+
+    runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None))
+    try:
+        while not (runner.done() and queue.empty()):
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+            else:
+                getter.cancel()
+        for seq in runner.result():
+            yield complete(seq)
+    finally:
+        if not runner.done():
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _serve_tokenizer(core: _Core, context) -> AsyncIterator[cpb.GetTokenizerChunk]:
+    if core.tokenizer_dir is None:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this engine was started without a tokenizer")
+    data, digest = core.tokenizer_zip()
+    for start in range(0, len(data), _TOKENIZER_CHUNK):
+        last = start + _TOKENIZER_CHUNK >= len(data)
+        yield cpb.GetTokenizerChunk(data=data[start:start + _TOKENIZER_CHUNK], sha256=digest if last else "")
+
+
+async def _unimplemented(context, what: str):
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this engine")
+
+
+class _SglangServicer(spbg.SglangSchedulerServicer):
+    def __init__(self, core: _Core) -> None:
+        self.core = core
+
+    async def Generate(self, request, context):
+        if not request.tokenized.input_ids:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tokenized.input_ids is empty")
+        rid, prompt = request.request_id, len(request.tokenized.input_ids)
+
+        def chunk(seq: _Sequence, new: list[int]):
+            return spb.GenerateResponse(request_id=rid, chunk=spb.GenerateStreamChunk(
+                token_ids=new, prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index))
+
+        def complete(seq: _Sequence):
+            done = spb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
+                                        completion_tokens=len(seq.ids), index=seq.index)
+            if seq.matched is not None:
+                done.matched_token_id = seq.matched
+            return spb.GenerateResponse(request_id=rid, complete=done)
+
+        async for response in _serve_generate(self.core, rid, list(request.tokenized.input_ids),
+                                               _sampling_from_sglang(request.sampling_params), request.stream,
+                                               chunk, complete):
+            yield response
+
+    async def HealthCheck(self, request, context):
+        return spb.HealthCheckResponse(healthy=True, message="ok")
+
+    async def Abort(self, request, context):
+        found = self.core.abort(request.request_id)
+        return spb.AbortResponse(success=found, message="aborted" if found else "no such active request")
+
+    async def GetModelInfo(self, request, context):
+        m = self.core.model
+        return spb.GetModelInfoResponse(
+            model_path=m.model_id, served_model_name=m.model_id, tokenizer_path=m.tokenizer_path,
+            is_generation=True, max_context_length=m.max_context_length, vocab_size=m.vocab_size,
+            eos_token_ids=list(m.eos_token_ids), bos_token_id=m.bos_token_id or 0, pad_token_id=m.pad_token_id or 0,
+            model_type=m.model_type, architectures=list(m.architectures), supports_vision=m.supports_vision,
+            max_req_input_len=max(0, m.max_context_length - 1))
+
+    async def GetServerInfo(self, request, context):
+        response = spb.GetServerInfoResponse(active_requests=len(self.core.active),
+                                             uptime_seconds=time.time() - self.core.started,
+                                             sglang_version="smg-engine-server", server_type="grpc")
+        response.server_args.update({"model_path": self.core.model.model_id})
+        return response
+
+    async def GetLoads(self, request, context):
+        running = len(self.core.active)
+        load = spb.SchedulerLoad(dp_rank=0, num_running_reqs=running, num_total_reqs=running)
+        return spb.GetLoadsResponse(timestamp=str(time.time()), version="smg", dp_rank_count=1, loads=[load],
+                                    aggregate=spb.AggregateMetrics(total_running_reqs=running, total_reqs=running))
+
+    async def GetTokenizer(self, request, context):
+        async for piece in _serve_tokenizer(self.core, context):
+            yield piece
+
+    async def FlushCache(self, request, context):
+        return cpb.FlushCacheResponse(success=True, message="nothing to flush")
+
+    async def Embed(self, request, context):
+        await _unimplemented(context, "Embed")
+
+    async def StartProfile(self, request, context):
+        await _unimplemented(context, "StartProfile")
+
+    async def StopProfile(self, request, context):
+        await _unimplemented(context, "StopProfile")
+
+    async def SubscribeKvEvents(self, request, context):
+        await _unimplemented(context, "SubscribeKvEvents")
+
+    async def LoadLoRAAdapter(self, request, context):
+        await _unimplemented(context, "LoadLoRAAdapter")
+
+    async def UnloadLoRAAdapter(self, request, context):
+        await _unimplemented(context, "UnloadLoRAAdapter")
+
+    async def ListLoadedLoRAAdapters(self, request, context):
+        return spb.ListLoadedLoRAAdaptersResponse()
+
+
+class _VllmServicer(vpbg.VllmEngineServicer):
+    def __init__(self, core: _Core) -> None:
+        self.core = core
+
+    async def Generate(self, request, context):
+        if request.WhichOneof("input") != "tokenized" or not request.tokenized.input_ids:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine takes tokenized input only")
+        prompt = len(request.tokenized.input_ids)
+
+        def chunk(seq: _Sequence, new: list[int]):
+            return vpb.GenerateResponse(chunk=vpb.GenerateStreamChunk(
+                token_ids=new, prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index))
+
+        def complete(seq: _Sequence):
+            done = vpb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
+                                        completion_tokens=len(seq.ids), index=seq.index)
+            if seq.matched is not None:
+                done.matched_token_id = seq.matched
+            return vpb.GenerateResponse(complete=done)
+
+        async for response in _serve_generate(self.core, request.request_id, list(request.tokenized.input_ids),
+                                               _sampling_from_vllm(request.sampling_params), request.stream,
+                                               chunk, complete):
+            yield response
+
+    async def HealthCheck(self, request, context):
+        return vpb.HealthCheckResponse(healthy=True, message="ok")
+
+    async def Abort(self, request, context):
+        for rid in request.request_ids:
+            self.core.abort(rid)
+        return vpb.AbortResponse()
+
+    async def GetModelInfo(self, request, context):
+        m = self.core.model
+        return vpb.GetModelInfoResponse(
+            model_path=m.model_id, served_model_name=m.model_id, tokenizer_path=m.tokenizer_path, is_generation=True,
+            max_context_length=m.max_context_length, vocab_size=m.vocab_size, eos_token_ids=list(m.eos_token_ids),
+            bos_token_id=m.bos_token_id or 0, pad_token_id=m.pad_token_id or 0, model_type=m.model_type,
+            architectures=list(m.architectures), supports_vision=m.supports_vision)
+
+    async def GetServerInfo(self, request, context):
+        return vpb.GetServerInfoResponse(active_requests=len(self.core.active),
+                                         uptime_seconds=time.time() - self.core.started)
+
+    async def GetLoads(self, request, context):
+        return vpb.GetLoadsResponse()
+
+    async def GetTokenizer(self, request, context):
+        async for piece in _serve_tokenizer(self.core, context):
+            yield piece
+
+    async def FlushCache(self, request, context):
+        return cpb.FlushCacheResponse(success=True, message="nothing to flush")
+
+    async def Embed(self, request, context):
+        await _unimplemented(context, "Embed")
+
+    async def StartProfile(self, request, context):
+        await _unimplemented(context, "StartProfile")
+
+    async def StopProfile(self, request, context):
+        await _unimplemented(context, "StopProfile")
+
+    async def SubscribeKvEvents(self, request, context):
+        await _unimplemented(context, "SubscribeKvEvents")
+
+
+class EngineServer:
+    """Serve ``generate`` over gRPC (SglangScheduler and VllmEngine on one port).
+
+    Example:
+        >>> async def generate(req):                      # doctest: +SKIP
+        ...     for token in my_model(req.input_ids):
+        ...         yield [token]
+        >>> server = EngineServer(generate, ModelInfo(model_id="my-model", eos_token_ids=(2,)))  # doctest: +SKIP
+        >>> port = await server.start("127.0.0.1", 0)     # doctest: +SKIP
+    """
+
+    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: str | Path | None = None) -> None:
+        self._core = _Core(generate, model, Path(tokenizer_dir) if tokenizer_dir else None)
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    @property
+    def aborted(self) -> list[str]:
+        """Request ids that were aborted (by the Abort RPC or client cancellation)."""
+        return self._core.aborted
+
+    @property
+    def active_requests(self) -> int:
+        return len(self._core.active)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 << 20),
+                                          ("grpc.max_receive_message_length", 256 << 20),
+                                          ("grpc.so_reuseport", 0)])
+        spbg.add_SglangSchedulerServicer_to_server(_SglangServicer(self._core), server)
+        vpbg.add_VllmEngineServicer_to_server(_VllmServicer(self._core), server)
+        self.port = server.add_insecure_port(f"{host}:{port}")
+        await server.start()
+        self._server = server
+        log.info("engine %s serving on %s:%d", self._core.model.model_id, host, self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> "EngineServer":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+

@@ -1,0 +1,160 @@
+"""The engine-facing interface: token-level requests and outputs, and one adapter per protocol.
+
+Engines speak the published ``smg-grpc-proto`` services (SGLang ``SglangScheduler``, vLLM
+``VllmEngine``, TensorRT-LLM ``TrtllmService``). An :class:`EngineAdapter` turns smg's
+:class:`GenerateRequest` into that protocol's message, and its responses back into
+:class:`EngineOutput` records, so the pool and the gateway never see protocol differences.
+
+Stop *strings* are matched by the gateway (it has the text); engines get stop token ids, EOS
+handling, ``min_new_tokens`` and ``max_new_tokens``. Proto3 zeros are not defaults: every sampling
+field is sent explicitly, from :class:`SamplingOptions` whose defaults are the engines' semantic
+defaults (temperature 1, top_p 1, top_k disabled...).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Mapping, Sequence
+
+import grpc
+
+from smg.errors import EngineError, EngineUnavailable, InvalidRequest, RequestAborted, SmgError
+
+CONSTRAINTS = ("json_schema", "regex", "ebnf", "structural_tag", "json_object")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1  # -1: disabled
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int | None = None
+    min_new_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    n: int = 1
+    seed: int | None = None
+    logit_bias: Mapping[int, float] | None = None
+    constraint: tuple[str, str] | None = None  # (one of CONSTRAINTS, its text)
+
+    def __post_init__(self) -> None:
+        if self.constraint is not None and self.constraint[0] not in CONSTRAINTS:
+            raise InvalidRequest(f"unknown constraint {self.constraint[0]!r}")
+        if self.n < 1:
+            raise InvalidRequest("n must be at least 1")
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A tokenized generation request, as every engine protocol takes it."""
+
+    request_id: str
+    input_ids: Sequence[int]
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    stream: bool = True
+    return_logprob: bool = False
+    top_logprobs: int = 0
+    lora_id: str | None = None
+    disaggregated: Mapping[str, Any] | None = None  # SGLang: bootstrap_host/port/room
+    data_parallel_rank: int | None = None
+    text: str = ""  # the prompt text, for the engine's logs only
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """One piece of one sequence (``index`` < n): new token ids, counters, and at the end the
+    finish reason (``stop``/``length``/``abort``) and what matched."""
+
+    index: int
+    token_ids: list[int]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    finished: bool = False
+    finish_reason: str | None = None
+    matched_stop: int | str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_id: str = ""
+    tokenizer_path: str = ""
+    max_context_length: int = 0
+    vocab_size: int = 0
+    eos_token_ids: tuple[int, ...] = ()
+    bos_token_id: int | None = None
+    pad_token_id: int | None = None
+    model_type: str = ""
+    architectures: tuple[str, ...] = ()
+    supports_vision: bool = False
+    is_generation: bool = True
+
+
+def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> SmgError:
+    """A gRPC status from an engine as a typed smg error (the engine's message kept)."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else str(exc)) or code.name
+    where = f" ({url})" if url else ""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return EngineUnavailable(f"engine unavailable{where}: {code.name}: {details}")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION):
+        return InvalidRequest(f"engine rejected the request{where}: {details}")
+    if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED):
+        return RequestAborted(f"request aborted{where}: {details}")
+    return EngineError(f"engine error{where}: {code.name}: {details}")
+
+
+class EngineAdapter(abc.ABC):
+    """One engine protocol over a gRPC channel."""
+
+    name: str
+    service: str  # fully qualified gRPC service name
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+
+    @abc.abstractmethod
+    def build(self, request: GenerateRequest):
+        """The protocol's GenerateRequest message."""
+
+    @abc.abstractmethod
+    def parse(self, response) -> EngineOutput:
+        """One GenerateResponse as an EngineOutput."""
+
+    @abc.abstractmethod
+    def call_generate(self, message, timeout: float | None):
+        """Start the streaming Generate call (a grpc.aio call object)."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str, timeout: float = 2.0) -> None: ...
+
+    @abc.abstractmethod
+    async def health(self, timeout: float) -> bool: ...
+
+    @abc.abstractmethod
+    async def model_info(self, timeout: float) -> ModelInfo: ...
+
+    async def server_info(self, timeout: float) -> dict:
+        return {}
+
+    async def loads(self, timeout: float) -> dict:
+        return {}
+
+    async def generate(self, request: GenerateRequest, timeout: float | None = None) -> AsyncIterator[EngineOutput]:
+        call = self.call_generate(self.build(request), timeout)
+        async for response in call:
+            yield self.parse(response)

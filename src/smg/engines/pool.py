@@ -1,0 +1,256 @@
+"""The worker pool: gRPC channels to engine workers, health, failover and cancellation.
+
+* Each worker is a ``grpc.aio`` channel plus a protocol adapter, added or removed at run time.
+  On start (and on add) the pool asks the worker for its model info (model id, context length,
+  tokenizer path, EOS ids).
+* A background task probes health. A worker that fails a probe or a request with UNAVAILABLE is
+  taken out of rotation and probed again after an exponential backoff (1 s doubling to 30 s): a
+  circuit breaker. The pool counts requests in flight per worker and keeps the engine's reported
+  load (``GetLoads``) for the policies.
+* :meth:`WorkerPool.generate` streams :class:`EngineOutput`s. If the worker fails before anything
+  was sent, the request is retried on another worker; after that the error is raised as a typed
+  smg error. When the consumer stops early (client gone, stop string matched, timeout), closing the
+  stream cancels the call **and sends Abort** for the request id, so the engine stops generating.
+  Use ``async with contextlib.aclosing(pool.generate(req)) as stream`` (the Gateway does).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterable
+
+import grpc
+
+from smg.engines import adapter_class
+from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, map_rpc_error
+from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
+from smg.policies import Policy, make_policy
+
+log = logging.getLogger("smg.pool")
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+_MAX_BACKOFF = 30.0
+
+
+def parse_url(url: str) -> str:
+    """``grpc://host:port`` (or ``host:port``) -> the channel target ``host:port``."""
+    target = url[len("grpc://"):] if url.startswith("grpc://") else url
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidRequest(f"worker url must look like grpc://host:port, got {url!r}")
+    return target
+
+
+@dataclass(eq=False)
+class Worker:
+    url: str
+    engine: str
+    adapter: EngineAdapter
+    channel: grpc.aio.Channel
+    healthy: bool = False
+    in_flight: int = 0
+    failures: int = 0
+    next_probe: float = 0.0
+    reported_load: float = 0.0
+    model_info: ModelInfo | None = None
+    last_error: str | None = None
+    served: int = 0
+
+    def mark_down(self, reason: str) -> None:
+        self.healthy = False
+        self.failures += 1
+        self.last_error = reason
+        self.next_probe = time.monotonic() + min(_MAX_BACKOFF, 2 ** (self.failures - 1))
+
+    def mark_up(self) -> None:
+        self.healthy, self.failures, self.last_error = True, 0, None
+
+
+@dataclass
+class PoolConfig:
+    health_interval: float = 5.0
+    health_timeout: float = 2.0
+    request_timeout: float | None = None  # whole-stream deadline per attempt
+    max_attempts: int = 2  # attempts per request while nothing has been sent yet
+    policy: str = "round_robin"
+    default_engine: str = "sglang"
+    extra: dict = field(default_factory=dict)
+
+
+class WorkerPool:
+    """A set of engine workers behind one ``generate``."""
+
+    def __init__(self, urls: Iterable[str] = (), config: PoolConfig | None = None,
+                 policy: Policy | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.policy = policy or make_policy(self.config.policy)
+        self._workers: dict[str, Worker] = {}
+        self._pending_urls = [(u, self.config.default_engine) for u in urls]
+        self._health_task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._closed = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> "WorkerPool":
+        for url, engine in self._pending_urls:
+            await self.add_worker(url, engine)
+        self._pending_urls = []
+        if self._health_task is None:
+            self._health_task = asyncio.create_task(self._health_loop(), name="smg-pool-health")
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
+            self._health_task = None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for worker in list(self._workers.values()):
+            await worker.channel.close()
+        self._workers.clear()
+
+    async def __aenter__(self) -> "WorkerPool":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # ---- membership -----------------------------------------------------------------------------
+
+    async def add_worker(self, url: str, engine: str | None = None) -> Worker:
+        """Connect to a worker and ask for its model info; it joins the rotation once healthy."""
+        target = parse_url(url)
+        if url in self._workers:
+            return self._workers[url]
+        engine = engine or self.config.default_engine
+        channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        worker = Worker(url, engine, adapter_class(engine)(channel), channel)
+        self._workers[url] = worker
+        await self._probe(worker, discover=True)
+        return worker
+
+    async def remove_worker(self, url: str) -> None:
+        worker = self._workers.pop(url, None)
+        if worker is not None:
+            await worker.channel.close()
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers.values())
+
+    def healthy_workers(self) -> list[Worker]:
+        return [w for w in self._workers.values() if w.healthy]
+
+    def model_info(self) -> ModelInfo | None:
+        """Model info of the first worker that reported one."""
+        return next((w.model_info for w in self._workers.values() if w.model_info is not None), None)
+
+    # ---- health ---------------------------------------------------------------------------------
+
+    async def _probe(self, worker: Worker, discover: bool = False) -> None:
+        timeout = self.config.health_timeout
+        try:
+            ok = await worker.adapter.health(timeout)
+            if discover or worker.model_info is None:
+                worker.model_info = await worker.adapter.model_info(timeout)
+            try:
+                loads = await worker.adapter.loads(timeout)
+                aggregate = loads.get("aggregate", {})
+                worker.reported_load = float(aggregate.get("total_running_reqs", 0)) + float(
+                    aggregate.get("total_waiting_reqs", 0))
+            except grpc.RpcError:
+                pass  # GetLoads is optional for the policies
+        except grpc.RpcError as exc:
+            worker.mark_down(str(map_rpc_error(exc, worker.url)))
+            return
+        if ok:
+            worker.mark_up()
+        else:
+            worker.mark_down("engine reports unhealthy")
+
+    async def _health_loop(self) -> None:
+        while not self._closed:
+            now = time.monotonic()
+            due = [w for w in self._workers.values() if w.healthy or w.next_probe <= now]
+            if due:
+                await asyncio.gather(*(self._probe(w) for w in due), return_exceptions=True)
+            await asyncio.sleep(min(self.config.health_interval, 1.0) if any(
+                not w.healthy for w in self._workers.values()) else self.config.health_interval)
+
+    # ---- requests -------------------------------------------------------------------------------
+
+    def pick(self, request: GenerateRequest | None = None, exclude: Iterable[Worker] = ()) -> Worker:
+        excluded = set(exclude)
+        candidates = [w for w in self._workers.values() if w.healthy and w not in excluded]
+        if not candidates:
+            if not self._workers:
+                raise NoHealthyWorker("no engine worker is configured")
+            raise NoHealthyWorker("no healthy engine worker: " + "; ".join(
+                f"{w.url}: {w.last_error or 'unhealthy'}" for w in self._workers.values()))
+        return self.policy.pick(candidates, request)
+
+    async def generate(self, request: GenerateRequest, worker: Worker | None = None) -> AsyncIterator[EngineOutput]:
+        """Stream the engine's outputs for ``request`` (see the module docstring)."""
+        tried: list[Worker] = []
+        attempts = 0
+        while True:
+            attempts += 1
+            target = worker if worker is not None else self.pick(request, tried)
+            tried.append(target)
+            call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
+            target.in_flight += 1
+            sent = False
+            open_sequences = set(range(request.sampling.n))
+            try:
+                async for response in call:
+                    output = target.adapter.parse(response)
+                    if output.finished:
+                        open_sequences.discard(output.index)
+                    sent = True
+                    yield output
+                target.served += 1
+                return
+            except grpc.RpcError as exc:
+                error = map_rpc_error(exc, target.url)
+                if isinstance(error, EngineUnavailable):
+                    target.mark_down(str(error))
+                if sent or worker is not None or attempts >= self.config.max_attempts or not isinstance(
+                        error, EngineUnavailable):
+                    raise error from None
+                log.warning("retrying %s on another worker: %s", request.request_id, error)
+            finally:
+                target.in_flight -= 1
+                if open_sequences and not call.done():
+                    # The consumer stopped early (or the call failed): stop the engine too.
+                    call.cancel()
+                    self._abort_later(target, request.request_id)
+
+    def _abort_later(self, worker: Worker, request_id: str) -> None:
+        async def abort() -> None:
+            try:
+                await worker.adapter.abort(request_id)
+            except grpc.RpcError as exc:
+                log.debug("abort of %s on %s failed: %s", request_id, worker.url, exc)
+
+        try:
+            task = asyncio.get_running_loop().create_task(abort())
+        except RuntimeError:  # no loop (stream garbage-collected at shutdown): nothing to tell
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def stats(self) -> list[dict]:
+        return [{"url": w.url, "engine": w.engine, "healthy": w.healthy, "in_flight": w.in_flight,
+                 "failures": w.failures, "served": w.served, "reported_load": w.reported_load,
+                 "last_error": w.last_error, "model": w.model_info.model_id if w.model_info else None}
+                for w in self._workers.values()]

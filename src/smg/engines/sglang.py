@@ -1,0 +1,112 @@
+"""SGLang's ``sglang.grpc.scheduler.SglangScheduler`` service (also served by smg's EngineServer)."""
+from __future__ import annotations
+
+import json
+
+from google.protobuf import json_format
+from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
+from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pbg
+
+from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, TokenLogprob
+
+_CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "ebnf_grammar",
+                     "structural_tag": "structural_tag"}
+
+
+def sampling_params(request: GenerateRequest) -> pb.SamplingParams:
+    s = request.sampling
+    greedy = s.temperature == 0
+    params = pb.SamplingParams(
+        temperature=s.temperature, top_p=s.top_p,
+        top_k=1 if greedy else s.top_k,  # engines that read a 0 temperature as unset still decode greedily
+        min_p=s.min_p, frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty,
+        repetition_penalty=s.repetition_penalty, stop_token_ids=list(s.stop_token_ids),
+        skip_special_tokens=s.skip_special_tokens, spaces_between_special_tokens=s.spaces_between_special_tokens,
+        n=s.n, min_new_tokens=s.min_new_tokens, ignore_eos=s.ignore_eos,
+        # The gateway trims stop strings itself; the engine never sees them.
+        no_stop_trim=True,
+    )
+    if s.max_new_tokens is not None:
+        params.max_new_tokens = s.max_new_tokens
+    if s.constraint is not None:
+        kind, text = s.constraint
+        if kind == "json_object":
+            params.json_schema = json.dumps({"type": "object"})
+        else:
+            setattr(params, _CONSTRAINT_FIELD[kind], text)
+    if s.logit_bias:
+        for token_id, bias in s.logit_bias.items():
+            params.logit_bias[str(token_id)] = bias
+    if s.seed is not None:  # SGLang reads its sampling seed from custom_params
+        params.custom_params.update({"sampling_seed": s.seed})
+    return params
+
+
+def _logprobs(lp) -> tuple[TokenLogprob, ...] | None:
+    if lp is None or not lp.token_ids:
+        return None
+    tops = list(lp.top_logprobs)
+    return tuple(
+        TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
+        for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
+
+
+class SglangAdapter(EngineAdapter):
+    name = "sglang"
+    service = "sglang.grpc.scheduler.SglangScheduler"
+
+    def __init__(self, channel) -> None:
+        super().__init__(channel)
+        self.stub = pbg.SglangSchedulerStub(channel)
+
+    def build(self, request: GenerateRequest) -> pb.GenerateRequest:
+        message = pb.GenerateRequest(
+            request_id=request.request_id,
+            tokenized=pb.TokenizedInput(original_text=request.text, input_ids=list(request.input_ids)),
+            sampling_params=sampling_params(request),
+            return_logprob=request.return_logprob,
+            top_logprobs_num=request.top_logprobs,
+            stream=request.stream,
+            lora_id=request.lora_id or "",
+        )
+        if request.return_logprob:
+            message.logprob_start_len = -1  # output tokens only
+        if request.disaggregated:
+            message.disaggregated_params.CopyFrom(pb.DisaggregatedParams(**request.disaggregated))
+        if request.data_parallel_rank is not None:
+            message.data_parallel_rank = request.data_parallel_rank
+        return message
+
+    def parse(self, response: pb.GenerateResponse) -> EngineOutput:
+        if response.HasField("chunk"):
+            c = response.chunk
+            return EngineOutput(c.index, list(c.token_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                                _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None)
+        c = response.complete
+        which = c.WhichOneof("matched_stop")
+        return EngineOutput(c.index, list(c.output_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                            _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None,
+                            True, c.finish_reason or "stop", getattr(c, which) if which else None)
+
+    def call_generate(self, message, timeout):
+        return self.stub.Generate(message, timeout=timeout)
+
+    async def abort(self, request_id: str, timeout: float = 2.0) -> None:
+        await self.stub.Abort(pb.AbortRequest(request_id=request_id, reason="cancelled by gateway"), timeout=timeout)
+
+    async def health(self, timeout: float) -> bool:
+        return (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).healthy
+
+    async def model_info(self, timeout: float) -> ModelInfo:
+        r = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
+        return ModelInfo(r.served_model_name or r.model_path, r.tokenizer_path, r.max_context_length, r.vocab_size,
+                         tuple(r.eos_token_ids), r.bos_token_id, r.pad_token_id, r.model_type,
+                         tuple(r.architectures), r.supports_vision, r.is_generation)
+
+    async def server_info(self, timeout: float) -> dict:
+        r = await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout)
+        return json_format.MessageToDict(r)
+
+    async def loads(self, timeout: float) -> dict:
+        r = await self.stub.GetLoads(pb.GetLoadsRequest(), timeout=timeout)
+        return json_format.MessageToDict(r, preserving_proto_field_name=True)

@@ -1,0 +1,100 @@
+"""vLLM's ``vllm.grpc.engine.VllmEngine`` service."""
+from __future__ import annotations
+
+from google.protobuf import json_format
+from smg_grpc_proto.generated import vllm_engine_pb2 as pb
+from smg_grpc_proto.generated import vllm_engine_pb2_grpc as pbg
+
+from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, TokenLogprob
+
+_CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "grammar",
+                     "structural_tag": "structural_tag"}
+
+
+def sampling_params(request: GenerateRequest) -> pb.SamplingParams:
+    s = request.sampling
+    params = pb.SamplingParams(
+        temperature=s.temperature, top_p=s.top_p, top_k=max(0, s.top_k),  # vLLM: 0 disables top-k
+        min_p=s.min_p, frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty,
+        repetition_penalty=s.repetition_penalty, min_tokens=s.min_new_tokens, stop_token_ids=list(s.stop_token_ids),
+        skip_special_tokens=s.skip_special_tokens, spaces_between_special_tokens=s.spaces_between_special_tokens,
+        ignore_eos=s.ignore_eos, n=s.n,
+    )
+    if s.max_new_tokens is not None:
+        params.max_tokens = s.max_new_tokens
+    if s.seed is not None:
+        params.seed = s.seed
+    if request.return_logprob:
+        params.logprobs = request.top_logprobs
+    if s.logit_bias:
+        for token_id, bias in s.logit_bias.items():
+            params.logit_bias[int(token_id)] = bias
+    if s.constraint is not None:
+        kind, text = s.constraint
+        if kind == "json_object":
+            params.json_object = True
+        else:
+            setattr(params, _CONSTRAINT_FIELD[kind], text)
+    return params
+
+
+def _logprobs(lp) -> tuple[TokenLogprob, ...] | None:
+    if lp is None or not lp.token_ids:
+        return None
+    tops = list(lp.top_logprobs)
+    return tuple(
+        TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
+        for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    service = "vllm.grpc.engine.VllmEngine"
+
+    def __init__(self, channel) -> None:
+        super().__init__(channel)
+        self.stub = pbg.VllmEngineStub(channel)
+
+    def build(self, request: GenerateRequest) -> pb.GenerateRequest:
+        message = pb.GenerateRequest(
+            request_id=request.request_id,
+            tokenized=pb.TokenizedInput(original_text=request.text, input_ids=list(request.input_ids)),
+            sampling_params=sampling_params(request), stream=request.stream)
+        if request.disaggregated:
+            message.kv_transfer_params.CopyFrom(pb.KvTransferParams(**request.disaggregated))
+        if request.data_parallel_rank is not None:
+            message.data_parallel_rank = request.data_parallel_rank
+        return message
+
+    def parse(self, response: pb.GenerateResponse) -> EngineOutput:
+        if response.HasField("chunk"):
+            c = response.chunk
+            return EngineOutput(c.index, list(c.token_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                                _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None)
+        c = response.complete
+        which = c.WhichOneof("matched_stop")
+        return EngineOutput(c.index, list(c.output_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                            _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None,
+                            True, c.finish_reason or "stop", getattr(c, which) if which else None)
+
+    def call_generate(self, message, timeout):
+        return self.stub.Generate(message, timeout=timeout)
+
+    async def abort(self, request_id: str, timeout: float = 2.0) -> None:
+        await self.stub.Abort(pb.AbortRequest(request_ids=[request_id]), timeout=timeout)
+
+    async def health(self, timeout: float) -> bool:
+        return (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).healthy
+
+    async def model_info(self, timeout: float) -> ModelInfo:
+        r = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
+        return ModelInfo(r.served_model_name or r.model_path, r.tokenizer_path, r.max_context_length, r.vocab_size,
+                         tuple(r.eos_token_ids), r.bos_token_id, r.pad_token_id, r.model_type,
+                         tuple(r.architectures), r.supports_vision, r.is_generation)
+
+    async def server_info(self, timeout: float) -> dict:
+        return json_format.MessageToDict(await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout))
+
+    async def loads(self, timeout: float) -> dict:
+        r = await self.stub.GetLoads(pb.GetLoadsRequest(), timeout=timeout)
+        return json_format.MessageToDict(r, preserving_proto_field_name=True)
