@@ -2,7 +2,7 @@
 PY ?= python3
 BIN := .venv/bin
 KERNELS := $(wildcard src/smg/_ext/*.pyx src/smg/_ext/*.pxd)
-TEXT ?= Explain in one sentence why tokenization belongs in the gateway.
+PORT ?= 8000
 
 .PHONY: run test test-compiled test-pure compile bench clean
 
@@ -16,9 +16,10 @@ $(BIN)/python:
 	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	touch $@
 
-## run: the main job (for now): render a chat turn with Llama 3.2's real tokenizer and encode it
+## run: the main job: an OpenAI-compatible endpoint on http://127.0.0.1:$(PORT)/v1 in front of the
+## reference CPU engine (started in-process) with the real Llama 3.2 tokenizer
 run: .venv/.installed
-	$(BIN)/python -m smg tokenize --tokenizer llama3.2 --chat --chat-template llama3 --show-text "$(TEXT)"
+	$(BIN)/python -m smg serve --demo --port $(PORT)
 
 ## test: the whole suite on the compiled kernels, then on the pure-Python twins
 test: test-compiled test-pure
@@ -35,6 +36,10 @@ compile: | $(BIN)/python
 
 bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_tokenizer
+	$(BIN)/python -m benchmarks.bench_detokenizer
+	$(BIN)/python -m benchmarks.bench_parsers
+	$(BIN)/python -m benchmarks.bench_pool
+	$(BIN)/python -m benchmarks.bench_gateway
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv

@@ -27,3 +27,22 @@ def test_errors_exit_2_with_message(tmp_path):
     assert out.returncode == 2 and "error: no tokenizer" in out.stderr and "Traceback" not in out.stderr
     out = run("tokenize", "--tokenizer", "llama3.2", "--chat", "x")
     assert out.returncode == 2 and "no chat template" in out.stderr
+
+
+def test_plain_script_example_runs():
+    import pathlib
+
+    script = pathlib.Path(__file__).parent.parent / "examples" / "plain_script.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "reply:" in out.stdout and "usage: Usage(prompt_tokens=" in out.stdout
+
+
+def test_engine_cli_requires_reference():
+    out = run("engine")
+    assert out.returncode == 2 and "--reference" in out.stderr
+
+
+def test_serve_cli_requires_workers_or_demo():
+    out = run("serve")
+    assert out.returncode == 2 and "--demo" in out.stderr

@@ -1,4 +1,4 @@
-"""Command line: ``python -m smg tokenize | engine ...``."""
+"""Command line: ``python -m smg serve | engine | tokenize ...``."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,66 @@ def _engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import uvicorn
+
+    from smg.asgi import create_app
+    from smg.gateway import Gateway
+    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
+    from smg.tokenizer.templates import TEMPLATES, template_path
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not args.demo and not args.worker:
+        print("error: give --worker grpc://HOST:PORT (repeatable), or --demo", file=sys.stderr)
+        return 2
+    template = args.chat_template
+    if template in TEMPLATES:
+        template = str(template_path(template))
+
+    async def main() -> None:
+        workers, engine_server = list(args.worker), None
+        tokenizer = args.tokenizer
+        if tokenizer in BUNDLED:
+            tokenizer = str(bundled_tokenizer_dir(tokenizer))
+        nonlocal template
+        if args.demo:
+            from smg.engine import ReferenceEngine
+            from smg.tokenizer import Tokenizer
+
+            directory = Path(tokenizer) if tokenizer else bundled_tokenizer_dir("llama3.2")
+            engine = ReferenceEngine(Tokenizer.load(directory), delay_ms=args.demo_delay_ms,
+                                     model_id=args.model or "smg-demo", tokenizer_dir=directory)
+            engine_server = engine.server()
+            port = await engine_server.start("127.0.0.1", 0)
+            workers.append(f"grpc://127.0.0.1:{port}")
+            template = template or str(template_path("llama3"))
+            tokenizer = str(directory)
+        gateway = Gateway(workers, tokenizer, args.model, engine=args.engine, policy=args.policy,
+                          reasoning_parser=args.reasoning_parser, tool_parser=args.tool_parser,
+                          chat_template=template)
+        config = uvicorn.Config(create_app(gateway), host=args.host, port=args.port, log_level="warning",
+                                loop="none", http="httptools", lifespan="on", access_log=False)
+        server = uvicorn.Server(config)
+        print(f"smg serving an OpenAI-compatible API on http://{args.host}:{args.port}/v1 "
+              f"(workers: {', '.join(workers)})", flush=True)
+        try:
+            await server.serve()
+        finally:
+            if engine_server is not None:
+                await engine_server.stop()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m smg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +157,24 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--seed", type=int, default=0)
     eng.add_argument("--model-id", default="smg-reference")
     eng.set_defaults(run=_engine)
+    srv = sub.add_parser("serve", help="serve an OpenAI-compatible API in front of engine workers")
+    srv.add_argument("--worker", action="append", default=[], help="engine worker grpc://HOST:PORT (repeatable)")
+    srv.add_argument("--demo", action="store_true",
+                     help="start the reference CPU engine in-process with the bundled Llama 3.2 tokenizer")
+    srv.add_argument("--demo-delay-ms", type=float, default=0.0, help="per-token delay of the demo engine")
+    srv.add_argument("--tokenizer", default=None,
+                     help="tokenizer dir/file or bundled name; default: the path the engine reports")
+    srv.add_argument("--model", default=None, help="served model name (default: the engine's)")
+    srv.add_argument("--engine", default="sglang", choices=["sglang", "vllm", "trtllm"])
+    srv.add_argument("--policy", default="round_robin",
+                     choices=["round_robin", "least_load", "random", "power_of_two"])
+    srv.add_argument("--reasoning-parser", default=None)
+    srv.add_argument("--tool-parser", default=None)
+    srv.add_argument("--chat-template", default=None, help="template file or bundled name (llama3, chatml_qwen3, deepseek_v3)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--log-level", default="warning")
+    srv.set_defaults(run=_serve)
     return parser
 
 

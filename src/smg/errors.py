@@ -36,6 +36,12 @@ class InvalidRequest(SmgError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedFeature(InvalidRequest):
+    """A recognised API feature that smg does not implement yet (HTTP 400; listed in README)."""
+
+    error_type = "unsupported_feature"
+
+
 class TokenizerError(InvalidRequest):
     """Input the tokenizer cannot take (e.g. lone surrogates), or a tokenizer that cannot be used."""
 

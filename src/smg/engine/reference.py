@@ -9,7 +9,8 @@ seed (or the engine's), in one of three modes:
 * ``script`` — one of the given texts (say, a model family's reasoning and tool-call format),
   tokenized, then EOS; sequence ``i`` of a request with seed ``s`` replays text ``(s + i) % len``.
 
-``delay_ms`` is the per-step delay and ``tokens_per_chunk`` the ids per step, so it can mimic a
+Being deterministic, it reports a log-probability of 0 for every token it emits (and that token
+as the only alternative) when logprobs are asked for. ``delay_ms`` is the per-step delay and ``tokens_per_chunk`` the ids per step, so it can mimic a
 GPU's decode rhythm; it honours ``max_new_tokens``, stop ids, EOS and abort through the server.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
-from smg.engine.server import EngineRequest, EngineServer
+from smg.engine.server import EngineRequest, EngineServer, ScoredTokens
 from smg.engines.base import ModelInfo
 from smg.tokenizer import Tokenizer
 
@@ -93,7 +94,13 @@ class ReferenceEngine:
         for start in range(0, len(ids), step):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield ids[start:start + step]
+            chunk = ids[start:start + step]
+            if request.top_logprobs >= 0:
+                # Deterministic: each token has probability 1, so its logprob is 0 and no
+                # alternative has any mass.
+                yield ScoredTokens(chunk, [0.0] * len(chunk), [[(t, 0.0)] for t in chunk])
+            else:
+                yield chunk
 
     def server(self) -> EngineServer:
         return EngineServer(self.generate, self.model_info, self._tokenizer_dir)

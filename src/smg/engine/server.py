@@ -5,6 +5,9 @@ AsyncIterator[list[int]]`` (token ids, a chunk at a time, for one sequence), plu
 :class:`~smg.engines.base.ModelInfo`; the server speaks SGLang's ``SglangScheduler`` and vLLM's
 ``VllmEngine`` services from ``smg-grpc-proto`` around it and gets the protocol right:
 
+* logprobs: a generator may yield :class:`ScoredTokens` (ids with log-probabilities and the
+  best alternatives); a request asking for logprobs from one that yields plain ids is refused
+  with INVALID_ARGUMENT rather than answered with made-up numbers;
 * ``n > 1``: one generator per sequence (``EngineRequest.index``), multiplexed on one stream;
 * ``max_new_tokens``, ``min_new_tokens``, stop token ids and EOS (unless ``ignore_eos``), with
   ``finish_reason`` ``length``/``stop`` and ``matched_token_id``; a generator that ends on its
@@ -26,7 +29,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, NamedTuple
 
 import grpc
 from smg_grpc_proto.generated import common_pb2 as cpb
@@ -51,9 +54,19 @@ class EngineRequest:
     input_ids: list[int]
     sampling: SamplingOptions
     index: int = 0  # which of the n sequences
+    top_logprobs: int = -1  # -1: no logprobs asked; else how many alternatives per token
 
 
-Generate = Callable[[EngineRequest], AsyncIterator[list[int]]]
+class ScoredTokens(NamedTuple):
+    """A chunk with its log-probabilities; ``generate`` may yield these instead of plain id lists
+    (it must when the request asks for logprobs)."""
+
+    ids: list[int]
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]] | None = None  # per token, best alternatives first
+
+
+Generate = Callable[[EngineRequest], AsyncIterator["list[int] | ScoredTokens"]]
 
 
 @dataclass
@@ -62,6 +75,8 @@ class _Sequence:
     ids: list[int] = field(default_factory=list)
     finish: str | None = None
     matched: int | None = None
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
 class _Core:
@@ -77,8 +92,10 @@ class _Core:
         self.total = 0
 
     async def run(self, request_id: str, input_ids: list[int], sampling: SamplingOptions,
-                  emit: Callable[[_Sequence, list[int]], Awaitable[None]] | None) -> list[_Sequence]:
-        """Drive the n sequences; ``emit(seq, new_ids)`` for streaming; returns the finished sequences."""
+                  emit: Callable[[_Sequence, int], Awaitable[None]] | None,
+                  top_logprobs: int = -1) -> list[_Sequence]:
+        """Drive the n sequences; ``emit(seq, n_new)`` for streaming (the new ids are the last
+        ``n_new`` of ``seq.ids``); returns the finished sequences."""
         abort_event = asyncio.Event()
         self.active[request_id] = abort_event
         self.total += 1
@@ -91,15 +108,21 @@ class _Core:
             if limit == 0:
                 seq.finish = "length"
                 return
-            source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index))
+            source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index, top_logprobs))
             try:
                 async for chunk in source:
                     if abort_event.is_set():
                         seq.finish = "abort"
                         return
+                    scored = isinstance(chunk, ScoredTokens)
+                    if top_logprobs >= 0 and not scored:
+                        raise _NoLogprobs()
                     new = []
-                    for token in chunk:
+                    for position, token in enumerate(chunk.ids if scored else chunk):
                         new.append(int(token))
+                        if scored:
+                            seq.logprobs.append(float(chunk.logprobs[position]))
+                            seq.top.append(list(chunk.top[position])[:top_logprobs] if chunk.top else [])
                         if len(seq.ids) + len(new) >= sampling.min_new_tokens and token in stop_ids:
                             seq.finish, seq.matched = "stop", int(token)
                             break
@@ -109,7 +132,7 @@ class _Core:
                     seq.ids += new
                     if emit is not None and new:
                         async with lock:  # one writer on the stream at a time
-                            await emit(seq, new)
+                            await emit(seq, len(new))
                     if seq.finish:
                         return
                 seq.finish = "length" if len(seq.ids) >= limit else "stop"
@@ -199,16 +222,20 @@ def _sampling_from_vllm(sp: vpb.SamplingParams) -> SamplingOptions:
         n=max(1, sp.n), seed=sp.seed if sp.HasField("seed") else None, constraint=constraint)
 
 
-async def _serve_generate(core: _Core, rid: str, ids: list[int], sampling: SamplingOptions, stream: bool,
-                          chunk: Callable, complete: Callable) -> AsyncIterator:
-    """The Generate stream of either protocol: ``chunk(seq, new_ids)`` and ``complete(seq)`` build
+class _NoLogprobs(Exception):
+    """The generator yielded plain ids for a request that asked for logprobs."""
+
+
+async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampling: SamplingOptions, stream: bool,
+                          chunk: Callable, complete: Callable, top_logprobs: int = -1) -> AsyncIterator:
+    """The Generate stream of either protocol: ``chunk(seq, n_new)`` and ``complete(seq)`` build
     that protocol's responses."""
     queue: asyncio.Queue = asyncio.Queue()
 
-    async def emit(seq: _Sequence, new: list[int]) -> None:
-        await queue.put(chunk(seq, new))
+    async def emit(seq: _Sequence, n_new: int) -> None:
+        await queue.put(chunk(seq, n_new))
 
-    runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None))
+    runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs))
     try:
         while not (runner.done() and queue.empty()):
             getter = asyncio.create_task(queue.get())
@@ -217,7 +244,11 @@ async def _serve_generate(core: _Core, rid: str, ids: list[int], sampling: Sampl
                 yield getter.result()
             else:
                 getter.cancel()
-        for seq in runner.result():
+        try:
+            sequences = runner.result()
+        except _NoLogprobs:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine does not return logprobs")
+        for seq in sequences:
             yield complete(seq)
     finally:
         if not runner.done():
@@ -246,21 +277,33 @@ class _SglangServicer(spbg.SglangSchedulerServicer):
         if not request.tokenized.input_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tokenized.input_ids is empty")
         rid, prompt = request.request_id, len(request.tokenized.input_ids)
+        top = request.top_logprobs_num if request.return_logprob else -1
 
-        def chunk(seq: _Sequence, new: list[int]):
+        def logprobs(seq: _Sequence, start: int):
+            if top < 0:
+                return None
+            return spb.OutputLogProbs(
+                token_logprobs=seq.logprobs[start:], token_ids=seq.ids[start:],
+                top_logprobs=[spb.TopLogProbs(values=[v for _, v in t], token_ids=[i for i, _ in t])
+                              for t in seq.top[start:]])
+
+        def chunk(seq: _Sequence, n_new: int):
+            start = len(seq.ids) - n_new
             return spb.GenerateResponse(request_id=rid, chunk=spb.GenerateStreamChunk(
-                token_ids=new, prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index))
+                token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
+                output_logprobs=logprobs(seq, start)))
 
         def complete(seq: _Sequence):
             done = spb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
-                                        completion_tokens=len(seq.ids), index=seq.index)
+                                        completion_tokens=len(seq.ids), index=seq.index,
+                                        output_logprobs=logprobs(seq, 0))
             if seq.matched is not None:
                 done.matched_token_id = seq.matched
             return spb.GenerateResponse(request_id=rid, complete=done)
 
-        async for response in _serve_generate(self.core, rid, list(request.tokenized.input_ids),
+        async for response in _serve_generate(self.core, context, rid, list(request.tokenized.input_ids),
                                                _sampling_from_sglang(request.sampling_params), request.stream,
-                                               chunk, complete):
+                                               chunk, complete, top):
             yield response
 
     async def HealthCheck(self, request, context):
@@ -329,21 +372,34 @@ class _VllmServicer(vpbg.VllmEngineServicer):
         if request.WhichOneof("input") != "tokenized" or not request.tokenized.input_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine takes tokenized input only")
         prompt = len(request.tokenized.input_ids)
+        sp = request.sampling_params
+        top = sp.logprobs if sp.HasField("logprobs") else -1
 
-        def chunk(seq: _Sequence, new: list[int]):
+        def logprobs(seq: _Sequence, start: int):
+            if top < 0:
+                return None
+            return vpb.OutputLogProbs(
+                token_logprobs=seq.logprobs[start:], token_ids=seq.ids[start:],
+                top_logprobs=[vpb.TopLogProbs(values=[v for _, v in t], token_ids=[i for i, _ in t])
+                              for t in seq.top[start:]])
+
+        def chunk(seq: _Sequence, n_new: int):
+            start = len(seq.ids) - n_new
             return vpb.GenerateResponse(chunk=vpb.GenerateStreamChunk(
-                token_ids=new, prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index))
+                token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
+                output_logprobs=logprobs(seq, start)))
 
         def complete(seq: _Sequence):
             done = vpb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
-                                        completion_tokens=len(seq.ids), index=seq.index)
+                                        completion_tokens=len(seq.ids), index=seq.index,
+                                        output_logprobs=logprobs(seq, 0))
             if seq.matched is not None:
                 done.matched_token_id = seq.matched
             return vpb.GenerateResponse(complete=done)
 
-        async for response in _serve_generate(self.core, request.request_id, list(request.tokenized.input_ids),
-                                               _sampling_from_vllm(request.sampling_params), request.stream,
-                                               chunk, complete):
+        async for response in _serve_generate(self.core, context, request.request_id,
+                                               list(request.tokenized.input_ids), _sampling_from_vllm(sp),
+                                               request.stream, chunk, complete, top):
             yield response
 
     async def HealthCheck(self, request, context):

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
 
-from smg.engine.server import DEFAULT_MAX_NEW_TOKENS, EngineRequest, EngineServer
+from smg.engine.server import DEFAULT_MAX_NEW_TOKENS, EngineRequest, EngineServer, ScoredTokens
 from smg.engines.base import ModelInfo, SamplingOptions
 from smg.tokenizer import Tokenizer
 
@@ -59,11 +59,18 @@ class TorchEngine:
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
-    def _step(self, ids: list[int], past, sampling: SamplingOptions, generator):
+    def _step(self, ids: list[int], past, sampling: SamplingOptions, generator, top: int):
         torch = self._torch
         with torch.no_grad(), self._lock:
             out = self.model(input_ids=torch.tensor([ids]), past_key_values=past, use_cache=True)
-            return self._pick(out.logits[0, -1].float(), sampling, generator), out.past_key_values
+            logits = out.logits[0, -1].float()
+            token = self._pick(logits, sampling, generator)
+            scores = None
+            if top >= 0:
+                logprobs = torch.log_softmax(logits, dim=-1)
+                best = torch.topk(logprobs, max(top, 1))
+                scores = (float(logprobs[token]), list(zip(best.indices.tolist(), best.values.tolist()))[:top])
+            return token, scores, out.past_key_values
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[list[int]]:
         sampling = request.sampling
@@ -72,8 +79,9 @@ class TorchEngine:
         limit = sampling.max_new_tokens if sampling.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
         ids, past = list(request.input_ids), None
         for _ in range(limit):
-            token, past = await asyncio.to_thread(self._step, ids, past, sampling, generator)
-            yield [token]
+            token, scores, past = await asyncio.to_thread(self._step, ids, past, sampling, generator,
+                                                          request.top_logprobs)
+            yield [token] if scores is None else ScoredTokens([token], [scores[0]], [scores[1]])
             ids = [token]
 
     def server(self) -> EngineServer:

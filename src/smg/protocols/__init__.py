@@ -1,0 +1,1 @@
+"""API request/response models (OpenAI Chat Completions and Completions)."""

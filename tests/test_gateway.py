@@ -1,0 +1,201 @@
+"""The in-process Gateway API: requests as dicts or models, tool_choice modes, constraints,
+tokenizer discovery, raw generation and errors."""
+import asyncio
+import json
+
+import pytest
+
+from smg import ChatCompletionRequest, Gateway
+from smg.engine import EngineServer, ReferenceEngine
+from smg.engines import ModelInfo, SamplingOptions
+from smg.errors import InvalidRequest, NoHealthyWorker, SmgError, UnsupportedFeature
+from smg.tokenizer.templates import template_path
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}},
+         {"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def with_gateway(engine_or_server, body, **kwargs):
+    server = engine_or_server.server() if isinstance(engine_or_server, ReferenceEngine) else engine_or_server
+    port = await server.start()
+    try:
+        kwargs.setdefault("chat_template", str(template_path("chatml_qwen3")))
+        async with Gateway([f"grpc://127.0.0.1:{port}"], **kwargs) as gw:
+            return await body(gw)
+    finally:
+        await server.stop()
+
+
+def test_typed_and_dict_requests_agree(llama, llama_dir):
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        a = await gw.chat({"model": "x", "messages": USER, "max_tokens": 5, "seed": 2})
+        b = await gw.chat(ChatCompletionRequest(model="x", messages=USER, max_tokens=5, seed=2))
+        c = await gw.chat(json.dumps({"model": "x", "messages": USER, "max_tokens": 5, "seed": 2}).encode())
+        return a, b, c
+
+    a, b, c = run(with_gateway(engine, body))
+    assert a.choices[0].message.content == b.choices[0].message.content == c.choices[0].message.content
+
+
+def test_tokenizer_from_engine_path_and_from_get_tokenizer(llama, llama_dir):
+    reported = ReferenceEngine(llama, tokenizer_dir=llama_dir)  # reports a local path
+    remote = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+    remote.model_info = ModelInfo(**{**remote.model_info.__dict__, "tokenizer_path": "/not/on/this/machine"})
+
+    async def body(gw):
+        reply = await gw.chat({"model": "x", "messages": USER, "max_tokens": 3})
+        return gw.tokenizer.vocab_size, reply.usage.completion_tokens
+
+    assert run(with_gateway(reported, body, tokenizer=None)) == (llama.vocab_size, 3)
+    server = EngineServer(remote.generate, remote.model_info, llama_dir)  # serves GetTokenizer
+    assert run(with_gateway(server, body, tokenizer=None)) == (llama.vocab_size, 3)
+
+
+def test_named_tool_choice_streams_arguments(llama, llama_dir):
+    engine = ReferenceEngine(llama, mode="script", scripts=['{"city": "Paris"}'], model_id="Qwen/Qwen3-8B",
+                             tokenizer_dir=llama_dir)
+    seen = []
+
+    async def body(gw):
+        request = {"model": "x", "messages": USER, "tools": TOOLS,
+                   "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+        whole = await gw.chat(request)
+        chunks = [c async for c in gw.chat_stream({**request, "stream": True})]
+        seen.extend(chunks)
+        return whole
+
+    whole = run(with_gateway(engine, body))
+    call = whole.choices[0].message.tool_calls[0]
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+    assert whole.choices[0].finish_reason == "tool_calls" and whole.choices[0].message.content is None
+    pieces = [tc for c in seen for tc in (c.choices[0].delta.tool_calls or [])]
+    assert pieces[0].function.name == "get_weather" and len(pieces) > 2
+    assert json.loads("".join(p.function.arguments for p in pieces)) == {"city": "Paris"}
+
+
+def test_required_tool_choice_and_constraints_reach_the_engine(llama, llama_dir):
+    output = '[{"name": "search", "parameters": {"q": "x"}}, {"name": "get_weather", "parameters": {"city": "Oslo"}}]'
+    reference = ReferenceEngine(llama, mode="script", scripts=[output], tokenizer_dir=llama_dir)
+    constraints = []
+
+    async def recording(request):
+        constraints.append(request.sampling.constraint)
+        async for chunk in reference.generate(request):
+            yield chunk
+
+    async def body(gw):
+        reply = await gw.chat({"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": "required"})
+        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2, "response_format": {"type": "json_object"}})
+        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}})
+        return reply
+
+    reply = run(with_gateway(EngineServer(recording, reference.model_info), body, tokenizer=llama_dir))
+    calls = reply.choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("search", {"q": "x"}), ("get_weather", {"city": "Oslo"})]
+    kind, schema = constraints[0]
+    assert kind == "json_schema" and json.loads(schema)["type"] == "array"
+    # SGLang's proto has no json_object: the adapter sends the equivalent schema
+    assert constraints[1] == ("json_schema", '{"type": "object"}') == constraints[2]
+
+
+def test_enable_thinking_false_means_no_reasoning(llama, llama_dir):
+    engine = ReferenceEngine(llama, mode="script", scripts=["Plain answer."], model_id="Qwen/Qwen3-8B",
+                             tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        return await gw.chat({"model": "x", "messages": USER, "chat_template_kwargs": {"enable_thinking": False}})
+
+    reply = run(with_gateway(engine, body))
+    assert reply.choices[0].message.content == "Plain answer." and reply.choices[0].message.reasoning_content is None
+
+
+def test_raw_generate_and_completions_with_token_prompts(llama, llama_dir):
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        outs = [o async for o in gw.generate(text="hello", sampling={"max_new_tokens": 4})]
+        completion = await gw.complete({"model": "x", "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 3, "n": 2})
+        return outs, completion
+
+    outs, completion = run(with_gateway(engine, body))
+    assert sum(len(o.token_ids) for o in outs if not o.finished) == 4 and outs[-1].finish_reason == "length"
+    assert [c.index for c in completion.choices] == [0, 1, 2, 3]
+    assert completion.usage.completion_tokens == 12 and completion.usage.prompt_tokens == 5
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"model": "x", "messages": USER, "stop": [""]}, InvalidRequest),
+    ({"model": "x", "messages": USER, "top_logprobs": 2}, InvalidRequest),
+    ({"model": "x", "messages": USER, "logit_bias": {"abc": 1.0}}, InvalidRequest),
+    ({"model": "x", "messages": USER, "tool_choice": "required"}, InvalidRequest),
+    ({"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "no"}}},
+     InvalidRequest),
+    ({"model": "x", "messages": USER, "min_tokens": 9, "max_tokens": 2}, InvalidRequest),
+    ({"model": "x", "prompt": "hi", "suffix": "tail"}, UnsupportedFeature),
+])
+def test_bad_requests_raise_typed_errors(llama, llama_dir, body, error):
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+
+    async def check(gw):
+        call = gw.complete if "prompt" in body else gw.chat
+        with pytest.raises(error):
+            await call(body)
+        # the gateway still serves the next request
+        return (await gw.chat({"model": "x", "messages": USER, "max_tokens": 2})).usage.completion_tokens
+
+    assert run(with_gateway(engine, check)) == 2
+
+
+def test_gateway_without_healthy_workers_and_before_start(llama_dir):
+    async def main():
+        gw = Gateway(["grpc://127.0.0.1:1"], tokenizer=llama_dir, chat_template=str(template_path("llama3")))
+        with pytest.raises(SmgError, match="not started"):
+            await gw.chat({"model": "x", "messages": USER})
+        async with gw:
+            with pytest.raises(NoHealthyWorker):
+                await gw.chat({"model": "x", "messages": USER})
+
+    run(main())
+
+
+def test_from_config(tmp_path, llama_dir):
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps({"workers": ["grpc://127.0.0.1:1"], "tokenizer": str(llama_dir), "policy": "least_load",
+                                "cache": {"l0_max_bytes": 1024}, "pool": {"health_interval": 1.0}}))
+    gw = Gateway.from_config(path)
+    assert gw.pool.policy.name == "least_load" and gw.pool.config.health_interval == 1.0
+    with pytest.raises(InvalidRequest, match="unknown gateway config"):
+        Gateway.from_config({"wrokers": []})
+
+
+def test_sampling_defaults_reach_the_engine(llama, llama_dir):
+    reference = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+    seen: list[SamplingOptions] = []
+
+    async def recording(request):
+        seen.append(request.sampling)
+        async for chunk in reference.generate(request):
+            yield chunk
+
+    async def body(gw):
+        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2})
+        await gw.chat({"model": "x", "messages": USER, "max_completion_tokens": 3, "temperature": 0.2, "top_k": 5,
+                       "min_p": 0.1, "repetition_penalty": 1.2, "seed": 9, "stop_token_ids": [7], "ignore_eos": True})
+
+    run(with_gateway(EngineServer(recording, reference.model_info), body, tokenizer=llama_dir))
+    first, second = seen
+    assert (first.temperature, first.top_p, first.top_k, first.repetition_penalty, first.max_new_tokens) == (
+        1.0, 1.0, -1, 1.0, 2)
+    assert (second.top_k, second.max_new_tokens, second.seed, second.stop_token_ids, second.ignore_eos) == (
+        5, 3, 9, (7,), True)
+    assert abs(second.temperature - 0.2) < 1e-6 and abs(second.min_p - 0.1) < 1e-6
