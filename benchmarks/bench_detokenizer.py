@@ -121,7 +121,7 @@ def main() -> None:
                     row.append((best_rate(stop_only, n, repeat), best_rate(pipeline, n, repeat)))
                 stop_rows.append(row)
 
-    print(f"\nstop stage (llama3.2 streams), tokens/s: stop check alone | detokenize + stop check")
+    print("\nstop stage (llama3.2 streams), tokens/s: stop check alone | detokenize + stop check")
     print(f"{'stream':9} | {'0 stops':>16} | {'4 stops':>16} | {'64 stops':>16} | {'64 vs 0 (alone)':>15} | "
           f"{'64 vs 0 (pipeline)':>18}")
     for label, *cells in stop_rows:

@@ -12,20 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import socket
 import subprocess
 import sys
 import time
 
+from benchmarks._common import free_port, pin, pin_self, run
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.pool import WorkerPool
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def level(pool: WorkerPool, concurrency: int, tokens: int, seconds: float) -> tuple[float, float, int]:
@@ -54,11 +48,9 @@ async def level(pool: WorkerPool, concurrency: int, tokens: int, seconds: float)
 async def main_async(args) -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "smg", "engine", "--reference", "--port", str(port)]
-    two_cores = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
     engine = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              preexec_fn=(lambda: os.sched_setaffinity(0, {1})) if two_cores else None)
-    if two_cores:
-        os.sched_setaffinity(0, {0})
+                              preexec_fn=pin(1))
+    pin_self(0)
     try:
         engine.stdout.readline()  # "reference engine serving on ..."
         async with WorkerPool([f"grpc://127.0.0.1:{port}"]) as pool:
@@ -78,7 +70,7 @@ def main() -> None:
     parser.add_argument("--conc", default="1,16,64,256")
     args = parser.parse_args()
     args.seconds = 2.0 if args.quick else 6.0
-    asyncio.run(main_async(args))
+    run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -404,7 +404,7 @@ class Gateway:
                                   return_logprob=p.return_logprob, top_logprobs=p.top_logprobs,
                                   text=p.prompt_text[:200])
         started = time.perf_counter()
-        first = last = None
+        first, count = None, 0
         async with contextlib.aclosing(self.pool.generate(request)) as stream:
             async for out in stream:
                 if out.index >= len(choices):
@@ -412,13 +412,12 @@ class Gateway:
                 choice = choices[out.index]
                 if choice.finished:
                     continue
-                now = time.perf_counter()
                 if first is None and out.token_ids:
-                    first = now
-                    self.metrics.observe("smg_time_to_first_token_seconds", now - started)
-                elif last is not None and out.token_ids:
-                    self.metrics.observe("smg_inter_token_latency_seconds", (now - last) / len(out.token_ids))
-                last = now
+                    first = time.perf_counter()
+                    self.metrics.observe("smg_time_to_first_token_seconds", first - started)
+                    count = 0
+                elif out.token_ids:
+                    count += len(out.token_ids)
                 # We always stream from the engine: a complete message repeats ids already streamed.
                 piece = choice.feed(out, self) if out.token_ids and not out.finished else None
                 if out.finished and not choice.finished:
@@ -426,6 +425,8 @@ class Gateway:
                 yield choice, out, piece
                 if all(c.finished for c in choices):
                     break  # stop strings may end choices before the engine does: close (aborts it)
+        if first is not None and count:  # mean inter-token latency of the stream, one observation
+            self.metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)
         for choice in choices:
             if not choice.finished:  # the stream ended without a complete for this sequence
                 ended = EngineOutput(choice.index, [], finished=True, finish_reason="abort")
@@ -651,7 +652,7 @@ class Gateway:
         m.describe("smg_prompt_tokens_total", "counter", "Prompt tokens sent to engines.")
         m.describe("smg_completion_tokens_total", "counter", "Completion tokens returned to clients.")
         m.describe("smg_time_to_first_token_seconds", "histogram", "Time from dispatch to the first token.")
-        m.describe("smg_inter_token_latency_seconds", "histogram", "Time between tokens of a stream.")
+        m.describe("smg_inter_token_latency_seconds", "histogram", "Mean time between tokens, per stream.")
         m.describe("smg_tokenizer_cache_hits_total", "counter", "Tokenizer cache hits by level.")
         m.describe("smg_tokenizer_cache_misses_total", "counter", "Tokenizer cache misses by level.")
         m.describe("smg_client_disconnects_total", "counter", "Streams whose client went away (engine aborted).")

@@ -265,6 +265,35 @@ async def _serve_tokenizer(core: _Core, context) -> AsyncIterator[cpb.GetTokeniz
         yield cpb.GetTokenizerChunk(data=data[start:start + _TOKENIZER_CHUNK], sha256=digest if last else "")
 
 
+def _builders(pb, rid: str | None, prompt: int, top: int) -> tuple[Callable, Callable]:
+    """``chunk(seq, n_new)`` and ``complete(seq)`` for a proto module with SGLang's message shapes
+    (vLLM's are the same, without ``request_id`` on the response)."""
+    extra = {"request_id": rid} if rid is not None else {}
+
+    def logprobs(seq: _Sequence, start: int):
+        if top < 0:
+            return None
+        return pb.OutputLogProbs(
+            token_logprobs=seq.logprobs[start:], token_ids=seq.ids[start:],
+            top_logprobs=[pb.TopLogProbs(values=[v for _, v in t], token_ids=[i for i, _ in t])
+                          for t in seq.top[start:]])
+
+    def chunk(seq: _Sequence, n_new: int):
+        start = len(seq.ids) - n_new
+        return pb.GenerateResponse(chunk=pb.GenerateStreamChunk(
+            token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
+            output_logprobs=logprobs(seq, start)), **extra)
+
+    def complete(seq: _Sequence):
+        done = pb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
+                                   completion_tokens=len(seq.ids), index=seq.index, output_logprobs=logprobs(seq, 0))
+        if seq.matched is not None:
+            done.matched_token_id = seq.matched
+        return pb.GenerateResponse(complete=done, **extra)
+
+    return chunk, complete
+
+
 async def _unimplemented(context, what: str):
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this engine")
 
@@ -278,29 +307,7 @@ class _SglangServicer(spbg.SglangSchedulerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tokenized.input_ids is empty")
         rid, prompt = request.request_id, len(request.tokenized.input_ids)
         top = request.top_logprobs_num if request.return_logprob else -1
-
-        def logprobs(seq: _Sequence, start: int):
-            if top < 0:
-                return None
-            return spb.OutputLogProbs(
-                token_logprobs=seq.logprobs[start:], token_ids=seq.ids[start:],
-                top_logprobs=[spb.TopLogProbs(values=[v for _, v in t], token_ids=[i for i, _ in t])
-                              for t in seq.top[start:]])
-
-        def chunk(seq: _Sequence, n_new: int):
-            start = len(seq.ids) - n_new
-            return spb.GenerateResponse(request_id=rid, chunk=spb.GenerateStreamChunk(
-                token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
-                output_logprobs=logprobs(seq, start)))
-
-        def complete(seq: _Sequence):
-            done = spb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
-                                        completion_tokens=len(seq.ids), index=seq.index,
-                                        output_logprobs=logprobs(seq, 0))
-            if seq.matched is not None:
-                done.matched_token_id = seq.matched
-            return spb.GenerateResponse(request_id=rid, complete=done)
-
+        chunk, complete = _builders(spb, rid, prompt, top)
         async for response in _serve_generate(self.core, context, rid, list(request.tokenized.input_ids),
                                                _sampling_from_sglang(request.sampling_params), request.stream,
                                                chunk, complete, top):
@@ -371,32 +378,9 @@ class _VllmServicer(vpbg.VllmEngineServicer):
     async def Generate(self, request, context):
         if request.WhichOneof("input") != "tokenized" or not request.tokenized.input_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine takes tokenized input only")
-        prompt = len(request.tokenized.input_ids)
         sp = request.sampling_params
         top = sp.logprobs if sp.HasField("logprobs") else -1
-
-        def logprobs(seq: _Sequence, start: int):
-            if top < 0:
-                return None
-            return vpb.OutputLogProbs(
-                token_logprobs=seq.logprobs[start:], token_ids=seq.ids[start:],
-                top_logprobs=[vpb.TopLogProbs(values=[v for _, v in t], token_ids=[i for i, _ in t])
-                              for t in seq.top[start:]])
-
-        def chunk(seq: _Sequence, n_new: int):
-            start = len(seq.ids) - n_new
-            return vpb.GenerateResponse(chunk=vpb.GenerateStreamChunk(
-                token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
-                output_logprobs=logprobs(seq, start)))
-
-        def complete(seq: _Sequence):
-            done = vpb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
-                                        completion_tokens=len(seq.ids), index=seq.index,
-                                        output_logprobs=logprobs(seq, 0))
-            if seq.matched is not None:
-                done.matched_token_id = seq.matched
-            return vpb.GenerateResponse(complete=done)
-
+        chunk, complete = _builders(vpb, None, len(request.tokenized.input_ids), top)
         async for response in _serve_generate(self.core, context, request.request_id,
                                                list(request.tokenized.input_ids), _sampling_from_vllm(sp),
                                                request.stream, chunk, complete, top):

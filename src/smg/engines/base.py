@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Mapping, NamedTuple, Sequence
 
 import grpc
 
@@ -73,10 +73,10 @@ class TokenLogprob:
     top: tuple[tuple[int, float], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EngineOutput:
+class EngineOutput(NamedTuple):
     """One piece of one sequence (``index`` < n): new token ids, counters, and at the end the
-    finish reason (``stop``/``length``/``abort``) and what matched."""
+    finish reason (``stop``/``length``/``abort``) and what matched. A NamedTuple because one is
+    built per engine message: adapters build it with ``tuple.__new__``, no Python ``__init__``."""
 
     index: int
     token_ids: list[int]
@@ -102,6 +102,9 @@ class ModelInfo:
     architectures: tuple[str, ...] = ()
     supports_vision: bool = False
     is_generation: bool = True
+
+
+new_output = tuple.__new__  # new_output(EngineOutput, (index, ids, prompt, completion, cached, logprobs, ...))
 
 
 def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> SmgError:
@@ -158,3 +161,36 @@ class EngineAdapter(abc.ABC):
         call = self.call_generate(self.build(request), timeout)
         async for response in call:
             yield self.parse(response)
+
+
+# SGLang's and vLLM's protos share these message shapes (field for field), so one reader serves both.
+
+def proto_logprobs(lp) -> tuple[TokenLogprob, ...] | None:
+    """``OutputLogProbs`` (token ids, logprobs, per-token top alternatives) as TokenLogprobs."""
+    if lp is None or not lp.token_ids:
+        return None
+    tops = list(lp.top_logprobs)
+    return tuple(
+        TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
+        for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
+
+
+def parse_generate_response(response) -> EngineOutput:
+    """A ``GenerateResponse`` holding a ``chunk`` or a ``complete``."""
+    if response.HasField("chunk"):
+        c = response.chunk
+        return new_output(EngineOutput, (c.index, list(c.token_ids), c.prompt_tokens, c.completion_tokens,
+                                         c.cached_tokens, proto_logprobs(c.output_logprobs) if c.HasField(
+                                             "output_logprobs") else None, False, None, None))
+    c = response.complete
+    which = c.WhichOneof("matched_stop")
+    return EngineOutput(c.index, list(c.output_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+                        proto_logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None,
+                        True, c.finish_reason or "stop", getattr(c, which) if which else None)
+
+
+def proto_model_info(r) -> ModelInfo:
+    """A ``GetModelInfoResponse`` as ModelInfo."""
+    return ModelInfo(r.served_model_name or r.model_path, r.tokenizer_path, r.max_context_length, r.vocab_size,
+                     tuple(r.eos_token_ids), r.bos_token_id, r.pad_token_id, r.model_type, tuple(r.architectures),
+                     r.supports_vision, r.is_generation)

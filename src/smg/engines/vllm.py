@@ -5,7 +5,8 @@ from google.protobuf import json_format
 from smg_grpc_proto.generated import vllm_engine_pb2 as pb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as pbg
 
-from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, TokenLogprob
+from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, parse_generate_response,
+                              proto_model_info)
 
 _CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "grammar",
                      "structural_tag": "structural_tag"}
@@ -38,14 +39,6 @@ def sampling_params(request: GenerateRequest) -> pb.SamplingParams:
     return params
 
 
-def _logprobs(lp) -> tuple[TokenLogprob, ...] | None:
-    if lp is None or not lp.token_ids:
-        return None
-    tops = list(lp.top_logprobs)
-    return tuple(
-        TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
-        for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
-
 
 class VllmAdapter(EngineAdapter):
     name = "vllm"
@@ -66,16 +59,8 @@ class VllmAdapter(EngineAdapter):
             message.data_parallel_rank = request.data_parallel_rank
         return message
 
-    def parse(self, response: pb.GenerateResponse) -> EngineOutput:
-        if response.HasField("chunk"):
-            c = response.chunk
-            return EngineOutput(c.index, list(c.token_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
-                                _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None)
-        c = response.complete
-        which = c.WhichOneof("matched_stop")
-        return EngineOutput(c.index, list(c.output_ids), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
-                            _logprobs(c.output_logprobs) if c.HasField("output_logprobs") else None,
-                            True, c.finish_reason or "stop", getattr(c, which) if which else None)
+    def parse(self, response) -> EngineOutput:
+        return parse_generate_response(response)
 
     def call_generate(self, message, timeout):
         return self.stub.Generate(message, timeout=timeout)
@@ -87,10 +72,7 @@ class VllmAdapter(EngineAdapter):
         return (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).healthy
 
     async def model_info(self, timeout: float) -> ModelInfo:
-        r = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
-        return ModelInfo(r.served_model_name or r.model_path, r.tokenizer_path, r.max_context_length, r.vocab_size,
-                         tuple(r.eos_token_ids), r.bos_token_id, r.pad_token_id, r.model_type,
-                         tuple(r.architectures), r.supports_vision, r.is_generation)
+        return proto_model_info(await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout))
 
     async def server_info(self, timeout: float) -> dict:
         return json_format.MessageToDict(await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout))
