@@ -70,6 +70,16 @@ def stop_impl(request):
     return importlib.import_module(request.param)
 
 
+@pytest.fixture(scope="session", params=kernel_variants("reasoning_scan"))
+def reasoning_impl(request):
+    return importlib.import_module(request.param)
+
+
+@pytest.fixture(scope="session", params=kernel_variants("tool_scan"))
+def tool_scan_impl(request):
+    return importlib.import_module(request.param)
+
+
 @pytest.fixture(scope="session", params=kernel_variants("json_scan"))
 def json_scan_impl(request):
     return importlib.import_module(request.param)

@@ -53,6 +53,13 @@ class TokenizerLoadError(SmgError):
     error_type = "server_error"
 
 
+class ParseError(SmgError):
+    """A parser was used wrongly (fed after ``finish``, fed a non-str); model output never raises."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
 class ChatTemplateError(InvalidRequest):
     """No chat template, a template that does not compile, or one that raised while rendering."""
 

@@ -41,6 +41,9 @@ from smg.tokenizer import Tokenizer
 
 log = logging.getLogger("smg.gateway")
 
+# Prompts longer than this are encoded in a worker thread (an L0 hit is still a dict probe there).
+_OFFLOAD_CHARS = 8192
+
 
 @dataclass
 class GatewayConfig:
@@ -360,7 +363,14 @@ class Gateway:
             return ("json_object", "")
         return ("json_schema", json.dumps(fmt.json_schema.schema))
 
-    def _prepare_chat(self, r: oa.ChatCompletionRequest) -> _Prepared:
+    async def _encode(self, text: str) -> list[int]:
+        """Encode off the event loop when it is long: ``tokenizers`` releases the GIL, so the loop
+        keeps streaming other requests (and a second core does the encode)."""
+        if len(text) < _OFFLOAD_CHARS:
+            return self.tokenizer.encode(text)
+        return await asyncio.to_thread(self.tokenizer.encode, text)
+
+    async def _prepare_chat(self, r: oa.ChatCompletionRequest) -> _Prepared:
         tools = [oa.to_dict(t) for t in r.tools] if r.tools else None
         choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
         kwargs = dict(r.chat_template_kwargs or {})
@@ -369,7 +379,7 @@ class Gateway:
         messages = [_template_message(m) for m in r.messages]
         prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=r.add_generation_prompt,
                                                     chat_template=r.chat_template or self.chat_template, **kwargs)
-        prompt_ids = self.tokenizer.encode(prompt)
+        prompt_ids = await self._encode(prompt)
         constraint = self._format_constraint(r)
         forced = None
         required = False
@@ -455,7 +465,7 @@ class Gateway:
         """OpenAI Chat Completions, non-streaming."""
         self._require_started()
         r = oa.decode_request(request, oa.ChatCompletionRequest)
-        p = self._prepare_chat(r)
+        p = await self._prepare_chat(r)
         cached = 0
         choices: dict[int, _Choice] = {}
         async for choice, out, _ in self._run(p):
@@ -480,7 +490,7 @@ class Gateway:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
         self._require_started()
         r = oa.decode_request(request, oa.ChatCompletionRequest)
-        p = self._prepare_chat(r)
+        p = await self._prepare_chat(r)
         include_usage = bool(r.stream_options and r.stream_options.include_usage)
         cached = 0
         tokens = 0

@@ -74,3 +74,19 @@ def test_in_reasoning_reports_state():
     assert parser.in_reasoning
     parser.feed("x</think>")
     assert not parser.in_reasoning
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_compiled_machine_equals_twin(reasoning_impl, data):
+    from smg._ext import reasoning_scan_py as twin
+
+    name = data.draw(st.sampled_from(reasoning_parser_names()))
+    text = data.draw(fuzz_text(name))
+    in_reasoning = data.draw(st.sampled_from([None, True, False]))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    ours, ref = reasoning_impl.ReasoningMachine(FORMATS[name], in_reasoning), twin.ReasoningMachine(
+        FORMATS[name], in_reasoning)
+    assert [tuple(ours.feed(p)) for p in pieces] == [tuple(ref.feed(p)) for p in pieces]
+    assert tuple(ours.finish()) == tuple(ref.finish())

@@ -12,40 +12,14 @@ import functools
 from typing import Callable, NamedTuple, Sequence
 
 from smg import _ext
-from smg.errors import SmgError
+from smg._ext.reasoning_scan_py import ReasoningDelta
+from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta, call_id
+from smg.errors import ParseError
 
 _markers = _ext.load("stop_matcher")
 _json = _ext.load("json_scan")
 JsonScanner = _json.JsonScanner
 
-
-class ParseError(SmgError):
-    """A parser was used wrongly (fed after ``finish``, fed a non-str); model output never raises."""
-
-    status_code = 500
-    error_type = "server_error"
-
-
-class ReasoningDelta(NamedTuple):
-    """Text of one step, split into reasoning and answer content."""
-
-    reasoning: str = ""
-    content: str = ""
-
-
-class ToolCallDelta(NamedTuple):
-    """One streamed piece of a tool call, in OpenAI's streaming shape: the first piece of a call
-    carries its ``id`` and ``name``, later ones ``arguments`` fragments to concatenate."""
-
-    index: int
-    id: str | None
-    name: str | None
-    arguments: str
-
-
-class ToolDelta(NamedTuple):
-    content: str = ""
-    calls: tuple[ToolCallDelta, ...] = ()
 
 
 class ToolCall(NamedTuple):

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smg.parsers.base import MarkerMachine, ReasoningDelta, check_text
+from smg import _ext
+from smg._ext.reasoning_scan_py import BEFORE, CONTENT, REASONING
 
-BEFORE, REASONING, CONTENT = 0, 1, 2
-_EMPTY = ReasoningDelta("", "")
-_new_delta = tuple.__new__  # builds a ReasoningDelta without the namedtuple's Python __new__
+kernel = _ext.load("reasoning_scan")
 
 
 @dataclass(frozen=True)
@@ -77,28 +76,18 @@ FORMATS = {
 }
 
 
-class ReasoningParser:
-    """Streaming reasoning/content splitter for one response.
+class ReasoningParser(kernel.ReasoningMachine):
+    """Streaming reasoning/content splitter for one response (the compiled machine of
+    ``smg._ext.reasoning_scan``; its twin ``reasoning_scan_py`` under ``SMG_NO_EXTENSIONS=1``).
+
+    ``feed(delta) -> ReasoningDelta(reasoning, content)``, ``finish()``, ``parse(text)``,
+    ``in_reasoning``.
 
     Example:
         >>> p = ReasoningParser.create("qwen3")
-        >>> p.feed("<think>\\nshort</th"), p.feed("ink>\\n\\nAnswer."), p.finish()
+        >>> p.feed("<think>short</th"), p.feed("ink>Answer."), p.finish()
         (ReasoningDelta(reasoning='short', content=''), ReasoningDelta(reasoning='', content='Answer.'), ReasoningDelta(reasoning='', content=''))
     """
-
-    __slots__ = ("_format", "_machine", "_skip_space", "_reasoning", "_content", "_finished", "_on_text_cb",
-                 "_on_marker_cb")
-
-    def __init__(self, fmt: ReasoningFormat, in_reasoning: bool | None = None) -> None:
-        self._format = fmt
-        start = REASONING if (fmt.in_reasoning if in_reasoning is None else in_reasoning) else BEFORE
-        self._machine = MarkerMachine([[m for m, _, _ in row] for row in fmt.table], start)
-        self._skip_space = start == REASONING
-        self._reasoning = ""
-        self._content = ""
-        self._finished = False
-        self._on_text_cb = self._on_text  # bound once: feed runs per token
-        self._on_marker_cb = self._on_marker
 
     @classmethod
     def create(cls, name: str, in_reasoning: bool | None = None) -> "ReasoningParser":
@@ -107,52 +96,3 @@ class ReasoningParser:
         from smg.parsers.registry import reasoning_format
 
         return cls(reasoning_format(name), in_reasoning)
-
-    @property
-    def in_reasoning(self) -> bool:
-        return self._machine.state == REASONING
-
-    def _on_text(self, text: str) -> None:
-        if self._skip_space:
-            text = text.lstrip()
-            if not text:
-                return
-            self._skip_space = False
-        if self._machine.state == REASONING:
-            self._reasoning += text
-        else:
-            self._content += text
-
-    def _on_marker(self, index: int) -> None:
-        marker, nxt, keep = self._format.table[self._machine.state][index]
-        if nxt != self._machine.state and nxt in (REASONING, CONTENT):
-            self._skip_space = not keep
-        self._machine.state = nxt
-        if keep:
-            self._on_text(marker)
-
-    def _take(self) -> ReasoningDelta:
-        if not self._reasoning and not self._content:
-            return _EMPTY
-        delta = _new_delta(ReasoningDelta, (self._reasoning, self._content))
-        self._reasoning = self._content = ""
-        return delta
-
-    def feed(self, delta: str) -> ReasoningDelta:
-        if type(delta) is not str or self._finished:
-            check_text(delta, self._finished)
-        self._machine.run(delta, self._on_text_cb, self._on_marker_cb)
-        return self._take()
-
-    def finish(self) -> ReasoningDelta:
-        check_text("", self._finished)
-        self._finished = True
-        held = self._machine.held()
-        if held:
-            self._on_text(held)
-        return self._take()
-
-    def parse(self, text: str) -> ReasoningDelta:
-        """Non-streaming: ``feed(text)`` + ``finish()`` of a fresh parser, merged."""
-        first, last = self.feed(text), self.finish()
-        return ReasoningDelta(first.reasoning + last.reasoning, first.content + last.content)

@@ -24,19 +24,18 @@ from __future__ import annotations
 import ast
 import json
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from smg import _ext
 from smg.parsers.base import JsonScanner, MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
+from smg.parsers.base import call_id as new_call_id
+
+tool_kernel = _ext.load("tool_scan")
 
 CONTENT = 0
 _EMPTY = ToolDelta("", ())
 _new_delta = tuple.__new__  # builds a ToolDelta without the namedtuple's Python __new__
-
-
-def _call_id() -> str:
-    return "call_" + secrets.token_hex(12)
 
 
 def _tool_schemas(tools: Iterable[Mapping[str, Any]] | None) -> dict[str, dict]:
@@ -74,7 +73,7 @@ class ToolParser:
             self._content.append(text)
 
     def _open_call(self, name: str, call_id: str | None = None) -> None:
-        self._deltas.append(ToolCallDelta(self._calls, call_id or _call_id(), name, ""))
+        self._deltas.append(ToolCallDelta(self._calls, call_id or new_call_id(), name, ""))
         self._calls += 1
 
     def _args(self, text: str) -> None:
@@ -296,68 +295,17 @@ class HeaderFormat:
     parse_header: Callable[[str], tuple[str, str | None]] = lambda h: (h.strip(), None)
 
 
-class HeaderToolParser(ToolParser):
+class HeaderToolParser(tool_kernel.HeaderMachine):
+    """The header + raw-arguments machine (compiled ``smg._ext.tool_scan``; see its twin)."""
+
     SECTION, NAME, ARGS = 1, 2, 3
 
     def __init__(self, fmt: HeaderFormat, tools=None, state: int = CONTENT, **_: Any) -> None:
-        super().__init__(tools)
-        self._fmt = fmt
-        args_markers = fmt.args_end + (fmt.call_start if fmt.next_call_ends_args else ())
-        self._machine = MarkerMachine([fmt.section_start + fmt.call_start + fmt.drop,
-                                       fmt.call_start + fmt.section_end, fmt.name_end, args_markers], state)
-        self._header = ""
-        self._space = ""  # trailing whitespace of the arguments, sent only if more follows
-        self._args_started = False
+        super().__init__(fmt, state)
 
-    def _feed(self, text: str) -> None:
-        self._machine.run(text, self._on_text, self._on_marker)
-
-    def _after_call(self) -> int:
-        return self.SECTION if self._fmt.section_start else CONTENT
-
-    def _on_marker(self, index: int) -> None:
-        fmt, state = self._fmt, self._machine.state
-        if state == CONTENT:
-            n_section = len(fmt.section_start)
-            if index < n_section:
-                self._machine.state = self.SECTION
-            elif index < n_section + len(fmt.call_start):
-                self._machine.state = self.NAME
-        elif state == self.SECTION:
-            self._machine.state = self.NAME if index < len(fmt.call_start) else CONTENT
-        elif state == self.NAME:
-            name, call_id = fmt.parse_header(self._header)
-            self._open_call(name, call_id)
-            self._header, self._space, self._args_started = "", "", False
-            self._machine.state = self.ARGS
-        else:
-            self._machine.state = self.NAME if index >= len(fmt.args_end) else self._after_call()
-
-    def _on_text(self, text: str) -> None:
-        state = self._machine.state
-        if state == CONTENT:
-            self._text(text)
-        elif state == self.NAME:
-            self._header += text
-        elif state == self.ARGS:
-            if not self._args_started:
-                text = text.lstrip()
-                if not text:
-                    return
-                self._args_started = True
-            body = text.rstrip()
-            if body:
-                self._args(self._space + body)
-                self._space = text[len(body):]
-            else:
-                self._space += text
-
-    def _finish(self) -> None:
-        held = self._machine.held()
-        if self._machine.state == CONTENT:
-            self._text(held)
-        elif self._machine.state == self.ARGS:
-            self._on_text(held)
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """Non-streaming: ``(content, calls)`` of a whole output (``feed`` + ``finish``)."""
+        return collect([self.feed(text), self.finish()])
 
 
 def _after_sep(sep: str) -> Callable[[str], tuple[str, str | None]]:

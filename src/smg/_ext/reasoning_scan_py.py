@@ -1,0 +1,114 @@
+"""Reference twin of ``reasoning_scan.pyx``: the streaming reasoning/content splitter.
+
+A family is a table ``state -> ((marker, next state, keep marker text), ...)`` over three
+states: 0 before reasoning (text is content), 1 reasoning, 2 content after reasoning. Each state's
+markers are found by the stop-string kernel's Aho–Corasick matcher (``split``), which releases
+text between markers at once and holds back only a tail that may still become a marker, so the
+result never depends on how the stream is chunked. Whitespace right after a marker that opens
+reasoning or content is dropped (templates put ``\\n`` there). A marker that is kept (GLM's
+``<tool_call>`` ends reasoning and starts a call) is emitted as content for the tool parser.
+
+Cost per delta: one matcher walk over its characters, plus a str concatenation per piece.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from smg._ext import stop_matcher_py as markers
+from smg.errors import ParseError
+
+BEFORE, REASONING, CONTENT = 0, 1, 2
+
+
+class ReasoningDelta(NamedTuple):
+    """Text of one step, split into reasoning and answer content."""
+
+    reasoning: str = ""
+    content: str = ""
+
+
+_EMPTY = ReasoningDelta("", "")
+_automata: dict[tuple[str, ...], object] = {}
+
+
+def _matcher(row):
+    keys = tuple(m for m, _, _ in row)
+    if not keys:
+        return None
+    automaton = _automata.get(keys)
+    if automaton is None:
+        automaton = _automata[keys] = markers.StopAutomaton(list(keys))
+    return markers.StopStringMatcher(automaton)
+
+
+class ReasoningMachine:
+    """One response's splitter; ``fmt`` has ``table`` and the family default ``in_reasoning``."""
+
+    def __init__(self, fmt, in_reasoning: bool | None = None) -> None:
+        self._table = fmt.table
+        start = fmt.in_reasoning if in_reasoning is None else in_reasoning
+        self._state = REASONING if start else BEFORE
+        self._matchers = [_matcher(row) for row in self._table]
+        self._skip_space = self._state == REASONING
+        self._reasoning = ""
+        self._content = ""
+        self._finished = False
+
+    @property
+    def in_reasoning(self) -> bool:
+        return self._state == REASONING
+
+    def _emit(self, text: str) -> None:
+        if self._skip_space:
+            text = text.lstrip()
+            if not text:
+                return
+            self._skip_space = False
+        if self._state == REASONING:
+            self._reasoning += text
+        else:
+            self._content += text
+
+    def _take(self) -> ReasoningDelta:
+        if not self._reasoning and not self._content:
+            return _EMPTY
+        delta = ReasoningDelta(self._reasoning, self._content)
+        self._reasoning = self._content = ""
+        return delta
+
+    def feed(self, text: str) -> ReasoningDelta:
+        if type(text) is not str or self._finished:
+            raise ParseError("parser already finished" if self._finished else
+                             f"parsers take str deltas, got {type(text).__name__}")
+        while text:
+            matcher = self._matchers[self._state]
+            if matcher is None:
+                self._emit(text)
+                break
+            before, index, text = matcher.split(text)
+            if before:
+                self._emit(before)
+            if index < 0:
+                break
+            marker, nxt, keep = self._table[self._state][index]
+            if nxt != self._state and nxt in (REASONING, CONTENT):
+                self._skip_space = not keep
+            self._state = nxt
+            if keep:
+                self._emit(marker)
+        return self._take()
+
+    def finish(self) -> ReasoningDelta:
+        if self._finished:
+            raise ParseError("parser already finished")
+        self._finished = True
+        matcher = self._matchers[self._state]
+        held = matcher.finish() if matcher is not None else ""
+        if held:
+            self._emit(held)
+        return self._take()
+
+    def parse(self, text: str) -> ReasoningDelta:
+        """Non-streaming: ``feed(text)`` + ``finish()``, merged."""
+        first, last = self.feed(text), self.finish()
+        return ReasoningDelta(first.reasoning + last.reasoning, first.content + last.content)
