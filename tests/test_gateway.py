@@ -199,3 +199,17 @@ def test_sampling_defaults_reach_the_engine(llama, llama_dir):
     assert (second.top_k, second.max_new_tokens, second.seed, second.stop_token_ids, second.ignore_eos) == (
         5, 3, 9, (7,), True)
     assert abs(second.temperature - 0.2) < 1e-6 and abs(second.min_p - 0.1) < 1e-6
+
+
+def test_required_tool_choice_with_an_unconstrained_engine_returns_text(llama, llama_dir):
+    engine = ReferenceEngine(llama, mode="script", scripts=["I would rather chat."], tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        request = {"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": "required"}
+        whole = await gw.chat(request)
+        chunks = [c async for c in gw.chat_stream({**request, "stream": True})]
+        return whole, "".join(c.choices[0].delta.content or "" for c in chunks)
+
+    whole, streamed = run(with_gateway(engine, body))
+    assert whole.choices[0].message.content == streamed == "I would rather chat."
+    assert whole.choices[0].message.tool_calls is None and whole.choices[0].finish_reason == "stop"

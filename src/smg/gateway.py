@@ -131,7 +131,7 @@ class _Choice:
             self.required_buf.append(content)
             content = ""
             if final:
-                calls = self._required_calls("".join(self.required_buf))
+                content, calls = self._required_calls("".join(self.required_buf))
         elif self.tools is not None:
             t = self.tools.feed(content) if content else None
             last = self.tools.finish() if final else None
@@ -146,21 +146,22 @@ class _Choice:
         return oa.ToolCallChunk(index=index, id=call_id, type="function" if call_id else None,
                                 function=oa.FunctionCall(name=name, arguments=arguments))
 
-    def _required_calls(self, text: str) -> list[oa.ToolCallChunk]:
+    def _required_calls(self, text: str) -> tuple[str, list[oa.ToolCallChunk]]:
+        """The calls of a ``tool_choice: required`` output (a JSON array), or the text as content
+        when it is not one (an engine that ignored the constraint)."""
         try:
             items = json.loads(text)
         except ValueError:
             items = None
         if not isinstance(items, list):
-            self.content.append(text)  # not the constrained shape: give the text back
-            return []
+            return text, []
         out = []
         for item in items:
             if isinstance(item, dict) and isinstance(item.get("name"), str):
                 args = item.get("parameters", item.get("arguments", {}))
                 out.append(self._call_piece(len(self.calls), "call_" + uuid.uuid4().hex[:24], item["name"],
                                             json.dumps(args, ensure_ascii=False)))
-        return out
+        return "", out
 
     def feed(self, out: EngineOutput, gw: "Gateway") -> tuple[str, str, list] | None:
         """Run one engine message through the pipeline; None when it released nothing."""
