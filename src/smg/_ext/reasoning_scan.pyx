@@ -7,7 +7,7 @@ accumulation; a delta costs one call and one tuple.
 """
 from libc.stdint cimport int32_t
 
-from smg._ext.stop_matcher cimport StopAutomaton, StopStringMatcher
+from smg._ext.stop_matcher cimport StopStringMatcher, matcher_for
 from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg.errors import ParseError
 
@@ -18,19 +18,10 @@ cdef enum:
 
 cdef object _new_tuple = tuple.__new__
 cdef object _EMPTY = ReasoningDelta("", "")
-cdef dict _automata = {}
 
 __all__ = ["ReasoningMachine", "ReasoningDelta"]
 
 
-cdef StopStringMatcher _matcher(row):
-    keys = tuple([m for m, _, _ in row])
-    if not keys:
-        return None
-    automaton = _automata.get(keys)
-    if automaton is None:
-        automaton = _automata[keys] = StopAutomaton(list(keys))
-    return StopStringMatcher(automaton)
 
 
 cdef class ReasoningMachine:
@@ -48,7 +39,7 @@ cdef class ReasoningMachine:
         self._table = tuple(fmt.table)
         start = fmt.in_reasoning if in_reasoning is None else in_reasoning
         self._state = REASONING if start else BEFORE
-        self._matchers = [_matcher(row) for row in self._table]
+        self._matchers = [matcher_for(tuple([m for m, _, _ in row])) for row in self._table]
         self._skip_space = self._state == REASONING
         self._reasoning = ""
         self._content = ""

@@ -28,17 +28,6 @@ class ReasoningDelta(NamedTuple):
 
 
 _EMPTY = ReasoningDelta("", "")
-_automata: dict[tuple[str, ...], object] = {}
-
-
-def _matcher(row):
-    keys = tuple(m for m, _, _ in row)
-    if not keys:
-        return None
-    automaton = _automata.get(keys)
-    if automaton is None:
-        automaton = _automata[keys] = markers.StopAutomaton(list(keys))
-    return markers.StopStringMatcher(automaton)
 
 
 class ReasoningMachine:
@@ -48,7 +37,7 @@ class ReasoningMachine:
         self._table = fmt.table
         start = fmt.in_reasoning if in_reasoning is None else in_reasoning
         self._state = REASONING if start else BEFORE
-        self._matchers = [_matcher(row) for row in self._table]
+        self._matchers = [markers.matcher_for(tuple(m for m, _, _ in row)) for row in self._table]
         self._skip_space = self._state == REASONING
         self._reasoning = ""
         self._content = ""

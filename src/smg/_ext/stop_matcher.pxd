@@ -34,3 +34,6 @@ cdef class StopChecker:
 
     cpdef object step(self, long token_id, str text)
     cdef object _end(self, object delta)
+
+
+cpdef StopStringMatcher matcher_for(tuple markers)

@@ -10,7 +10,9 @@ from libc.stdlib cimport free, malloc
 
 from smg._ext.stop_matcher_py import StopDelta, build_dfa
 
-__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta"]
+__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for"]
+
+cdef dict _automata = {}
 
 # tuple.__new__ builds a StopDelta without the namedtuple's Python-level __new__.
 cdef object _new_tuple = tuple.__new__
@@ -136,6 +138,16 @@ cdef class StopStringMatcher:
     @property
     def held(self):
         return self._held
+
+
+cpdef StopStringMatcher matcher_for(tuple markers):
+    """See ``stop_matcher_py.matcher_for``."""
+    if not markers:
+        return None
+    automaton = _automata.get(markers)
+    if automaton is None:
+        automaton = _automata[markers] = StopAutomaton(list(markers))
+    return StopStringMatcher(automaton)
 
 
 cdef class StopChecker:

@@ -157,6 +157,20 @@ class StopStringMatcher:
         return self._held
 
 
+_automata: dict[tuple[str, ...], StopAutomaton] = {}
+
+
+def matcher_for(markers: tuple[str, ...]) -> StopStringMatcher | None:
+    """A fresh matcher over ``markers`` (None for none); automata are built once per marker set,
+    which the parsers' per-state marker tables share across all requests."""
+    if not markers:
+        return None
+    automaton = _automata.get(markers)
+    if automaton is None:
+        automaton = _automata[markers] = StopAutomaton(list(markers))
+    return StopStringMatcher(automaton)
+
+
 class StopDelta(NamedTuple):
     """What one step releases: ``text`` for the client, and whether the generation is over."""
 

@@ -7,7 +7,7 @@ records and, once per call, to read the header.
 """
 from libc.stdint cimport int32_t
 
-from smg._ext.stop_matcher cimport StopAutomaton, StopStringMatcher
+from smg._ext.stop_matcher cimport StopStringMatcher, matcher_for
 from smg._ext.tool_scan_py import EMPTY, ToolCallDelta, ToolDelta, call_id, state_markers
 from smg.errors import ParseError
 
@@ -18,18 +18,10 @@ cdef enum:
     ARGS = 3
 
 cdef object _new_tuple = tuple.__new__
-cdef dict _automata = {}
 
 __all__ = ["HeaderMachine", "ToolCallDelta", "ToolDelta"]
 
 
-cdef StopStringMatcher _matcher(tuple keys):
-    if not keys:
-        return None
-    automaton = _automata.get(keys)
-    if automaton is None:
-        automaton = _automata[keys] = StopAutomaton(list(keys))
-    return StopStringMatcher(automaton)
 
 
 cdef class HeaderMachine:
@@ -45,7 +37,7 @@ cdef class HeaderMachine:
     cdef public int calls
 
     def __init__(self, fmt, int state=CONTENT):
-        self._matchers = [_matcher(tuple(keys)) for keys in state_markers(fmt)]
+        self._matchers = [matcher_for(tuple(keys)) for keys in state_markers(fmt)]
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
         self._parse_header = fmt.parse_header

@@ -38,7 +38,6 @@ class ToolDelta(NamedTuple):
 
 
 EMPTY = ToolDelta("", ())
-_automata: dict[tuple[str, ...], object] = {}
 
 
 def call_id() -> str:
@@ -51,18 +50,10 @@ def state_markers(fmt) -> list[tuple[str, ...]]:
     return [fmt.section_start + fmt.call_start + fmt.drop, fmt.call_start + fmt.section_end, fmt.name_end, args]
 
 
-def _matcher(keys: tuple[str, ...]):
-    if not keys:
-        return None
-    automaton = _automata.get(keys)
-    if automaton is None:
-        automaton = _automata[keys] = markers.StopAutomaton(list(keys))
-    return markers.StopStringMatcher(automaton)
-
 
 class HeaderMachine:
     def __init__(self, fmt, state: int = CONTENT) -> None:
-        self._matchers = [_matcher(keys) for keys in state_markers(fmt)]
+        self._matchers = [markers.matcher_for(tuple(keys)) for keys in state_markers(fmt)]
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
         self._parse_header = fmt.parse_header

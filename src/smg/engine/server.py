@@ -298,7 +298,32 @@ async def _unimplemented(context, what: str):
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not implemented by this engine")
 
 
-class _SglangServicer(spbg.SglangSchedulerServicer):
+class _Shared:
+    """RPCs both services answer the same way (their messages come from ``common.proto``)."""
+
+    core: _Core
+
+    async def GetTokenizer(self, request, context):
+        async for piece in _serve_tokenizer(self.core, context):
+            yield piece
+
+    async def FlushCache(self, request, context):
+        return cpb.FlushCacheResponse(success=True, message="nothing to flush")
+
+    async def Embed(self, request, context):
+        await _unimplemented(context, "Embed")
+
+    async def StartProfile(self, request, context):
+        await _unimplemented(context, "StartProfile")
+
+    async def StopProfile(self, request, context):
+        await _unimplemented(context, "StopProfile")
+
+    async def SubscribeKvEvents(self, request, context):
+        await _unimplemented(context, "SubscribeKvEvents")
+
+
+class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
     def __init__(self, core: _Core) -> None:
         self.core = core
 
@@ -342,24 +367,6 @@ class _SglangServicer(spbg.SglangSchedulerServicer):
         return spb.GetLoadsResponse(timestamp=str(time.time()), version="smg", dp_rank_count=1, loads=[load],
                                     aggregate=spb.AggregateMetrics(total_running_reqs=running, total_reqs=running))
 
-    async def GetTokenizer(self, request, context):
-        async for piece in _serve_tokenizer(self.core, context):
-            yield piece
-
-    async def FlushCache(self, request, context):
-        return cpb.FlushCacheResponse(success=True, message="nothing to flush")
-
-    async def Embed(self, request, context):
-        await _unimplemented(context, "Embed")
-
-    async def StartProfile(self, request, context):
-        await _unimplemented(context, "StartProfile")
-
-    async def StopProfile(self, request, context):
-        await _unimplemented(context, "StopProfile")
-
-    async def SubscribeKvEvents(self, request, context):
-        await _unimplemented(context, "SubscribeKvEvents")
 
     async def LoadLoRAAdapter(self, request, context):
         await _unimplemented(context, "LoadLoRAAdapter")
@@ -371,7 +378,7 @@ class _SglangServicer(spbg.SglangSchedulerServicer):
         return spb.ListLoadedLoRAAdaptersResponse()
 
 
-class _VllmServicer(vpbg.VllmEngineServicer):
+class _VllmServicer(_Shared, vpbg.VllmEngineServicer):
     def __init__(self, core: _Core) -> None:
         self.core = core
 
@@ -409,24 +416,6 @@ class _VllmServicer(vpbg.VllmEngineServicer):
     async def GetLoads(self, request, context):
         return vpb.GetLoadsResponse()
 
-    async def GetTokenizer(self, request, context):
-        async for piece in _serve_tokenizer(self.core, context):
-            yield piece
-
-    async def FlushCache(self, request, context):
-        return cpb.FlushCacheResponse(success=True, message="nothing to flush")
-
-    async def Embed(self, request, context):
-        await _unimplemented(context, "Embed")
-
-    async def StartProfile(self, request, context):
-        await _unimplemented(context, "StartProfile")
-
-    async def StopProfile(self, request, context):
-        await _unimplemented(context, "StopProfile")
-
-    async def SubscribeKvEvents(self, request, context):
-        await _unimplemented(context, "SubscribeKvEvents")
 
 
 class EngineServer:

@@ -8,13 +8,15 @@ output never depends on how the stream was chunked, and no text is scanned twice
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, NamedTuple, Sequence
 
 from smg import _ext
 from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta, call_id
 from smg.errors import ParseError
+
+__all__ = ["JsonScanner", "MarkerMachine", "ParseError", "ReasoningDelta", "ToolCall", "ToolCallDelta", "ToolDelta",
+           "call_id", "check_text"]
 
 _markers = _ext.load("stop_matcher")
 _json = _ext.load("json_scan")
@@ -28,11 +30,6 @@ class ToolCall(NamedTuple):
     name: str
     arguments: str  # JSON text as the model wrote it (or as built from XML parameters)
     id: str
-
-
-@functools.lru_cache(maxsize=512)
-def _automaton(markers: tuple[str, ...]):
-    return _markers.StopAutomaton(list(markers))
 
 
 class MarkerMachine:
@@ -51,7 +48,7 @@ class MarkerMachine:
     def __init__(self, markers: Sequence[Sequence[str]], state: int = 0) -> None:
         self.state = state
         self._markers = [tuple(m) for m in markers]
-        self._matchers = [_markers.StopStringMatcher(_automaton(m)) if m else None for m in self._markers]
+        self._matchers = [_markers.matcher_for(m) for m in self._markers]
 
     def run(self, text: str, on_text: Callable[[str], str | None], on_marker: Callable[[int], None]) -> None:
         while text:
