@@ -7,6 +7,7 @@ accumulation; a delta costs one call and one tuple.
 """
 from libc.stdint cimport int32_t
 
+from smg._ext._records cimport _new_pair
 from smg._ext.stop_matcher cimport StopStringMatcher, matcher_for
 from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg.errors import ParseError
@@ -16,12 +17,10 @@ cdef enum:
     REASONING = 1
     CONTENT = 2
 
-cdef object _new_tuple = tuple.__new__
+
 cdef object _EMPTY = ReasoningDelta("", "")
 
 __all__ = ["ReasoningMachine", "ReasoningDelta"]
-
-
 
 
 cdef class ReasoningMachine:
@@ -63,7 +62,7 @@ cdef class ReasoningMachine:
     cdef object _take(self):
         if not self._reasoning and not self._content:
             return _EMPTY
-        delta = _new_tuple(ReasoningDelta, (self._reasoning, self._content))
+        delta = _new_pair(ReasoningDelta, self._reasoning, self._content)
         self._reasoning = ""
         self._content = ""
         return delta

@@ -106,8 +106,10 @@ cdef class StopStringMatcher:
                     return combined[:end - a.pattern_chars[index[0]]]
                 return combined[:end if self.include_stop else end - a.pattern_chars[index[0]]]
         self.state = state
-        combined = self._held + text if self._held else text
         keep = a.held_chars[state]
+        if keep == 0 and not self._held:  # the common case: nothing held before or after
+            return text
+        combined = self._held + text if self._held else text
         total = len(combined)
         self._held = combined[total - keep:]
         return combined[:total - keep]

@@ -7,6 +7,7 @@ records and, once per call, to read the header.
 """
 from libc.stdint cimport int32_t
 
+from smg._ext._records cimport _new_pair, _new_tuple
 from smg._ext.stop_matcher cimport StopStringMatcher, matcher_for
 from smg._ext.tool_scan_py import EMPTY, ToolCallDelta, ToolDelta, call_id, state_markers
 from smg.errors import ParseError
@@ -17,11 +18,8 @@ cdef enum:
     NAME = 2
     ARGS = 3
 
-cdef object _new_tuple = tuple.__new__
 
 __all__ = ["HeaderMachine", "ToolCallDelta", "ToolDelta"]
-
-
 
 
 cdef class HeaderMachine:
@@ -101,11 +99,14 @@ cdef class HeaderMachine:
         return 0
 
     cdef object _take(self):
+        cdef tuple calls = ()
         if not self._content and not self._deltas:
             return EMPTY
-        delta = _new_tuple(ToolDelta, (self._content, tuple(self._deltas)))
+        if self._deltas:  # a content-only delta allocates no new list
+            calls = tuple(self._deltas)
+            self._deltas = []
+        delta = _new_pair(ToolDelta, self._content, calls)
         self._content = ""
-        self._deltas = []
         return delta
 
     cpdef object feed(self, text):

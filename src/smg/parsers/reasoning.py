@@ -89,6 +89,8 @@ class ReasoningParser(kernel.ReasoningMachine):
         (ReasoningDelta(reasoning='short', content=''), ReasoningDelta(reasoning='', content='Answer.'), ReasoningDelta(reasoning='', content=''))
     """
 
+    __slots__ = ()  # no instance dict: attribute lookups on the per-token path stay short
+
     @classmethod
     def create(cls, name: str, in_reasoning: bool | None = None) -> "ReasoningParser":
         """A parser for family ``name`` (see :func:`reasoning_parser_names`); ``in_reasoning``

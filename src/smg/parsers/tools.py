@@ -298,6 +298,7 @@ class HeaderFormat:
 class HeaderToolParser(tool_kernel.HeaderMachine):
     """The header + raw-arguments machine (compiled ``smg._ext.tool_scan``; see its twin)."""
 
+    __slots__ = ()  # no instance dict: attribute lookups on the per-token path stay short
     SECTION, NAME, ARGS = 1, 2, 3
 
     def __init__(self, fmt: HeaderFormat, tools=None, state: int = CONTENT, **_: Any) -> None:

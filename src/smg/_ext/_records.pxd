@@ -1,0 +1,31 @@
+"""Building the parsers' NamedTuple records from C (shared by the parser kernels).
+
+A record is built per delta, so these skip the Python-level ``__new__`` of ``typing.NamedTuple``.
+"""
+from cpython.object cimport PyObject
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        PyObject* (*tp_alloc)(PyTypeObject* subtype, Py_ssize_t n)
+    object PyTuple_Type_new "PyTuple_Type.tp_new"(PyTypeObject* subtype, object args, PyObject* kwds)
+    void PyTuple_SET_ITEM(PyObject* tup, Py_ssize_t pos, PyObject* item)
+    void Py_INCREF(PyObject* obj)
+
+
+cdef inline object _new_tuple(object cls, tuple values):
+    """``tuple.__new__(cls, values)`` without the Python call."""
+    return PyTuple_Type_new(<PyTypeObject*>cls, (values,), NULL)
+
+
+cdef inline object _new_pair(object cls, object first, object second):
+    """A two-field NamedTuple built as CPython builds tuple subclasses (the type's tp_alloc, then
+    the items), without the intermediate tuples of ``tuple.__new__``."""
+    cdef PyObject* obj = (<PyTypeObject*>cls).tp_alloc(<PyTypeObject*>cls, 2)
+    if obj == NULL:
+        raise MemoryError()
+    Py_INCREF(<PyObject*>first)
+    PyTuple_SET_ITEM(obj, 0, <PyObject*>first)
+    Py_INCREF(<PyObject*>second)
+    PyTuple_SET_ITEM(obj, 1, <PyObject*>second)
+    return <object>obj
