@@ -1,12 +1,13 @@
 """Embedded gateway benchmark: smg's Gateway (no HTTP) against a plain Python frontend, same engine.
 
-    python -m benchmarks.bench_gateway [--quick] [--conc 1,16,64,256] [--max-tokens 256]
+    python -m benchmarks.bench_gateway [--quick] [--conc 1,16,64,256] [--max-tokens 256] [--system-words 0]
 
 The engine is the protocol-faithful fake SGLang engine of ../shared/bench (``fake_engine.py``,
 one token per message, Llama 3.2 tokenizer), in its own process pinned to core 1; the frontend
 under test runs in this process on core 0. Each cell keeps C chat requests in flight for a few
 seconds and reports output tokens/s, TTFT p50/p99 (first content) and the frontend's CPU time per
-1,000 output tokens.
+1,000 output tokens. ``--system-words N`` gives every request the same N-word system prompt (an
+agent's instructions, a RAG preamble) before its own ~60-word user turn.
 
 * ``smg``: ``Gateway.chat_stream`` — cached template+tokenizer, compiled detokenizer and stop rules,
   chunks built as they would be sent (msgspec-encoded).
@@ -91,14 +92,14 @@ class PythonFrontend:
         yield json.dumps({"id": rid, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}), 0
 
 
-async def run_cell(stream_fn, concurrency: int, seconds: float, rng: random.Random):
+async def run_cell(stream_fn, concurrency: int, seconds: float, rng: random.Random, system: str):
     stop_at = time.perf_counter() + seconds
     ttfts, tokens = [], 0
 
     async def client(c: int) -> None:
         nonlocal tokens
         while time.perf_counter() < stop_at:
-            messages = [{"role": "system", "content": "You are a concise assistant."},
+            messages = [{"role": "system", "content": system},
                         {"role": "user", "content": prompt_text(rng, 60)}]
             start = time.perf_counter()
             first = None
@@ -152,12 +153,14 @@ async def main_async(args) -> None:
             async for _, n in baseline.chat_stream(messages, args.max_tokens, []):
                 yield n
 
+        system = prompt_text(random.Random(11), args.system_words) if args.system_words else \
+            "You are a concise assistant."
         print(f"{'frontend':8} {'conc':>4} | {'tok/s':>8} | {'TTFT p50 ms':>11} | {'TTFT p99 ms':>11} | "
               f"{'CPU ms/1k tok':>13} | {'smg CPU advantage':>17}")
         for concurrency in [int(c) for c in args.conc.split(",")]:
             rows = {}
             for label, fn in (("smg", smg_stream), ("python", python_stream)):
-                rows[label] = await run_cell(fn, concurrency, args.seconds, rng)
+                rows[label] = await run_cell(fn, concurrency, args.seconds, rng, system)
             for label, (rate, p50, p99, cpu) in rows.items():
                 adv = f"x{rows['python'][3] / rows['smg'][3]:.2f}" if label == "smg" else ""
                 print(f"{label:8} {concurrency:>4} | {rate:>8.0f} | {p50:>11.1f} | {p99:>11.1f} | {cpu:>13.1f} | "
@@ -175,6 +178,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--conc", default="1,16,64,256")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--system-words", type=int, default=0, help="shared system prompt length (0: short)")
     args = parser.parse_args()
     args.seconds = 3.0 if args.quick else 8.0
     run(main_async(args))
