@@ -34,6 +34,7 @@ _BYTES_PER_KEY = 160
 _BYTES_PER_ENTRY = 256
 
 EncodeMany = Callable[[Sequence[str]], list[list[int]]]
+EncodeOne = Callable[[str], list[int]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TokenCache:
 
     Args:
         encode_many: encodes texts exactly as the uncached tokenizer (no special tokens added).
+        encode_one: the same for one text (the common call, with less per-call overhead).
         scanner: a ``BoundaryScanner`` of the tokenizer's added tokens, or None to disable L1.
         cut_ids: bitmap of the ids of the cut tokens (see ``cut_positions``).
         config: the byte budgets.
@@ -82,12 +84,14 @@ class TokenCache:
     def __init__(
         self,
         encode_many: EncodeMany,
+        encode_one: EncodeOne,
         scanner: object | None,
         cut_ids: bytes,
         config: CacheConfig,
         l1_disabled_reason: str | None = None,
     ) -> None:
         self._encode_many = encode_many
+        self._encode_one = encode_one
         self._config = config
         if config.l1_max_bytes == 0 and scanner is not None:
             scanner, l1_disabled_reason = None, "l1_max_bytes is 0"
@@ -104,6 +108,16 @@ class TokenCache:
         self._l1_reused_tokens = 0
 
     # ---- public -------------------------------------------------------------------------------
+
+    def encode_one(self, text: str) -> list[int]:
+        """Ids of one text (no special tokens added): ``encode_many([text])[0]`` with less overhead."""
+        cached = self._l0_get(text)
+        if cached is not None:
+            return cached
+        plan = self._plan(text)
+        ids = self._finish(plan, self._encode_one(plan.to_encode))
+        self._l0_put(text, ids)
+        return list(ids)
 
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text (no special tokens added)."""
