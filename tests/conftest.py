@@ -55,34 +55,22 @@ def kernel_variants(name):
     ]
 
 
-@pytest.fixture(scope="session", params=kernel_variants("token_cache"))
-def token_cache_impl(request):
-    return importlib.import_module(request.param)
+def kernel_fixture(name):
+    """A session fixture yielding the compiled kernel ``name`` and then its twin."""
+
+    @pytest.fixture(scope="session", params=kernel_variants(name))
+    def fixture(request):
+        return importlib.import_module(request.param)
+
+    return fixture
 
 
-@pytest.fixture(scope="session", params=kernel_variants("detok"))
-def detok_impl(request):
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture(scope="session", params=kernel_variants("stop_matcher"))
-def stop_impl(request):
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture(scope="session", params=kernel_variants("reasoning_scan"))
-def reasoning_impl(request):
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture(scope="session", params=kernel_variants("tool_scan"))
-def tool_scan_impl(request):
-    return importlib.import_module(request.param)
-
-
-@pytest.fixture(scope="session", params=kernel_variants("json_scan"))
-def json_scan_impl(request):
-    return importlib.import_module(request.param)
+token_cache_impl = kernel_fixture("token_cache")
+detok_impl = kernel_fixture("detok")
+stop_impl = kernel_fixture("stop_matcher")
+json_scan_impl = kernel_fixture("json_scan")
+reasoning_impl = kernel_fixture("reasoning_scan")
+tool_scan_impl = kernel_fixture("tool_scan")
 
 
 @pytest.fixture(scope="session")
