@@ -213,3 +213,18 @@ def test_required_tool_choice_with_an_unconstrained_engine_returns_text(llama, l
     whole, streamed = run(with_gateway(engine, body))
     assert whole.choices[0].message.content == streamed == "I would rather chat."
     assert whole.choices[0].message.tool_calls is None and whole.choices[0].finish_reason == "stop"
+
+
+def test_gateway_speaks_the_vllm_protocol_too(llama, llama_dir):
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        whole = await gw.chat({"model": "x", "messages": USER, "max_tokens": 6, "n": 2, "logprobs": True})
+        streamed = [c async for c in gw.chat_stream({"model": "x", "messages": USER, "max_tokens": 6,
+                                                     "stream": True, "stream_options": {"include_usage": True}})]
+        return whole, streamed
+
+    whole, streamed = run(with_gateway(engine, body, engine="vllm"))
+    assert [c.finish_reason for c in whole.choices] == ["length", "length"]
+    assert all(len(c.logprobs.content) == 6 for c in whole.choices)
+    assert streamed[-1].usage.completion_tokens == 6
