@@ -174,6 +174,11 @@ def test_from_config(tmp_path, llama_dir):
                                 "cache": {"l0_max_bytes": 1024}, "pool": {"health_interval": 1.0}}))
     gw = Gateway.from_config(path)
     assert gw.pool.policy.name == "least_load" and gw.pool.config.health_interval == 1.0
+    from smg import GatewayConfig
+
+    typed = Gateway.from_config(GatewayConfig(workers=["grpc://127.0.0.1:1"], tokenizer=str(llama_dir),
+                                              engine="vllm"))
+    assert typed.pool.config.default_engine == "vllm" and typed.pool.workers == []  # workers join on start
     with pytest.raises(InvalidRequest, match="unknown gateway config"):
         Gateway.from_config({"wrokers": []})
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -228,8 +229,8 @@ class Gateway:
                  reasoning_parser: str | None = None, tool_parser: str | None = None,
                  chat_template: str | None = None, cache: CacheConfig | None = None,
                  pool_config: PoolConfig | None = None, max_context_length: int | None = None) -> None:
-        pool_config = pool_config or PoolConfig()
-        pool_config.policy, pool_config.default_engine = policy, engine
+        # A copy: the caller's PoolConfig is not changed behind its back.
+        pool_config = dataclasses.replace(pool_config or PoolConfig(), policy=policy, default_engine=engine)
         self.pool = WorkerPool(workers, pool_config)
         self._tokenizer_spec = tokenizer
         self._cache = cache
@@ -248,9 +249,11 @@ class Gateway:
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | str | Path) -> "Gateway":
-        """Build from a dict or a JSON file with the keys of :class:`GatewayConfig`."""
-        if not isinstance(config, Mapping):
+    def from_config(cls, config: GatewayConfig | Mapping[str, Any] | str | Path) -> "Gateway":
+        """Build from a :class:`GatewayConfig`, or a dict or JSON file with its keys."""
+        if isinstance(config, GatewayConfig):
+            config = dataclasses.asdict(config)
+        elif not isinstance(config, Mapping):
             try:
                 config = json.loads(Path(config).read_text())
             except (OSError, ValueError) as exc:
