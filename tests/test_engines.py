@@ -388,6 +388,11 @@ def test_trtllm_messages():
     out = adapter.parse(tpb.GenerateResponse(complete=tpb.GenerateComplete(
         output_token_ids=[1], sequence_index=1, finish_reason="stop", matched_token_id=2)))
     assert (out.index, out.token_ids, out.finished, out.matched_stop) == (1, [1], True, 2)
+    from smg.engines import MultimodalTensors
+    from smg.errors import UnsupportedFeature
+
+    with pytest.raises(UnsupportedFeature):
+        adapter.build(GenerateRequest("t", [1], multimodal=MultimodalTensors(pixel_values=[[0.0]])))
 
 
 def test_torch_engine_serves_a_real_model_greedily(llama):
@@ -420,3 +425,29 @@ def test_torch_engine_serves_a_real_model_greedily(llama):
     greedy, sampled = run(main())
     assert stream_ids(greedy) == expected
     assert stream_ids(sampled[0]) == stream_ids(sampled[1])  # seeded sampling is reproducible
+
+
+def test_multimodal_tensors_reach_both_protocols():
+    import numpy as np
+
+    from smg.engines import MultimodalTensors
+    from smg.engines.sglang import SglangAdapter
+    from smg.engines.vllm import VllmAdapter
+
+    pixels = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    grid = np.array([[1, 2, 2]], dtype=np.int64)
+    mm = MultimodalTensors(pixels, {"image_grid_thw": grid}, image_token_id=151655, placeholders=[(5, 4)])
+    request = GenerateRequest("m", [1, 2, 3], SamplingOptions(), multimodal=mm)
+
+    async def make():
+        channel = grpc.aio.insecure_channel("127.0.0.1:1")
+        return SglangAdapter(channel).build(request), VllmAdapter(channel).build(request)
+
+    sglang_message, vllm_message = run(make())
+    s = sglang_message.mm_inputs
+    assert (list(s.pixel_values.shape), s.pixel_values.dtype, s.im_token_id) == ([2, 3, 4], "float32", 151655)
+    assert np.array_equal(np.frombuffer(s.pixel_values.data, dtype=np.float32).reshape(2, 3, 4), pixels)
+    assert (s.mm_placeholders[0].offset, s.mm_placeholders[0].length) == (5, 4)
+    v = vllm_message.mm_inputs
+    assert np.array_equal(np.frombuffer(v.model_specific_tensors["image_grid_thw"].inline, dtype=np.int64), grid[0])
+    assert np.frombuffer(v.pixel_values.inline, dtype=np.float32).tolist() == pixels.ravel().tolist()

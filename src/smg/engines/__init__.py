@@ -1,6 +1,6 @@
 """Client side of the engine protocol: adapters for SGLang, vLLM and TRT-LLM, and the worker pool."""
-from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, SamplingOptions,
-                              TokenLogprob, map_rpc_error)
+from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, MultimodalTensors,
+                              SamplingOptions, TokenLogprob, map_rpc_error)
 
 ADAPTERS = {"sglang": "smg.engines.sglang:SglangAdapter", "vllm": "smg.engines.vllm:VllmAdapter",
             "trtllm": "smg.engines.trtllm:TrtllmAdapter"}
@@ -18,5 +18,6 @@ def adapter_class(name: str) -> type[EngineAdapter]:
     return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["ADAPTERS", "EngineAdapter", "EngineOutput", "GenerateRequest", "ModelInfo", "SamplingOptions",
+__all__ = ["ADAPTERS", "EngineAdapter", "EngineOutput", "GenerateRequest", "ModelInfo", "MultimodalTensors",
+           "SamplingOptions",
            "TokenLogprob", "adapter_class", "map_rpc_error"]

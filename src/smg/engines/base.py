@@ -51,6 +51,45 @@ class SamplingOptions:
 
 
 @dataclass(frozen=True)
+class MultimodalTensors:
+    """Preprocessed media for an engine: the encoder input (``pixel_values``, any numpy array),
+    model-specific tensors (``image_grid_thw``...), the image placeholder token and where each
+    image's placeholder tokens sit in the prompt (``(offset, length)`` pairs)."""
+
+    pixel_values: Any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    image_token_id: int | None = None
+    placeholders: Sequence[tuple[int, int]] = ()
+
+
+def tensor_fields(array) -> tuple[bytes, list[int], str]:
+    """Raw little-endian bytes, shape and dtype name of a numpy-like array (the protos' TensorData)."""
+    import numpy as np
+
+    data = np.ascontiguousarray(array)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("<"))
+    return data.tobytes(), list(data.shape), data.dtype.name
+
+
+def proto_mm_inputs(pb, mm: MultimodalTensors, bytes_field: str, **fields):
+    """``pb.MultimodalInputs`` for SGLang's and vLLM's protos, which share its shape except for the
+    name of ``TensorData``'s bytes field (``bytes_field``) and a few extra ``fields``."""
+
+    def tensor(array):
+        data, shape, dtype = tensor_fields(array)
+        return pb.TensorData(shape=shape, dtype=dtype, **{bytes_field: data})
+
+    inputs = pb.MultimodalInputs(pixel_values=tensor(mm.pixel_values), **fields,
+                                 mm_placeholders=[pb.PlaceholderRange(offset=o, length=n) for o, n in mm.placeholders])
+    for name, array in mm.extra.items():
+        inputs.model_specific_tensors[name].CopyFrom(tensor(array))
+    if mm.image_token_id is not None:
+        inputs.im_token_id = mm.image_token_id
+    return inputs
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     """A tokenized generation request, as every engine protocol takes it."""
 
@@ -64,6 +103,7 @@ class GenerateRequest:
     disaggregated: Mapping[str, Any] | None = None  # SGLang: bootstrap_host/port/room
     data_parallel_rank: int | None = None
     text: str = ""  # the prompt text, for the engine's logs only
+    multimodal: MultimodalTensors | None = None
 
 
 @dataclass(frozen=True, slots=True)

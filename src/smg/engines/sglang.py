@@ -8,7 +8,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pbg
 
 from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, parse_generate_response,
-                              proto_model_info)
+                              proto_mm_inputs, proto_model_info)
 
 _CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "ebnf_grammar",
                      "structural_tag": "structural_tag"}
@@ -68,6 +68,8 @@ class SglangAdapter(EngineAdapter):
             message.disaggregated_params.CopyFrom(pb.DisaggregatedParams(**request.disaggregated))
         if request.data_parallel_rank is not None:
             message.data_parallel_rank = request.data_parallel_rank
+        if request.multimodal is not None:
+            message.mm_inputs.CopyFrom(proto_mm_inputs(pb, request.multimodal, "data", modalities=["image"]))
         return message
 
     def parse(self, response) -> EngineOutput:

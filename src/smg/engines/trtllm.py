@@ -6,6 +6,7 @@ from smg_grpc_proto.generated import trtllm_service_pb2 as pb
 from smg_grpc_proto.generated import trtllm_service_pb2_grpc as pbg
 
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, TokenLogprob
+from smg.errors import UnsupportedFeature
 
 # TRT-LLM needs an explicit output budget; this is used when the request names none.
 DEFAULT_MAX_TOKENS = 4096
@@ -28,6 +29,8 @@ class TrtllmAdapter(EngineAdapter):
         self.stub = pbg.TrtllmServiceStub(channel)
 
     def build(self, request: GenerateRequest) -> pb.GenerateRequest:
+        if request.multimodal is not None:  # TRT-LLM's proto takes raw images, not preprocessed tensors
+            raise UnsupportedFeature("preprocessed multimodal tensors are not supported by the TRT-LLM protocol")
         s = request.sampling
         sampling = pb.SamplingConfig(beam_width=1, num_return_sequences=s.n, top_k=max(0, s.top_k), top_p=s.top_p,
                                      temperature=s.temperature, min_tokens=s.min_new_tokens,

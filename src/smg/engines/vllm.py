@@ -6,7 +6,7 @@ from smg_grpc_proto.generated import vllm_engine_pb2 as pb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as pbg
 
 from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, parse_generate_response,
-                              proto_model_info)
+                              proto_mm_inputs, proto_model_info)
 
 _CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "grammar",
                      "structural_tag": "structural_tag"}
@@ -57,6 +57,8 @@ class VllmAdapter(EngineAdapter):
             message.kv_transfer_params.CopyFrom(pb.KvTransferParams(**request.disaggregated))
         if request.data_parallel_rank is not None:
             message.data_parallel_rank = request.data_parallel_rank
+        if request.multimodal is not None:
+            message.mm_inputs.CopyFrom(proto_mm_inputs(pb, request.multimodal, "inline"))
         return message
 
     def parse(self, response) -> EngineOutput:
