@@ -40,6 +40,7 @@ bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_parsers
 	$(BIN)/python -m benchmarks.bench_pool
 	$(BIN)/python -m benchmarks.bench_gateway
+	$(BIN)/python -m benchmarks.bench_protocol
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv

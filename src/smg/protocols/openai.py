@@ -1,8 +1,8 @@
 """OpenAI Chat Completions and Completions: request, response and chunk models.
 
 msgspec, not pydantic: requests are decoded straight from JSON bytes into typed structs (one pass,
-no intermediate dict) and chunks are encoded per token on the hot path, where msgspec is several
-times faster than pydantic v2 for both. Requests forbid unknown fields, so a misspelled or
+no intermediate dict), and a chunk is built and encoded per token on the hot path, 7x cheaper than
+with pydantic v2 models of the same shape (``benchmarks/bench_protocol.py``). Requests forbid unknown fields, so a misspelled or
 unsupported field is a 400 that names it, never silently ignored. vLLM/SGLang extensions
 (``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``, ``min_tokens``,
 ``skip_special_tokens``, ``include_stop_str_in_output``/``no_stop_trim``, ``chat_template_kwargs``,
