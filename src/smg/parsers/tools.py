@@ -7,7 +7,8 @@ Four base machines, each a :class:`~smg.parsers.base.MarkerMachine` plus family 
   granite, internlm, hunyuan. The name is sent as soon as it is read; the arguments value is then
   streamed as written, its end found by the compiled JSON scanner (depth/string/escape state).
 * :class:`HeaderToolParser` — a marker, the name, a separator, raw JSON arguments, an end marker:
-  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony).
+  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony). This one
+  runs entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``).
 * :class:`XmlToolParser` — the name and each parameter in tags, values typed by the request's
   tool schema and sent as JSON as each parameter closes: qwen3_coder, seed_oss, glm45/47,
   minimax_m2, step3, deepseek_v32 (DSML).
@@ -95,11 +96,11 @@ class ToolParser:
 
     # ---- protocol -----------------------------------------------------------------------------
 
-    def _feed(self, text: str) -> None:
-        raise NotImplementedError
+    def _feed(self, text: str) -> None:  # each machine defines it
+        raise NotImplementedError(f"{type(self).__name__} does not define _feed")
 
-    def _finish(self) -> None:
-        raise NotImplementedError
+    def _finish(self) -> None:  # each machine defines it
+        raise NotImplementedError(f"{type(self).__name__} does not define _finish")
 
     def feed(self, delta: str) -> ToolDelta:
         """Content and call pieces completed by one more delta of model output."""
