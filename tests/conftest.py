@@ -3,6 +3,7 @@ import os
 import random
 
 import pytest
+from hypothesis import settings
 
 from smg import _ext
 from smg.tokenizer import Tokenizer
@@ -10,10 +11,17 @@ from smg.tokenizer.bundled import bundled_tokenizer_dir
 
 SEED = int(os.environ.get("SMG_TEST_SEED", random.randrange(1 << 30)))
 
+# `make test` (and so CI) runs hypothesis derandomized: the same examples every run, so a landing
+# never depends on luck; plain `pytest` explores new examples each run (failures print a replay blob).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("SMG_HYPOTHESIS_PROFILE", "explore"))
+
 
 def pytest_report_header(config):
     mode = "pure-Python twins (SMG_NO_EXTENSIONS=1)" if _ext.USE_TWINS else "compiled kernels"
-    return [f"smg kernels: {mode}", f"random seed: SMG_TEST_SEED={SEED}"]
+    return [f"smg kernels: {mode}", f"random seed: SMG_TEST_SEED={SEED}",
+            f"hypothesis profile: {settings._current_profile}"]
 
 
 @pytest.fixture

@@ -105,6 +105,8 @@ def test_fuzz_never_raises_and_is_chunking_invariant(data):
     # arguments before the name: sent whole when the object closes
     ("hermes", '<tool_call>{"arguments": {"q": "x"}, "name": "search"}</tool_call>',
      lambda c, k: (k[0].name, json.loads(k[0].arguments)) == ("search", {"q": "x"})),
+    # a name with an invalid JSON escape is kept as written, never an exception
+    ("llama3_json", '{"name": "bad\\ name", "parameters": {}}', lambda c, k: k[0].name == "bad\\ name"),
     # an end marker inside a JSON string is data
     ("hermes", '<tool_call>{"name": "search", "arguments": {"q": "</tool_call>"}}</tool_call>after',
      lambda c, k: json.loads(k[0].arguments) == {"q": "</tool_call>"} and c == "after"),

@@ -233,7 +233,10 @@ class JsonToolParser(ToolParser):
             for key in self._fmt.name_keys:
                 m = _NAME_RE[key].search(head)
                 if m:
-                    self._name = json.loads(f'"{m.group(1)}"')
+                    try:
+                        self._name = json.loads(f'"{m.group(1)}"')
+                    except ValueError:  # an invalid escape: keep the name as written
+                        self._name = m.group(1)
                     break
         if self._name is not None and not self._opened:
             self._open_call(self._name)
