@@ -97,7 +97,8 @@ def test_encoded_text_streams_back(real_tokenizer, text, skip):
     ids = real_tokenizer.encode(text)
     deltas, tail = stream(real_tokenizer, ids, skip)
     assert "".join(deltas) + tail == real_tokenizer.decode(ids, skip_special_tokens=skip)
-    assert all("\ufffd" not in d for d in deltas), "a split character must be held, not replaced"
+    if "\ufffd" not in text:  # (a text may hold U+FFFD itself)
+        assert all("\ufffd" not in d for d in deltas), "a split character must be held, not replaced"
 
 
 def test_split_emoji_is_held_until_complete(llama):
