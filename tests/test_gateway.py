@@ -233,3 +233,27 @@ def test_gateway_speaks_the_vllm_protocol_too(llama, llama_dir):
     assert [c.finish_reason for c in whole.choices] == ["length", "length"]
     assert all(len(c.logprobs.content) == 6 for c in whole.choices)
     assert streamed[-1].usage.completion_tokens == 6
+
+
+def test_token_counters_count_every_route(llama, llama_dir):
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+
+    async def body(gw):
+        counts = []
+        calls = [
+            lambda: gw.chat({"model": "x", "messages": USER, "max_tokens": 3}),
+            lambda: _drain(gw.chat_stream({"model": "x", "messages": USER, "max_tokens": 4, "stream": True})),
+            lambda: gw.complete({"model": "x", "prompt": "hi", "max_tokens": 5}),
+            lambda: _drain(gw.complete_stream({"model": "x", "prompt": "hi", "max_tokens": 6, "stream": True})),
+        ]
+        for call in calls:
+            before = gw.metrics.counter("smg_completion_tokens_total")
+            await call()
+            counts.append(gw.metrics.counter("smg_completion_tokens_total") - before)
+        return counts
+
+    async def _drain(stream):
+        async for _ in stream:
+            pass
+
+    assert run(with_gateway(engine, body)) == [3, 4, 5, 6]  # streams without include_usage count too

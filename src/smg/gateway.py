@@ -445,6 +445,9 @@ class Gateway:
             if not choice.finished:  # the stream ended without a complete for this sequence
                 ended = EngineOutput(choice.index, [], finished=True, finish_reason="abort")
                 yield choice, ended, choice.end(ended)
+        # Every route runs through here, streamed or not, with or without usage in the reply.
+        self.metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids))
+        self.metrics.inc("smg_completion_tokens_total", sum(c.tokens for c in choices))
 
     def _logprob_entry(self, lp) -> oa.TokenLogprobOut:
         def token(token_id: int) -> tuple[str, list[int]]:
@@ -458,11 +461,9 @@ class Gateway:
             tops.append(oa.TopLogprob(token=t, logprob=value, bytes=b))
         return oa.TokenLogprobOut(token=text, logprob=lp.logprob, bytes=raw, top_logprobs=tops)
 
-    def _usage(self, p: _Prepared, choices_tokens: int, cached: int) -> oa.Usage:
-        prompt = len(p.prompt_ids)
-        self.metrics.inc("smg_prompt_tokens_total", prompt)
-        self.metrics.inc("smg_completion_tokens_total", choices_tokens)
-        return oa.Usage(prompt_tokens=prompt, completion_tokens=choices_tokens, total_tokens=prompt + choices_tokens,
+    @staticmethod
+    def _usage(prompt: int, completion: int, cached: int) -> oa.Usage:
+        return oa.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                         prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=cached))
 
     async def chat(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes) -> oa.ChatCompletion:
@@ -485,7 +486,7 @@ class Gateway:
             result.append(oa.ChatChoice(index=index, message=message, finish_reason=c.openai_finish_reason,
                                         logprobs=oa.ChoiceLogprobs(content=c.logprobs) if c.logprobs is not None
                                         else None, matched_stop=c.matched))
-        usage = self._usage(p, sum(c.tokens for c in choices.values()), cached)
+        usage = self._usage(len(p.prompt_ids), sum(c.tokens for c in choices.values()), cached)
         self.metrics.inc("smg_requests_total", route="chat", stream="false")
         return oa.ChatCompletion(id=p.request_id, created=p.created, model=p.model, choices=result, usage=usage)
 
@@ -523,7 +524,7 @@ class Gateway:
                     oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs)])
         if include_usage:
             yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[],
-                                         usage=self._usage(p, tokens, cached))
+                                         usage=self._usage(len(p.prompt_ids), tokens, cached))
 
     # ---- completions -------------------------------------------------------------------------------
 
@@ -589,13 +590,8 @@ class Gateway:
             prompt_tokens += len(p.prompt_ids)
             cached_total += cached
         self.metrics.inc("smg_requests_total", route="completions", stream="false")
-        self.metrics.inc("smg_prompt_tokens_total", prompt_tokens)
-        self.metrics.inc("smg_completion_tokens_total", completion_tokens)
-        usage = oa.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                         total_tokens=prompt_tokens + completion_tokens,
-                         prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=cached_total))
         return oa.Completion(id=prepared[0].request_id, created=prepared[0].created, model=prepared[0].model,
-                             choices=out_choices, usage=usage)
+                             choices=out_choices, usage=self._usage(prompt_tokens, completion_tokens, cached_total))
 
     async def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes
                               ) -> AsyncIterator[oa.Completion]:
@@ -605,7 +601,7 @@ class Gateway:
         prepared = self._prepare_completion(r)
         include_usage = bool(r.stream_options and r.stream_options.include_usage)
         self.metrics.inc("smg_requests_total", route="completions", stream="true")
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached = 0
         first = prepared[0]
         for k, p in enumerate(prepared):
             if r.echo:
@@ -613,6 +609,7 @@ class Gateway:
                     yield oa.Completion(id=first.request_id, created=first.created, model=p.model, choices=[
                         oa.CompletionChoice(index=k * r.n + i, text=p.prompt_text, finish_reason=None)])
             async for choice, out, piece in self._run(p):
+                cached = max(cached, out.cached_tokens)
                 text = piece[1] if piece else ""
                 logprobs = None
                 if choice.logprobs:
@@ -628,8 +625,7 @@ class Gateway:
             prompt_tokens += len(p.prompt_ids)
         if include_usage:
             yield oa.Completion(id=first.request_id, created=first.created, model=first.model, choices=[],
-                                usage=oa.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                               total_tokens=prompt_tokens + completion_tokens))
+                                usage=self._usage(prompt_tokens, completion_tokens, cached))
 
     # ---- raw access ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
 
 import grpc
@@ -81,7 +81,6 @@ class PoolConfig:
     max_attempts: int = 2  # attempts per request while nothing has been sent yet
     policy: str = "round_robin"
     default_engine: str = "sglang"
-    extra: dict = field(default_factory=dict)
 
 
 class WorkerPool:
