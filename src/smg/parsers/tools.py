@@ -59,6 +59,7 @@ class ToolParser:
         self._deltas: list[ToolCallDelta] = []
         self._calls = 0
         self._finished = False
+        self._lead = ""  # leading whitespace held by _opening
 
     @classmethod
     def create(cls, name: str, tools: Iterable[Mapping[str, Any]] | None = None, **options: Any) -> "ToolParser":
@@ -72,6 +73,22 @@ class ToolParser:
     def _text(self, text: str) -> None:
         if text:
             self._content.append(text)
+
+    def _opening(self, text: str, opener: str, opened: int) -> str | None:
+        """The start state of families whose output may open with a call (llama3 JSON, pythonic):
+        leading whitespace is held until the first other character says whether it is ``opener``
+        (then state ``opened``) or content. Returns the text to scan again in the new state."""
+        stripped = text.lstrip()
+        if not stripped:
+            self._lead += text
+            return None
+        lead, self._lead = self._lead, ""
+        if stripped[0] == opener:
+            self._machine.state = opened
+            return stripped
+        self._machine.state = CONTENT
+        self._text(lead)
+        return text
 
     def _open_call(self, name: str, call_id: str | None = None) -> None:
         self._deltas.append(ToolCallDelta(self._calls, call_id or new_call_id(), name, ""))
@@ -159,7 +176,6 @@ class JsonToolParser(ToolParser):
         content = fmt.start
         self._machine = MarkerMachine([content, fmt.start, fmt.end, ()],
                                       self.START if fmt.bare_at_start else CONTENT)
-        self._lead = ""  # leading whitespace while deciding whether output starts with "{"
         self._reset_object()
 
     def _reset_object(self) -> None:
@@ -186,18 +202,7 @@ class JsonToolParser(ToolParser):
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
         if state == self.START:
-            stripped = text.lstrip()
-            if not stripped:
-                self._lead += text
-                return None
-            if stripped[0] == "{":
-                self._machine.state = self.BLOCK
-                self._lead = ""
-                return stripped
-            self._machine.state = CONTENT
-            self._text(self._lead)
-            self._lead = ""
-            return text
+            return self._opening(text, "{", self.BLOCK)
         if state == CONTENT:
             self._text(text)
         elif state == self.BLOCK:
@@ -486,7 +491,6 @@ class PythonicToolParser(ToolParser):
     def __init__(self, tools=None, **_: Any) -> None:
         super().__init__(tools)
         self._machine = MarkerMachine([(), self._WRAP[:1], (), self._WRAP[1:]], self.START)
-        self._lead = ""
         self._buf = ""
         self._depth = 0
         self._quote = ""
@@ -503,18 +507,8 @@ class PythonicToolParser(ToolParser):
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
         if state == self.START:
-            stripped = text.lstrip()
-            if not stripped:
-                self._lead += text
-                return None
-            if stripped[0] == "[":
-                self._machine.state = self.LIST
-                self._lead = ""
-                return stripped
-            self._machine.state = CONTENT
-            self._text(self._lead + text)
-            self._lead = ""
-        elif state == self.LIST:
+            return self._opening(text, "[", self.LIST)
+        if state == self.LIST:
             for i, c in enumerate(text):
                 self._buf += c
                 if self._quote:
