@@ -36,16 +36,16 @@ class ReasoningMachine:
     def __init__(self, fmt, in_reasoning: bool | None = None) -> None:
         self._table = fmt.table
         start = fmt.in_reasoning if in_reasoning is None else in_reasoning
-        self._state = REASONING if start else BEFORE
-        self._matchers = [markers.matcher_for(tuple(m for m, _, _ in row)) for row in self._table]
-        self._skip_space = self._state == REASONING
+        self._machine = markers.MarkerMachine([[m for m, _, _ in row] for row in self._table],
+                                              REASONING if start else BEFORE)
+        self._skip_space = bool(start)
         self._reasoning = ""
         self._content = ""
         self._finished = False
 
     @property
     def in_reasoning(self) -> bool:
-        return self._state == REASONING
+        return self._machine.state == REASONING
 
     def _emit(self, text: str) -> None:
         if self._skip_space:
@@ -53,10 +53,18 @@ class ReasoningMachine:
             if not text:
                 return
             self._skip_space = False
-        if self._state == REASONING:
+        if self._machine.state == REASONING:
             self._reasoning += text
         else:
             self._content += text
+
+    def _on_marker(self, index: int) -> None:
+        marker, nxt, keep = self._table[self._machine.state][index]
+        if nxt != self._machine.state and nxt in (REASONING, CONTENT):
+            self._skip_space = not keep
+        self._machine.state = nxt
+        if keep:
+            self._emit(marker)
 
     def _take(self) -> ReasoningDelta:
         if not self._reasoning and not self._content:
@@ -69,30 +77,14 @@ class ReasoningMachine:
         if type(text) is not str or self._finished:
             raise ParseError("parser already finished" if self._finished else
                              f"parsers take str deltas, got {type(text).__name__}")
-        while text:
-            matcher = self._matchers[self._state]
-            if matcher is None:
-                self._emit(text)
-                break
-            before, index, text = matcher.split(text)
-            if before:
-                self._emit(before)
-            if index < 0:
-                break
-            marker, nxt, keep = self._table[self._state][index]
-            if nxt != self._state and nxt in (REASONING, CONTENT):
-                self._skip_space = not keep
-            self._state = nxt
-            if keep:
-                self._emit(marker)
+        self._machine.run(text, self._emit, self._on_marker)
         return self._take()
 
     def finish(self) -> ReasoningDelta:
         if self._finished:
             raise ParseError("parser already finished")
         self._finished = True
-        matcher = self._matchers[self._state]
-        held = matcher.finish() if matcher is not None else ""
+        held = self._machine.held()
         if held:
             self._emit(held)
         return self._take()

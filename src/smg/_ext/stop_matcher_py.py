@@ -20,7 +20,7 @@ it lives here, beside the matcher, because it runs once per generated token.
 from __future__ import annotations
 
 from collections import deque
-from typing import AbstractSet, NamedTuple, Sequence
+from typing import AbstractSet, Callable, NamedTuple, Sequence
 
 
 def find_stop(text: str, patterns: Sequence[str], include_stop: bool) -> tuple[str, int]:
@@ -169,6 +169,53 @@ def matcher_for(markers: tuple[str, ...]) -> StopStringMatcher | None:
     if automaton is None:
         automaton = _automata[markers] = StopAutomaton(list(markers))
     return StopStringMatcher(automaton)
+
+
+class MarkerMachine:
+    """Runs text through per-state marker matchers (``make_matcher``: which kernel's; default
+    this twin's). The parsers' machines all drive their markers with it.
+
+    ``markers[state]`` lists the markers that can occur in ``state``; ``run`` calls
+    ``on_text(text)`` for the text between markers and ``on_marker(index)`` for each marker found
+    (which may change ``self.state``). ``on_text`` may also change the state part-way through its
+    text (a JSON object starts at ``{``): it then returns the text it did not consume, and that
+    text, with whatever the old state's matcher had not interpreted yet, is scanned again in the
+    new state. It returns None when it consumed everything.
+    """
+
+    __slots__ = ("state", "_markers", "_matchers")
+
+    def __init__(self, markers: Sequence[Sequence[str]], state: int = 0,
+                 make_matcher: Callable[[tuple[str, ...]], object] | None = None) -> None:
+        self.state = state
+        self._markers = [tuple(m) for m in markers]
+        self._matchers = [(make_matcher or matcher_for)(m) for m in self._markers]
+
+    def run(self, text: str, on_text: Callable[[str], str | None], on_marker: Callable[[int], None]) -> None:
+        while text:
+            state = self.state
+            matcher = self._matchers[state]
+            if matcher is None:
+                leftover = on_text(text)
+                if leftover is None:
+                    return
+                text = leftover
+                continue
+            before, index, after = matcher.split(text)
+            leftover = on_text(before) if before else None
+            if leftover is not None:
+                text = leftover + (self._markers[state][index] + after if index >= 0 else matcher.finish())
+                continue
+            if index < 0:
+                return
+            on_marker(index)
+            text = after
+
+    def held(self) -> str:
+        """Release the tail held as a possible marker (end of stream: it is plain text)."""
+        matcher = self._matchers[self.state]
+        return matcher.finish() if matcher is not None else ""
+
 
 
 class StopDelta(NamedTuple):

@@ -53,11 +53,10 @@ def state_markers(fmt) -> list[tuple[str, ...]]:
 
 class HeaderMachine:
     def __init__(self, fmt, state: int = CONTENT) -> None:
-        self._matchers = [markers.matcher_for(tuple(keys)) for keys in state_markers(fmt)]
+        self._machine = markers.MarkerMachine(state_markers(fmt), state)
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
         self._parse_header = fmt.parse_header
-        self._state = state
         self._header = self._space = self._content = ""
         self._args_started = False
         self._deltas: list[ToolCallDelta] = []
@@ -65,7 +64,7 @@ class HeaderMachine:
         self._finished = False
 
     def _on_text(self, text: str) -> None:
-        state = self._state
+        state = self._machine.state
         if state == CONTENT:
             self._content += text
         elif state == NAME:
@@ -91,24 +90,25 @@ class HeaderMachine:
             self._deltas.append(ToolCallDelta(self.calls - 1, None, None, text))
 
     def _on_marker(self, index: int) -> None:
-        state = self._state
+        machine = self._machine
+        state = machine.state
         if state == CONTENT:
             if index < self._n_section:
-                self._state = SECTION
+                machine.state = SECTION
             elif index < self._n_section + self._n_call_start:
-                self._state = NAME
+                machine.state = NAME
         elif state == SECTION:
-            self._state = NAME if index < self._n_call_start else CONTENT
+            machine.state = NAME if index < self._n_call_start else CONTENT
         elif state == NAME:
             name, given_id = self._parse_header(self._header)
             self._deltas.append(ToolCallDelta(self.calls, given_id or call_id(), name, ""))
             self.calls += 1
             self._header, self._space, self._args_started = "", "", False
-            self._state = ARGS
+            machine.state = ARGS
         elif index >= self._n_args_end:
-            self._state = NAME
+            machine.state = NAME
         else:
-            self._state = SECTION if self._n_section else CONTENT
+            machine.state = SECTION if self._n_section else CONTENT
 
     def _take(self) -> ToolDelta:
         if not self._content and not self._deltas:
@@ -122,25 +122,14 @@ class HeaderMachine:
         if type(text) is not str or self._finished:
             raise ParseError("parser already finished" if self._finished else
                              f"parsers take str deltas, got {type(text).__name__}")
-        while text:
-            matcher = self._matchers[self._state]
-            if matcher is None:
-                self._on_text(text)
-                break
-            before, index, text = matcher.split(text)
-            if before:
-                self._on_text(before)
-            if index < 0:
-                break
-            self._on_marker(index)
+        self._machine.run(text, self._on_text, self._on_marker)
         return self._take()
 
     def finish(self) -> ToolDelta:
         if self._finished:
             raise ParseError("parser already finished")
         self._finished = True
-        matcher = self._matchers[self._state]
-        held = matcher.finish() if matcher is not None else ""
-        if held and self._state in (CONTENT, ARGS):
+        held = self._machine.held()
+        if held and self._machine.state in (CONTENT, ARGS):
             self._on_text(held)
         return self._take()

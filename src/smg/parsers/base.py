@@ -8,9 +8,10 @@ output never depends on how the stream was chunked, and no text is scanned twice
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from smg import _ext
+from smg._ext import stop_matcher_py
 from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta, call_id
 from smg.errors import ParseError
@@ -32,48 +33,13 @@ class ToolCall(NamedTuple):
     id: str
 
 
-class MarkerMachine:
-    """Runs text through per-state marker matchers.
+class MarkerMachine(stop_matcher_py.MarkerMachine):
+    """``stop_matcher_py.MarkerMachine`` on the loaded (compiled) marker kernel."""
 
-    ``markers[state]`` lists the markers that can occur in ``state``; ``run`` calls
-    ``on_text(text)`` for the text between markers and ``on_marker(index)`` for each marker found
-    (which may change ``self.state``). ``on_text`` may also change the state part-way through its
-    text (a JSON object starts at ``{``): it then returns the text it did not consume, and that
-    text, with whatever the old state's matcher had not interpreted yet, is scanned again in the
-    new state. It returns None when it consumed everything.
-    """
-
-    __slots__ = ("state", "_markers", "_matchers")
+    __slots__ = ()
 
     def __init__(self, markers: Sequence[Sequence[str]], state: int = 0) -> None:
-        self.state = state
-        self._markers = [tuple(m) for m in markers]
-        self._matchers = [_markers.matcher_for(m) for m in self._markers]
-
-    def run(self, text: str, on_text: Callable[[str], str | None], on_marker: Callable[[int], None]) -> None:
-        while text:
-            state = self.state
-            matcher = self._matchers[state]
-            if matcher is None:
-                leftover = on_text(text)
-                if leftover is None:
-                    return
-                text = leftover
-                continue
-            before, index, after = matcher.split(text)
-            leftover = on_text(before) if before else None
-            if leftover is not None:
-                text = leftover + (self._markers[state][index] + after if index >= 0 else matcher.finish())
-                continue
-            if index < 0:
-                return
-            on_marker(index)
-            text = after
-
-    def held(self) -> str:
-        """Release the tail held as a possible marker (end of stream: it is plain text)."""
-        matcher = self._matchers[self.state]
-        return matcher.finish() if matcher is not None else ""
+        super().__init__(markers, state, _markers.matcher_for)
 
 
 def check_text(text: object, finished: bool) -> str:
