@@ -37,3 +37,16 @@ cdef class StopChecker:
 
 
 cpdef StopStringMatcher matcher_for(tuple markers)
+
+
+cdef class MarkerDriven:
+    cdef list _matchers
+    cdef int _state
+    cdef bint _finished
+
+    cdef int _check(self, object text) except -1
+    cdef int _finishing(self) except -1
+    cdef int _on_text(self, str text) except -1
+    cdef int _on_marker(self, int index) except -1
+    cdef int _drive(self, str text) except -1
+    cdef str _held(self)

@@ -9,8 +9,9 @@ from libc.stdint cimport int32_t, uint8_t, uint32_t
 from libc.stdlib cimport free, malloc
 
 from smg._ext.stop_matcher_py import StopDelta, build_dfa
+from smg.errors import ParseError
 
-__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for"]
+__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for", "MarkerDriven"]
 
 cdef dict _automata = {}
 
@@ -150,6 +151,56 @@ cpdef StopStringMatcher matcher_for(tuple markers):
     if automaton is None:
         automaton = _automata[markers] = StopAutomaton(list(markers))
     return StopStringMatcher(automaton)
+
+
+cdef class MarkerDriven:
+    """Base of the compiled parser machines (``MarkerMachine`` of the twin, in C): ``_drive`` walks
+    text through the current state's matcher, handing text between markers to ``_on_text`` and
+    each marker to ``_on_marker``, which the machines override and which may change ``_state``."""
+
+    cdef int _on_text(self, str text) except -1:
+        return 0
+
+    cdef int _on_marker(self, int index) except -1:
+        return 0
+
+    cdef int _check(self, object text) except -1:
+        """A delta is a str, fed before ``finish``; misuse is a ParseError (model output never is)."""
+        if type(text) is not str or self._finished:
+            raise ParseError("parser already finished" if self._finished else
+                             f"parsers take str deltas, got {type(text).__name__}")
+        return 0
+
+    cdef int _finishing(self) except -1:
+        if self._finished:
+            raise ParseError("parser already finished")
+        self._finished = True
+        return 0
+
+    cdef int _drive(self, str text) except -1:
+        cdef StopStringMatcher matcher
+        cdef int32_t index
+        cdef Py_ssize_t after
+        cdef str before
+        while text:
+            matcher = self._matchers[self._state]
+            if matcher is None:
+                self._on_text(text)
+                return 0
+            after = 0
+            before = matcher._walk(text, True, &index, &after)
+            if before:
+                self._on_text(before)
+            if index < 0:
+                return 0
+            self._on_marker(index)
+            text = text[after:]
+        return 0
+
+    cdef str _held(self):
+        """The tail held as a possible marker, released (end of stream: it is plain text)."""
+        cdef StopStringMatcher matcher = self._matchers[self._state]
+        return matcher._finish() if matcher is not None else ""
 
 
 cdef class StopChecker:

@@ -5,12 +5,9 @@ One ``feed`` call does the state's matcher walk (``StopStringMatcher._walk``, ca
 the transitions and the output bookkeeping in C; Python is touched only to build the output
 records and, once per call, to read the header.
 """
-from libc.stdint cimport int32_t
-
 from smg._ext._records cimport _new_pair, _new_tuple
-from smg._ext.stop_matcher cimport StopStringMatcher, matcher_for
+from smg._ext.stop_matcher cimport MarkerDriven, matcher_for
 from smg._ext.tool_scan_py import EMPTY, ToolCallDelta, ToolDelta, call_id, state_markers
-from smg.errors import ParseError
 
 cdef enum:
     CONTENT = 0
@@ -22,15 +19,13 @@ cdef enum:
 __all__ = ["HeaderMachine", "ToolCallDelta", "ToolDelta"]
 
 
-cdef class HeaderMachine:
+cdef class HeaderMachine(MarkerDriven):
     """See ``tool_scan_py.HeaderMachine``."""
 
-    cdef list _matchers
     cdef int _n_section, _n_call_start, _n_args_end
     cdef object _parse_header
-    cdef int _state
     cdef str _header, _space, _content
-    cdef bint _args_started, _finished
+    cdef bint _args_started
     cdef list _deltas
     cdef public int calls
 
@@ -56,7 +51,7 @@ cdef class HeaderMachine:
                 return
         self._deltas.append(_new_tuple(ToolCallDelta, (self.calls - 1, None, None, text)))
 
-    cdef void _on_text(self, str text):
+    cdef int _on_text(self, str text) except -1:
         cdef str body
         if self._state == CONTENT:
             self._content += text
@@ -66,7 +61,7 @@ cdef class HeaderMachine:
             if not self._args_started:
                 text = text.lstrip()
                 if not text:
-                    return
+                    return 0
                 self._args_started = True
             body = text.rstrip()
             if body:
@@ -74,6 +69,7 @@ cdef class HeaderMachine:
                 self._space = text[len(body):]
             else:
                 self._space += text
+        return 0
 
     cdef int _on_marker(self, int index) except -1:
         cdef int state = self._state
@@ -110,36 +106,13 @@ cdef class HeaderMachine:
         return delta
 
     cpdef object feed(self, text):
-        cdef StopStringMatcher matcher
-        cdef int32_t index
-        cdef Py_ssize_t after
-        cdef str before, rest
-        if type(text) is not str or self._finished:
-            raise ParseError("parser already finished" if self._finished else
-                             f"parsers take str deltas, got {type(text).__name__}")
-        rest = text
-        while rest:
-            matcher = self._matchers[self._state]
-            if matcher is None:
-                self._on_text(rest)
-                break
-            after = 0
-            before = matcher._walk(rest, True, &index, &after)
-            if before:
-                self._on_text(before)
-            if index < 0:
-                break
-            self._on_marker(index)
-            rest = rest[after:]
+        self._check(text)
+        self._drive(text)
         return self._take()
 
     def finish(self):
-        cdef StopStringMatcher matcher
-        if self._finished:
-            raise ParseError("parser already finished")
-        self._finished = True
-        matcher = self._matchers[self._state]
-        held = matcher._finish() if matcher is not None else ""
+        self._finishing()
+        held = self._held()
         if held and (self._state == CONTENT or self._state == ARGS):
             self._on_text(held)
         return self._take()
