@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import grpc
+from google.protobuf import json_format
 
 from smg.errors import EngineError, EngineUnavailable, InvalidRequest, RequestAborted, SmgError
 
@@ -162,45 +163,49 @@ def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> S
 
 
 class EngineAdapter(abc.ABC):
-    """One engine protocol over a gRPC channel."""
+    """One engine protocol over a gRPC channel: ``pb`` is the protocol's generated message module and
+    ``stub_class`` its service stub; the RPCs whose shape every protocol shares are done here."""
 
     name: str
     service: str  # fully qualified gRPC service name
+    pb: Any
+    stub_class: Any
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
+        self.stub = self.stub_class(channel)
 
     @abc.abstractmethod
     def build(self, request: GenerateRequest):
         """The protocol's GenerateRequest message."""
 
-    @abc.abstractmethod
     def parse(self, response) -> EngineOutput:
-        """One GenerateResponse as an EngineOutput."""
+        """One GenerateResponse as an EngineOutput (SGLang's and vLLM's shape by default)."""
+        return parse_generate_response(response)
 
-    @abc.abstractmethod
     def call_generate(self, message, timeout: float | None):
         """Start the streaming Generate call (a grpc.aio call object)."""
+        return self.stub.Generate(message, timeout=timeout)
 
     @abc.abstractmethod
     async def abort(self, request_id: str, timeout: float = 2.0) -> None: ...
 
-    @abc.abstractmethod
-    async def health(self, timeout: float) -> bool: ...
+    async def health(self, timeout: float) -> bool:
+        return (await self.stub.HealthCheck(self.pb.HealthCheckRequest(), timeout=timeout)).healthy
 
-    @abc.abstractmethod
-    async def model_info(self, timeout: float) -> ModelInfo: ...
+    async def model_info(self, timeout: float) -> ModelInfo:
+        return proto_model_info(await self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=timeout))
 
     async def server_info(self, timeout: float) -> dict:
-        return {}
+        return json_format.MessageToDict(await self.stub.GetServerInfo(self.pb.GetServerInfoRequest(),
+                                                                       timeout=timeout))
 
     async def loads(self, timeout: float) -> dict:
-        return {}
-
-    async def generate(self, request: GenerateRequest, timeout: float | None = None) -> AsyncIterator[EngineOutput]:
-        call = self.call_generate(self.build(request), timeout)
-        async for response in call:
-            yield self.parse(response)
+        """The engine's reported load (``GetLoads``); {} for a protocol without it."""
+        if not hasattr(self.pb, "GetLoadsRequest"):
+            return {}
+        response = await self.stub.GetLoads(self.pb.GetLoadsRequest(), timeout=timeout)
+        return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
 
 # SGLang's and vLLM's protos share these message shapes (field for field), so one reader serves both.

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 
-from google.protobuf import json_format
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pbg
 
-from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, parse_generate_response,
-                              proto_mm_inputs, proto_model_info)
+from smg.engines.base import EngineAdapter, GenerateRequest, proto_mm_inputs
 
 _CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "ebnf_grammar",
                      "structural_tag": "structural_tag"}
@@ -43,14 +41,12 @@ def sampling_params(request: GenerateRequest) -> pb.SamplingParams:
     return params
 
 
-
 class SglangAdapter(EngineAdapter):
     name = "sglang"
     service = "sglang.grpc.scheduler.SglangScheduler"
 
-    def __init__(self, channel) -> None:
-        super().__init__(channel)
-        self.stub = pbg.SglangSchedulerStub(channel)
+    pb = pb
+    stub_class = pbg.SglangSchedulerStub
 
     def build(self, request: GenerateRequest) -> pb.GenerateRequest:
         message = pb.GenerateRequest(
@@ -72,25 +68,5 @@ class SglangAdapter(EngineAdapter):
             message.mm_inputs.CopyFrom(proto_mm_inputs(pb, request.multimodal, "data", modalities=["image"]))
         return message
 
-    def parse(self, response) -> EngineOutput:
-        return parse_generate_response(response)
-
-    def call_generate(self, message, timeout):
-        return self.stub.Generate(message, timeout=timeout)
-
     async def abort(self, request_id: str, timeout: float = 2.0) -> None:
         await self.stub.Abort(pb.AbortRequest(request_id=request_id, reason="cancelled by gateway"), timeout=timeout)
-
-    async def health(self, timeout: float) -> bool:
-        return (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).healthy
-
-    async def model_info(self, timeout: float) -> ModelInfo:
-        return proto_model_info(await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout))
-
-    async def server_info(self, timeout: float) -> dict:
-        r = await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout)
-        return json_format.MessageToDict(r)
-
-    async def loads(self, timeout: float) -> dict:
-        r = await self.stub.GetLoads(pb.GetLoadsRequest(), timeout=timeout)
-        return json_format.MessageToDict(r, preserving_proto_field_name=True)

@@ -1,7 +1,6 @@
 """TensorRT-LLM's ``trtllm.TrtllmService``."""
 from __future__ import annotations
 
-from google.protobuf import json_format
 from smg_grpc_proto.generated import trtllm_service_pb2 as pb
 from smg_grpc_proto.generated import trtllm_service_pb2_grpc as pbg
 
@@ -24,9 +23,8 @@ class TrtllmAdapter(EngineAdapter):
     name = "trtllm"
     service = "trtllm.TrtllmService"
 
-    def __init__(self, channel) -> None:
-        super().__init__(channel)
-        self.stub = pbg.TrtllmServiceStub(channel)
+    pb = pb
+    stub_class = pbg.TrtllmServiceStub
 
     def build(self, request: GenerateRequest) -> pb.GenerateRequest:
         if request.multimodal is not None:  # TRT-LLM's proto takes raw images, not preprocessed tensors
@@ -63,9 +61,6 @@ class TrtllmAdapter(EngineAdapter):
                             c.cached_tokens, _logprobs(c.logprobs), True, c.finish_reason or "stop",
                             getattr(c, which) if which else None)
 
-    def call_generate(self, message, timeout):
-        return self.stub.Generate(message, timeout=timeout)
-
     async def abort(self, request_id: str, timeout: float = 2.0) -> None:
         await self.stub.Abort(pb.AbortRequest(request_id=request_id), timeout=timeout)
 
@@ -77,5 +72,3 @@ class TrtllmAdapter(EngineAdapter):
         r = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
         return ModelInfo(model_id=r.model_id, max_context_length=r.max_seq_len, vocab_size=r.vocab_size)
 
-    async def server_info(self, timeout: float) -> dict:
-        return json_format.MessageToDict(await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout))

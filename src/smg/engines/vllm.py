@@ -1,12 +1,10 @@
 """vLLM's ``vllm.grpc.engine.VllmEngine`` service."""
 from __future__ import annotations
 
-from google.protobuf import json_format
 from smg_grpc_proto.generated import vllm_engine_pb2 as pb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as pbg
 
-from smg.engines.base import (EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, parse_generate_response,
-                              proto_mm_inputs, proto_model_info)
+from smg.engines.base import EngineAdapter, GenerateRequest, proto_mm_inputs
 
 _CONSTRAINT_FIELD = {"json_schema": "json_schema", "regex": "regex", "ebnf": "grammar",
                      "structural_tag": "structural_tag"}
@@ -39,14 +37,12 @@ def sampling_params(request: GenerateRequest) -> pb.SamplingParams:
     return params
 
 
-
 class VllmAdapter(EngineAdapter):
     name = "vllm"
     service = "vllm.grpc.engine.VllmEngine"
 
-    def __init__(self, channel) -> None:
-        super().__init__(channel)
-        self.stub = pbg.VllmEngineStub(channel)
+    pb = pb
+    stub_class = pbg.VllmEngineStub
 
     def build(self, request: GenerateRequest) -> pb.GenerateRequest:
         message = pb.GenerateRequest(
@@ -61,24 +57,5 @@ class VllmAdapter(EngineAdapter):
             message.mm_inputs.CopyFrom(proto_mm_inputs(pb, request.multimodal, "inline"))
         return message
 
-    def parse(self, response) -> EngineOutput:
-        return parse_generate_response(response)
-
-    def call_generate(self, message, timeout):
-        return self.stub.Generate(message, timeout=timeout)
-
     async def abort(self, request_id: str, timeout: float = 2.0) -> None:
         await self.stub.Abort(pb.AbortRequest(request_ids=[request_id]), timeout=timeout)
-
-    async def health(self, timeout: float) -> bool:
-        return (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).healthy
-
-    async def model_info(self, timeout: float) -> ModelInfo:
-        return proto_model_info(await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout))
-
-    async def server_info(self, timeout: float) -> dict:
-        return json_format.MessageToDict(await self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=timeout))
-
-    async def loads(self, timeout: float) -> dict:
-        r = await self.stub.GetLoads(pb.GetLoadsRequest(), timeout=timeout)
-        return json_format.MessageToDict(r, preserving_proto_field_name=True)
