@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from smg._ext import stop_matcher_py as markers
-from smg.errors import ParseError
 
 BEFORE, REASONING, CONTENT = 0, 1, 2
 
@@ -74,15 +73,12 @@ class ReasoningMachine:
         return delta
 
     def feed(self, text: str) -> ReasoningDelta:
-        if type(text) is not str or self._finished:
-            raise ParseError("parser already finished" if self._finished else
-                             f"parsers take str deltas, got {type(text).__name__}")
+        markers.check_text(text, self._finished)
         self._machine.run(text, self._emit, self._on_marker)
         return self._take()
 
     def finish(self) -> ReasoningDelta:
-        if self._finished:
-            raise ParseError("parser already finished")
+        markers.check_text("", self._finished)
         self._finished = True
         held = self._machine.held()
         if held:

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections import deque
 from typing import AbstractSet, Callable, NamedTuple, Sequence
 
+from smg.errors import ParseError
+
 
 def find_stop(text: str, patterns: Sequence[str], include_stop: bool) -> tuple[str, int]:
     """One-shot definition: ``(output text, index of the matched pattern or -1)``."""
@@ -169,6 +171,15 @@ def matcher_for(markers: tuple[str, ...]) -> StopStringMatcher | None:
     if automaton is None:
         automaton = _automata[markers] = StopAutomaton(list(markers))
     return StopStringMatcher(automaton)
+
+
+def check_text(text: object, finished: bool) -> str:
+    """A parser's delta is a str, fed before ``finish``; misuse is a ParseError (model output never is)."""
+    if finished:
+        raise ParseError("parser already finished")
+    if type(text) is not str:  # exactly str, as the compiled machines take
+        raise ParseError(f"parsers take str deltas, got {type(text).__name__}")
+    return text
 
 
 class MarkerMachine:

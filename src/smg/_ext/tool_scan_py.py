@@ -17,7 +17,6 @@ import secrets
 from typing import NamedTuple
 
 from smg._ext import stop_matcher_py as markers
-from smg.errors import ParseError
 
 CONTENT, SECTION, NAME, ARGS = 0, 1, 2, 3
 
@@ -119,15 +118,12 @@ class HeaderMachine:
         return delta
 
     def feed(self, text: str) -> ToolDelta:
-        if type(text) is not str or self._finished:
-            raise ParseError("parser already finished" if self._finished else
-                             f"parsers take str deltas, got {type(text).__name__}")
+        markers.check_text(text, self._finished)
         self._machine.run(text, self._on_text, self._on_marker)
         return self._take()
 
     def finish(self) -> ToolDelta:
-        if self._finished:
-            raise ParseError("parser already finished")
+        markers.check_text("", self._finished)
         self._finished = True
         held = self._machine.held()
         if held and self._machine.state in (CONTENT, ARGS):

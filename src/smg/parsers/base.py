@@ -12,6 +12,7 @@ from typing import NamedTuple, Sequence
 
 from smg import _ext
 from smg._ext import stop_matcher_py
+from smg._ext.stop_matcher_py import check_text
 from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta, call_id
 from smg.errors import ParseError
@@ -41,10 +42,3 @@ class MarkerMachine(stop_matcher_py.MarkerMachine):
     def __init__(self, markers: Sequence[Sequence[str]], state: int = 0) -> None:
         super().__init__(markers, state, _markers.matcher_for)
 
-
-def check_text(text: object, finished: bool) -> str:
-    if finished:
-        raise ParseError("parser already finished")
-    if not isinstance(text, str):
-        raise ParseError(f"parsers take str deltas, got {type(text).__name__}")
-    return text
