@@ -113,8 +113,9 @@ class ToolParser:
 
     # ---- protocol -----------------------------------------------------------------------------
 
-    def _feed(self, text: str) -> None:  # each machine defines it
-        raise NotImplementedError(f"{type(self).__name__} does not define _feed")
+    def _feed(self, text: str) -> None:
+        """Each machine defines ``_machine`` (a MarkerMachine), ``_on_text`` and ``_on_marker``."""
+        self._machine.run(text, self._on_text, self._on_marker)
 
     def _finish(self) -> None:  # each machine defines it
         raise NotImplementedError(f"{type(self).__name__} does not define _finish")
@@ -187,9 +188,6 @@ class JsonToolParser(ToolParser):
         self._args_scanner: Any = None
         self._args_sent = 0  # chars of self._obj sent as arguments
         self._args_begun = False
-
-    def _feed(self, text: str) -> None:
-        self._machine.run(text, self._on_text, self._on_marker)
 
     def _on_marker(self, index: int) -> None:
         state = self._machine.state
@@ -430,9 +428,6 @@ class XmlToolParser(ToolParser):
         self._pname = ""
         self._pmode = "schema"
 
-    def _feed(self, text: str) -> None:
-        self._machine.run(text, self._on_text, self._on_marker)
-
     def _on_text(self, text: str) -> None:
         state = self._machine.state
         if state == CONTENT:
@@ -495,9 +490,6 @@ class PythonicToolParser(ToolParser):
         self._depth = 0
         self._quote = ""
         self._escape = False
-
-    def _feed(self, text: str) -> None:
-        self._machine.run(text, self._on_text, self._on_marker)
 
     def _on_marker(self, index: int) -> None:
         if self._machine.state == self.START:
