@@ -1,9 +1,22 @@
-"""Helpers shared by the benchmarks that run an engine in another process."""
+"""Helpers shared by the benchmarks: timing, and running an engine in another process."""
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import statistics
+import time
+
+
+def median_seconds(fn, repeat: int, number: int = 1) -> float:
+    """Median seconds per call of fn over `repeat` loops of `number` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - start) / number)
+    return statistics.median(samples)
 
 
 def free_port() -> int:

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
 
+from benchmarks._common import median_seconds
 from smg.stop import StopParams
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
@@ -54,15 +53,6 @@ def stream_of(tokenizer, text, n_tokens):
     return ids[:n_tokens]
 
 
-def best_rate(fn, n_tokens, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n_tokens / statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -95,10 +85,10 @@ def main() -> None:
                 for i in ids:
                     s.step(backend, i)
 
-            smg_rate = best_rate(smg_run, n, repeat)
-            ds_rate = best_rate(ds_run, n, repeat)
-            py_rate = best_rate(lambda: vllm_style_stream(backend, ids), n, max(1, repeat // 3))
-            full_rate = best_rate(lambda: tok.decode(ids), n, repeat)
+            smg_rate = n / median_seconds(smg_run, repeat)
+            ds_rate = n / median_seconds(ds_run, repeat)
+            py_rate = n / median_seconds(lambda: vllm_style_stream(backend, ids), max(1, repeat // 3))
+            full_rate = n / median_seconds(lambda: tok.decode(ids), repeat)
             print(f"{name:9} {label:8} | {smg_rate:>10.0f} | {ds_rate:>12.0f} | {py_rate:>13.0f} | "
                   f"{full_rate:>11.0f} | {smg_rate / ds_rate:>5.1f}x | {smg_rate / py_rate:>5.0f}x")
 
@@ -118,7 +108,7 @@ def main() -> None:
                         for i in ids:
                             checker.step(i, stream.step(i))
 
-                    row.append((best_rate(stop_only, n, repeat), best_rate(pipeline, n, repeat)))
+                    row.append((n / median_seconds(stop_only, repeat), n / median_seconds(pipeline, repeat)))
                 stop_rows.append(row)
 
     print("\nstop stage (llama3.2 streams), tokens/s: stop check alone | detokenize + stop check")

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import threading
-import time
 
+from benchmarks._common import median_seconds
 from smg.parsers import ReasoningParser, ToolParser
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
@@ -98,15 +97,6 @@ def run_sglang(sglang, deltas, family):
     return calls
 
 
-def rate(fn, n_deltas, repeat):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return n_deltas / statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -128,9 +118,9 @@ def main() -> None:
         n = len(deltas)
         calls = run_smg(deltas, r_name, t_name)
         assert calls >= 2, (family, calls)
-        smg_rate = rate(lambda: run_smg(deltas, r_name, t_name), n, repeat)
+        smg_rate = n / median_seconds(lambda: run_smg(deltas, r_name, t_name), repeat)
         if sglang is not None:
-            sg_rate = rate(lambda: run_sglang(sglang, deltas, family), n, max(1, repeat // 2))
+            sg_rate = n / median_seconds(lambda: run_sglang(sglang, deltas, family), max(1, repeat // 2))
             sg_cell, ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x"
         else:
             sg_cell, ratio = f"{'n/a':>15}", f"{'n/a':>10}"
@@ -142,7 +132,7 @@ def main() -> None:
             for t in threads:
                 t.join()
 
-        threads_rate = rate(two_threads, 2 * n, repeat)
+        threads_rate = 2 * n / median_seconds(two_threads, repeat)
         print(f"{family:15} {n:>6} | {smg_rate:>12.0f} | {sg_cell} | {ratio} | {threads_rate / smg_rate:>12.2f}x")
 
 

@@ -26,6 +26,7 @@ import statistics
 import threading
 import time
 
+from benchmarks._common import median_seconds
 from smg import _ext
 from smg.config import CacheConfig
 from smg.tokenizer import Tokenizer
@@ -49,17 +50,6 @@ def text_of_tokens(rng: random.Random, tokenizer: Tokenizer, n_tokens: int) -> s
     while len(tokenizer.backend.encode(out, add_special_tokens=False).ids) < n_tokens:
         out += sentence(rng, rng.randrange(6, 18)) + " "
     return out.strip()
-
-
-def timeit(fn, repeat: int, number: int) -> float:
-    """Median seconds per call of fn over `repeat` loops of `number` calls."""
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        samples.append((time.perf_counter() - start) / number)
-    return statistics.median(samples)
 
 
 def cycle(items):
@@ -120,24 +110,24 @@ def main() -> None:
         number = max(3, 4000 // max(n_tokens, 1))
         next_text, next_messages = cycle(texts), cycle(variants)
 
-        t_raw = timeit(lambda: raw.encode(next_text(), add_special_tokens=False).ids, repeat, number)
-        t_hf = timeit(lambda: hf.apply_chat_template(next_messages(), chat_template=template, tokenize=True,
+        t_raw = median_seconds(lambda: raw.encode(next_text(), add_special_tokens=False).ids, repeat, number)
+        t_hf = median_seconds(lambda: hf.apply_chat_template(next_messages(), chat_template=template, tokenize=True,
                                                      add_generation_prompt=True, date_string="22 Nov 2026"),
                       repeat, number)
         for t in texts:
             smg.encode(t)
-        t_full = timeit(lambda: smg.encode(render(next_messages())), repeat, number)
-        t_l0 = timeit(lambda: smg.encode(next_text()), repeat, number * 20)
+        t_full = median_seconds(lambda: smg.encode(render(next_messages())), repeat, number)
+        t_l0 = median_seconds(lambda: smg.encode(next_text()), repeat, number * 20)
 
         unseen = iter([render([variants[i % 8][0], {"role": "user", "content": variants[i % 8][1]["content"]
                                                      + f" ({i})"}]) for i in range(repeat * number)])
-        t_miss = timeit(lambda: smg.encode(next(unseen)), repeat, number)
+        t_miss = median_seconds(lambda: smg.encode(next(unseen)), repeat, number)
 
         def cold():
             smg.clear_cache()
             smg.encode(next_text())
 
-        t_cold = timeit(cold, repeat, number)
+        t_cold = median_seconds(cold, repeat, number)
         rows.append((target, n_tokens, t_raw, t_hf, t_full, t_cold, t_l0, t_miss))
         print(f"{'chat ~' + str(target):>14} {n_tokens:>6} | {t_raw * 1e6:>10.1f} | {t_raw / t_hf:>11.2f}x | "
               f"{t_raw / t_full:>11.2f}x | {t_raw / t_miss:>8.2f}x | {t_raw / t_cold:>8.2f}x | {t_raw / t_l0:>9.1f}x | "
@@ -151,10 +141,10 @@ def main() -> None:
     smg.clear_cache()
     smg.encode(l1_texts[0])
     next_text = cycle(l1_texts[1:])
-    t_raw = timeit(lambda: raw.encode(next_text(), add_special_tokens=False).ids, repeat, 20)
+    t_raw = median_seconds(lambda: raw.encode(next_text(), add_special_tokens=False).ids, repeat, 20)
     fresh = iter(l1_texts[1:])
     per_loop = (len(l1_texts) - 1) // repeat
-    t_l1 = timeit(lambda: smg.encode(next(fresh)), repeat, per_loop)  # each text seen once: L0 misses
+    t_l1 = median_seconds(lambda: smg.encode(next(fresh)), repeat, per_loop)  # each text seen once: L0 misses
     info = smg.cache_info()
     assert info.l1_hits >= repeat * per_loop, info
     print(f"{'1.5k sys+turn':>14} {n_tokens:>6} | {t_raw * 1e6:>10.1f} | {'':>12} | {'':>12} | {'':>9} | "
