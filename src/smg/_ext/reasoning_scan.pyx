@@ -71,18 +71,6 @@ cdef class ReasoningMachine(MarkerDriven):
         self._content = ""
         return delta
 
-    cpdef object feed(self, text):
-        self._check(text)
-        self._drive(text)
-        return self._take()
-
-    def finish(self):
-        self._finishing()
-        held = self._held()
-        if held:
-            self._on_text(held)
-        return self._take()
-
     def parse(self, text):
         first, last = self.feed(text), self.finish()
         return ReasoningDelta(first.reasoning + last.reasoning, first.content + last.content)

@@ -44,9 +44,9 @@ cdef class MarkerDriven:
     cdef int _state
     cdef bint _finished
 
-    cdef int _check(self, object text) except -1
-    cdef int _finishing(self) except -1
     cdef int _on_text(self, str text) except -1
     cdef int _on_marker(self, int index) except -1
+    cdef object _take(self)
+    cdef bint _held_is_text(self)
     cdef int _drive(self, str text) except -1
-    cdef str _held(self)
+    cpdef object feed(self, text)

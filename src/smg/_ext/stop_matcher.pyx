@@ -164,18 +164,33 @@ cdef class MarkerDriven:
     cdef int _on_marker(self, int index) except -1:
         return 0
 
-    cdef int _check(self, object text) except -1:
-        """A delta is a str, fed before ``finish``; misuse is a ParseError (model output never is)."""
+    cdef object _take(self):
+        """The delta accumulated since the last one (each machine builds its own record)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define _take")
+
+    cdef bint _held_is_text(self):
+        """Whether, at end of stream, the tail held as a possible marker is text of the current state."""
+        return True
+
+    cpdef object feed(self, text):
+        """The delta completed by one more piece of model output. A delta is a str, fed before
+        ``finish``; misuse is a ParseError (model output never is)."""
         if type(text) is not str or self._finished:
             raise ParseError("parser already finished" if self._finished else
                              f"parsers take str deltas, got {type(text).__name__}")
-        return 0
+        self._drive(text)
+        return self._take()
 
-    cdef int _finishing(self) except -1:
+    def finish(self):
+        """End of output: release the held tail, return the last delta."""
         if self._finished:
             raise ParseError("parser already finished")
         self._finished = True
-        return 0
+        cdef StopStringMatcher matcher = self._matchers[self._state]
+        held = matcher._finish() if matcher is not None else ""
+        if held and self._held_is_text():
+            self._on_text(held)
+        return self._take()
 
     cdef int _drive(self, str text) except -1:
         cdef StopStringMatcher matcher
@@ -196,11 +211,6 @@ cdef class MarkerDriven:
             self._on_marker(index)
             text = text[after:]
         return 0
-
-    cdef str _held(self):
-        """The tail held as a possible marker, released (end of stream: it is plain text)."""
-        cdef StopStringMatcher matcher = self._matchers[self._state]
-        return matcher._finish() if matcher is not None else ""
 
 
 cdef class StopChecker:

@@ -105,14 +105,5 @@ cdef class HeaderMachine(MarkerDriven):
         self._content = ""
         return delta
 
-    cpdef object feed(self, text):
-        self._check(text)
-        self._drive(text)
-        return self._take()
-
-    def finish(self):
-        self._finishing()
-        held = self._held()
-        if held and (self._state == CONTENT or self._state == ARGS):
-            self._on_text(held)
-        return self._take()
+    cdef bint _held_is_text(self):
+        return self._state == CONTENT or self._state == ARGS
