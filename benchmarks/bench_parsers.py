@@ -9,6 +9,10 @@ decode_stream over the encoded text). Per delta, the reasoning parser runs first
 parser gets its content, as a gateway does. Families: qwen3 + hermes, deepseek_r1 + deepseek_v3,
 kimi_k2, gpt_oss.
 
+Two smg modes: ``feed`` per delta, and ``feed_batch`` with the same deltas (the stream's text and
+each delta's end; the result still says what each delta produced). "2 threads" runs the same work
+in two threads, each parsing the stream many times (so thread start-up is not timed), against one.
+
 Baseline: SGLang's parsers (``sglang.srt.parser.reasoning_parser.ReasoningParser`` and the
 function-call detectors) when ``SGLANG_SITE`` points at ``pip install --no-deps --target DIR
 sglang`` (+ partial-json-parser, orjson, msgspec in ``SGLANG_DEPS``); see _sglang_baseline.py.
@@ -21,7 +25,7 @@ import random
 import threading
 
 from benchmarks._common import median_seconds
-from smg.parsers import ReasoningParser, ToolParser
+from smg.parsers import ReasoningParser, ToolParser, join_deltas
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 
@@ -82,6 +86,27 @@ def run_smg(deltas, reasoning_name, tool_name):
     return calls
 
 
+def run_smg_batch(text, ends, reasoning_name, tool_name):
+    reasoning = ReasoningParser.create(reasoning_name)
+    tools = ToolParser.create(tool_name, TOOLS)
+    batch = reasoning.feed_batch(text, ends)
+    calls = len(tools.feed_batch(batch.content, batch.content_ends).headers)
+    last = tools.feed(reasoning.finish().content)
+    return calls + len(last.calls) + len(tools.finish().calls)
+
+
+def thread_scaling(work, repeat: int) -> float:
+    """Throughput of ``work`` run in two threads at once over one thread (median of ``repeat``)."""
+    def both():
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    return 2 * median_seconds(work, repeat) / median_seconds(both, repeat)
+
+
 def run_sglang(sglang, deltas, family):
     ReasoningParserCls, detectors, make_tool = sglang
     reasoning_name, tool_name = SGLANG_NAMES[family]
@@ -112,28 +137,33 @@ def main() -> None:
     tokenizers = {name: Tokenizer.from_dir(bundled_tokenizer_dir(name)) for name in ("llama3.2", "deepseek")}
     print(f"baseline: {baseline}\n")
     print(f"{'stream':15} {'deltas':>6} | {'smg deltas/s':>12} | {'SGLang deltas/s':>15} | {'smg/SGLang':>10} | "
-          f"{'smg 2 threads':>13}")
+          f"{'batch deltas/s':>14} | {'batch/SGLang':>12} | {'2 thr feed':>10} | {'2 thr batch':>11}")
     for family, (tok_name, text, r_name, t_name) in streams(random.Random(3)).items():
         deltas = token_deltas(tokenizers[tok_name], text)
+        joined = join_deltas(deltas)
         n = len(deltas)
         calls = run_smg(deltas, r_name, t_name)
-        assert calls >= 2, (family, calls)
+        assert calls >= 2 and run_smg_batch(*joined, r_name, t_name) == 2, (family, calls)
         smg_rate = n / median_seconds(lambda: run_smg(deltas, r_name, t_name), repeat)
+        batch_rate = n / median_seconds(lambda: run_smg_batch(*joined, r_name, t_name), repeat)
         if sglang is not None:
             sg_rate = n / median_seconds(lambda: run_sglang(sglang, deltas, family), max(1, repeat // 2))
-            sg_cell, ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x"
+            sg_cell, ratio, batch_ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x", f"{batch_rate / sg_rate:>11.1f}x"
         else:
-            sg_cell, ratio = f"{'n/a':>15}", f"{'n/a':>10}"
+            sg_cell, ratio, batch_ratio = f"{'n/a':>15}", f"{'n/a':>10}", f"{'n/a':>12}"
+        # ~50 ms of work per thread, so thread start-up is noise
+        feed_runs, batch_runs = max(1, int(0.05 * smg_rate / n)), max(1, int(0.05 * batch_rate / n))
 
-        def two_threads():
-            threads = [threading.Thread(target=run_smg, args=(deltas, r_name, t_name)) for _ in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        def feed_work():
+            for _ in range(feed_runs):
+                run_smg(deltas, r_name, t_name)
 
-        threads_rate = 2 * n / median_seconds(two_threads, repeat)
-        print(f"{family:15} {n:>6} | {smg_rate:>12.0f} | {sg_cell} | {ratio} | {threads_rate / smg_rate:>12.2f}x")
+        def batch_work():
+            for _ in range(batch_runs):
+                run_smg_batch(*joined, r_name, t_name)
+
+        print(f"{family:15} {n:>6} | {smg_rate:>12.0f} | {sg_cell} | {ratio} | {batch_rate:>14.0f} | {batch_ratio} | "
+              f"{thread_scaling(feed_work, repeat):>9.2f}x | {thread_scaling(batch_work, repeat):>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 A record is built per delta, so these skip the Python-level ``__new__`` of ``typing.NamedTuple``.
 """
+from cpython.array cimport array, clone
 from cpython.object cimport PyObject
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 
 cdef extern from "Python.h":
@@ -11,6 +14,7 @@ cdef extern from "Python.h":
     object PyTuple_Type_new "PyTuple_Type.tp_new"(PyTypeObject* subtype, object args, PyObject* kwds)
     void PyTuple_SET_ITEM(PyObject* tup, Py_ssize_t pos, PyObject* item)
     void Py_INCREF(PyObject* obj)
+    object PyUnicode_FromKindAndData(int kind, const void* buffer, Py_ssize_t size)
 
 
 cdef inline object _new_tuple(object cls, tuple values):
@@ -29,3 +33,16 @@ cdef inline object _new_pair(object cls, object first, object second):
     Py_INCREF(<PyObject*>second)
     PyTuple_SET_ITEM(obj, 1, <PyObject*>second)
     return <object>obj
+
+
+cdef inline str unicode_from_kind(int kind, const char* buffer, Py_ssize_t size):
+    """A str of ``size`` code points of ``kind`` bytes (stored as the narrowest kind that holds them)."""
+    return PyUnicode_FromKindAndData(kind, buffer, size)
+
+
+cdef inline array int64_array(const int64_t* values, Py_ssize_t size):
+    """``array('q')`` holding a copy of ``values``."""
+    cdef array out = clone(array("q"), size, False)
+    if size:
+        memcpy(out.data.as_voidptr, values, size * sizeof(int64_t))
+    return out

@@ -1,4 +1,30 @@
-from libc.stdint cimport int32_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.string cimport memcpy
+
+
+# One automaton's tables as plain C, for walks that run without the GIL.
+cdef struct Dfa:
+    const uint8_t* classes
+    int32_t n_classes
+    const int32_t* delta  # NULL: a state without markers
+    const int32_t* held_chars
+    const int32_t* match
+    const int32_t* pattern_chars
+
+
+cdef extern from "Python.h":
+    # Macros over a str's canonical buffer: safe without the GIL while the str is referenced.
+    Py_UCS4 PyUnicode_READ(int kind, const void* data, Py_ssize_t index) nogil
+    bint Py_UNICODE_ISSPACE(Py_UCS4 ch) nogil
+
+
+cdef inline Py_ssize_t copy_span(char* out, Py_ssize_t length, int kind, const void* data,
+                                 Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    """Append ``data[start:end]`` (code points of ``kind`` bytes) to ``out`` holding ``length``."""
+    if end > start:
+        memcpy(out + length * kind, <const char*>data + start * kind, (end - start) * kind)
+        return length + end - start
+    return length
 
 
 cdef class StopAutomaton:
@@ -43,6 +69,11 @@ cdef class MarkerDriven:
     cdef list _matchers
     cdef int _state
     cdef bint _finished
+    # feed_batch: per-state tables (built on first use) and the batch's source text
+    cdef Dfa* _dfas
+    cdef int _kind
+    cdef const void* _data
+    cdef Py_ssize_t _delta_index
 
     cdef int _on_text(self, str text) except -1
     cdef int _on_marker(self, int index) except -1
@@ -50,3 +81,10 @@ cdef class MarkerDriven:
     cdef bint _held_is_text(self)
     cdef int _drive(self, str text) except -1
     cpdef object feed(self, text)
+    cdef str _carry(self)
+    cdef int _batch_begin(self, Py_ssize_t size, Py_ssize_t n_deltas) except -1
+    cdef void _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
+    cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil
+    cdef void _delta_end(self) noexcept nogil
+    cdef object _batch_end(self, str source, Py_ssize_t released)
+    cdef int _load_dfas(self) except -1

@@ -5,10 +5,11 @@ The DFA built by the twin's ``build_dfa`` is copied into C arrays; ``feed`` walk
 points, UTF-8 encoded on the fly, through it and slices the str once at the end. It keeps the GIL:
 a delta is a few characters, and releasing the GIL would cost more than the walk.
 """
-from libc.stdint cimport int32_t, uint8_t, uint32_t
-from libc.stdlib cimport free, malloc
+from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdlib cimport calloc, free, malloc
 
-from smg._ext.stop_matcher_py import StopDelta, build_dfa
+from smg._ext.stop_matcher_py import StopDelta, batch_ends, build_dfa
 from smg.errors import ParseError
 
 __all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for", "MarkerDriven"]
@@ -153,6 +154,38 @@ cpdef StopStringMatcher matcher_for(tuple markers):
     return StopStringMatcher(automaton)
 
 
+cdef inline Py_ssize_t dfa_walk(const Dfa* a, int kind, const void* data, Py_ssize_t pos, Py_ssize_t end,
+                                int32_t* state, int32_t* index) noexcept nogil:
+    """``StopStringMatcher._walk`` over a str's buffer without the GIL: from ``pos``, stop after the
+    first character completing a marker (``index`` >= 0) or at ``end``; returns the position."""
+    cdef int32_t s = state[0], n_classes = a.n_classes
+    cdef uint32_t cp
+    while pos < end:
+        cp = PyUnicode_READ(kind, data, pos)
+        pos += 1
+        if cp < 0x80:
+            s = a.delta[s * n_classes + a.classes[cp]]
+        elif cp < 0x800:
+            s = a.delta[s * n_classes + a.classes[0xC0 | (cp >> 6)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | (cp & 0x3F)]]
+        elif cp < 0x10000:
+            s = a.delta[s * n_classes + a.classes[0xE0 | (cp >> 12)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | ((cp >> 6) & 0x3F)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | (cp & 0x3F)]]
+        else:
+            s = a.delta[s * n_classes + a.classes[0xF0 | (cp >> 18)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | ((cp >> 12) & 0x3F)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | ((cp >> 6) & 0x3F)]]
+            s = a.delta[s * n_classes + a.classes[0x80 | (cp & 0x3F)]]
+        if a.match[s] >= 0:
+            state[0] = s
+            index[0] = a.match[s]
+            return pos
+    state[0] = s
+    index[0] = -1
+    return pos
+
+
 cdef class MarkerDriven:
     """Base of the compiled parser machines (``MarkerMachine`` of the twin, in C): ``_drive`` walks
     text through the current state's matcher, handing text between markers to ``_on_text`` and
@@ -180,6 +213,118 @@ cdef class MarkerDriven:
                              f"parsers take str deltas, got {type(text).__name__}")
         self._drive(text)
         return self._take()
+
+    # ---- feed_batch: many deltas per call, the scanning without the GIL ------------------------
+    # The batch's source is carry + held + text: what the machine keeps between calls as text
+    # (``_carry``: a header being read...), the current matcher's held tail, then the new deltas.
+    # Every piece of output is a span of the source, so the machines copy spans into C buffers
+    # (``_span``, ``_marker``, ``_delta_end``, called without the GIL) and build a few Python
+    # objects at the end (``_batch_end``). Between calls the state is the one ``feed`` keeps, so
+    # both may be mixed on one stream.
+
+    cdef str _carry(self):
+        return ""
+
+    cdef int _batch_begin(self, Py_ssize_t size, Py_ssize_t n_deltas) except -1:
+        return 0
+
+    cdef void _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+        pass
+
+    cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+        pass
+
+    cdef void _delta_end(self) noexcept nogil:
+        pass
+
+    cdef object _batch_end(self, str source, Py_ssize_t released):
+        raise NotImplementedError(f"{type(self).__name__} does not define _batch_end")
+
+    cdef int _load_dfas(self) except -1:
+        cdef StopStringMatcher matcher
+        cdef StopAutomaton a
+        cdef Py_ssize_t i, n = len(self._matchers)
+        self._dfas = <Dfa*>calloc(max(n, 1), sizeof(Dfa))
+        if self._dfas == NULL:
+            raise MemoryError()
+        for i in range(n):
+            if self._matchers[i] is not None:  # the matchers keep the automata alive
+                matcher = self._matchers[i]
+                a = matcher.a
+                self._dfas[i].classes = a.classes
+                self._dfas[i].n_classes = a.n_classes
+                self._dfas[i].delta = a.delta
+                self._dfas[i].held_chars = a.held_chars
+                self._dfas[i].match = a.match
+                self._dfas[i].pattern_chars = a.pattern_chars
+        return 0
+
+    def __dealloc__(self):
+        free(self._dfas)
+
+    def feed_batch(self, text, ends):
+        """Many deltas in one call: ``text`` is their concatenation and ``ends[i]`` the end of
+        delta ``i`` in it (``join_deltas`` builds both). The result holds what ``feed`` would
+        have returned for each delta; the scan runs without the GIL, so threads parsing other
+        streams run in parallel."""
+        cdef const int64_t[::1] cuts = batch_ends(text, ends, self._finished)
+        cdef StopStringMatcher matcher
+        cdef str carry, held = "", source
+        cdef Py_ssize_t n = cuts.shape[0], d, pos, end, pending, released, base
+        cdef int32_t dstate = 0, index
+        cdef const Dfa* dfa
+        end = 0
+        for d in range(n):  # check_batch's rules, in C
+            if cuts[d] < end:
+                raise ParseError(f"batch ends must be non-decreasing from 0, got {cuts[d]} after {end}")
+            end = cuts[d]
+        if end != len(text):
+            raise ParseError(f"the last batch end must be len(text) = {len(text)}, got {end}")
+        carry = self._carry()
+        if self._dfas == NULL:
+            self._load_dfas()
+        matcher = self._matchers[self._state]
+        if matcher is not None:
+            held, dstate = matcher._held, matcher.state
+        source = carry + held + text if carry or held else text
+        base = len(carry) + len(held)
+        pending = len(carry)  # the held tail is not released yet...
+        pos = base  # ...but was walked already: only text is new
+        self._kind = PyUnicode_KIND(source)
+        self._data = PyUnicode_DATA(source)
+        self._batch_begin(len(source), n)
+        self._delta_index = 0
+        with nogil:
+            for d in range(n):
+                end = base + cuts[d]
+                while pos < end:
+                    dfa = &self._dfas[self._state]
+                    if dfa.delta == NULL:
+                        self._span(pending, end)
+                        pos = pending = end
+                        break
+                    pos = dfa_walk(dfa, self._kind, self._data, pos, end, &dstate, &index)
+                    if index >= 0:
+                        released = pos - dfa.pattern_chars[index]
+                        if released > pending:
+                            self._span(pending, released)
+                        self._marker(index, released, pos)
+                        dstate = 0
+                        pending = pos
+                    else:
+                        released = end - dfa.held_chars[dstate]
+                        if released > pending:
+                            self._span(pending, released)
+                            pending = released
+                self._delta_end()
+        for matcher in self._matchers:  # left states were left by a marker: their matchers are reset
+            if matcher is not None:
+                matcher.state, matcher._held = 0, ""
+        matcher = self._matchers[self._state]
+        if matcher is not None:
+            matcher.state, matcher._held = dstate, source[pending:]
+        self._data = NULL
+        return self._batch_end(source, pending)
 
     def finish(self):
         """End of output: release the held tail, return the last delta."""

@@ -19,6 +19,7 @@ it lives here, beside the matcher, because it runs once per generated token.
 """
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from typing import AbstractSet, Callable, NamedTuple, Sequence
 
@@ -180,6 +181,49 @@ def check_text(text: object, finished: bool) -> str:
     if type(text) is not str:  # exactly str, as the compiled machines take
         raise ParseError(f"parsers take str deltas, got {type(text).__name__}")
     return text
+
+
+def check_batch(text: object, ends: object, finished: bool) -> array:
+    """A batch of deltas is one str and the end offset of each delta in it (code points,
+    non-decreasing, the last at ``len(text)``); returns the ends as ``array('q')``."""
+    out = batch_ends(text, ends, finished)
+    start = 0
+    for end in out:
+        if end < start:
+            raise ParseError(f"batch ends must be non-decreasing from 0, got {end} after {start}")
+        start = end
+    if start != len(text):  # type: ignore[arg-type]
+        raise ParseError(f"the last batch end must be len(text) = {len(text)}, got {start}")  # type: ignore[arg-type]
+    return out
+
+
+def feed_each(feed: Callable[[str], object], empty: object, text: str, ends: object, finished: bool) -> list:
+    """The reference meaning of a parser's ``feed_batch``: ``feed`` of each delta in turn (an
+    empty delta yields ``empty``, which is what ``feed("")`` returns, without the call)."""
+    start, out = 0, []
+    for end in check_batch(text, ends, finished):
+        out.append(feed(text[start:end]) if end > start else empty)
+        start = end
+    return out
+
+
+def batch_ends(text: object, ends: object, finished: bool) -> array:
+    """``check_batch``'s type checks: ``ends`` as ``array('q')`` (the compiled machines check
+    the values in C)."""
+    check_text(text, finished)
+    try:
+        return ends if isinstance(ends, array) and ends.typecode == "q" else array("q", ends)
+    except (TypeError, OverflowError) as exc:
+        raise ParseError(f"batch ends must be integers: {exc}") from None
+
+
+def join_deltas(deltas: Sequence[str]) -> tuple[str, array]:
+    """``(text, ends)`` of a list of deltas, the input of the parsers' ``feed_batch``."""
+    ends, total = array("q"), 0
+    for delta in deltas:
+        total += len(delta)
+        ends.append(total)
+    return "".join(deltas), ends
 
 
 class MarkerMachine:

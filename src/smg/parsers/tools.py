@@ -8,7 +8,8 @@ Four base machines, each a :class:`~smg.parsers.base.MarkerMachine` plus family 
   streamed as written, its end found by the compiled JSON scanner (depth/string/escape state).
 * :class:`HeaderToolParser` — a marker, the name, a separator, raw JSON arguments, an end marker:
   deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony). This one
-  runs entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``).
+  runs entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``), and its
+  ``feed_batch`` scans without the GIL.
 * :class:`XmlToolParser` — the name and each parameter in tags, values typed by the request's
   tool schema and sent as JSON as each parameter closes: qwen3_coder, seed_oss, glm45/47,
   minimax_m2, step3, deepseek_v32 (DSML).
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smg import _ext
+from smg._ext.tool_scan_py import feed_batch as feed_each_delta
 from smg.parsers.base import JsonScanner, MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
 from smg.parsers.base import call_id as new_call_id
 
@@ -126,6 +128,9 @@ class ToolParser:
             check_text(delta, self._finished)
         self._feed(delta)
         return self._take()
+
+    # The JSON, XML and pythonic machines are Python: their batch is ``feed`` per delta, GIL held.
+    feed_batch = feed_each_delta
 
     def finish(self) -> ToolDelta:
         """End of output: release held text, settle a call left open."""

@@ -1,0 +1,129 @@
+"""``feed_batch``: many deltas per call (the compiled machines scan them without the GIL).
+
+The batch's meaning is ``feed`` of each delta in turn, so every test compares against that, on
+every family, for any chunking, with batches and single deltas mixed on one stream.
+"""
+from array import array
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, join_deltas,
+                         reasoning_parser_names, tool_parser_names)
+from smg.parsers.reasoning import FORMATS
+from smg.parsers.tools import HEADER_FORMATS
+
+from .samples import REASONING_SAMPLES, TOOL_SAMPLES, TOOLS
+from .test_reasoning import fuzz_text as reasoning_fuzz_text
+from .test_tools import fuzz_text as tool_fuzz_text
+
+
+def split(data, text, max_cuts=12):
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=max_cuts)))
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def run_mixed(data, parser, pieces):
+    """Feed ``pieces`` as a random mix of single deltas and batches; the per-delta outputs."""
+    out, i = [], 0
+    while i < len(pieces):
+        size = data.draw(st.integers(0, 6))
+        if size == 0:
+            out.append(parser.feed(pieces[i]))
+            i += 1
+        else:
+            batch = parser.feed_batch(*join_deltas(pieces[i:i + size]))
+            assert len(batch) == len(pieces[i:i + size])
+            out.extend(batch)
+            i += size
+    return out + [parser.finish()]
+
+
+def no_generated_ids(delta):
+    """Generated ids (``call_`` + random hex) differ between runs; ids read from the output must not."""
+    return delta.content, [(c.index, c.name, c.arguments, None if c.id is None or c.id.startswith("call_") else c.id)
+                           for c in delta.calls]
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_reasoning_batch_equals_feed_per_delta(data):
+    name = data.draw(st.sampled_from(reasoning_parser_names()))
+    text = data.draw(st.sampled_from([s[1] for s in REASONING_SAMPLES if s[0] == name] or [""]) | reasoning_fuzz_text(name))
+    in_reasoning = data.draw(st.sampled_from([None, True, False]))
+    pieces = split(data, text)
+    ref = ReasoningParser.create(name, in_reasoning)
+    expected = [ref.feed(p) for p in pieces] + [ref.finish()]
+    assert run_mixed(data, ReasoningParser.create(name, in_reasoning), pieces) == expected
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_tool_batch_equals_feed_per_delta(data):
+    name = data.draw(st.sampled_from(tool_parser_names()))
+    samples = [s[1] for s in TOOL_SAMPLES if s[0] == name]
+    text = data.draw(st.sampled_from(samples) | tool_fuzz_text(name))
+    pieces = split(data, text)
+    ref = ToolParser.create(name, TOOLS)
+    expected = [ref.feed(p) for p in pieces] + [ref.finish()]
+    got = run_mixed(data, ToolParser.create(name, TOOLS), pieces)
+    assert [no_generated_ids(d) for d in got] == [no_generated_ids(d) for d in expected]
+
+
+@given(data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_compiled_batches_equal_twin(reasoning_impl, tool_scan_impl, data):
+    from smg._ext import reasoning_scan_py, tool_scan_py
+
+    name = data.draw(st.sampled_from(sorted(FORMATS)))
+    text = data.draw(reasoning_fuzz_text(name))
+    pieces = split(data, text)
+    ours = reasoning_impl.ReasoningMachine(FORMATS[name]).feed_batch(*join_deltas(pieces))
+    ref = reasoning_scan_py.ReasoningMachine(FORMATS[name]).feed_batch(*join_deltas(pieces))
+    assert (ours.reasoning, ours.content) == (ref.reasoning, ref.content)
+    assert (ours.reasoning_ends, ours.content_ends) == (ref.reasoning_ends, ref.content_ends)
+
+    name = data.draw(st.sampled_from(sorted(HEADER_FORMATS)))
+    text = data.draw(tool_fuzz_text(name))
+    pieces = split(data, text)
+    ours = tool_scan_impl.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
+    ref = tool_scan_py.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
+    assert (ours.content, ours.content_ends, ours.arguments) == (ref.content, ref.content_ends, ref.arguments)
+    assert (ours.piece_delta, ours.piece_call, ours.piece_end) == (ref.piece_delta, ref.piece_call, ref.piece_end)
+    assert [(d, h.index, h.name) for d, h in ours.headers] == [(d, h.index, h.name) for d, h in ref.headers]
+
+
+def test_batch_records_are_columnar():
+    parser = ToolParser.create("kimi_k2", TOOLS)
+    pieces = ["hi ", "<|tool_calls_section_begin|><|tool_call_begin|>functions.search:0", "<|tool_call_argument_begin|>",
+              '{"q": ', '"x"}', "<|tool_call_end|><|tool_calls_section_end|>"]
+    batch = parser.feed_batch(*join_deltas(pieces))
+    assert isinstance(batch, ToolBatch) and len(batch) == 6
+    assert batch.content == "hi " and list(batch.content_ends) == [3, 3, 3, 3, 3, 3]
+    assert [(d, h.index, h.id, h.name) for d, h in batch.headers] == [(2, 0, "functions.search:0", "search")]
+    assert batch.arguments == '{"q": "x"}'
+    # the space after the colon waits for more arguments, so it goes out with the next piece
+    assert list(batch.piece_delta) == [3, 4] and list(batch.piece_end) == [5, 10]
+    assert batch[2].calls[0].name == "search" and batch[4].calls[0].arguments == ' "x"}'
+    assert batch[-1] == batch[5] and batch[0].content == "hi "
+    reasoning = ReasoningParser.create("qwen3").feed_batch("<think>ab</think>cd", array("q", [9, 17, 19]))
+    assert isinstance(reasoning, ReasoningBatch)
+    assert (reasoning.reasoning, reasoning.content) == ("ab", "cd")
+    assert [tuple(d) for d in reasoning] == [("ab", ""), ("", ""), ("", "cd")]
+    with pytest.raises(IndexError):
+        reasoning[3]
+
+
+@pytest.mark.parametrize("make", [lambda: ReasoningParser.create("qwen3"), lambda: ToolParser.create("deepseek_v3"),
+                                  lambda: ToolParser.create("hermes")])
+def test_bad_batches_are_typed_errors(make):
+    parser = make()
+    for text, ends in [("abc", [1, 2]), ("abc", [2, 1, 3]), ("abc", [-1, 3]), ("abc", ["x"]), (b"abc", [3]),
+                       ("abc", [1, 4])]:
+        with pytest.raises(ParseError):
+            parser.feed_batch(text, ends)
+    assert len(parser.feed_batch("", [])) == 0
+    parser.finish()
+    with pytest.raises(ParseError):
+        parser.feed_batch("a", [1])
