@@ -19,6 +19,15 @@ def median_seconds(fn, repeat: int, number: int = 1) -> float:
     return statistics.median(samples)
 
 
+def seconds_per_call(fn, repeat: int, sample_seconds: float = 0.02) -> float:
+    """``median_seconds`` with each sample ~``sample_seconds`` long, so sub-millisecond calls are
+    not timed one at a time (a single fast call is at the mercy of timer and cache noise)."""
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    return median_seconds(fn, repeat, max(1, int(sample_seconds / max(once, 1e-9))))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

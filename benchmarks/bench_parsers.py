@@ -24,7 +24,7 @@ import json
 import random
 import threading
 
-from benchmarks._common import median_seconds
+from benchmarks._common import median_seconds, seconds_per_call
 from smg.parsers import ReasoningParser, ToolParser, join_deltas
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
@@ -144,8 +144,8 @@ def main() -> None:
         n = len(deltas)
         calls = run_smg(deltas, r_name, t_name)
         assert calls >= 2 and run_smg_batch(*joined, r_name, t_name) == 2, (family, calls)
-        smg_rate = n / median_seconds(lambda: run_smg(deltas, r_name, t_name), repeat)
-        batch_rate = n / median_seconds(lambda: run_smg_batch(*joined, r_name, t_name), repeat)
+        smg_rate = n / seconds_per_call(lambda: run_smg(deltas, r_name, t_name), repeat)
+        batch_rate = n / seconds_per_call(lambda: run_smg_batch(*joined, r_name, t_name), repeat)
         if sglang is not None:
             sg_rate = n / median_seconds(lambda: run_sglang(sglang, deltas, family), max(1, repeat // 2))
             sg_cell, ratio, batch_ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x", f"{batch_rate / sg_rate:>11.1f}x"

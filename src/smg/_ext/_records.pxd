@@ -1,6 +1,10 @@
 """Building the parsers' NamedTuple records from C (shared by the parser kernels).
 
-A record is built per delta, so these skip the Python-level ``__new__`` of ``typing.NamedTuple``.
+A record is built per delta, so these skip the Python-level ``__new__`` of ``typing.NamedTuple``,
+and take the records out of the cyclic GC: they hold only str, int, None and other records, so
+they can never be part of a cycle, and tracked they were promoted to the old generation while
+alive, which made CPython run full collections every few hundred thousand deltas (profiled: 50-60%
+of a sustained per-delta stream in a process holding a tokenizer).
 """
 from cpython.array cimport array, clone
 from cpython.object cimport PyObject
@@ -15,11 +19,17 @@ cdef extern from "Python.h":
     void PyTuple_SET_ITEM(PyObject* tup, Py_ssize_t pos, PyObject* item)
     void Py_INCREF(PyObject* obj)
     object PyUnicode_FromKindAndData(int kind, const void* buffer, Py_ssize_t size)
+    void PyObject_GC_UnTrack(void* obj)
+
+
+cdef inline object _untracked(object record):
+    PyObject_GC_UnTrack(<PyObject*>record)
+    return record
 
 
 cdef inline object _new_tuple(object cls, tuple values):
     """``tuple.__new__(cls, values)`` without the Python call."""
-    return PyTuple_Type_new(<PyTypeObject*>cls, (values,), NULL)
+    return _untracked(PyTuple_Type_new(<PyTypeObject*>cls, (values,), NULL))
 
 
 cdef inline object _new_pair(object cls, object first, object second):
@@ -32,6 +42,7 @@ cdef inline object _new_pair(object cls, object first, object second):
     PyTuple_SET_ITEM(obj, 0, <PyObject*>first)
     Py_INCREF(<PyObject*>second)
     PyTuple_SET_ITEM(obj, 1, <PyObject*>second)
+    PyObject_GC_UnTrack(obj)
     return <object>obj
 
 

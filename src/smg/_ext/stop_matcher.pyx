@@ -9,6 +9,7 @@ from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 
+from smg._ext._records cimport _untracked
 from smg._ext.stop_matcher_py import StopDelta, batch_ends, build_dfa
 from smg.errors import ParseError
 
@@ -21,7 +22,7 @@ cdef object _new_tuple = tuple.__new__
 
 
 cdef inline object _delta(str text, bint finished, object reason, object matched):
-    return _new_tuple(StopDelta, (text, finished, reason, matched))
+    return _untracked(_new_tuple(StopDelta, (text, finished, reason, matched)))
 
 
 cdef int32_t* _copy_ints(list values) except NULL:
