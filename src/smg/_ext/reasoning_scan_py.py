@@ -13,7 +13,7 @@ Cost per delta: one matcher walk over its characters, plus a str concatenation p
 from __future__ import annotations
 
 from array import array
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from smg._ext import stop_matcher_py as markers
 
@@ -30,7 +30,7 @@ class ReasoningDelta(NamedTuple):
 _EMPTY = ReasoningDelta("", "")
 
 
-class ReasoningBatch:
+class ReasoningBatch(markers.DeltaBatch):
     """The deltas of one ``feed_batch``, columnar: all reasoning and all content of the batch,
     and where each delta's part ends in them (``batch[i]`` is delta ``i``'s ``ReasoningDelta``).
     Columnar so the compiled machine builds four objects per batch, not two per delta."""
@@ -51,22 +51,10 @@ class ReasoningBatch:
             c_ends.append(c_total)
         return cls("".join(d.reasoning for d in deltas), "".join(d.content for d in deltas), r_ends, c_ends)
 
-    def __len__(self) -> int:
-        return len(self.reasoning_ends)
-
-    def __getitem__(self, i: int) -> ReasoningDelta:
-        if not -len(self) <= i < len(self):
-            raise IndexError("batch index out of range")
-        i %= len(self)
+    def _delta(self, i: int) -> ReasoningDelta:
         r0 = self.reasoning_ends[i - 1] if i else 0
         c0 = self.content_ends[i - 1] if i else 0
         return ReasoningDelta(self.reasoning[r0:self.reasoning_ends[i]], self.content[c0:self.content_ends[i]])
-
-    def __iter__(self) -> Iterator[ReasoningDelta]:
-        return (self[i] for i in range(len(self)))
-
-    def __repr__(self) -> str:
-        return f"ReasoningBatch({list(self)!r})"
 
 
 class ReasoningMachine:

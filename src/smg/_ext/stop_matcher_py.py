@@ -217,6 +217,30 @@ def batch_ends(text: object, ends: object, finished: bool) -> array:
         raise ParseError(f"batch ends must be integers: {exc}") from None
 
 
+class DeltaBatch:
+    """Base of the parsers' columnar batch results: a sequence whose item ``i`` is the delta that
+    ``feed`` would have returned for delta ``i`` of the batch (built on access by ``_delta``)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.content_ends)  # type: ignore[attr-defined]
+
+    def _delta(self, i: int) -> object:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int):
+        if not -len(self) <= i < len(self):
+            raise IndexError("batch index out of range")
+        return self._delta(i % len(self))
+
+    def __iter__(self):
+        return (self._delta(i) for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
 def join_deltas(deltas: Sequence[str]) -> tuple[str, array]:
     """``(text, ends)`` of a list of deltas, the input of the parsers' ``feed_batch``."""
     ends, total = array("q"), 0

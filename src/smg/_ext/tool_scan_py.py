@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from smg._ext import stop_matcher_py as markers
 
@@ -41,7 +41,7 @@ class ToolDelta(NamedTuple):
 EMPTY = ToolDelta("", ())
 
 
-class ToolBatch:
+class ToolBatch(markers.DeltaBatch):
     """The deltas of one ``feed_batch``, columnar (``batch[i]`` is delta ``i``'s ``ToolDelta``):
 
     * ``content`` and ``content_ends``: all content, and where each delta's part ends;
@@ -78,13 +78,7 @@ class ToolBatch:
         return cls("".join(d.content for d in deltas), content_ends, tuple(headers),
                    "".join(c.arguments for d in deltas for c in d.calls), piece_delta, piece_call, piece_end)
 
-    def __len__(self) -> int:
-        return len(self.content_ends)
-
-    def __getitem__(self, i: int) -> ToolDelta:
-        if not -len(self) <= i < len(self):
-            raise IndexError("batch index out of range")
-        i %= len(self)
+    def _delta(self, i: int) -> ToolDelta:
         content = self.content[self.content_ends[i - 1] if i else 0:self.content_ends[i]]
         calls: dict[int, list] = {}
         for d, header in self.headers:
@@ -98,12 +92,6 @@ class ToolBatch:
         if not content and not calls:
             return EMPTY
         return ToolDelta(content, tuple(ToolCallDelta(k, *calls[k]) for k in sorted(calls)))
-
-    def __iter__(self) -> Iterator[ToolDelta]:
-        return (self[i] for i in range(len(self)))
-
-    def __repr__(self) -> str:
-        return f"ToolBatch({list(self)!r})"
 
 
 def feed_batch(parser, text: str, ends: Sequence[int]) -> ToolBatch:
