@@ -19,3 +19,4 @@ cdef class ByteStreamDecoder:
 
     cpdef str step(self, long token_id)
     cdef str _emit(self, const uint8_t* buf, Py_ssize_t total)
+    cdef uint8_t* _gather(self, const long* ids, Py_ssize_t n, Py_ssize_t* total) noexcept nogil

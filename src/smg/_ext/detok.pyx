@@ -23,6 +23,7 @@ cdef enum:
     COMPLETE = 2
     CLEAN_SAFE = 4
     STACK_BYTES = 256
+    NOGIL_MIN_TOKENS = 4096  # feed releases the GIL from this many ids (fewer: the copy is cheaper)
 
 # The clean-up stage for the general path is not hot: it is shared with the twin.
 __all__ = ["TokenTable", "ByteStreamDecoder", "incomplete_tail", "CleanupStage", "clean_up_tokenization",
@@ -211,12 +212,11 @@ cdef class ByteStreamDecoder:
         return _clean(text[:cut])
 
     def feed(self, ids):
-        """Decode a batch of ids at once: the bytes are gathered without the GIL, one str is built."""
-        cdef Py_ssize_t n = len(ids), i, total, pos, start, size
+        """Decode a batch of ids at once: the bytes are gathered in C (without the GIL for long
+        batches only: for a few tokens the release costs more than the copy), one str is built."""
+        cdef Py_ssize_t n = len(ids), i, total = 0
         cdef long* arr
         cdef uint8_t* buf = NULL
-        cdef TokenTable table = self.table
-        cdef long token_id
         if n == 1:
             return self.step(ids[0])
         arr = <long*>malloc(max(n, 1) * sizeof(long))
@@ -227,29 +227,44 @@ cdef class ByteStreamDecoder:
                 arr[i] = ids[i]
                 if arr[i] < 0:
                     raise ValueError(f"token id {arr[i]} is negative")
-            with nogil:
-                total = self.n_pending
-                for i in range(n):
-                    token_id = arr[i]
-                    if token_id < table.n and not (self.skip and table.flags[token_id] & SPECIAL):
-                        total += table.offsets[token_id + 1] - table.offsets[token_id]
-                buf = <uint8_t*>malloc(total + 1)
-                if buf != NULL:
-                    memcpy(buf, self.pending, self.n_pending)
-                    pos = self.n_pending
-                    for i in range(n):
-                        token_id = arr[i]
-                        if token_id < table.n and not (self.skip and table.flags[token_id] & SPECIAL):
-                            start = table.offsets[token_id]
-                            size = table.offsets[token_id + 1] - start
-                            memcpy(buf + pos, table.data + start, size)
-                            pos += size
+            if n < NOGIL_MIN_TOKENS:
+                buf = self._gather(arr, n, &total)
+            else:
+                with nogil:
+                    buf = self._gather(arr, n, &total)
             if buf == NULL:
                 raise MemoryError()
             return self._emit(buf, total)
         finally:
             free(arr)
             free(buf)
+
+    cdef uint8_t* _gather(self, const long* ids, Py_ssize_t n, Py_ssize_t* total) noexcept nogil:
+        """The pending bytes then each id's bytes, in a new buffer (NULL: out of memory)."""
+        cdef const char* data = self.table.data
+        cdef const Py_ssize_t* offsets = self.table.offsets
+        cdef const uint8_t* flags = self.table.flags
+        cdef Py_ssize_t i, pos, start, size, length = self.n_pending, n_table = self.table.n
+        cdef long token_id
+        cdef uint8_t* buf
+        for i in range(n):
+            token_id = ids[i]
+            if token_id < n_table and not (self.skip and flags[token_id] & SPECIAL):
+                length += offsets[token_id + 1] - offsets[token_id]
+        buf = <uint8_t*>malloc(length + 1)
+        if buf == NULL:
+            return NULL
+        memcpy(buf, self.pending, self.n_pending)
+        pos = self.n_pending
+        for i in range(n):
+            token_id = ids[i]
+            if token_id < n_table and not (self.skip and flags[token_id] & SPECIAL):
+                start = offsets[token_id]
+                size = offsets[token_id + 1] - start
+                memcpy(buf + pos, data + start, size)
+                pos += size
+        total[0] = length
+        return buf
 
     def start_output(self):
         """See ``detok_py.ByteStreamDecoder.start_output``."""
