@@ -10,8 +10,10 @@ parser gets its content, as a gateway does. Families: qwen3 + hermes, deepseek_r
 kimi_k2, gpt_oss.
 
 Two smg modes: ``feed`` per delta, and ``feed_batch`` with the same deltas (the stream's text and
-each delta's end; the result still says what each delta produced). "2 threads" runs the same work
-in two threads, each parsing the stream many times (so thread start-up is not timed), against one.
+each delta's end; the result still says what each delta produced). "2 thr" runs the same work in
+two threads, each parsing the stream many times (so thread start-up is not timed), against one:
+per delta, one stream per ``feed_batch`` call, and 8 streams per ``feed_batches`` call (one GIL
+release for all of them, as a thread serving many requests would do).
 
 Baseline: SGLang's parsers (``sglang.srt.parser.reasoning_parser.ReasoningParser`` and the
 function-call detectors) when ``SGLANG_SITE`` points at ``pip install --no-deps --target DIR
@@ -25,7 +27,7 @@ import random
 import threading
 
 from benchmarks._common import median_seconds, seconds_per_call
-from smg.parsers import ReasoningParser, ToolParser, join_deltas
+from smg.parsers import ReasoningParser, ToolParser, feed_batches, join_deltas
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 
@@ -95,6 +97,17 @@ def run_smg_batch(text, ends, reasoning_name, tool_name):
     return calls + len(last.calls) + len(tools.finish().calls)
 
 
+def run_smg_streams(text, ends, reasoning_name, tool_name, streams=8):
+    """``streams`` copies of the stream, each with its own parsers, in one ``feed_batches`` call per stage."""
+    reasoning = [ReasoningParser.create(reasoning_name) for _ in range(streams)]
+    tools = [ToolParser.create(tool_name, TOOLS) for _ in range(streams)]
+    batches = feed_batches([(parser, text, ends) for parser in reasoning])
+    calls = sum(len(b.headers) for b in feed_batches([(t, b.content, b.content_ends) for t, b in zip(tools, batches)]))
+    for r, t in zip(reasoning, tools):
+        calls += len(t.feed(r.finish().content).calls) + len(t.finish().calls)
+    return calls
+
+
 def thread_scaling(work, repeat: int) -> float:
     """Throughput of ``work`` run in two threads at once over one thread (median of ``repeat``)."""
     def both():
@@ -137,13 +150,15 @@ def main() -> None:
     tokenizers = {name: Tokenizer.from_dir(bundled_tokenizer_dir(name)) for name in ("llama3.2", "deepseek")}
     print(f"baseline: {baseline}\n")
     print(f"{'stream':15} {'deltas':>6} | {'smg deltas/s':>12} | {'SGLang deltas/s':>15} | {'smg/SGLang':>10} | "
-          f"{'batch deltas/s':>14} | {'batch/SGLang':>12} | {'2 thr feed':>10} | {'2 thr batch':>11}")
+          f"{'batch deltas/s':>14} | {'batch/SGLang':>12} | {'2 thr feed':>10} | {'2 thr batch':>11} | "
+          f"{'2 thr 8/call':>12}")
     for family, (tok_name, text, r_name, t_name) in streams(random.Random(3)).items():
         deltas = token_deltas(tokenizers[tok_name], text)
         joined = join_deltas(deltas)
         n = len(deltas)
         calls = run_smg(deltas, r_name, t_name)
         assert calls >= 2 and run_smg_batch(*joined, r_name, t_name) == 2, (family, calls)
+        assert run_smg_streams(*joined, r_name, t_name) == 16
         smg_rate = n / seconds_per_call(lambda: run_smg(deltas, r_name, t_name), repeat)
         batch_rate = n / seconds_per_call(lambda: run_smg_batch(*joined, r_name, t_name), repeat)
         if sglang is not None:
@@ -162,8 +177,13 @@ def main() -> None:
             for _ in range(batch_runs):
                 run_smg_batch(*joined, r_name, t_name)
 
+        def streams_work():
+            for _ in range(max(1, batch_runs // 8)):
+                run_smg_streams(*joined, r_name, t_name)
+
         print(f"{family:15} {n:>6} | {smg_rate:>12.0f} | {sg_cell} | {ratio} | {batch_rate:>14.0f} | {batch_ratio} | "
-              f"{thread_scaling(feed_work, repeat):>9.2f}x | {thread_scaling(batch_work, repeat):>10.2f}x")
+              f"{thread_scaling(feed_work, repeat):>9.2f}x | {thread_scaling(batch_work, repeat):>10.2f}x | "
+              f"{thread_scaling(streams_work, repeat):>11.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, join_deltas,
+from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, feed_batches, join_deltas,
                          reasoning_parser_names, tool_parser_names)
 from smg.parsers.reasoning import FORMATS
 from smg.parsers.tools import HEADER_FORMATS
@@ -127,3 +127,41 @@ def test_bad_batches_are_typed_errors(make):
     parser.finish()
     with pytest.raises(ParseError):
         parser.feed_batch("a", [1])
+
+
+@given(data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_feed_batches_equals_feed_batch_per_parser(data):
+    """Several streams in one call (compiled and Python parsers mixed) give each stream's own result."""
+    jobs, refs = [], []
+    for _ in range(data.draw(st.integers(0, 4))):
+        name = data.draw(st.sampled_from(tool_parser_names()))
+        text = data.draw(tool_fuzz_text(name))
+        pieces = split(data, text)
+        jobs.append((ToolParser.create(name, TOOLS), *join_deltas(pieces)))
+        refs.append((ToolParser.create(name, TOOLS), pieces))
+        name = data.draw(st.sampled_from(reasoning_parser_names()))
+        pieces = split(data, data.draw(reasoning_fuzz_text(name)))
+        jobs.append((ReasoningParser.create(name), *join_deltas(pieces)))
+        refs.append((ReasoningParser.create(name), pieces))
+    results = feed_batches(jobs)
+    for (parser, _, _), (ref, pieces), batch in zip(jobs, refs, results):
+        expected = [ref.feed(p) for p in pieces] + [ref.finish()]
+        got = list(batch) + [parser.finish()]
+        if hasattr(expected[0], "calls"):
+            got, expected = [no_generated_ids(d) for d in got], [no_generated_ids(d) for d in expected]
+        assert got == expected
+
+
+def test_feed_batches_rejects_bad_jobs_and_leaves_every_parser_as_it_was():
+    pieces = ["<think>a", "b</th", "ink>c"]
+    good, bad = ReasoningParser.create("qwen3"), ToolParser.create("kimi_k2")
+    good.feed(pieces[0])
+    with pytest.raises(ParseError):
+        feed_batches([(good, *join_deltas(pieces[1:])), (bad, "abc", [1, 2])])
+    with pytest.raises(ParseError):
+        feed_batches([(good, *join_deltas(pieces[1:])), (good, "x", [1])])
+    rest = feed_batches([(good, *join_deltas(pieces[1:])), (bad, "abc", [1, 3])])
+    assert [tuple(d) for d in rest[0]] == [("b", ""), ("", "c")]
+    assert [d.content for d in rest[1]] == ["a", "bc"]
+    assert feed_batches([]) == []

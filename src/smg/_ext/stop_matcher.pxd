@@ -74,6 +74,10 @@ cdef class MarkerDriven:
     cdef int _kind
     cdef const void* _data
     cdef Py_ssize_t _delta_index
+    cdef object _batch_source, _batch_cuts
+    cdef const int64_t* _batch_ends
+    cdef Py_ssize_t _batch_n, _batch_text_length, _batch_base, _batch_pending
+    cdef int32_t _batch_dfa_state
 
     cdef int _on_text(self, str text) except -1
     cdef int _on_marker(self, int index) except -1
@@ -88,3 +92,10 @@ cdef class MarkerDriven:
     cdef void _delta_end(self) noexcept nogil
     cdef object _batch_end(self, str source, Py_ssize_t released)
     cdef int _load_dfas(self) except -1
+    cdef int _batch_prepare(self, text, ends) except -1
+    cdef Py_ssize_t _batch_check(self) noexcept nogil
+    cdef int _batch_fail(self, Py_ssize_t bad) except -1
+    cdef void _batch_run(self) noexcept nogil
+    cdef object _batch_complete(self)
+    cdef void _batch_abort(self)
+    cdef void _free_batch(self)

@@ -5,15 +5,17 @@ The DFA built by the twin's ``build_dfa`` is copied into C arrays; ``feed`` walk
 points, UTF-8 encoded on the fly, through it and slices the str once at the end. It keeps the GIL:
 a delta is a few characters, and releasing the GIL would cost more than the walk.
 """
+from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 
 from smg._ext._records cimport _untracked
-from smg._ext.stop_matcher_py import StopDelta, batch_ends, build_dfa
+from smg._ext.stop_matcher_py import StopDelta, batch_ends, build_dfa, check_batch, check_distinct
 from smg.errors import ParseError
 
-__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for", "MarkerDriven"]
+__all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "matcher_for", "MarkerDriven",
+           "feed_batches"]
 
 cdef dict _automata = {}
 
@@ -187,6 +189,61 @@ cdef inline Py_ssize_t dfa_walk(const Dfa* a, int kind, const void* data, Py_ssi
     return pos
 
 
+def feed_batches(jobs):
+    """``[machine.feed_batch(text, ends) for machine, text, ends in jobs]``, with the scans of all
+    compiled machines in one release of the GIL: a thread serving many streams pays one GIL
+    hand-off per call, not one per stream. The machines must be distinct; other parsers (the
+    Python tool machines) run their own ``feed_batch`` with the GIL held."""
+    cdef list machines = [], results = [None] * len(jobs)
+    cdef MarkerDriven machine
+    cdef Py_ssize_t i, k, n, bad = -1
+    check_distinct(jobs)
+    cdef list others = []
+    try:
+        for i, (parser, text, ends) in enumerate(jobs):
+            if isinstance(parser, MarkerDriven):
+                machine = parser
+                machine._batch_prepare(text, ends)
+                machines.append((i, machine))
+            else:  # checked now, run once every compiled batch is known to be good
+                others.append((i, parser, text, check_batch(text, ends, parser._finished)))
+    except BaseException:
+        for _, machine in machines:  # the machines' states are as before
+            machine._batch_abort()
+            machine._free_batch()
+        raise
+    n = len(machines)
+    cdef PyObject** run_list = <PyObject**>malloc(max(n, 1) * sizeof(PyObject*))
+    if run_list == NULL:
+        raise MemoryError()
+    try:
+        for k in range(n):  # borrowed: `machines` holds the references
+            run_list[k] = <PyObject*>machines[k][1]
+        with nogil:
+            for k in range(n):
+                bad = (<MarkerDriven>run_list[k])._batch_check()
+                if bad >= 0:
+                    break
+            if bad < 0:
+                for k in range(n):
+                    (<MarkerDriven>run_list[k])._batch_run()
+    finally:
+        free(run_list)
+    if bad >= 0:
+        for i in range(n):
+            if i != k:
+                machine = machines[i][1]
+                machine._batch_abort()
+                machine._free_batch()
+        machine = machines[k][1]
+        machine._batch_fail(bad)
+    for i, machine in machines:
+        results[i] = machine._batch_complete()
+    for i, parser, text, ends in others:
+        results[i] = parser.feed_batch(text, ends)
+    return results
+
+
 cdef class MarkerDriven:
     """Base of the compiled parser machines (``MarkerMachine`` of the twin, in C): ``_drive`` walks
     text through the current state's matcher, handing text between markers to ``_on_text`` and
@@ -267,65 +324,121 @@ cdef class MarkerDriven:
         """Many deltas in one call: ``text`` is their concatenation and ``ends[i]`` the end of
         delta ``i`` in it (``join_deltas`` builds both). The result holds what ``feed`` would
         have returned for each delta; the scan runs without the GIL, so threads parsing other
-        streams run in parallel."""
-        cdef const int64_t[::1] cuts = batch_ends(text, ends, self._finished)
+        streams run in parallel (``feed_batches`` does several streams per GIL release)."""
+        cdef Py_ssize_t bad
+        self._batch_prepare(text, ends)
+        with nogil:
+            bad = self._batch_check()
+            if bad < 0:
+                self._batch_run()
+        if bad >= 0:
+            self._batch_fail(bad)
+        return self._batch_complete()
+
+    # A batch in three phases, so that feed_batches can run many machines' scans in one release
+    # of the GIL: prepare (GIL: checks, the source, buffers), run (no GIL), complete (GIL).
+
+    cdef int _batch_prepare(self, text, ends) except -1:
+        cdef const int64_t[::1] cuts
         cdef StopStringMatcher matcher
-        cdef str carry, held = "", source
-        cdef Py_ssize_t n = cuts.shape[0], d, pos, end, pending, released, base
-        cdef int32_t dstate = 0, index
-        cdef const Dfa* dfa
-        end = 0
-        for d in range(n):  # check_batch's rules, in C
-            if cuts[d] < end:
-                raise ParseError(f"batch ends must be non-decreasing from 0, got {cuts[d]} after {end}")
-            end = cuts[d]
-        if end != len(text):
-            raise ParseError(f"the last batch end must be len(text) = {len(text)}, got {end}")
-        carry = self._carry()
+        cdef str carry, held = ""
+        if self._batch_source is not None:
+            raise ParseError("this parser is already in the batch")
+        cuts_array = batch_ends(text, ends, self._finished)
+        cuts = cuts_array
         if self._dfas == NULL:
             self._load_dfas()
+        carry = self._carry()
+        self._batch_dfa_state = 0
         matcher = self._matchers[self._state]
         if matcher is not None:
-            held, dstate = matcher._held, matcher.state
+            held, self._batch_dfa_state = matcher._held, matcher.state
         source = carry + held + text if carry or held else text
-        base = len(carry) + len(held)
-        pending = len(carry)  # the held tail is not released yet...
-        pos = base  # ...but was walked already: only text is new
         self._kind = PyUnicode_KIND(source)
         self._data = PyUnicode_DATA(source)
-        self._batch_begin(len(source), n)
+        self._batch_begin(len(source), cuts.shape[0])
+        self._batch_source, self._batch_cuts = source, cuts_array  # kept alive until complete
+        self._batch_ends = &cuts[0] if cuts.shape[0] else NULL
+        self._batch_n = cuts.shape[0]
+        self._batch_text_length = len(text)
+        self._batch_base = len(carry) + len(held)
+        self._batch_pending = len(carry)  # the held tail is not released yet (but was walked)
         self._delta_index = 0
-        with nogil:
-            for d in range(n):
-                end = base + cuts[d]
-                while pos < end:
-                    dfa = &self._dfas[self._state]
-                    if dfa.delta == NULL:
-                        self._span(pending, end)
-                        pos = pending = end
-                        break
-                    pos = dfa_walk(dfa, self._kind, self._data, pos, end, &dstate, &index)
-                    if index >= 0:
-                        released = pos - dfa.pattern_chars[index]
-                        if released > pending:
-                            self._span(pending, released)
-                        self._marker(index, released, pos)
-                        dstate = 0
-                        pending = pos
-                    else:
-                        released = end - dfa.held_chars[dstate]
-                        if released > pending:
-                            self._span(pending, released)
-                            pending = released
-                self._delta_end()
+        return 0
+
+    cdef Py_ssize_t _batch_check(self) noexcept nogil:
+        """check_batch's rules on the ends (before the scan relies on them): the index of the
+        first bad end, ``_batch_n`` when the last is not the text's end, -1 when all is well."""
+        cdef Py_ssize_t d, end = 0
+        for d in range(self._batch_n):
+            if self._batch_ends[d] < end:
+                return d
+            end = self._batch_ends[d]
+        return -1 if end == self._batch_text_length else self._batch_n
+
+    cdef int _batch_fail(self, Py_ssize_t bad) except -1:
+        """Drop the prepared batch (the machine is as before) and raise check_batch's error."""
+        cdef const int64_t* ends = self._batch_ends
+        cdef Py_ssize_t n = self._batch_n, length = self._batch_text_length
+        try:
+            if bad < n:
+                raise ParseError(f"batch ends must be non-decreasing from 0, got {ends[bad]} after "
+                                 f"{ends[bad - 1] if bad else 0}")
+            raise ParseError(f"the last batch end must be len(text) = {length}, got {ends[n - 1] if n else 0}")
+        finally:
+            self._batch_abort()
+            self._free_batch()
+
+    cdef void _batch_run(self) noexcept nogil:
+        cdef Py_ssize_t d, end, released, base = self._batch_base, pending = self._batch_pending
+        cdef Py_ssize_t pos = base  # only the new text is walked
+        cdef int32_t dstate = self._batch_dfa_state, index
+        cdef const Dfa* dfa
+        for d in range(self._batch_n):
+            end = base + self._batch_ends[d]
+            while pos < end:
+                dfa = &self._dfas[self._state]
+                if dfa.delta == NULL:
+                    self._span(pending, end)
+                    pos = pending = end
+                    break
+                pos = dfa_walk(dfa, self._kind, self._data, pos, end, &dstate, &index)
+                if index >= 0:
+                    released = pos - dfa.pattern_chars[index]
+                    if released > pending:
+                        self._span(pending, released)
+                    self._marker(index, released, pos)
+                    dstate = 0
+                    pending = pos
+                else:
+                    released = end - dfa.held_chars[dstate]
+                    if released > pending:
+                        self._span(pending, released)
+                        pending = released
+            self._delta_end()
+        self._batch_pending, self._batch_dfa_state = pending, dstate
+
+    cdef object _batch_complete(self):
+        cdef StopStringMatcher matcher
+        cdef str source = self._batch_source
         for matcher in self._matchers:  # left states were left by a marker: their matchers are reset
             if matcher is not None:
                 matcher.state, matcher._held = 0, ""
         matcher = self._matchers[self._state]
         if matcher is not None:
-            matcher.state, matcher._held = dstate, source[pending:]
+            matcher.state, matcher._held = self._batch_dfa_state, source[self._batch_pending:]
+        self._batch_abort()
+        return self._batch_end(source, self._batch_pending)
+
+    cdef void _free_batch(self):
+        """Free the machine's batch buffers (``_batch_end`` does it after building the result)."""
+        pass
+
+    cdef void _batch_abort(self):
+        """Forget the batch's source."""
         self._data = NULL
-        return self._batch_end(source, pending)
+        self._batch_ends = NULL
+        self._batch_source = self._batch_cuts = None
 
     def finish(self):
         """End of output: release the held tail, return the last delta."""

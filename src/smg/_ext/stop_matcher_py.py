@@ -241,6 +241,20 @@ class DeltaBatch:
         return f"{type(self).__name__}({list(self)!r})"
 
 
+def feed_batches(jobs: Sequence[tuple[object, str, object]]) -> list:
+    """``[parser.feed_batch(text, ends) for parser, text, ends in jobs]`` for distinct parsers, all
+    or nothing: every job is checked before any parser moves (the compiled kernel also runs all
+    the compiled machines' scans in one release of the GIL)."""
+    check_distinct(jobs)
+    checked = [check_batch(text, ends, parser._finished) for parser, text, ends in jobs]  # type: ignore[attr-defined]
+    return [parser.feed_batch(text, ends) for (parser, text, _), ends in zip(jobs, checked)]  # type: ignore[attr-defined]
+
+
+def check_distinct(jobs: Sequence[tuple[object, str, object]]) -> None:
+    if len({id(job[0]) for job in jobs}) != len(jobs):
+        raise ParseError("feed_batches takes each parser at most once")
+
+
 def join_deltas(deltas: Sequence[str]) -> tuple[str, array]:
     """``(text, ends)`` of a list of deltas, the input of the parsers' ``feed_batch``."""
     ends, total = array("q"), 0

@@ -7,8 +7,10 @@
 ``feed(delta)`` parses one delta; ``feed_batch(*join_deltas(deltas))`` parses many in one call and
 returns a columnar ``ReasoningBatch`` / ``ToolBatch`` whose item ``i`` is what ``feed`` gives for
 delta ``i``. The compiled machines scan a batch without the GIL, so threads parsing different
-streams run in parallel (the JSON, XML and pythonic tool machines are Python: their batch holds it).
+streams run in parallel (the JSON, XML and pythonic tool machines are Python: their batch holds it);
+``feed_batches([(parser, text, ends), ...])`` scans several streams in one release of the GIL.
 """
+from smg import _ext
 from smg._ext.reasoning_scan_py import ReasoningBatch
 from smg._ext.stop_matcher_py import join_deltas
 from smg._ext.tool_scan_py import ToolBatch
@@ -17,6 +19,8 @@ from smg.parsers.reasoning import ReasoningParser
 from smg.parsers.registry import parser_for_model, reasoning_parser_names, tool_parser_names
 from smg.parsers.tools import ToolParser, collect
 
+feed_batches = _ext.load("stop_matcher").feed_batches
+
 __all__ = ["ParseError", "ReasoningBatch", "ReasoningDelta", "ReasoningParser", "ToolBatch", "ToolCall",
-           "ToolCallDelta", "ToolDelta", "ToolParser", "collect", "join_deltas", "parser_for_model",
+           "ToolCallDelta", "ToolDelta", "ToolParser", "collect", "feed_batches", "join_deltas", "parser_for_model",
            "reasoning_parser_names", "tool_parser_names"]
