@@ -46,3 +46,45 @@ def test_engine_cli_requires_reference():
 def test_serve_cli_requires_workers_or_demo():
     out = run("serve")
     assert out.returncode == 2 and "--demo" in out.stderr
+
+
+def _get_health(sock):
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    return data
+
+
+def test_serve_keeps_idle_connections_open_longer_than_client_pools():
+    """uvicorn closes idle connections after 5 s, so a client pool reusing one after that races the
+    close (seen as 'cannot write request body' under load): smg serve keeps them 75 s, --keep-alive N."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "smg", "serve", "--demo", "--port", str(port), "--keep-alive", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the server answers (a cold start may take seconds)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as probe:
+                    if b" 200 " in _get_health(probe):
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "smg serve did not start"
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            assert b" 200 " in _get_health(sock)
+            time.sleep(1.5)  # idle past --keep-alive: the server closes the connection
+            assert sock.recv(1) == b""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    from smg.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve", "--demo"]).keep_alive == 75.0

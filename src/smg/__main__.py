@@ -112,7 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
                           reasoning_parser=args.reasoning_parser, tool_parser=args.tool_parser,
                           chat_template=template)
         config = uvicorn.Config(create_app(gateway), host=args.host, port=args.port, log_level="warning",
-                                loop="none", http="httptools", lifespan="on", access_log=False)
+                                loop="none", http="httptools", lifespan="on", access_log=False,
+                                timeout_keep_alive=args.keep_alive)
         server = uvicorn.Server(config)
         print(f"smg serving an OpenAI-compatible API on http://{args.host}:{args.port}/v1 "
               f"(workers: {', '.join(workers)})", flush=True)
@@ -174,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--log-level", default="warning")
+    srv.add_argument("--keep-alive", type=float, default=75.0,
+                     help="seconds an idle client connection is kept open (default 75, longer than "
+                          "clients' pools keep idle connections, so a client never reuses one the "
+                          "server is closing)")
     srv.set_defaults(run=_serve)
     return parser
 
