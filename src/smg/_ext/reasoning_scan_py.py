@@ -13,6 +13,7 @@ Cost per delta: one matcher walk over its characters, plus a str concatenation p
 from __future__ import annotations
 
 from array import array
+from itertools import accumulate
 from typing import NamedTuple, Sequence
 
 from smg._ext import stop_matcher_py as markers
@@ -43,13 +44,10 @@ class ReasoningBatch(markers.DeltaBatch):
 
     @classmethod
     def from_deltas(cls, deltas: Sequence[ReasoningDelta]) -> "ReasoningBatch":
-        r_ends, c_ends, r_total, c_total = array("q"), array("q"), 0, 0
-        for delta in deltas:
-            r_total += len(delta.reasoning)
-            c_total += len(delta.content)
-            r_ends.append(r_total)
-            c_ends.append(c_total)
-        return cls("".join(d.reasoning for d in deltas), "".join(d.content for d in deltas), r_ends, c_ends)
+        reasoning = [d.reasoning for d in deltas]
+        content = [d.content for d in deltas]
+        return cls("".join(reasoning), "".join(content), array("q", accumulate(map(len, reasoning))),
+                   array("q", accumulate(map(len, content))))
 
     def _delta(self, i: int) -> ReasoningDelta:
         r0 = self.reasoning_ends[i - 1] if i else 0

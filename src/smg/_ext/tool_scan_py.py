@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from array import array
+from itertools import accumulate
 from bisect import bisect_left, bisect_right
 from typing import NamedTuple, Sequence
 
@@ -62,21 +63,21 @@ class ToolBatch(markers.DeltaBatch):
 
     @classmethod
     def from_deltas(cls, deltas: Sequence[ToolDelta]) -> "ToolBatch":
-        content_ends, total, headers = array("q"), 0, []
+        content = [d.content for d in deltas]
+        headers, arguments = [], []
         piece_delta, piece_call, piece_end, args_total = array("q"), array("q"), array("q"), 0
-        for d, delta in enumerate(deltas):
-            total += len(delta.content)
-            content_ends.append(total)
-            for call in delta.calls:
+        for d in [i for i, delta in enumerate(deltas) if delta.calls]:  # most deltas have no calls
+            for call in deltas[d].calls:
                 if call.name is not None:
                     headers.append((d, ToolCallDelta(call.index, call.id, call.name, "")))
                 if call.arguments:
+                    arguments.append(call.arguments)
                     args_total += len(call.arguments)
                     piece_delta.append(d)
                     piece_call.append(call.index)
                     piece_end.append(args_total)
-        return cls("".join(d.content for d in deltas), content_ends, tuple(headers),
-                   "".join(c.arguments for d in deltas for c in d.calls), piece_delta, piece_call, piece_end)
+        return cls("".join(content), array("q", accumulate(map(len, content))), tuple(headers), "".join(arguments),
+                   piece_delta, piece_call, piece_end)
 
     def _delta(self, i: int) -> ToolDelta:
         content = self.content[self.content_ends[i - 1] if i else 0:self.content_ends[i]]
