@@ -49,11 +49,17 @@ def test_serve_cli_requires_workers_or_demo():
 
 
 def _get_health(sock):
+    """One GET /health on ``sock``, read to the end of its body (the connection stays usable)."""
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(4096)
-    return data
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
 
 
 def test_serve_keeps_idle_connections_open_longer_than_client_pools():
