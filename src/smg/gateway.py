@@ -276,6 +276,7 @@ class Gateway:
         info = self.pool.model_info() or ModelInfo()
         if self.tokenizer is None:
             self.tokenizer = await self._load_tokenizer(info)
+        await asyncio.to_thread(self.tokenizer.warm_up)  # not on the first request's time
         self.model = self.model or info.model_id or "default"
         self.max_context_length = self.max_context_length or info.max_context_length or None
         self.eos_token_ids = tuple(dict.fromkeys([*self.tokenizer.eos_token_ids, *info.eos_token_ids]))
