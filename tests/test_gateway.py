@@ -45,16 +45,18 @@ def test_typed_and_dict_requests_agree(llama, llama_dir):
     assert a.choices[0].message.content == b.choices[0].message.content == c.choices[0].message.content
 
 
-def test_start_builds_the_detokenizer_table_before_the_first_request(llama, llama_dir):
-    """Built lazily it costs the first request ~0.4 s, and stalls every request served beside it."""
+def test_start_builds_the_detokenizer_table_and_template_before_the_first_request(llama, llama_dir):
+    """Built lazily they cost the first request ~0.5 s, and stall every request served beside it."""
     from smg.tokenizer import Tokenizer
 
     async def body(gw):
-        return gw.tokenizer._detokenizers._built
+        return gw.tokenizer._detokenizers._built, len(gw.tokenizer._templates)
 
     tokenizer = Tokenizer.from_dir(llama_dir)
-    assert not tokenizer._detokenizers._built
-    assert run(with_gateway(ReferenceEngine(llama, tokenizer_dir=llama_dir), body, tokenizer=tokenizer)) is True
+    assert not tokenizer._detokenizers._built and not tokenizer._templates
+    assert run(with_gateway(ReferenceEngine(llama, tokenizer_dir=llama_dir), body, tokenizer=tokenizer)) == (True, 1)
+    tokenizer.warm_up(chat_template="{% if %}")  # a broken template fails the chat requests, not start
+    assert len(tokenizer._templates) == 1
 
 
 def test_tokenizer_from_engine_path_and_from_get_tokenizer(llama, llama_dir):
