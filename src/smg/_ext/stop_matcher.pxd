@@ -99,3 +99,4 @@ cdef class MarkerDriven:
     cdef object _batch_complete(self)
     cdef void _batch_abort(self)
     cdef void _free_batch(self)
+    cdef void _batch_drop(self)

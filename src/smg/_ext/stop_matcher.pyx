@@ -209,8 +209,7 @@ def feed_batches(jobs):
                 others.append((i, parser, text, check_batch(text, ends, parser._finished)))
     except BaseException:
         for _, machine in machines:  # the machines' states are as before
-            machine._batch_abort()
-            machine._free_batch()
+            machine._batch_drop()
         raise
     n = len(machines)
     cdef PyObject** run_list = <PyObject**>malloc(max(n, 1) * sizeof(PyObject*))
@@ -232,11 +231,8 @@ def feed_batches(jobs):
     if bad >= 0:
         for i in range(n):
             if i != k:
-                machine = machines[i][1]
-                machine._batch_abort()
-                machine._free_batch()
-        machine = machines[k][1]
-        machine._batch_fail(bad)
+                (<MarkerDriven>machines[i][1])._batch_drop()
+        (<MarkerDriven>machines[k][1])._batch_fail(bad)
     for i, machine in machines:
         results[i] = machine._batch_complete()
     for i, parser, text, ends in others:
@@ -386,8 +382,7 @@ cdef class MarkerDriven:
                                  f"{ends[bad - 1] if bad else 0}")
             raise ParseError(f"the last batch end must be len(text) = {length}, got {ends[n - 1] if n else 0}")
         finally:
-            self._batch_abort()
-            self._free_batch()
+            self._batch_drop()
 
     cdef void _batch_run(self) noexcept nogil:
         cdef Py_ssize_t d, end, released, base = self._batch_base, pending = self._batch_pending
@@ -439,6 +434,11 @@ cdef class MarkerDriven:
         self._data = NULL
         self._batch_ends = NULL
         self._batch_source = self._batch_cuts = None
+
+    cdef void _batch_drop(self):
+        """Drop a prepared batch that will not complete: the machine is as before it."""
+        self._batch_abort()
+        self._free_batch()
 
     def finish(self):
         """End of output: release the held tail, return the last delta."""
