@@ -281,11 +281,6 @@ class Gateway:
         self.max_context_length = self.max_context_length or info.max_context_length or None
         self.eos_token_ids = tuple(dict.fromkeys([*self.tokenizer.eos_token_ids, *info.eos_token_ids]))
         self.reasoning_parser, self.tool_parser = parser_for_model(self.model, *self._parser_override)
-        # The parsers' marker automata are built once per marker set, on first use: now.
-        if self.reasoning_parser:
-            ReasoningParser.create(self.reasoning_parser)
-        if self.tool_parser:
-            ToolParser.create(self.tool_parser)
         self.metrics.gauge_source(self._gauges)
         self._started = True
         log.info("gateway for %s: %d worker(s), reasoning=%s tools=%s", self.model, len(self.pool.workers),

@@ -257,14 +257,14 @@ class Tokenizer:
         (~0.4 s for a 128K vocabulary) and the compiled chat template (~80 ms with the Jinja
         import), which would stall the first request and every request served beside it. A
         missing or broken template is left to raise its error when a chat request uses it."""
-        self._detokenizers.stream(True, None)
+        self._detokenizers.ensure_table()
         with contextlib.suppress(ChatTemplateError):
             self._compiled_template(chat_template, False)
 
     @property
     def detokenizer_fallback_reason(self) -> str | None:
         """Why ``decode_stream`` uses the general path for this tokenizer (None: the fast table)."""
-        self._detokenizers.stream(True, None)
+        self._detokenizers.ensure_table()
         return self._detokenizers.fallback_reason
 
     def token_to_id(self, token: str) -> int | None:
