@@ -157,18 +157,18 @@ class App:
             await chunks.aclose()
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = oa.decode_request(await self._body(receive), oa.ChatCompletionRequest)
-        if request.stream:
-            await self._stream(receive, send, self.gateway.chat_stream(request))
-        else:
-            await self._send_json(send, 200, oa.encode(await self.gateway.chat(request)))
+        await self._generate(receive, send, oa.ChatCompletionRequest, self.gateway.chat_stream, self.gateway.chat)
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = oa.decode_request(await self._body(receive), oa.CompletionRequest)
+        await self._generate(receive, send, oa.CompletionRequest, self.gateway.complete_stream, self.gateway.complete)
+
+    async def _generate(self, receive: Receive, send: Send, request_type, stream, once) -> None:
+        """Decode a request of ``request_type``; SSE from ``stream`` if it asks to stream, else ``once``."""
+        request = oa.decode_request(await self._body(receive), request_type)
         if request.stream:
-            await self._stream(receive, send, self.gateway.complete_stream(request))
+            await self._stream(receive, send, stream(request))
         else:
-            await self._send_json(send, 200, oa.encode(await self.gateway.complete(request)))
+            await self._send_json(send, 200, oa.encode(await once(request)))
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._send_json(send, 200, oa.encode(self.gateway.models()))
