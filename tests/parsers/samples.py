@@ -1,5 +1,21 @@
 """Model outputs written from each family's format (../shared/docs/parser-formats.md and the
-models' chat templates): (family, output, expected content, expected [(name, arguments dict)])."""
+models' chat templates): (family, output, expected content, expected [(name, arguments dict)]),
+and the helpers the parser tests share."""
+from hypothesis import strategies as st
+
+
+def split(data, text, max_cuts=8):
+    """``text`` cut into pieces at up to ``max_cuts`` positions drawn by hypothesis (empty pieces too)."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=max_cuts)))
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def without_generated_ids(delta):
+    """A ToolDelta comparable across runs: generated ids (``call_`` + random hex) differ, ids read
+    from the model's output must not."""
+    return delta.content, [(c.index, c.name, c.arguments, None if c.id is None or c.id.startswith("call_") else c.id)
+                           for c in delta.calls]
+
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {

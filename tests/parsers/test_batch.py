@@ -14,14 +14,9 @@ from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch,
 from smg.parsers.reasoning import FORMATS
 from smg.parsers.tools import HEADER_FORMATS
 
-from .samples import REASONING_SAMPLES, TOOL_SAMPLES, TOOLS
+from .samples import REASONING_SAMPLES, TOOL_SAMPLES, TOOLS, split, without_generated_ids
 from .test_reasoning import fuzz_text as reasoning_fuzz_text
 from .test_tools import fuzz_text as tool_fuzz_text
-
-
-def split(data, text, max_cuts=12):
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=max_cuts)))
-    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
 
 
 def run_mixed(data, parser, pieces):
@@ -40,19 +35,13 @@ def run_mixed(data, parser, pieces):
     return out + [parser.finish()]
 
 
-def no_generated_ids(delta):
-    """Generated ids (``call_`` + random hex) differ between runs; ids read from the output must not."""
-    return delta.content, [(c.index, c.name, c.arguments, None if c.id is None or c.id.startswith("call_") else c.id)
-                           for c in delta.calls]
-
-
 @given(data=st.data())
 @settings(max_examples=300, deadline=None)
 def test_reasoning_batch_equals_feed_per_delta(data):
     name = data.draw(st.sampled_from(reasoning_parser_names()))
     text = data.draw(st.sampled_from([s[1] for s in REASONING_SAMPLES if s[0] == name] or [""]) | reasoning_fuzz_text(name))
     in_reasoning = data.draw(st.sampled_from([None, True, False]))
-    pieces = split(data, text)
+    pieces = split(data, text, 12)
     ref = ReasoningParser.create(name, in_reasoning)
     expected = [ref.feed(p) for p in pieces] + [ref.finish()]
     assert run_mixed(data, ReasoningParser.create(name, in_reasoning), pieces) == expected
@@ -64,11 +53,11 @@ def test_tool_batch_equals_feed_per_delta(data):
     name = data.draw(st.sampled_from(tool_parser_names()))
     samples = [s[1] for s in TOOL_SAMPLES if s[0] == name]
     text = data.draw(st.sampled_from(samples) | tool_fuzz_text(name))
-    pieces = split(data, text)
+    pieces = split(data, text, 12)
     ref = ToolParser.create(name, TOOLS)
     expected = [ref.feed(p) for p in pieces] + [ref.finish()]
     got = run_mixed(data, ToolParser.create(name, TOOLS), pieces)
-    assert [no_generated_ids(d) for d in got] == [no_generated_ids(d) for d in expected]
+    assert [without_generated_ids(d) for d in got] == [without_generated_ids(d) for d in expected]
 
 
 @given(data=st.data())
@@ -78,7 +67,7 @@ def test_compiled_batches_equal_twin(reasoning_impl, tool_scan_impl, data):
 
     name = data.draw(st.sampled_from(sorted(FORMATS)))
     text = data.draw(reasoning_fuzz_text(name))
-    pieces = split(data, text)
+    pieces = split(data, text, 12)
     ours = reasoning_impl.ReasoningMachine(FORMATS[name]).feed_batch(*join_deltas(pieces))
     ref = reasoning_scan_py.ReasoningMachine(FORMATS[name]).feed_batch(*join_deltas(pieces))
     assert (ours.reasoning, ours.content) == (ref.reasoning, ref.content)
@@ -86,7 +75,7 @@ def test_compiled_batches_equal_twin(reasoning_impl, tool_scan_impl, data):
 
     name = data.draw(st.sampled_from(sorted(HEADER_FORMATS)))
     text = data.draw(tool_fuzz_text(name))
-    pieces = split(data, text)
+    pieces = split(data, text, 12)
     ours = tool_scan_impl.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
     ref = tool_scan_py.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
     assert (ours.content, ours.content_ends, ours.arguments) == (ref.content, ref.content_ends, ref.arguments)
@@ -137,11 +126,11 @@ def test_feed_batches_equals_feed_batch_per_parser(data):
     for _ in range(data.draw(st.integers(0, 4))):
         name = data.draw(st.sampled_from(tool_parser_names()))
         text = data.draw(tool_fuzz_text(name))
-        pieces = split(data, text)
+        pieces = split(data, text, 12)
         jobs.append((ToolParser.create(name, TOOLS), *join_deltas(pieces)))
         refs.append((ToolParser.create(name, TOOLS), pieces))
         name = data.draw(st.sampled_from(reasoning_parser_names()))
-        pieces = split(data, data.draw(reasoning_fuzz_text(name)))
+        pieces = split(data, data.draw(reasoning_fuzz_text(name)), 12)
         jobs.append((ReasoningParser.create(name), *join_deltas(pieces)))
         refs.append((ReasoningParser.create(name), pieces))
     results = feed_batches(jobs)
@@ -149,7 +138,7 @@ def test_feed_batches_equals_feed_batch_per_parser(data):
         expected = [ref.feed(p) for p in pieces] + [ref.finish()]
         got = list(batch) + [parser.finish()]
         if hasattr(expected[0], "calls"):
-            got, expected = [no_generated_ids(d) for d in got], [no_generated_ids(d) for d in expected]
+            got, expected = [without_generated_ids(d) for d in got], [without_generated_ids(d) for d in expected]
         assert got == expected
 
 

@@ -7,7 +7,7 @@ from smg.errors import InvalidRequest
 from smg.parsers import ParseError, ReasoningDelta, ReasoningParser, reasoning_parser_names
 from smg.parsers.reasoning import FORMATS
 
-from .samples import REASONING_SAMPLES
+from .samples import REASONING_SAMPLES, split
 
 
 def stream(name, pieces, in_reasoning=None):
@@ -30,8 +30,7 @@ def test_every_family_has_an_example():
 @settings(max_examples=300, deadline=None)
 def test_any_chunking_equals_one_shot(data):
     name, text, in_reasoning, _, _ = data.draw(st.sampled_from(REASONING_SAMPLES))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=12)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    pieces = split(data, text, 12)
     one = ReasoningParser.create(name, in_reasoning=in_reasoning).parse(text)
     assert stream(name, pieces, in_reasoning) == (one.reasoning, one.content)
 
@@ -48,8 +47,7 @@ def test_fuzz_never_raises_and_keeps_text(data):
     name = data.draw(st.sampled_from(reasoning_parser_names()))
     text = data.draw(fuzz_text(name))
     in_reasoning = data.draw(st.sampled_from([None, True, False]))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    pieces = split(data, text)
     reasoning, content = stream(name, pieces, in_reasoning)
     one = ReasoningParser.create(name, in_reasoning=in_reasoning).parse(text)
     assert (reasoning, content) == (one.reasoning, one.content)
@@ -84,8 +82,7 @@ def test_compiled_machine_equals_twin(reasoning_impl, data):
     name = data.draw(st.sampled_from(reasoning_parser_names()))
     text = data.draw(fuzz_text(name))
     in_reasoning = data.draw(st.sampled_from([None, True, False]))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    pieces = split(data, text)
     ours, ref = reasoning_impl.ReasoningMachine(FORMATS[name], in_reasoning), twin.ReasoningMachine(
         FORMATS[name], in_reasoning)
     assert [tuple(ours.feed(p)) for p in pieces] == [tuple(ref.feed(p)) for p in pieces]

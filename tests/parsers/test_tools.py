@@ -9,7 +9,7 @@ from smg.errors import InvalidRequest
 from smg.parsers import ParseError, ToolParser, collect, parser_for_model, tool_parser_names
 from smg.parsers.tools import HEADER_FORMATS, JSON_FORMATS, XML_FORMATS, typed_value
 
-from .samples import TOOL_SAMPLES, TOOLS
+from .samples import TOOL_SAMPLES, TOOLS, split, without_generated_ids
 
 
 def summary(content, calls):
@@ -19,6 +19,13 @@ def summary(content, calls):
 def stream(name, pieces):
     parser = ToolParser.create(name, TOOLS)
     return collect([parser.feed(p) for p in pieces] + [parser.finish()])
+
+
+def assert_streamed_equals_parsed(name, text, pieces):
+    content, calls = stream(name, pieces)
+    one_content, one_calls = ToolParser.create(name, TOOLS).parse(text)
+    assert content == one_content
+    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in one_calls]
 
 
 @pytest.mark.parametrize("name, text, content, calls", TOOL_SAMPLES)
@@ -35,12 +42,7 @@ def test_every_family_has_an_example():
 @settings(max_examples=400, deadline=None)
 def test_any_chunking_equals_one_shot(data):
     name, text, _, _ = data.draw(st.sampled_from(TOOL_SAMPLES))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=15)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
-    content, calls = stream(name, pieces)
-    one_content, one_calls = ToolParser.create(name, TOOLS).parse(text)
-    assert content == one_content
-    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in one_calls]
+    assert_streamed_equals_parsed(name, text, split(data, text, 15))
 
 
 def test_streaming_shape_name_first_then_argument_fragments():
@@ -82,12 +84,7 @@ def fuzz_text(name):
 def test_fuzz_never_raises_and_is_chunking_invariant(data):
     name = data.draw(st.sampled_from(tool_parser_names()))
     text = data.draw(fuzz_text(name))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
-    content, calls = stream(name, pieces)
-    one_content, one_calls = ToolParser.create(name, TOOLS).parse(text)
-    assert content == one_content
-    assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in one_calls]
+    assert_streamed_equals_parsed(name, text, split(data, text))
 
 
 @pytest.mark.parametrize("name, text, check", [
@@ -172,13 +169,7 @@ def test_compiled_header_machine_equals_twin(tool_scan_impl, data):
 
     name = data.draw(st.sampled_from(sorted(HEADER_FORMATS)))
     text = data.draw(fuzz_text(name))
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    pieces = split(data, text)
     ours, ref = tool_scan_impl.HeaderMachine(HEADER_FORMATS[name]), twin.HeaderMachine(HEADER_FORMATS[name])
-
-    def strip_ids(delta):  # generated ids ("call_" + random hex) differ; ids read from headers must not
-        return delta.content, [(c.index, c.name, c.arguments,
-                                None if c.id is None or c.id.startswith("call_") else c.id) for c in delta.calls]
-
-    assert [strip_ids(ours.feed(p)) for p in pieces] == [strip_ids(ref.feed(p)) for p in pieces]
-    assert strip_ids(ours.finish()) == strip_ids(ref.finish())
+    assert [without_generated_ids(ours.feed(p)) for p in pieces] == [without_generated_ids(ref.feed(p)) for p in pieces]
+    assert without_generated_ids(ours.finish()) == without_generated_ids(ref.finish())
