@@ -23,7 +23,7 @@ cdef object _EMPTY = ReasoningDelta("", "")
 __all__ = ["ReasoningMachine", "ReasoningBatch", "ReasoningDelta"]
 
 cdef enum:
-    MAX_MARKERS = 16  # markers per state of a family table (feed_batch keeps the table in C)
+    MAX_MARKERS = 16  # markers per state of a family table (the transitions are kept in C)
 
 
 cdef class ReasoningMachine(MarkerDriven):
@@ -33,7 +33,7 @@ cdef class ReasoningMachine(MarkerDriven):
     cdef bint _skip_space
     cdef str _reasoning
     cdef str _content
-    # feed_batch: the table as C arrays, and the batch's output buffers
+    # the table's transitions as C arrays (feed and feed_batch), and the batch's output buffers
     cdef int _next[3][MAX_MARKERS]
     cdef bint _keep[3][MAX_MARKERS]
     cdef char* _out[2]  # reasoning, content, in the source's kind
@@ -71,12 +71,19 @@ cdef class ReasoningMachine(MarkerDriven):
             self._content += text
         return 0
 
-    cdef int _on_marker(self, int index) except -1:
-        marker, nxt, keep = self._table[self._state][index]
+    cdef bint _transition(self, int index) noexcept nogil:
+        """Marker ``index`` of the current state: move to the next state; True if the marker's
+        text stays in the output."""
+        cdef int nxt = self._next[self._state][index]
+        cdef bint keep = self._keep[self._state][index]
         if nxt != self._state and (nxt == REASONING or nxt == CONTENT):
             self._skip_space = not keep
         self._state = nxt
-        if keep:
+        return keep
+
+    cdef int _on_marker(self, int index) except -1:
+        marker = self._table[self._state][index][0]
+        if self._transition(index):
             self._on_text(marker)
         return 0
 
@@ -120,12 +127,7 @@ cdef class ReasoningMachine(MarkerDriven):
         self._out_len[which] = copy_span(self._out[which], self._out_len[which], self._kind, self._data, start, end)
 
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
-        cdef int nxt = self._next[self._state][index]
-        cdef bint keep = self._keep[self._state][index]
-        if nxt != self._state and (nxt == REASONING or nxt == CONTENT):
-            self._skip_space = not keep
-        self._state = nxt
-        if keep:
+        if self._transition(index):
             self._span(start, end)
 
     cdef void _delta_end(self) noexcept nogil:
