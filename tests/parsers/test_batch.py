@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, feed_batches, join_deltas,
-                         reasoning_parser_names, tool_parser_names)
+from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, collect, feed_batches,
+                         join_deltas, reasoning_parser_names, tool_parser_names)
 from smg.parsers.reasoning import FORMATS
-from smg.parsers.tools import HEADER_FORMATS
+from smg.parsers.tools import HEADER_FORMATS, JSON_FORMATS
 
 from .samples import REASONING_SAMPLES, TOOL_SAMPLES, TOOLS, split, without_generated_ids
 from .test_reasoning import fuzz_text as reasoning_fuzz_text
@@ -73,14 +73,35 @@ def test_compiled_batches_equal_twin(reasoning_impl, tool_scan_impl, data):
     assert (ours.reasoning, ours.content) == (ref.reasoning, ref.content)
     assert (ours.reasoning_ends, ours.content_ends) == (ref.reasoning_ends, ref.content_ends)
 
-    name = data.draw(st.sampled_from(sorted(HEADER_FORMATS)))
+    name = data.draw(st.sampled_from(sorted(HEADER_FORMATS) + sorted(JSON_FORMATS)))
     text = data.draw(tool_fuzz_text(name))
     pieces = split(data, text, 12)
-    ours = tool_scan_impl.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
-    ref = tool_scan_py.HeaderMachine(HEADER_FORMATS[name]).feed_batch(*join_deltas(pieces))
+    machine = "HeaderMachine" if name in HEADER_FORMATS else "JsonMachine"
+    fmt = HEADER_FORMATS.get(name) or JSON_FORMATS[name]
+    ours = getattr(tool_scan_impl, machine)(fmt).feed_batch(*join_deltas(pieces))
+    ref = getattr(tool_scan_py, machine)(fmt).feed_batch(*join_deltas(pieces))
     assert (ours.content, ours.content_ends, ours.arguments) == (ref.content, ref.content_ends, ref.arguments)
     assert (ours.piece_delta, ours.piece_call, ours.piece_end) == (ref.piece_delta, ref.piece_call, ref.piece_end)
     assert [(d, h.index, h.name) for d, h in ours.headers] == [(d, h.index, h.name) for d, h in ref.headers]
+
+
+def test_json_batch_with_an_object_only_python_can_settle():
+    """An object closing before its name or arguments were read is parsed by ``json.loads``: the
+    compiled batch meets it without the GIL, so it redoes the batch with ``feed`` (same result)."""
+    text = ('a<tool_call>{"foo": 1}</tool_call>b<tool_call>{"name": "f"}</tool_call>'
+            '<tool_call>{"name": "g", "arguments": {"x": [1, 2]}}</tool_call>c')
+    pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+    ref = ToolParser.create("hermes")
+    reference = [ref.feed(p) for p in pieces]
+    expected = [without_generated_ids(d) for d in reference]
+    first, second = ToolParser.create("hermes"), ToolParser.create("hermes")
+    got = [without_generated_ids(d) for d in first.feed_batch(*join_deltas(pieces))]
+    assert got == expected
+    both = feed_batches([(second, *join_deltas(pieces[:20])), (ToolParser.create("kimi_k2"), "x", [1])])
+    assert [without_generated_ids(d) for d in both[0]] == expected[:20]
+    assert [without_generated_ids(d) for d in second.feed_batch(*join_deltas(pieces[20:]))] == expected[20:]
+    content, calls = collect(reference)
+    assert content == 'a{"foo": 1}bc' and [(c.name, c.arguments) for c in calls] == [("f", "{}"), ("g", '{"x": [1, 2]}')]
 
 
 def test_batch_records_are_columnar():

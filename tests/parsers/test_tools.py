@@ -74,7 +74,7 @@ def fuzz_text(name):
                         markers += [m for row in item for m in (row if isinstance(row, tuple) else (row,))
                                     if isinstance(m, str)]
     sample = next(s[1] for s in TOOL_SAMPLES if s[0] == name) if any(s[0] == name for s in TOOL_SAMPLES) else ""
-    pieces = markers + ["{", "}", "[", "]", '"', "\\", ":", ",", "a", " ", "\n", "😀", '"name": "f"',
+    pieces = markers + ["{", "}", "[", "]", '"', "\\", ":", ",", "a", " ", "\n", "\u00a0", "\x1c", "😀", '"name": "f"',
                         '"arguments": ', "(", ")", "=", "'"] + [sample[i:i + 7] for i in range(0, len(sample), 7)]
     return st.lists(st.sampled_from(pieces), max_size=30).map("".join)
 
@@ -94,6 +94,9 @@ def test_fuzz_never_raises_and_is_chunking_invariant(data):
      lambda c, k: k[0].name == "get_weather" and k[0].arguments == '{"city": "Pa'),
     # a JSON object without a name is not a call: its text is content
     ("hermes", '<tool_call>{"foo": 1}</tool_call>', lambda c, k: c == '{"foo": 1}' and not k),
+    # nesting too deep for json.loads is bad output like any other
+    ("hermes", '<tool_call>{"a": ' + "[" * 100_000 + "]" * 100_000 + "}</tool_call>",
+     lambda c, k: not k and c.startswith('{"a": [[')),
     # pythonic that does not parse is content
     ("pythonic", "[not python(", lambda c, k: c == "[not python(" and not k),
     # calls to tools not in the request are reported (as vLLM does)
@@ -164,12 +167,14 @@ def test_parser_for_model_overrides_and_aliases():
 
 @given(data=st.data())
 @settings(max_examples=300, deadline=None)
-def test_compiled_header_machine_equals_twin(tool_scan_impl, data):
+def test_compiled_tool_machines_equal_twin(tool_scan_impl, data):
     from smg._ext import tool_scan_py as twin
 
-    name = data.draw(st.sampled_from(sorted(HEADER_FORMATS)))
+    name = data.draw(st.sampled_from(sorted(HEADER_FORMATS) + sorted(JSON_FORMATS)))
     text = data.draw(fuzz_text(name))
     pieces = split(data, text)
-    ours, ref = tool_scan_impl.HeaderMachine(HEADER_FORMATS[name]), twin.HeaderMachine(HEADER_FORMATS[name])
+    machine = "HeaderMachine" if name in HEADER_FORMATS else "JsonMachine"
+    fmt = HEADER_FORMATS.get(name) or JSON_FORMATS[name]
+    ours, ref = getattr(tool_scan_impl, machine)(fmt), getattr(twin, machine)(fmt)
     assert [without_generated_ids(ours.feed(p)) for p in pieces] == [without_generated_ids(ref.feed(p)) for p in pieces]
     assert without_generated_ids(ours.finish()) == without_generated_ids(ref.finish())

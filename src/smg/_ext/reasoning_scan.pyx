@@ -59,7 +59,7 @@ cdef class ReasoningMachine(MarkerDriven):
     def in_reasoning(self):
         return self._state == REASONING
 
-    cdef int _on_text(self, str text) except -1:
+    cdef Py_ssize_t _on_text(self, str text) except -1:
         if self._skip_space:
             text = text.lstrip()
             if not text:
@@ -116,15 +116,16 @@ cdef class ReasoningMachine(MarkerDriven):
             self._out[i] = NULL
             self._out_ends[i] = NULL
 
-    cdef void _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    cdef Py_ssize_t _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
         cdef int which = 0 if self._state == REASONING else 1
         if self._skip_space:
             while start < end and Py_UNICODE_ISSPACE(PyUnicode_READ(self._kind, self._data, start)):
                 start += 1
             if start == end:
-                return
+                return 0
             self._skip_space = False
         self._out_len[which] = copy_span(self._out[which], self._out_len[which], self._kind, self._data, start, end)
+        return 0
 
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
         if self._transition(index):

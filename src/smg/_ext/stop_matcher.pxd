@@ -79,15 +79,15 @@ cdef class MarkerDriven:
     cdef Py_ssize_t _batch_n, _batch_text_length, _batch_base, _batch_pending
     cdef int32_t _batch_dfa_state
 
-    cdef int _on_text(self, str text) except -1
+    cdef Py_ssize_t _on_text(self, str text) except -1
     cdef int _on_marker(self, int index) except -1
     cdef object _take(self)
-    cdef bint _held_is_text(self)
+    cdef int _on_finish(self, str held) except -1
     cdef int _drive(self, str text) except -1
     cpdef object feed(self, text)
     cdef str _carry(self)
     cdef int _batch_begin(self, Py_ssize_t size, Py_ssize_t n_deltas) except -1
-    cdef void _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
+    cdef Py_ssize_t _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil
     cdef void _delta_end(self) noexcept nogil
     cdef object _batch_end(self, str source, Py_ssize_t released)

@@ -243,9 +243,12 @@ def feed_batches(jobs):
 cdef class MarkerDriven:
     """Base of the compiled parser machines (``MarkerMachine`` of the twin, in C): ``_drive`` walks
     text through the current state's matcher, handing text between markers to ``_on_text`` and
-    each marker to ``_on_marker``, which the machines override and which may change ``_state``."""
+    each marker to ``_on_marker``, which the machines override and which may change ``_state``.
+    ``_on_text`` (and ``_span`` in a batch) may change the state part-way through its text (a JSON
+    object starts at ``{``): it returns how many of its last characters it did not consume, and
+    those are scanned again, with all that followed, in the new state (0: all consumed)."""
 
-    cdef int _on_text(self, str text) except -1:
+    cdef Py_ssize_t _on_text(self, str text) except -1:
         return 0
 
     cdef int _on_marker(self, int index) except -1:
@@ -255,9 +258,11 @@ cdef class MarkerDriven:
         """The delta accumulated since the last one (each machine builds its own record)."""
         raise NotImplementedError(f"{type(self).__name__} does not define _take")
 
-    cdef bint _held_is_text(self):
-        """Whether, at end of stream, the tail held as a possible marker is text of the current state."""
-        return True
+    cdef int _on_finish(self, str held) except -1:
+        """End of stream: ``held`` is the tail the current state's matcher held as a possible marker."""
+        if held:
+            self._on_text(held)
+        return 0
 
     cpdef object feed(self, text):
         """The delta completed by one more piece of model output. A delta is a str, fed before
@@ -282,8 +287,8 @@ cdef class MarkerDriven:
     cdef int _batch_begin(self, Py_ssize_t size, Py_ssize_t n_deltas) except -1:
         return 0
 
-    cdef void _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
-        pass
+    cdef Py_ssize_t _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+        return 0
 
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
         pass
@@ -385,7 +390,7 @@ cdef class MarkerDriven:
             self._batch_drop()
 
     cdef void _batch_run(self) noexcept nogil:
-        cdef Py_ssize_t d, end, released, base = self._batch_base, pending = self._batch_pending
+        cdef Py_ssize_t d, end, released, left, base = self._batch_base, pending = self._batch_pending
         cdef Py_ssize_t pos = base  # only the new text is walked
         cdef int32_t dstate = self._batch_dfa_state, index
         cdef const Dfa* dfa
@@ -394,22 +399,23 @@ cdef class MarkerDriven:
             while pos < end:
                 dfa = &self._dfas[self._state]
                 if dfa.delta == NULL:
-                    self._span(pending, end)
-                    pos = pending = end
+                    left = self._span(pending, end)
+                    pos = pending = end - left
+                    if left:  # the state changed: the rest is walked in the new one
+                        continue
                     break
                 pos = dfa_walk(dfa, self._kind, self._data, pos, end, &dstate, &index)
-                if index >= 0:
-                    released = pos - dfa.pattern_chars[index]
-                    if released > pending:
-                        self._span(pending, released)
+                released = pos - dfa.pattern_chars[index] if index >= 0 else end - dfa.held_chars[dstate]
+                left = self._span(pending, released) if released > pending else 0
+                if left:  # rescan from there, marker and held tail included, in the new state
+                    pos = pending = released - left
+                    dstate = 0
+                elif index >= 0:
                     self._marker(index, released, pos)
                     dstate = 0
                     pending = pos
-                else:
-                    released = end - dfa.held_chars[dstate]
-                    if released > pending:
-                        self._span(pending, released)
-                        pending = released
+                elif released > pending:
+                    pending = released
             self._delta_end()
         self._batch_pending, self._batch_dfa_state = pending, dstate
 
@@ -446,25 +452,29 @@ cdef class MarkerDriven:
             raise ParseError("parser already finished")
         self._finished = True
         cdef StopStringMatcher matcher = self._matchers[self._state]
-        held = matcher._finish() if matcher is not None else ""
-        if held and self._held_is_text():
-            self._on_text(held)
+        self._on_finish(matcher._finish() if matcher is not None else "")
         return self._take()
 
     cdef int _drive(self, str text) except -1:
         cdef StopStringMatcher matcher
         cdef int32_t index
-        cdef Py_ssize_t after
+        cdef Py_ssize_t after, left
         cdef str before
         while text:
             matcher = self._matchers[self._state]
             if matcher is None:
-                self._on_text(text)
-                return 0
+                left = self._on_text(text)
+                if not left:
+                    return 0
+                text = text[len(text) - left:]
+                continue
             after = 0
             before = matcher._walk(text, True, &index, &after)
-            if before:
-                self._on_text(before)
+            left = self._on_text(before) if before else 0
+            if left:  # the state changed inside ``before``: rescan its rest, marker and held tail
+                before = before[len(before) - left:]
+                text = before + (matcher.a.patterns[index] + text[after:] if index >= 0 else matcher._finish())
+                continue
             if index < 0:
                 return 0
             self._on_marker(index)

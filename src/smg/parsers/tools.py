@@ -1,15 +1,15 @@
 """Streaming tool-call parsers: model output in, ``content`` and OpenAI-shaped call deltas out.
 
-Four base machines, each a :class:`~smg.parsers.base.MarkerMachine` plus family tables:
+Four base machines, each driven by marker matchers plus family tables. The first two run
+entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``), and their ``feed_batch``
+scans without the GIL:
 
 * :class:`JsonToolParser` — calls are JSON objects (``{"name": N, "arguments": {...}}``) inside
   markers, or a JSON array of them: hermes/qwen, llama3 json, mistral (old form), cohere,
   granite, internlm, hunyuan. The name is sent as soon as it is read; the arguments value is then
-  streamed as written, its end found by the compiled JSON scanner (depth/string/escape state).
+  streamed as written, its end found by the JSON scanner (depth/string/escape state).
 * :class:`HeaderToolParser` — a marker, the name, a separator, raw JSON arguments, an end marker:
-  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony). This one
-  runs entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``), and its
-  ``feed_batch`` scans without the GIL.
+  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony).
 * :class:`XmlToolParser` — the name and each parameter in tags, values typed by the request's
   tool schema and sent as JSON as each parameter closes: qwen3_coder, seed_oss, glm45/47,
   minimax_m2, step3, deepseek_v32 (DSML).
@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smg import _ext
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
-from smg.parsers.base import JsonScanner, MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
+from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
 from smg.parsers.base import call_id as new_call_id
 
 tool_kernel = _ext.load("tool_scan")
@@ -52,7 +52,17 @@ def _tool_schemas(tools: Iterable[Mapping[str, Any]] | None) -> dict[str, dict]:
     return out
 
 
-class ToolParser:
+class WholeOutput:
+    """``parse``: the non-streaming use of a streaming parser."""
+
+    __slots__ = ()
+
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """Non-streaming: ``(content, calls)`` of a whole output (``feed`` + ``finish``)."""
+        return collect([self.feed(text), self.finish()])
+
+
+class ToolParser(WholeOutput):
     """Base of the streaming tool parsers: call bookkeeping and the feed/finish/parse protocol."""
 
     def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
@@ -139,10 +149,6 @@ class ToolParser:
         self._finish()
         return self._take()
 
-    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
-        """Non-streaming: ``(content, calls)`` of a whole output (``feed`` + ``finish``)."""
-        return collect([self.feed(text), self.finish()])
-
 
 def collect(deltas: Iterable[ToolDelta]) -> tuple[str, list[ToolCall]]:
     """Merge streamed deltas into ``(content, calls)``."""
@@ -158,10 +164,6 @@ def collect(deltas: Iterable[ToolDelta]) -> tuple[str, list[ToolCall]]:
 
 # ---- JSON objects ------------------------------------------------------------------------------
 
-_NAME_RE = {key: re.compile(r'"%s"\s*:\s*"((?:[^"\\]|\\.)*)"' % key) for key in ("name", "tool_name")}
-_ARGS_RE = {key: re.compile(r'"%s"\s*:\s*' % key) for key in ("arguments", "parameters")}
-
-
 @dataclass(frozen=True)
 class JsonFormat:
     name: str
@@ -172,124 +174,14 @@ class JsonFormat:
     args_keys: tuple[str, ...] = ("arguments", "parameters")
 
 
-class JsonToolParser(ToolParser):
+class JsonToolParser(WholeOutput, tool_kernel.JsonMachine):
+    """The JSON-objects machine (compiled ``smg._ext.tool_scan``; see its twin)."""
+
+    __slots__ = ()
     START, BLOCK, OBJECT = 1, 2, 3
-    _SEPARATORS = frozenset(" \t\r\n,;[]")
 
-    def __init__(self, fmt: JsonFormat, tools=None, **_: Any) -> None:
-        super().__init__(tools)
-        self._fmt = fmt
-        content = fmt.start
-        self._machine = MarkerMachine([content, fmt.start, fmt.end, ()],
-                                      self.START if fmt.bare_at_start else CONTENT)
-        self._reset_object()
-
-    def _reset_object(self) -> None:
-        self._obj = ""
-        self._scanner = JsonScanner()
-        self._name: str | None = None
-        self._opened = False
-        self._args_at = -1  # offset of the arguments value in self._obj
-        self._args_scanner: Any = None
-        self._args_sent = 0  # chars of self._obj sent as arguments
-        self._args_begun = False
-
-    def _on_marker(self, index: int) -> None:
-        state = self._machine.state
-        if state in (CONTENT, self.START):
-            self._machine.state = self.BLOCK
-            self._lead = ""
-        elif state == self.BLOCK:
-            self._machine.state = CONTENT
-
-    def _on_text(self, text: str) -> str | None:
-        state = self._machine.state
-        if state == self.START:
-            return self._opening(text, "{", self.BLOCK)
-        if state == CONTENT:
-            self._text(text)
-        elif state == self.BLOCK:
-            for i, c in enumerate(text):
-                if c == "{":
-                    self._machine.state = self.OBJECT
-                    return text[i:]
-                if c not in self._SEPARATORS:
-                    if not self._fmt.end:  # an untagged block ends at the first non-JSON text
-                        self._machine.state = CONTENT
-                        return text[i:]
-                    self._text(c)
-        else:
-            end = self._scanner.feed(text)
-            self._obj += text if end < 0 else text[:end]
-            self._advance()
-            if end >= 0:
-                self._close_object()
-                self._machine.state = self.BLOCK
-                return text[end:] or None
-        return None
-
-    def _advance(self) -> None:
-        obj = self._obj
-        if self._args_at < 0:
-            for key in self._fmt.args_keys:
-                m = _ARGS_RE[key].search(obj)
-                if m:
-                    self._args_at = m.end()
-                    break
-        if self._name is None:
-            head = obj if self._args_at < 0 else obj[: self._args_at]
-            for key in self._fmt.name_keys:
-                m = _NAME_RE[key].search(head)
-                if m:
-                    try:
-                        self._name = json.loads(f'"{m.group(1)}"')
-                    except ValueError:  # an invalid escape: keep the name as written
-                        self._name = m.group(1)
-                    break
-        if self._name is not None and not self._opened:
-            self._open_call(self._name)
-            self._opened = True
-        if self._opened and self._args_at >= 0 and (self._args_scanner is None or not self._args_scanner.done):
-            if self._args_scanner is None:
-                self._args_scanner = JsonScanner()
-                self._args_sent = self._args_at
-            new = obj[self._args_sent:]
-            end = self._args_scanner.feed(new)
-            piece = new if end < 0 else new[:end]
-            if not self._args_scanner.started:
-                piece = ""  # only whitespace so far
-            elif self._args_sent == self._args_at or not self._args_begun:
-                piece = piece.lstrip()
-            if piece:
-                self._args_begun = True
-                self._args(piece)
-            self._args_sent += len(new) if end < 0 else end
-
-    def _close_object(self) -> None:
-        if not self._opened or self._args_scanner is None:
-            try:
-                data = json.loads(self._obj)
-            except ValueError:
-                data = None
-            name = next((data[k] for k in self._fmt.name_keys if isinstance(data, dict) and isinstance(data.get(k), str)), None)
-            if not self._opened and name is None:
-                self._text(self._obj)  # not a call: give the text back
-            else:
-                if not self._opened:
-                    self._open_call(name)
-                args = next((data[k] for k in self._fmt.args_keys if isinstance(data, dict) and k in data), {})
-                self._args(args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
-        self._reset_object()
-
-    def _finish(self) -> None:
-        state = self._machine.state
-        if state == self.OBJECT and not self._opened:
-            self._text(self._obj)
-        elif state == self.START:
-            self._text(self._lead)
-        held = self._machine.held()
-        if state in (CONTENT, self.START):
-            self._text(held)
+    def __init__(self, fmt: JsonFormat, tools=None, state: int | None = None, **_: Any) -> None:
+        super().__init__(fmt, state)
 
 
 # ---- header + raw arguments ---------------------------------------------------------------------
@@ -307,7 +199,7 @@ class HeaderFormat:
     parse_header: Callable[[str], tuple[str, str | None]] = lambda h: (h.strip(), None)
 
 
-class HeaderToolParser(tool_kernel.HeaderMachine):
+class HeaderToolParser(WholeOutput, tool_kernel.HeaderMachine):
     """The header + raw-arguments machine (compiled ``smg._ext.tool_scan``; see its twin)."""
 
     __slots__ = ()  # no instance dict: attribute lookups on the per-token path stay short
@@ -315,10 +207,6 @@ class HeaderToolParser(tool_kernel.HeaderMachine):
 
     def __init__(self, fmt: HeaderFormat, tools=None, state: int = CONTENT, **_: Any) -> None:
         super().__init__(fmt, state)
-
-    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
-        """Non-streaming: ``(content, calls)`` of a whole output (``feed`` + ``finish``)."""
-        return collect([self.feed(text), self.finish()])
 
 
 def _after_sep(sep: str) -> Callable[[str], tuple[str, str | None]]:
@@ -610,8 +498,7 @@ class MistralToolParser(ToolParser):
         stripped = self._pending.lstrip()
         if stripped:
             if stripped[0] == "[":
-                self._inner = JsonToolParser(MISTRAL_JSON, self._tools)
-                self._inner._machine.state = JsonToolParser.BLOCK
+                self._inner = JsonToolParser(MISTRAL_JSON, self._tools, state=JsonToolParser.BLOCK)
             else:
                 self._inner = HeaderToolParser(MISTRAL_V11, self._tools, state=HeaderToolParser.NAME)
             self._relay(self._inner.feed(stripped))
