@@ -1,4 +1,4 @@
-"""The parser kernels: JSON value-end scanner and marker splitting, compiled == twin."""
+"""The parser kernels: JSON value-end and Python-literal scanners, marker splitting; compiled == twin."""
 import json
 
 from hypothesis import given, settings
@@ -37,6 +37,28 @@ def test_json_scanner_matches_twin_on_any_text(json_scan_impl, text):
     a, b = json_scan_impl.JsonScanner(), json_twin.JsonScanner()
     assert a.feed(text) == b.feed(text)
     assert (a.depth, a.in_string, a.escape, a.done) == (b.depth, b.in_string, b.escape, b.done)
+
+
+@given(text=st.text(st.sampled_from("[](){}'\"\\ a,é"), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_bracket_scanner_matches_twin_on_any_text(json_scan_impl, text):
+    a, b = json_scan_impl.BracketScanner(), json_twin.BracketScanner()
+    assert a.feed(text) == b.feed(text)
+    assert (a.depth, a.quote, a.escape, a.done) == (b.depth, b.quote, b.escape, b.done)
+
+
+@given(source=st.sampled_from(["[f(a=1), g(b='x')]", '[f(s="a]b\\"c", t=[1, (2, 3)], u={"k": "}"})]']),
+       tail=st.text(max_size=5), cuts=st.lists(st.integers(0, 60), max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_bracket_scanner_ends_where_the_literal_ends(json_scan_impl, source, tail, cuts):
+    text, scanner, start = source + tail, json_scan_impl.BracketScanner(), 0
+    for cut in sorted(cuts) + [len(text)]:
+        found = scanner.feed(text[start:max(start, cut)])
+        if found >= 0:
+            assert start + found == len(source)
+            return
+        start = max(start, cut)
+    raise AssertionError("the literal's end was not found")
 
 
 @given(markers=st.lists(st.text("<>/ab😀", min_size=1, max_size=4), min_size=1, max_size=5),

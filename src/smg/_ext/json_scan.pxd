@@ -68,3 +68,12 @@ cdef class JsonScanner:
     cdef JsonScan s
 
     cpdef Py_ssize_t feed(self, str text) except -2
+
+
+cdef class BracketScanner:
+    cdef public int depth
+    cdef Py_UCS4 _quote  # 0: not in a string
+    cdef public bint escape
+    cdef public bint done
+
+    cpdef Py_ssize_t feed(self, str text) except -2

@@ -12,7 +12,7 @@ cdef extern from "Python.h":
     int PyUnicode_KIND(object text)
     void* PyUnicode_DATA(object text)
 
-__all__ = ["JsonScanner"]
+__all__ = ["BracketScanner", "JsonScanner"]
 
 cdef Py_ssize_t NOGIL_MIN_CHARS = 4096
 
@@ -54,3 +54,44 @@ cdef class JsonScanner:
         with nogil:
             result = json_scan(&self.s, kind, data, 0, n)
         return result
+
+
+cdef class BracketScanner:
+    """See ``json_scan_py.BracketScanner`` (a delta is short: the scan keeps the GIL)."""
+
+    def __cinit__(self):
+        self.depth = 0
+        self._quote = 0
+        self.escape = False
+        self.done = False
+
+    @property
+    def quote(self):
+        return chr(self._quote) if self._quote else ""
+
+    cpdef Py_ssize_t feed(self, str text) except -2:
+        cdef int kind = PyUnicode_KIND(text)
+        cdef void* data = PyUnicode_DATA(text)
+        cdef Py_ssize_t i
+        cdef Py_UCS4 c
+        if self.done:
+            return 0
+        for i in range(len(text)):
+            c = PyUnicode_READ(kind, data, i)
+            if self._quote:
+                if self.escape:
+                    self.escape = False
+                elif c == u"\\":
+                    self.escape = True
+                elif c == self._quote:
+                    self._quote = 0
+            elif c == u"'" or c == u'"':
+                self._quote = c
+            elif c == u"[" or c == u"(" or c == u"{":
+                self.depth += 1
+            elif c == u"]" or c == u")" or c == u"}":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.done = True
+                    return i + 1
+        return -1

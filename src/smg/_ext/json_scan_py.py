@@ -10,6 +10,10 @@ is inside a string and whether the last char was a backslash, so each delta is s
 * it is not a validator: malformed text just never ends, or ends where the brackets balance.
 
 ``feed`` returns the index just past the value's end in that delta, or -1. O(len(delta)).
+
+:class:`BracketScanner` does the same for a Python list literal (the pythonic tool format,
+``[f(a=1), g(b='x')]``): it starts at the opening bracket; ``(``, ``[``, ``{`` nest, ``'`` and
+``"`` open strings with backslash escapes, and the literal ends where the depth returns to zero.
 """
 from __future__ import annotations
 
@@ -63,6 +67,38 @@ class JsonScanner:
             elif c in "{[":
                 self.depth += 1
             elif c in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.done = True
+                    return i + 1
+        return -1
+
+
+class BracketScanner:
+    __slots__ = ("depth", "quote", "escape", "done")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.quote = ""  # the quote of the string being read
+        self.escape = False
+        self.done = False
+
+    def feed(self, text: str) -> int:
+        if self.done:
+            return 0
+        for i, c in enumerate(text):
+            if self.quote:
+                if self.escape:
+                    self.escape = False
+                elif c == "\\":
+                    self.escape = True
+                elif c == self.quote:
+                    self.quote = ""
+            elif c in "'\"":
+                self.quote = c
+            elif c in "[({":
+                self.depth += 1
+            elif c in "])}":
                 self.depth -= 1
                 if self.depth == 0:
                     self.done = True

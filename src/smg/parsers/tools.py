@@ -35,6 +35,7 @@ from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, 
 from smg.parsers.base import call_id as new_call_id
 
 tool_kernel = _ext.load("tool_scan")
+BracketScanner = _ext.load("json_scan").BracketScanner
 
 CONTENT = 0
 _EMPTY = ToolDelta("", ())
@@ -380,9 +381,7 @@ class PythonicToolParser(ToolParser):
         super().__init__(tools)
         self._machine = MarkerMachine([(), self._WRAP[:1], (), self._WRAP[1:]], self.START)
         self._buf = ""
-        self._depth = 0
-        self._quote = ""
-        self._escape = False
+        self._scanner = BracketScanner()
 
     def _on_marker(self, index: int) -> None:
         if self._machine.state == self.START:
@@ -394,24 +393,11 @@ class PythonicToolParser(ToolParser):
         if state == self.START:
             return self._opening(text, "[", self.LIST)
         if state == self.LIST:
-            for i, c in enumerate(text):
-                self._buf += c
-                if self._quote:
-                    if self._escape:
-                        self._escape = False
-                    elif c == "\\":
-                        self._escape = True
-                    elif c == self._quote:
-                        self._quote = ""
-                elif c in "'\"":
-                    self._quote = c
-                elif c in "[({":
-                    self._depth += 1
-                elif c in "])}":
-                    self._depth -= 1
-                    if self._depth == 0:
-                        self._close_list()
-                        return text[i + 1:] or None
+            end = self._scanner.feed(text)
+            self._buf += text if end < 0 else text[:end]
+            if end >= 0:
+                self._close_list()
+                return text[end:] or None
         elif state in (CONTENT, self.AFTER):
             self._text(text)
         return None
@@ -427,6 +413,7 @@ class PythonicToolParser(ToolParser):
                 self._args(json.dumps(args, ensure_ascii=False))
             self._machine.state = self.AFTER
         self._buf = ""
+        self._scanner = BracketScanner()
 
     def _finish(self) -> None:
         state = self._machine.state
