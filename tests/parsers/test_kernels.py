@@ -75,3 +75,28 @@ def test_marker_split_matches_twin(stop_impl, markers, text):
             break
         rest_a, rest_b = a[2], b[2]
     assert ours.finish() == ref.finish()
+
+
+def test_records_from_the_kernels_hold_no_extra_reference():
+    """A record built in C must be owned by its caller alone (an extra reference leaked every
+    delta: memory grew with every token streamed)."""
+    import sys
+
+    from smg.parsers import ReasoningParser, ToolParser, join_deltas
+    from smg.stop import StopParams
+
+    def owned_by_caller(record):
+        assert any(record)  # not the shared empty record
+        return sys.getrefcount(record) == 3  # the caller's name, the argument, getrefcount's own
+
+    reasoning = ReasoningParser.create("qwen3")
+    assert owned_by_caller(reasoning.feed("<think>a</thi"))
+    assert owned_by_caller(reasoning.finish())  # the held "</thi"
+    for name, text in [("kimi_k2", "x<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{"),
+                       ("hermes", 'x<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>')]:
+        parser = ToolParser.create(name)
+        delta = parser.feed(text)
+        assert owned_by_caller(delta) and delta.calls and all(sys.getrefcount(c) == 3 for c in delta.calls)  # the tuple, c, the argument
+        assert owned_by_caller(parser.feed_batch(*join_deltas(["a", "b<"])))
+    checker = StopParams(stop=["zz"]).checker()
+    assert owned_by_caller(checker.step(5, "a"))

@@ -18,6 +18,7 @@ cdef extern from "Python.h":
     object PyTuple_Type_new "PyTuple_Type.tp_new"(PyTypeObject* subtype, object args, PyObject* kwds)
     void PyTuple_SET_ITEM(PyObject* tup, Py_ssize_t pos, PyObject* item)
     void Py_INCREF(PyObject* obj)
+    void Py_DECREF(PyObject* obj)
     object PyUnicode_FromKindAndData(int kind, const void* buffer, Py_ssize_t size)
     void PyObject_GC_UnTrack(void* obj)
 
@@ -43,7 +44,9 @@ cdef inline object _new_pair(object cls, object first, object second):
     Py_INCREF(<PyObject*>second)
     PyTuple_SET_ITEM(obj, 1, <PyObject*>second)
     PyObject_GC_UnTrack(obj)
-    return <object>obj
+    record = <object>obj  # a reference of its own: tp_alloc's is given back
+    Py_DECREF(obj)
+    return record
 
 
 cdef inline str unicode_from_kind(int kind, const char* buffer, Py_ssize_t size):
