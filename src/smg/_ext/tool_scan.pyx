@@ -209,7 +209,7 @@ cdef class HeaderMachine(ToolMachine):
     cdef bint _args_started
     cdef Py_ssize_t _header_start, _space_start  # feed_batch: where they begin in the source
 
-    def __init__(self, fmt, int state=CONTENT):
+    def __init__(self, fmt, tools=None, int state=CONTENT, **options):
         self._init_tool(state_markers(fmt), state, fmt.parse_header)
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
@@ -470,7 +470,7 @@ cdef class JsonMachine(ToolMachine):
     cdef ObjectState _saved_o
     cdef int _saved_state, _saved_calls
 
-    def __init__(self, fmt, state=None):
+    def __init__(self, fmt, tools=None, state=None, **options):
         if state is None:
             state = START if fmt.bare_at_start else CONTENT
         self._init_tool([fmt.start, fmt.start, fmt.end, ()], state, json_name)

@@ -173,7 +173,8 @@ class ToolMachine:
 
 
 class HeaderMachine(ToolMachine):
-    def __init__(self, fmt, state: int = CONTENT) -> None:
+    # ``tools`` and other options: the tool parsers' common signature (these machines need neither)
+    def __init__(self, fmt, tools=None, state: int = CONTENT, **options: Any) -> None:
         super().__init__(state_markers(fmt), state)
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
@@ -262,7 +263,7 @@ def settle_object(obj: str, fmt, opened: bool) -> tuple[str | None, str | None, 
 class JsonMachine(ToolMachine):
     START, BLOCK, OBJECT = START, BLOCK, OBJECT
 
-    def __init__(self, fmt, state: int | None = None) -> None:
+    def __init__(self, fmt, tools=None, state: int | None = None, **options: Any) -> None:
         if state is None:
             state = START if fmt.bare_at_start else CONTENT
         super().__init__([fmt.start, fmt.start, fmt.end, ()], state)

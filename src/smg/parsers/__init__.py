@@ -7,7 +7,7 @@
 ``feed(delta)`` parses one delta; ``feed_batch(*join_deltas(deltas))`` parses many in one call and
 returns a columnar ``ReasoningBatch`` / ``ToolBatch`` whose item ``i`` is what ``feed`` gives for
 delta ``i``. The compiled machines scan a batch without the GIL, so threads parsing different
-streams run in parallel (the JSON, XML and pythonic tool machines are Python: their batch holds it);
+streams run in parallel (the XML and pythonic tool machines are Python: their batch holds it);
 ``feed_batches([(parser, text, ends), ...])`` scans several streams in one release of the GIL.
 """
 from smg import _ext

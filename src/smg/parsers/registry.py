@@ -68,12 +68,15 @@ def tool_parser_names() -> list[str]:
     return sorted(_TOOL_FACTORIES)
 
 
+# A parser is made per request: canonical names skip the normalisation.
 def reasoning_format(name: str) -> reasoning.ReasoningFormat:
-    return reasoning.FORMATS[_canonical(name, reasoning.FORMATS)]
+    fmt = reasoning.FORMATS.get(name) if type(name) is str else None
+    return fmt if fmt is not None else reasoning.FORMATS[_canonical(name, reasoning.FORMATS)]
 
 
 def tool_parser_factory(name: str) -> Callable[..., tools.ToolParser]:
-    return _TOOL_FACTORIES[_canonical(name, _TOOL_FACTORIES)]
+    factory = _TOOL_FACTORIES.get(name) if type(name) is str else None
+    return factory if factory is not None else _TOOL_FACTORIES[_canonical(name, _TOOL_FACTORIES)]
 
 
 def parser_for_model(model: str, reasoning_parser: str | None = None,
