@@ -42,13 +42,15 @@ def reference(llama):
     return ReferenceEngine(llama, delay_ms=0)
 
 
+@pytest.mark.parametrize("transport", ["h2", "grpc.aio"])
 @pytest.mark.parametrize("engine", ["sglang", "vllm"])
-def test_reference_engine_streaming_and_not(engine, llama, reference):
+def test_reference_engine_streaming_and_not(engine, transport, llama, reference):
     async def main():
         server = reference.server()
         port = await server.start()
         try:
-            async with WorkerPool([f"grpc://127.0.0.1:{port}"], PoolConfig(default_engine=engine)) as pool:
+            config = PoolConfig(default_engine=engine, stream_transport=transport)
+            async with WorkerPool([f"grpc://127.0.0.1:{port}"], config) as pool:
                 assert pool.model_info().model_id == "smg-reference"
                 assert set(pool.model_info().eos_token_ids) == set(reference.eos_token_ids)
                 prompt = llama.encode("Tell me about serving.")
@@ -98,14 +100,15 @@ def test_stop_ids_min_tokens_and_eos(llama):
     assert ignore[-1].finish_reason == "stop" and ignore[-1].matched_stop is None  # script ended
 
 
-def test_consumer_stop_aborts_the_engine(llama):
+@pytest.mark.parametrize("transport", ["h2", "grpc.aio"])
+def test_consumer_stop_aborts_the_engine(llama, transport):
     engine = ReferenceEngine(llama, delay_ms=5)
 
     async def main():
         server = engine.server()
         port = await server.start()
         try:
-            async with WorkerPool([f"grpc://127.0.0.1:{port}"]) as pool:
+            async with WorkerPool([f"grpc://127.0.0.1:{port}"], PoolConfig(stream_transport=transport)) as pool:
                 async with contextlib.aclosing(
                         pool.generate(GenerateRequest("abort-me", [1, 2], SamplingOptions(max_new_tokens=5000)))) as s:
                     async for _ in s:
@@ -313,6 +316,9 @@ def test_health_backoff_and_recovery(llama, reference):
 
 
 def test_membership_and_errors():
+    with pytest.raises(InvalidRequest):
+        PoolConfig(stream_transport="carrier-pigeon")
+
     async def main():
         pool = await WorkerPool().start()
         with pytest.raises(NoHealthyWorker, match="no engine worker"):

@@ -236,6 +236,7 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
         await queue.put(chunk(seq, n_new))
 
     runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs))
+    getter: asyncio.Task | None = None
     try:
         while not (runner.done() and queue.empty()):
             getter = asyncio.create_task(queue.get())
@@ -251,6 +252,8 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
         for seq in sequences:
             yield complete(seq)
     finally:
+        if getter is not None:  # the client went away while this waited for a token
+            getter.cancel()
         if not runner.done():
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)

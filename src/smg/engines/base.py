@@ -19,6 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import grpc
 from google.protobuf import json_format
 
+from smg.engines.h2 import H2Channel
 from smg.errors import EngineError, EngineUnavailable, InvalidRequest, RequestAborted, SmgError
 
 CONSTRAINTS = ("json_schema", "regex", "ebnf", "structural_tag", "json_object")
@@ -171,9 +172,11 @@ class EngineAdapter(abc.ABC):
     pb: Any
     stub_class: Any
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, streams: H2Channel | None = None) -> None:
         self.channel = channel
         self.stub = self.stub_class(channel)
+        self.streams = streams  # Generate's transport when given (see smg.engines.h2), else grpc.aio
+        self._generate_path = f"/{self.service}/Generate"
 
     @abc.abstractmethod
     def build(self, request: GenerateRequest):
@@ -184,7 +187,11 @@ class EngineAdapter(abc.ABC):
         return parse_generate_response(response)
 
     def call_generate(self, message, timeout: float | None):
-        """Start the streaming Generate call (a grpc.aio call object)."""
+        """Start the streaming Generate call: an async iterator of responses with ``done()`` and
+        ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call)."""
+        if self.streams is not None:
+            return self.streams.stream(self._generate_path, message.SerializeToString(),
+                                       self.pb.GenerateResponse.FromString, timeout)
         return self.stub.Generate(message, timeout=timeout)
 
     @abc.abstractmethod

@@ -1,6 +1,7 @@
 """The worker pool: gRPC channels to engine workers, health, failover and cancellation.
 
-* Each worker is a ``grpc.aio`` channel plus a protocol adapter, added or removed at run time.
+* Each worker is a ``grpc.aio`` channel (unary RPCs) plus a protocol adapter, added or removed at
+  run time; ``Generate`` streams over smg's own HTTP/2 client (``smg.engines.h2``) by default.
   On start (and on add) the pool asks the worker for its model info (model id, context length,
   tokenizer path, EOS ids).
 * A background task probes health. A worker that fails a probe or a request with UNAVAILABLE is
@@ -25,6 +26,7 @@ import grpc
 
 from smg.engines import adapter_class
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, map_rpc_error
+from smg.engines.h2 import H2Channel
 from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
 from smg.policies import Policy, make_policy
 
@@ -69,6 +71,11 @@ class Worker:
         self.last_error = reason
         self.next_probe = time.monotonic() + min(_MAX_BACKOFF, 2 ** (self.failures - 1))
 
+    async def close(self) -> None:
+        if self.adapter.streams is not None:
+            await self.adapter.streams.close()
+        await self.channel.close()
+
     def mark_up(self) -> None:
         self.healthy, self.failures, self.last_error = True, 0, None
 
@@ -81,6 +88,13 @@ class PoolConfig:
     max_attempts: int = 2  # attempts per request while nothing has been sent yet
     policy: str = "round_robin"
     default_engine: str = "sglang"
+    # Generate's transport: "h2", smg's HTTP/2 client on the event loop (no thread hand-off per
+    # token message), or "grpc.aio"
+    stream_transport: str = "h2"
+
+    def __post_init__(self) -> None:
+        if self.stream_transport not in ("h2", "grpc.aio"):
+            raise InvalidRequest(f"stream_transport must be 'h2' or 'grpc.aio', got {self.stream_transport!r}")
 
 
 class WorkerPool:
@@ -115,7 +129,7 @@ class WorkerPool:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         for worker in list(self._workers.values()):
-            await worker.channel.close()
+            await worker.close()
         self._workers.clear()
 
     async def __aenter__(self) -> "WorkerPool":
@@ -133,7 +147,8 @@ class WorkerPool:
             return self._workers[url]
         engine = engine or self.config.default_engine
         channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        worker = Worker(url, engine, adapter_class(engine)(channel), channel)
+        streams = H2Channel(target) if self.config.stream_transport == "h2" else None
+        worker = Worker(url, engine, adapter_class(engine)(channel, streams), channel)
         self._workers[url] = worker
         await self._probe(worker, discover=True)
         return worker
@@ -141,7 +156,7 @@ class WorkerPool:
     async def remove_worker(self, url: str) -> None:
         worker = self._workers.pop(url, None)
         if worker is not None:
-            await worker.channel.close()
+            await worker.close()
 
     @property
     def workers(self) -> list[Worker]:

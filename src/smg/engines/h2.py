@@ -1,0 +1,504 @@
+"""Server-streaming gRPC calls over HTTP/2, run on the event loop itself: the token stream's transport.
+
+Why not ``grpc.aio`` for ``Generate``: its C core runs in a poller thread that wakes the event loop
+through a socket for every completion, so each token message from an engine costs a thread
+hand-off (two context switches) and a coroutine wake-up; profiled under load, that was most of the
+gateway's CPU per token. Here the connection is an ``asyncio.Protocol``: one ``recv`` brings the
+DATA frames of many streams, they are parsed in one pass, and each stream's consumer is woken once
+per batch and drains all its messages without suspending. The unary RPCs (health, model info,
+abort) stay on ``grpc.aio``.
+
+Scope (what the engines' gRPC servers need, per RFC 9113 and gRPC's HTTP/2 protocol): one
+connection per worker, cleartext (prior knowledge), client-initiated streams; HPACK via the
+``hpack`` package; flow control both ways (receive windows opened wide and replenished, send
+windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY;
+``grpc-timeout``; trailers-only responses. Errors are ``H2RpcError`` (a ``grpc.RpcError`` with
+``code()``/``details()``), so the pool maps them as it maps ``grpc.aio``'s.
+"""
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import deque
+from typing import Callable
+from urllib.parse import unquote
+
+import grpc
+import hpack
+
+__all__ = ["H2Channel", "H2RpcError", "StreamCall"]
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+(S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE,
+ S_MAX_HEADER_LIST_SIZE) = range(1, 7)
+NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 7, 8
+MAX_WINDOW = (1 << 31) - 1
+_REPLENISH = 1 << 30  # received bytes after which a window is opened again
+MAX_MESSAGE = 256 << 20  # as the grpc.aio channel's max_receive_message_length
+
+_frame_header = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream id
+_message_prefix = struct.Struct(">BL")  # gRPC: compressed flag, length
+_u32 = struct.Struct(">L")
+_setting = struct.Struct(">HL")
+
+_HTTP_TO_GRPC = {400: grpc.StatusCode.INTERNAL, 401: grpc.StatusCode.UNAUTHENTICATED,
+                 403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.UNIMPLEMENTED,
+                 429: grpc.StatusCode.UNAVAILABLE, 502: grpc.StatusCode.UNAVAILABLE,
+                 503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.UNAVAILABLE}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class H2RpcError(grpc.RpcError):
+    """A failed call: the gRPC status the server (or the transport) gave."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    n = len(payload)
+    return _frame_header.pack(n >> 8, n & 0xFF, kind, flags, stream_id) + payload
+
+
+def _grpc_timeout(seconds: float) -> str:
+    """gRPC's ``grpc-timeout`` value: at most 8 digits and a unit."""
+    for unit, scale in (("m", 1e3), ("S", 1.0), ("M", 1 / 60), ("H", 1 / 3600)):
+        value = max(1, int(seconds * scale))
+        if value < 10 ** 8:
+            return f"{value}{unit}"
+    return "99999999H"
+
+
+class StreamCall:
+    """One server-streaming call: ``async for message in call``; ``cancel()``; ``done()``."""
+
+    __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
+                 "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
+                 "_started", "_refusals")
+
+    def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
+                 timeout: float | None) -> None:
+        self._channel, self._path, self._request, self._parse, self._timeout = channel, path, request, parse, timeout
+        self._connection: _Connection | None = None
+        self.id = 0
+        self._messages: deque[bytes] = deque()
+        self._pending = bytearray()  # DATA not yet a whole gRPC message
+        self._waiter: asyncio.Future | None = None
+        self._status: H2RpcError | None = None  # set when the call ended; OK is a status too
+        self._headers_seen = False
+        self._send_window = 0
+        self._unsent = b""
+        self._received = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False
+        self._refusals = 0  # REFUSED_STREAM answers: the server did not start it, so it is sent again
+
+    def __aiter__(self) -> "StreamCall":
+        return self
+
+    async def __anext__(self):
+        if not self._started:
+            self._started = True
+            await self._channel._start(self)
+        while not self._messages:
+            if self._connection is None and self._refusals and self._status is None:
+                await self._channel._start(self)
+                continue
+            if self._status is not None:
+                if self._status.code() is grpc.StatusCode.OK:
+                    raise StopAsyncIteration
+                raise self._status
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._parse(self._messages.popleft())
+
+    def done(self) -> bool:
+        return self._status is not None
+
+    def cancel(self) -> bool:
+        """Stop the call (RST_STREAM CANCEL to the server); False if it had already ended."""
+        if self._status is not None:
+            return False
+        if self._connection is not None and self.id:
+            self._connection.reset(self, CANCEL)
+        self._end(grpc.StatusCode.CANCELLED, "cancelled by the client")
+        return True
+
+    # ---- called by the connection -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self, code: grpc.StatusCode, details: str) -> None:
+        if self._status is None:
+            self._status = H2RpcError(code, details)
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._connection is not None:
+                self._connection.forget(self)
+            self._wake()
+
+    def _data(self, payload: bytes | memoryview) -> None:
+        pending = self._pending
+        if not pending and len(payload) >= 5:
+            flag, length = _message_prefix.unpack_from(payload)
+            if len(payload) == 5 + length and not flag:  # the usual case: one message per frame
+                self._messages.append(bytes(payload[5:]))
+                return
+        pending += payload
+        while len(pending) >= 5:
+            flag, length = _message_prefix.unpack_from(pending)
+            if flag:
+                self._fail_stream(grpc.StatusCode.INTERNAL, "compressed message, but no compression was offered")
+                return
+            if length > MAX_MESSAGE:
+                self._fail_stream(grpc.StatusCode.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit")
+                return
+            if len(pending) < 5 + length:
+                break
+            self._messages.append(bytes(pending[5:5 + length]))
+            del pending[:5 + length]
+
+    def _refused(self) -> None:
+        """The server refused the stream before starting it (RFC 9113 8.7): open it again, a few times."""
+        self._refusals += 1
+        if self._refusals > 5 or self._headers_seen:
+            self._end(grpc.StatusCode.UNAVAILABLE, "the server refused the stream")
+            return
+        self._connection.forget(self)
+        self._connection, self.id, self._unsent = None, 0, b""
+        self._wake()
+
+    def _fail_stream(self, code: grpc.StatusCode, details: str) -> None:
+        if self._connection is not None:
+            self._connection.reset(self, CANCEL)
+        self._end(code, details)
+
+    def _headers(self, headers: list[tuple[str, str]], end_stream: bool) -> None:
+        fields = dict(headers)
+        if not self._headers_seen:
+            self._headers_seen = True
+            status = fields.get(":status", "")
+            if status != "200":
+                http = int(status) if status.isdigit() else 0
+                self._fail_stream(_HTTP_TO_GRPC.get(http, grpc.StatusCode.UNKNOWN), f"HTTP status {status or '?'}")
+                return
+            if "grpc-status" not in fields:  # response headers; trailers come later
+                if end_stream:
+                    self._end(grpc.StatusCode.INTERNAL, "stream ended without a gRPC status")
+                return
+        if "grpc-status" in fields:
+            code = fields["grpc-status"]
+            self._end(_CODES.get(int(code), grpc.StatusCode.UNKNOWN) if code.isdigit() else grpc.StatusCode.UNKNOWN,
+                      unquote(fields.get("grpc-message", "")))
+        elif end_stream:
+            self._end(grpc.StatusCode.INTERNAL, "stream ended without a gRPC status")
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: frames in, streams' messages out."""
+
+    def __init__(self, authority: str) -> None:
+        self.authority = authority
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, StreamCall] = {}
+        self.next_id = 1
+        self.closed = False  # lost, or GOAWAY: no new streams
+        self.error = "connection closed"
+        self.ready = asyncio.get_running_loop().create_future()  # the server's first SETTINGS
+        self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
+        self.max_frame = 16384
+        self.max_streams = 1 << 31
+        self.initial_window = 65535
+        self.send_window = 65535
+        self.received = 0
+        self.blocked: deque[StreamCall] = deque()  # streams with DATA waiting for window
+        self.slots: deque[asyncio.Future] = deque()  # streams waiting under max_streams
+        self.buffer = b""
+        self.header_stream = 0  # a header block continues on this stream (CONTINUATION)
+        self.header_end_stream = False
+        self.header_block = bytearray()
+
+    # ---- asyncio.Protocol --------------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        settings = (_setting.pack(S_ENABLE_PUSH, 0) + _setting.pack(S_INITIAL_WINDOW_SIZE, MAX_WINDOW)
+                    + _setting.pack(S_MAX_HEADER_LIST_SIZE, 1 << 20))
+        transport.write(_PREFACE + _frame(SETTINGS, 0, 0, settings)
+                        + _frame(WINDOW_UPDATE, 0, 0, _u32.pack(MAX_WINDOW - 65535)))
+
+    def connection_lost(self, exc) -> None:
+        self._shut(f"connection lost: {exc}" if exc else "connection closed by the server")
+
+    def data_received(self, data: bytes) -> None:
+        if self.buffer:  # a frame was cut by the last read
+            data = self.buffer + data
+        view, offset, size = memoryview(data), 0, len(data)  # payloads are views of immutable bytes
+        while size - offset >= 9:
+            hi, lo, kind, flags, stream_id = _frame_header.unpack_from(view, offset)
+            length = (hi << 8) | lo
+            if size - offset - 9 < length:
+                break
+            offset += 9 + length
+            self._on_frame(kind, flags, stream_id & MAX_WINDOW, view[offset - length:offset])
+            if self.transport is None:
+                return
+        self.buffer = data[offset:]
+
+    # ---- frames -------------------------------------------------------------------------------------
+
+    def _on_frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
+        if self.header_stream and kind != CONTINUATION:
+            return self._protocol_error("a header block was interrupted")
+        if kind == DATA:
+            self.received += len(payload)
+            if self.received >= _REPLENISH:
+                self.transport.write(_frame(WINDOW_UPDATE, 0, 0, _u32.pack(self.received)))
+                self.received = 0
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                return  # a stream we reset: its frames still count against the window, nothing else
+            if flags & PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            stream._received += len(payload)
+            if stream._received >= _REPLENISH:
+                self.transport.write(_frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream._received)))
+                stream._received = 0
+            stream._data(payload)
+            if flags & END_STREAM and stream._status is None:
+                stream._end(grpc.StatusCode.INTERNAL, "stream ended without trailers")
+            stream._wake()
+        elif kind == HEADERS or kind == CONTINUATION:
+            self._on_headers(kind, flags, stream_id, payload)
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._on_settings(payload)
+        elif kind == WINDOW_UPDATE:
+            increment = _u32.unpack_from(payload)[0] & MAX_WINDOW
+            if stream_id == 0:
+                self.send_window += increment
+            elif stream_id in self.streams:
+                self.streams[stream_id]._send_window += increment
+            self._flush_blocked()
+        elif kind == PING:
+            if not flags & ACK:
+                self.transport.write(_frame(PING, ACK, 0, bytes(payload)))
+        elif kind == RST_STREAM:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                code = _u32.unpack_from(payload)[0]
+                if code == REFUSED_STREAM:
+                    stream._refused()
+                else:
+                    stream._end(grpc.StatusCode.CANCELLED if code == CANCEL else grpc.StatusCode.INTERNAL,
+                                f"stream reset by the server (HTTP/2 error {code})")
+        elif kind == GOAWAY:
+            last = _u32.unpack_from(payload)[0] & MAX_WINDOW
+            self.closed, self.error = True, "the server is going away"
+            for stream in [s for i, s in self.streams.items() if i > last]:
+                stream._end(grpc.StatusCode.UNAVAILABLE, "the server went away before starting the stream")
+            self._release_slots()
+            if not self.streams:
+                self.transport.close()
+        elif kind == PUSH_PROMISE:
+            self._protocol_error("push promised though disabled")
+        # PRIORITY and unknown frame types are ignored, as RFC 9113 asks
+
+    def _on_headers(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
+        if kind == HEADERS:
+            if flags & PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self.header_stream = stream_id
+            self.header_end_stream = bool(flags & END_STREAM)
+            self.header_block = bytearray(payload)
+        elif stream_id != self.header_stream:
+            return self._protocol_error("CONTINUATION without its HEADERS")
+        else:
+            self.header_block += payload
+        if not flags & END_HEADERS:
+            return
+        self.header_stream = 0
+        try:  # every block is decoded, whoever it is for: HPACK's table is shared
+            headers = self.decoder.decode(bytes(self.header_block))
+        except hpack.HPACKError as exc:
+            return self._protocol_error(f"bad header block: {exc}")
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream._headers(headers, self.header_end_stream)
+
+    def _on_settings(self, payload: memoryview) -> None:
+        for i in range(0, len(payload) - len(payload) % 6, 6):
+            key, value = _setting.unpack_from(payload, i)
+            if key == S_HEADER_TABLE_SIZE:
+                self.encoder.header_table_size = min(value, 4096)
+            elif key == S_MAX_CONCURRENT_STREAMS:
+                self.max_streams = value
+            elif key == S_INITIAL_WINDOW_SIZE:
+                for stream in self.streams.values():
+                    stream._send_window += value - self.initial_window
+                self.initial_window = value
+            elif key == S_MAX_FRAME_SIZE:
+                self.max_frame = value
+        self.transport.write(_frame(SETTINGS, ACK, 0))
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._release_slots()
+        self._flush_blocked()
+
+    def _protocol_error(self, why: str) -> None:
+        if self.transport is not None:
+            self.transport.write(_frame(GOAWAY, 0, 0, _u32.pack(0) + _u32.pack(PROTOCOL_ERROR)))
+            self.transport.close()
+        self._shut(f"HTTP/2 protocol error: {why}")
+
+    def _shut(self, why: str) -> None:
+        self.closed, self.error, self.transport = True, why, None
+        for stream in list(self.streams.values()):
+            stream._end(grpc.StatusCode.UNAVAILABLE, why)
+        if not self.ready.done():
+            self.ready.set_exception(H2RpcError(grpc.StatusCode.UNAVAILABLE, why))
+        self._release_slots()
+
+    # ---- streams ------------------------------------------------------------------------------------
+
+    async def open(self, stream: StreamCall, headers: list[tuple[str, str]]) -> None:
+        while len(self.streams) >= self.max_streams and not self.closed:
+            slot = asyncio.get_running_loop().create_future()
+            self.slots.append(slot)
+            await slot
+        if self.closed or self.transport is None:
+            raise H2RpcError(grpc.StatusCode.UNAVAILABLE, self.error)
+        stream.id, self.next_id = self.next_id, self.next_id + 2
+        stream._connection = self
+        stream._send_window = self.initial_window
+        self.streams[stream.id] = stream
+        block = self.encoder.encode(headers)
+        first, block = block[:self.max_frame], block[self.max_frame:]
+        frames = [_frame(HEADERS, 0 if block else END_HEADERS, stream.id, first)]
+        while block:
+            piece, block = block[:self.max_frame], block[self.max_frame:]
+            frames.append(_frame(CONTINUATION, 0 if block else END_HEADERS, stream.id, piece))
+        self.transport.write(b"".join(frames))
+        stream._unsent = _message_prefix.pack(0, len(stream._request)) + stream._request
+        self._send(stream)
+
+    def _send(self, stream: StreamCall) -> bool:
+        """Send what flow control allows of the stream's request; True when all of it went."""
+        data = stream._unsent
+        frames = []
+        while data:
+            size = min(len(data), self.max_frame, self.send_window, stream._send_window)
+            if size <= 0:
+                break
+            piece, data = data[:size], data[size:]
+            self.send_window -= size
+            stream._send_window -= size
+            frames.append(_frame(DATA, 0 if data else END_STREAM, stream.id, piece))
+        stream._unsent = data
+        if frames:
+            self.transport.write(b"".join(frames))
+        if data and stream not in self.blocked:
+            self.blocked.append(stream)
+        return not data
+
+    def _flush_blocked(self) -> None:
+        for _ in range(len(self.blocked)):
+            stream = self.blocked.popleft()
+            if stream._status is None and stream._unsent:
+                self._send(stream)
+
+    def reset(self, stream: StreamCall, code: int) -> None:
+        if self.transport is not None and stream.id in self.streams:
+            self.transport.write(_frame(RST_STREAM, 0, stream.id, _u32.pack(code)))
+
+    def forget(self, stream: StreamCall) -> None:
+        if self.streams.pop(stream.id, None) is not None:
+            self._release_slots()
+            if self.closed and not self.streams and self.transport is not None:
+                self.transport.close()
+
+    def _release_slots(self) -> None:
+        while self.slots and (self.closed or len(self.streams) < self.max_streams):
+            slot = self.slots.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                if not self.closed:
+                    break
+
+
+class H2Channel:
+    """Server-streaming gRPC calls to one ``host:port`` over one HTTP/2 connection (re-made
+    when lost or when the server goes away)."""
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self.host, self.port, self.authority = host.strip("[]"), int(port), target
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Task | None = None
+
+    def stream(self, path: str, request: bytes, parse: Callable[[bytes], object],
+               timeout: float | None = None) -> StreamCall:
+        """A call of method ``path`` (``/package.Service/Method``) with the serialized request;
+        ``parse`` turns each response message's bytes into the caller's object. The call starts
+        on the first ``__anext__``."""
+        return StreamCall(self, path, request, parse, timeout)
+
+    async def _live(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            return connection
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await loop.create_connection(lambda: _Connection(self.authority), self.host, self.port)
+            await connection.ready
+        except OSError as exc:
+            raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.authority}: {exc}") from None
+        self._connection = connection
+        return connection
+
+    async def _start(self, stream: StreamCall) -> None:
+        if stream._status is not None:  # cancelled before it started
+            return
+        connection = await self._live()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", stream._path), (":authority", self.authority),
+                   ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smg-h2")]
+        if stream._timeout is not None:
+            loop = asyncio.get_running_loop()
+            if stream._timer is None:  # the deadline counts from the first try
+                stream._timer = loop.call_later(
+                    stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
+            headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
+        await connection.open(stream, headers)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.write(_frame(GOAWAY, 0, 0, _u32.pack(0) + _u32.pack(NO_ERROR)))
+            connection.transport.close()
+            connection._shut("channel closed")
