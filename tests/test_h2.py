@@ -220,3 +220,101 @@ def test_grpc_timeout_header_fits_eight_digits(seconds, value):
     from smg.engines.h2 import _grpc_timeout
 
     assert _grpc_timeout(seconds) == value
+
+
+# ---- frames grpc's server never sends, from a server written here frame by frame -------------------
+
+def frame(kind, flags, stream_id, payload=b""):
+    return struct.pack(">HBBBL", len(payload) >> 8, len(payload) & 0xFF, kind, flags, stream_id) + payload
+
+
+async def read_frames(reader, until_kind):
+    """Read the client's frames (after its preface) until one of ``until_kind``; all of them."""
+    frames = []
+    while True:
+        header = await reader.readexactly(9)
+        hi, lo, kind, flags, stream_id = struct.unpack(">HBBBL", header)
+        frames.append((kind, flags, stream_id, await reader.readexactly((hi << 8) | lo)))
+        if kind == until_kind:
+            return frames
+
+
+def test_padding_priority_continuation_ping_and_split_messages():
+    import hpack
+
+    pinged = asyncio.Event()
+
+    async def handle(reader, writer):
+        await reader.readexactly(24)  # the connection preface
+        encoder = hpack.Encoder()
+        writer.write(frame(4, 0, 0, struct.pack(">HL", 5, 16384)) + frame(6, 0, 0, b"12345678"))
+        frames = await read_frames(reader, 1)  # up to the request's HEADERS
+        stream = frames[-1][2]
+        block = encoder.encode([(":status", "200"), ("content-type", "application/grpc"), ("x-pad", "p" * 40)])
+        half = len(block) // 2
+        # HEADERS with padding and a priority block, its header block continued in a CONTINUATION
+        writer.write(frame(1, 0x8 | 0x20, stream, bytes([3]) + b"\0\0\0\0\x10" + block[:half] + b"\0\0\0")
+                     + frame(9, 0x4, stream, block[half:]))
+        one, two, three = (struct.pack(">BL", 0, len(m)) + m for m in (b"alpha", b"beta", b"gamma" * 5))
+        writer.write(frame(0, 0x8, stream, bytes([2]) + one[:4] + b"\0\0"))  # padded, a message cut in two
+        writer.write(frame(0, 0, stream, one[4:] + two + three[:3]))  # the rest, a whole one, a start
+        writer.write(frame(0, 0, stream, three[3:]))
+        trailers = encoder.encode([("grpc-status", "0"), ("grpc-message", "")])
+        writer.write(frame(1, 0x4 | 0x1, stream, trailers))
+        await writer.drain()
+        if not any(f[0] == 6 for f in frames):  # the client answers the PING when it reads it
+            frames += await read_frames(reader, 6)
+        if any(f[0] == 6 and f[1] & 1 and f[3] == b"12345678" for f in frames):
+            pinged.set()
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        channel = H2Channel(f"127.0.0.1:{port}")
+        try:
+            assert await take(channel, b"request") == [b"alpha", b"beta", b"gamma" * 5]
+            await asyncio.wait_for(pinged.wait(), 5)
+        finally:
+            await channel.close()
+            srv.close()
+    run(main())
+
+
+def test_goaway_fails_unstarted_streams_as_unavailable_and_the_next_call_reconnects():
+    import hpack
+
+    connections = 0
+
+    async def handle(reader, writer):
+        nonlocal connections
+        connections += 1
+        await reader.readexactly(24)
+        writer.write(frame(4, 0, 0))
+        stream = (await read_frames(reader, 1))[-1][2]
+        if connections == 1:  # going away: nothing at or above stream 1 was processed
+            writer.write(frame(7, 0, 0, struct.pack(">LL", 0, 0)))
+        else:
+            encoder = hpack.Encoder()
+            writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"),
+                                                               ("content-type", "application/grpc")]))
+                         + frame(0, 0, stream, struct.pack(">BL", 0, 2) + b"ok")
+                         + frame(1, 0x5, stream, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        channel = H2Channel(f"127.0.0.1:{port}")
+        try:
+            with pytest.raises(H2RpcError) as info:
+                await take(channel, b"x")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await take(channel, b"x") == [b"ok"]
+            assert connections == 2
+        finally:
+            await channel.close()
+            srv.close()
+    run(main())
