@@ -138,6 +138,9 @@ def test_template_resolution_order(tmp_path, llama_dir):
     (tmp_path / "chat_template.jinja").write_text("file beside")
     tok = Tokenizer.from_dir(tmp_path)
     assert tok.apply_chat_template([]) == "file beside"
+    (tmp_path / "chat_template.jinja").write_text("edited")  # template files are read once per tokenizer
+    assert tok.apply_chat_template([]) == "file beside"
+    assert Tokenizer.from_dir(tmp_path).apply_chat_template([]) == "edited"
     (tmp_path / "other.jinja").write_text("explicit file")
     assert tok.apply_chat_template([], chat_template=str(tmp_path / "other.jinja")) == "explicit file"
     assert tok.apply_chat_template([], chat_template="{{ 'explicit string' }}") == "explicit string"
