@@ -239,6 +239,18 @@ async def read_frames(reader, until_kind):
             return frames
 
 
+@contextlib.asynccontextmanager
+async def raw_server(handle):
+    """An H2Channel to a server that is ``handle(reader, writer)`` on a plain socket."""
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    channel = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+    try:
+        yield channel
+    finally:
+        await channel.close()
+        srv.close()
+
+
 def test_padding_priority_continuation_ping_and_split_messages():
     import hpack
 
@@ -269,15 +281,9 @@ def test_padding_priority_continuation_ping_and_split_messages():
         writer.close()
 
     async def main():
-        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        channel = H2Channel(f"127.0.0.1:{port}")
-        try:
+        async with raw_server(handle) as channel:
             assert await take(channel, b"request") == [b"alpha", b"beta", b"gamma" * 5]
             await asyncio.wait_for(pinged.wait(), 5)
-        finally:
-            await channel.close()
-            srv.close()
     run(main())
 
 
@@ -305,16 +311,10 @@ def test_goaway_fails_unstarted_streams_as_unavailable_and_the_next_call_reconne
         writer.close()
 
     async def main():
-        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        channel = H2Channel(f"127.0.0.1:{port}")
-        try:
+        async with raw_server(handle) as channel:
             with pytest.raises(H2RpcError) as info:
                 await take(channel, b"x")
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert await take(channel, b"x") == [b"ok"]
             assert connections == 2
-        finally:
-            await channel.close()
-            srv.close()
     run(main())

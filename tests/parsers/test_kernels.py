@@ -1,6 +1,7 @@
 """The parser kernels: JSON value-end and Python-literal scanners, marker splitting; compiled == twin."""
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,20 +32,17 @@ def test_json_scanner_finds_the_end_whatever_the_chunks(json_scan_impl, value, t
     assert json.loads(text[:ends[0]]) == value
 
 
-@given(text=st.text(st.sampled_from('{}[]"\\ ab,é'), max_size=40))
+@pytest.mark.parametrize("scanner, fields, alphabet", [
+    ("JsonScanner", ("depth", "in_string", "escape", "done"), '{}[]"\\ ab,é'),
+    ("BracketScanner", ("depth", "quote", "escape", "done"), "[](){}'\"\\ a,é"),
+])
+@given(data=st.data())
 @settings(max_examples=400, deadline=None)
-def test_json_scanner_matches_twin_on_any_text(json_scan_impl, text):
-    a, b = json_scan_impl.JsonScanner(), json_twin.JsonScanner()
+def test_scanners_match_twin_on_any_text(json_scan_impl, scanner, fields, alphabet, data):
+    text = data.draw(st.text(st.sampled_from(alphabet), max_size=40))
+    a, b = getattr(json_scan_impl, scanner)(), getattr(json_twin, scanner)()
     assert a.feed(text) == b.feed(text)
-    assert (a.depth, a.in_string, a.escape, a.done) == (b.depth, b.in_string, b.escape, b.done)
-
-
-@given(text=st.text(st.sampled_from("[](){}'\"\\ a,é"), max_size=40))
-@settings(max_examples=400, deadline=None)
-def test_bracket_scanner_matches_twin_on_any_text(json_scan_impl, text):
-    a, b = json_scan_impl.BracketScanner(), json_twin.BracketScanner()
-    assert a.feed(text) == b.feed(text)
-    assert (a.depth, a.quote, a.escape, a.done) == (b.depth, b.quote, b.escape, b.done)
+    assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
 
 
 @given(source=st.sampled_from(["[f(a=1), g(b='x')]", '[f(s="a]b\\"c", t=[1, (2, 3)], u={"k": "}"})]']),
