@@ -318,3 +318,34 @@ def test_goaway_fails_unstarted_streams_as_unavailable_and_the_next_call_reconne
             assert await take(channel, b"x") == [b"ok"]
             assert connections == 2
     run(main())
+
+
+def test_a_silent_peer_fails_open_streams_after_an_unanswered_keepalive(monkeypatch):
+    import hpack
+
+    from smg.engines import h2
+
+    monkeypatch.setattr(h2, "KEEPALIVE_SECONDS", 0.1)
+    pings = []
+
+    async def handle(reader, writer):  # starts the response, then answers nothing (a hung host)
+        await reader.readexactly(24)
+        writer.write(frame(4, 0, 0))
+        stream = (await read_frames(reader, 1))[-1][2]
+        writer.write(frame(1, 0x4, stream, hpack.Encoder().encode([(":status", "200"),
+                                                                   ("content-type", "application/grpc")]))
+                     + frame(0, 0, stream, struct.pack(">BL", 0, 5) + b"first"))
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                pings.extend(f for f in await read_frames(reader, 6) if f[0] == 6 and not f[1] & 1)
+
+    async def main():
+        async with raw_server(handle) as channel:
+            call = channel.stream(PATH, b"", identity)
+            assert await call.__anext__() == b"first"
+            with pytest.raises(H2RpcError) as info:
+                await asyncio.wait_for(call.__anext__(), 5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "keepalive" in info.value.details()
+        assert pings  # it did ask
+    run(main())

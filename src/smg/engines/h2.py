@@ -12,7 +12,7 @@ Scope (what the engines' gRPC servers need, per RFC 9113 and gRPC's HTTP/2 proto
 connection per worker, cleartext (prior knowledge), client-initiated streams; HPACK via the
 ``hpack`` package; flow control both ways (receive windows opened wide and replenished, send
 windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY;
-``grpc-timeout``; trailers-only responses. Errors are ``H2RpcError`` (a ``grpc.RpcError`` with
+``grpc-timeout``; trailers-only responses; keepalive PINGs while streams are open. Errors are ``H2RpcError`` (a ``grpc.RpcError`` with
 ``code()``/``details()``), so the pool maps them as it maps ``grpc.aio``'s.
 """
 from __future__ import annotations
@@ -44,6 +44,8 @@ MAX_MESSAGE = 256 << 20  # as the grpc.aio channel's max_receive_message_length
 # (2,000-token prompts, concurrency 16): TTFT p50 80 ms undrained, 40 ms at 16, 19 ms at 4,
 # 13 ms at 1; tokens/s 34.2k, 32.2k, 31.9k, 30.3k.
 _BURST = 4
+KEEPALIVE_SECONDS = 30.0  # as the grpc.aio channels' keepalive_time_ms
+_KEEPALIVE_PING = b"smg-ping"
 
 _frame_header = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream id
 _message_prefix = struct.Struct(">BL")  # gRPC: compressed flag, length
@@ -245,6 +247,8 @@ class _Connection(asyncio.Protocol):
         self.header_stream = 0  # a header block continues on this stream (CONTINUATION)
         self.header_end_stream = False
         self.header_block = bytearray()
+        self.keepalive: asyncio.TimerHandle | None = None
+        self.ping_sent = False
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -254,9 +258,26 @@ class _Connection(asyncio.Protocol):
                     + _setting.pack(S_MAX_HEADER_LIST_SIZE, 1 << 20))
         transport.write(_PREFACE + _frame(SETTINGS, 0, 0, settings)
                         + _frame(WINDOW_UPDATE, 0, 0, _u32.pack(MAX_WINDOW - 65535)))
+        self.keepalive = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._keepalive)
 
     def connection_lost(self, exc) -> None:
         self._shut(f"connection lost: {exc}" if exc else "connection closed by the server")
+
+    def _keepalive(self) -> None:
+        """While streams are open, PING the server every KEEPALIVE_SECONDS; a PING left unanswered
+        that long means a dead peer (a crashed host sends no FIN): its streams fail as UNAVAILABLE
+        instead of waiting forever."""
+        if self.transport is None:
+            return
+        if self.ping_sent:
+            transport = self.transport
+            self._shut(f"no answer to a keepalive PING in {KEEPALIVE_SECONDS:g} s")
+            transport.abort()
+            return
+        if self.streams:
+            self.ping_sent = True
+            self.transport.write(_frame(PING, 0, 0, _KEEPALIVE_PING))
+        self.keepalive = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
         if self.buffer:  # a frame was cut by the last read
@@ -311,6 +332,8 @@ class _Connection(asyncio.Protocol):
         elif kind == PING:
             if not flags & ACK:
                 self.transport.write(_frame(PING, ACK, 0, bytes(payload)))
+            elif payload == _KEEPALIVE_PING:
+                self.ping_sent = False
         elif kind == RST_STREAM:
             stream = self.streams.get(stream_id)
             if stream is not None:
@@ -383,6 +406,8 @@ class _Connection(asyncio.Protocol):
 
     def _shut(self, why: str) -> None:
         self.closed, self.error, self.transport = True, why, None
+        if self.keepalive is not None:
+            self.keepalive.cancel()
         for stream in list(self.streams.values()):
             stream._end(grpc.StatusCode.UNAVAILABLE, why)
         if not self.ready.done():
