@@ -79,6 +79,7 @@ stop_impl = kernel_fixture("stop_matcher")
 json_scan_impl = kernel_fixture("json_scan")
 reasoning_impl = kernel_fixture("reasoning_scan")
 tool_scan_impl = kernel_fixture("tool_scan")
+h2_data_impl = kernel_fixture("h2_data")
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ import struct
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smg.engines.h2 import H2Channel, H2RpcError
 
@@ -349,3 +351,59 @@ def test_a_silent_peer_fails_open_streams_after_an_unanswered_keepalive(monkeypa
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "keepalive" in info.value.details()
         assert pings  # it did ask
     run(main())
+
+
+# ---- the compiled DATA fast path against its twin -------------------------------------------------
+
+class Sink:
+    """What take_messages touches on a stream."""
+
+    def __init__(self, pending=b"", received=0):
+        self._pending, self._received, self._messages, self.woken = bytearray(pending), received, [], 0
+
+    def _wake(self):
+        self.woken += 1
+
+    def state(self):
+        return bytes(self._pending), self._received, self._messages, self.woken
+
+
+def grpc_message(body: bytes, compressed: bool = False) -> bytes:
+    return struct.pack(">BL", int(compressed), len(body)) + body
+
+
+data_frames = st.lists(st.tuples(
+    st.sampled_from([0, 0, 0, 1]),  # kind: mostly DATA
+    st.sampled_from([0, 0, 0, 0x1, 0x8]),  # flags
+    st.sampled_from([1, 3, 5, 7]),  # 3 holds part of a message, 5 is near its window, 7 is unknown
+    st.lists(st.tuples(st.binary(max_size=12), st.sampled_from([False, False, False, True])), max_size=3),
+    st.sampled_from([None, None, None, 1, 4]),  # cut the payload short (a message cut by the frame)
+), max_size=12)
+
+
+@given(frames=data_frames, cut=st.integers(0, 400), start=st.integers(0, 3))
+@settings(max_examples=400, deadline=None)
+def test_take_messages_matches_twin(h2_data_impl, frames, cut, start):
+    from smg._ext import h2_data_py
+
+    data = b"".join(frame(kind, flags, stream, b"".join(grpc_message(m, c) for m, c in messages)[:cut_at])
+                    for kind, flags, stream, messages, cut_at in frames)
+    data = data[:max(cut, len(data) // 2)]
+    offset = min(start, len(data))
+
+    def run(impl):
+        streams = {1: Sink(), 3: Sink(pending=b"\0\0"), 5: Sink(received=(1 << 30) - 20)}
+        result = impl.take_messages(data, offset, streams)
+        return result, {k: s.state() for k, s in streams.items()}
+
+    assert run(h2_data_impl) == run(h2_data_py)
+
+
+def test_take_messages_stops_at_what_it_does_not_handle():
+    from smg._ext import h2_data_py
+
+    stream = Sink()
+    two = frame(0, 0, 1, grpc_message(b"a") + grpc_message(b"bc"))
+    data = two + frame(0, 0, 1, grpc_message(b"d", compressed=True)) + two
+    assert h2_data_py.take_messages(data, 0, {1: stream}) == (len(two), len(two) - 9)
+    assert stream.state() == (b"", len(two) - 9, [b"a", b"bc"], 1)

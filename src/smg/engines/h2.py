@@ -5,8 +5,9 @@ through a socket for every completion, so each token message from an engine cost
 hand-off (two context switches) and a coroutine wake-up; profiled under load, that was most of the
 gateway's CPU per token. Here the connection is an ``asyncio.Protocol``: one ``recv`` brings the
 DATA frames of many streams, they are parsed in one pass, and each stream's consumer is woken once
-per batch and drains all its messages without suspending. The unary RPCs (health, model info,
-abort) stay on ``grpc.aio``.
+per batch and drains all its messages without suspending. Runs of DATA frames carrying whole
+messages (a token stream's steady state) go through the compiled ``smg._ext.h2_data`` kernel. The
+unary RPCs (health, model info, abort) stay on ``grpc.aio``.
 
 Scope (what the engines' gRPC servers need, per RFC 9113 and gRPC's HTTP/2 protocol): one
 connection per worker, cleartext (prior knowledge), client-initiated streams; HPACK via the
@@ -25,6 +26,10 @@ from urllib.parse import unquote
 
 import grpc
 import hpack
+
+from smg import _ext
+
+take_messages = _ext.load("h2_data").take_messages
 
 __all__ = ["H2Channel", "H2RpcError", "StreamCall"]
 
@@ -282,17 +287,31 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.buffer:  # a frame was cut by the last read
             data = self.buffer + data
-        view, offset, size = memoryview(data), 0, len(data)  # payloads are views of immutable bytes
-        while size - offset >= 9:
-            hi, lo, kind, flags, stream_id = _frame_header.unpack_from(view, offset)
+        view, offset, size = None, 0, len(data)
+        while True:
+            if not self.header_stream:  # runs of DATA frames of whole messages: the compiled fast path
+                offset, consumed = take_messages(data, offset, self.streams)
+                if consumed:
+                    self._count_received(consumed)
+            if size - offset < 9:
+                break
+            hi, lo, kind, flags, stream_id = _frame_header.unpack_from(data, offset)
             length = (hi << 8) | lo
             if size - offset - 9 < length:
                 break
             offset += 9 + length
+            view = view or memoryview(data)  # payloads are views of immutable bytes
             self._on_frame(kind, flags, stream_id & MAX_WINDOW, view[offset - length:offset])
             if self.transport is None:
                 return
         self.buffer = data[offset:]
+
+    def _count_received(self, n: int) -> None:
+        """Connection-level flow control: open the window again after a GiB."""
+        self.received += n
+        if self.received >= _REPLENISH:
+            self.transport.write(_frame(WINDOW_UPDATE, 0, 0, _u32.pack(self.received)))
+            self.received = 0
 
     # ---- frames -------------------------------------------------------------------------------------
 
@@ -300,10 +319,7 @@ class _Connection(asyncio.Protocol):
         if self.header_stream and kind != CONTINUATION:
             return self._protocol_error("a header block was interrupted")
         if kind == DATA:
-            self.received += len(payload)
-            if self.received >= _REPLENISH:
-                self.transport.write(_frame(WINDOW_UPDATE, 0, 0, _u32.pack(self.received)))
-                self.received = 0
+            self._count_received(len(payload))
             stream = self.streams.get(stream_id)
             if stream is None:
                 return  # a stream we reset: its frames still count against the window, nothing else
