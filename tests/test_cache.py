@@ -65,13 +65,17 @@ def test_shared_system_prompt_hits_l1(fresh_dir):
     tokenizer = Tokenizer.from_dir(fresh_dir)
     system = "You are a careful assistant. " * 50
     first = chat(tokenizer, system, ["What is 2+2?"])
+    assert tokenizer.uncached_chars(first) == len(first)
     assert tokenizer.encode(first) == uncached(tokenizer, first)
     info = tokenizer.cache_info()
     assert (info.l1_hits, info.l1_misses, info.l1_entries) == (0, 1, 1)
     second = chat(tokenizer, system, ["Tell me a joke about compilers."])
+    assert tokenizer.uncached_chars(second) < 200 < len(system)  # only the tail past the cached prefix
+    assert tokenizer.cache_info() == info  # asking changed nothing
     assert tokenizer.encode(second) == uncached(tokenizer, second)
     info = tokenizer.cache_info()
     assert info.l1_hits == 1 and info.l1_reused_tokens >= len(uncached(tokenizer, system))
+    assert tokenizer.uncached_chars(second) == 0
     assert tokenizer.encode(second) == uncached(tokenizer, second)
     assert tokenizer.cache_info().l0_hits == 1
 

@@ -42,7 +42,8 @@ from smg.tokenizer import Tokenizer
 
 log = logging.getLogger("smg.gateway")
 
-# Prompts longer than this are encoded in a worker thread (an L0 hit is still a dict probe there).
+# Prompts needing more than this many chars encoded (past the cache's hits) are encoded in a
+# worker thread: the hand-off costs GIL waits that a cached prefix does not repay.
 _OFFLOAD_CHARS = 8192
 
 
@@ -369,9 +370,9 @@ class Gateway:
         return ("json_schema", json.dumps(fmt.json_schema.schema))
 
     async def _encode(self, text: str) -> list[int]:
-        """Encode off the event loop when it is long: ``tokenizers`` releases the GIL, so the loop
-        keeps streaming other requests (and a second core does the encode)."""
-        if len(text) < _OFFLOAD_CHARS:
+        """Encode off the event loop when much of it is not cached: ``tokenizers`` releases the
+        GIL, so the loop keeps streaming other requests (and a second core does the encode)."""
+        if len(text) < _OFFLOAD_CHARS or self.tokenizer.uncached_chars(text) < _OFFLOAD_CHARS:
             return self.tokenizer.encode(text)
         return await asyncio.to_thread(self.tokenizer.encode, text)
 

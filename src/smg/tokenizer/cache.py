@@ -119,6 +119,13 @@ class TokenCache:
         self._l0_put(text, ids)
         return list(ids)
 
+    def uncached_chars(self, text: str) -> int:
+        """How many chars of ``text`` the backend would encode now (0 on an L0 hit; the tail after
+        the longest cached prefix on an L1 hit). Changes no statistics."""
+        if text in self._l0:
+            return 0
+        return len(self._plan(text, count=False).to_encode)
+
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text (no special tokens added)."""
         results: list[list[int] | None] = [None] * len(texts)
@@ -190,13 +197,16 @@ class TokenCache:
 
     # ---- L1 -----------------------------------------------------------------------------------
 
-    def _plan(self, text: str) -> _Plan:
+    def _plan(self, text: str, count: bool = True) -> _Plan:
+        """How ``text`` would be encoded; ``count``: record it in the statistics and the LRU order."""
         if self._scanner is None:
             return _Plan(text, text, [], -1, None, 0)
         cuts = self._scanner.scan(text)
         if not cuts:
             return _Plan(text, text, cuts, -1, None, 0)
         k, entry, n_prefix = kernel.find_longest_prefix(cuts, text, self._l1_table)
+        if not count:
+            return _Plan(text, text if k < 0 else text[cuts[k].char_start:], cuts, k, entry, n_prefix)
         with self._lock:
             if k < 0:
                 self._l1_misses += 1

@@ -209,6 +209,11 @@ class Tokenizer:
         except UnicodeEncodeError as exc:
             raise TokenizerError(f"input is not valid Unicode (lone surrogate at {exc.start})") from exc
 
+    def uncached_chars(self, text: str) -> int:
+        """How many chars of ``text`` ``encode`` would hand to the backend now (0 when cached whole,
+        the tail after a cached prefix otherwise): what is worth moving off an event loop."""
+        return self._cache.uncached_chars(text)
+
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
         """``encode`` of each text; misses are encoded in one backend batch."""
         if isinstance(texts, str) or not isinstance(texts, Sequence):
