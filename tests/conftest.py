@@ -80,6 +80,7 @@ json_scan_impl = kernel_fixture("json_scan")
 reasoning_impl = kernel_fixture("reasoning_scan")
 tool_scan_impl = kernel_fixture("tool_scan")
 h2_data_impl = kernel_fixture("h2_data")
+proto_chunk_impl = kernel_fixture("proto_chunk")
 
 
 @pytest.fixture(scope="session")

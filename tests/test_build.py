@@ -10,7 +10,7 @@ from smg import _ext
 
 
 @pytest.mark.compiled_only
-@pytest.mark.parametrize("name", ["token_cache", "detok", "stop_matcher", "json_scan", "reasoning_scan", "tool_scan", "h2_data"])
+@pytest.mark.parametrize("name", ["token_cache", "detok", "stop_matcher", "json_scan", "reasoning_scan", "tool_scan", "h2_data", "proto_chunk"])
 def test_compiled_kernel_is_built_and_bound(name):
     assert not _ext.USE_TWINS, "the compiled suite must not run with SMG_NO_EXTENSIONS=1"
     module = _ext.load(name)

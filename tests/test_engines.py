@@ -5,6 +5,8 @@ import contextlib
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as spb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
 from smg_grpc_proto.generated import trtllm_service_pb2 as tpb
@@ -457,3 +459,60 @@ def test_multimodal_tensors_reach_both_protocols():
     v = vllm_message.mm_inputs
     assert np.array_equal(np.frombuffer(v.model_specific_tensors["image_grid_thw"].inline, dtype=np.int64), grid[0])
     assert np.frombuffer(v.pixel_values.inline, dtype=np.float32).tolist() == pixels.ravel().tolist()
+
+
+# ---- token chunks read from their bytes (smg._ext.proto_chunk) ---------------------------------------
+
+uint32 = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def responses(draw):
+    """A serialized GenerateResponse of either protocol: mostly plain chunks, sometimes what the
+    fast reader must leave to protobuf (logprobs, a complete)."""
+    pb = draw(st.sampled_from([spb, vpb]))
+    message = pb.GenerateResponse()
+    if pb is spb and draw(st.booleans()):
+        message.request_id = draw(st.text(max_size=8))
+    kind = draw(st.sampled_from(["chunk"] * 6 + ["logprobs", "complete"]))
+    if kind == "complete":
+        message.complete.output_ids.extend(draw(st.lists(uint32, max_size=4)))
+    else:
+        chunk = message.chunk
+        chunk.token_ids.extend(draw(st.lists(uint32, max_size=6)))
+        chunk.prompt_tokens, chunk.completion_tokens = draw(uint32), draw(uint32)
+        chunk.cached_tokens, chunk.index = draw(uint32), draw(st.integers(0, 9))
+        if pb is spb and draw(st.booleans()):
+            chunk.reasoning_tokens = draw(uint32)
+        if kind == "logprobs":
+            chunk.output_logprobs.token_logprobs.append(-0.5)
+    return pb, message.SerializeToString()
+
+
+@given(response=responses(), junk=st.binary(max_size=24), cut=st.integers(0, 64))
+@settings(max_examples=400, deadline=None)
+def test_chunks_read_from_bytes_match_protobuf_and_the_twin(proto_chunk_impl, response, junk, cut):
+    from smg._ext import proto_chunk_py
+    from smg.engines.base import chunk_layout, parse_generate_response
+
+    pb, raw = response
+    layout = chunk_layout(pb)
+    got = proto_chunk_impl.decode_chunk(raw, layout)
+    assert got == proto_chunk_py.decode_chunk(raw, layout)
+    message = pb.GenerateResponse.FromString(raw)
+    plain = message.HasField("chunk") and not message.chunk.HasField("output_logprobs")
+    assert (got is not None) == plain
+    if got is not None:
+        expected = parse_generate_response(message)
+        assert got == (expected.index, expected.token_ids, expected.prompt_tokens, expected.completion_tokens,
+                       expected.cached_tokens)
+    for bad in (junk, raw[:cut], raw + junk):  # malformed bytes: None or a value, never an exception
+        assert proto_chunk_impl.decode_chunk(bad, layout) == proto_chunk_py.decode_chunk(bad, layout)
+
+
+def test_chunk_layouts_come_from_the_descriptors():
+    from smg.engines.base import chunk_layout
+
+    assert chunk_layout(spb) == (2, 8, frozenset({1}), frozenset({9}))
+    assert chunk_layout(vpb) == (1, 7, frozenset(), frozenset())
+    assert chunk_layout(tpb) is None  # TRT-LLM's chunk has another shape: always parsed by protobuf

@@ -19,6 +19,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import grpc
 from google.protobuf import json_format
 
+from smg import _ext
 from smg.engines.h2 import H2Channel
 from smg.errors import EngineError, EngineUnavailable, InvalidRequest, RequestAborted, SmgError
 
@@ -147,6 +148,7 @@ class ModelInfo:
 
 
 new_output = tuple.__new__  # new_output(EngineOutput, (index, ids, prompt, completion, cached, logprobs, ...))
+decode_chunk = _ext.load("proto_chunk").decode_chunk
 
 
 def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> SmgError:
@@ -175,8 +177,10 @@ class EngineAdapter(abc.ABC):
     def __init__(self, channel: grpc.aio.Channel, streams: H2Channel | None = None) -> None:
         self.channel = channel
         self.stub = self.stub_class(channel)
-        self.streams = streams  # Generate's transport when given (see smg.engines.h2), else grpc.aio
+        # Generate's transport when given (see smg.engines.h2; its calls yield EngineOutputs), else grpc.aio
+        self.streams = streams
         self._generate_path = f"/{self.service}/Generate"
+        self._chunk_layout = chunk_layout(self.pb)
 
     @abc.abstractmethod
     def build(self, request: GenerateRequest):
@@ -186,12 +190,21 @@ class EngineAdapter(abc.ABC):
         """One GenerateResponse as an EngineOutput (SGLang's and vLLM's shape by default)."""
         return parse_generate_response(response)
 
+    def decode(self, raw: bytes) -> EngineOutput:
+        """One serialized GenerateResponse as an EngineOutput: a plain token chunk is read from its
+        bytes (``smg._ext.proto_chunk``), anything else parsed with protobuf."""
+        if self._chunk_layout is not None:
+            chunk = decode_chunk(raw, self._chunk_layout)
+            if chunk is not None:
+                index, ids, prompt, completion, cached = chunk
+                return new_output(EngineOutput, (index, ids, prompt, completion, cached, None, False, None, None))
+        return self.parse(self.pb.GenerateResponse.FromString(raw))
+
     def call_generate(self, message, timeout: float | None):
-        """Start the streaming Generate call: an async iterator of responses with ``done()`` and
-        ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call)."""
+        """Start the streaming Generate call, with ``done()`` and ``cancel()``: an ``H2Channel``
+        stream of EngineOutputs, or (``streams`` None) a grpc.aio call of responses for ``parse``."""
         if self.streams is not None:
-            return self.streams.stream(self._generate_path, message.SerializeToString(),
-                                       self.pb.GenerateResponse.FromString, timeout)
+            return self.streams.stream(self._generate_path, message.SerializeToString(), self.decode, timeout)
         return self.stub.Generate(message, timeout=timeout)
 
     @abc.abstractmethod
@@ -225,6 +238,21 @@ def proto_logprobs(lp) -> tuple[TokenLogprob, ...] | None:
     return tuple(
         TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
         for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
+
+
+def chunk_layout(pb) -> tuple | None:
+    """Field numbers ``decode_chunk`` needs, from the protocol's descriptor; None when its chunk
+    is not the shape it reads (token_ids 1, prompt/completion/cached tokens 2-4, an index)."""
+    response = pb.GenerateResponse.DESCRIPTOR
+    chunk = response.fields_by_name.get("chunk")
+    fields = chunk.message_type.fields_by_name if chunk is not None else {}
+    wanted = {"token_ids": 1, "prompt_tokens": 2, "completion_tokens": 3, "cached_tokens": 4}
+    if "index" not in fields or any(name not in fields or fields[name].number != number
+                                    for name, number in wanted.items()):
+        return None
+    return (chunk.number, fields["index"].number,
+            frozenset(f.number for f in response.fields if f.name == "request_id"),  # not read by smg
+            frozenset(f.number for f in chunk.message_type.fields if f.name == "reasoning_tokens"))
 
 
 def parse_generate_response(response) -> EngineOutput:
