@@ -407,3 +407,24 @@ def test_take_messages_stops_at_what_it_does_not_handle():
     data = two + frame(0, 0, 1, grpc_message(b"d", compressed=True)) + two
     assert h2_data_py.take_messages(data, 0, {1: stream}) == (len(two), len(two) - 9)
     assert stream.state() == (b"", len(two) - 9, [b"a", b"bc"], 1)
+
+
+def test_an_undecodable_message_fails_the_call_as_internal():
+    def parse(data: bytes) -> bytes:
+        if data == b"\0":
+            raise ValueError("not a response")
+        return data
+
+    async def main():
+        async with server(echo) as target:
+            channel = H2Channel(target)
+            try:
+                got = []
+                with pytest.raises(H2RpcError) as info:
+                    async for message in channel.stream(PATH, ask(3, 1), parse):
+                        got.append(message)
+                assert got == [] and info.value.code() == grpc.StatusCode.INTERNAL
+                assert await take(channel, ask(1, 2)) == [b"\0\0"]  # the connection is fine
+            finally:
+                await channel.close()
+    run(main())

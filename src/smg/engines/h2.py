@@ -143,7 +143,11 @@ class StreamCall:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._parse(self._messages.popleft())
+        try:
+            return self._parse(self._messages.popleft())
+        except Exception as exc:  # an undecodable message fails the call, as grpc.aio's deserializer does
+            self._fail_stream(grpc.StatusCode.INTERNAL, f"could not decode a response message: {exc}")
+            raise self._status from None
 
     def done(self) -> bool:
         return self._status is not None
