@@ -177,12 +177,9 @@ class StreamCall:
             self._wake()
 
     def _data(self, payload: bytes | memoryview) -> None:
+        """DATA the fast path (``take_messages``) left: padded, ending the stream, or messages cut
+        across frames."""
         pending = self._pending
-        if not pending and len(payload) >= 5:
-            flag, length = _message_prefix.unpack_from(payload)
-            if len(payload) == 5 + length and not flag:  # the usual case: one message per frame
-                self._messages.append(bytes(payload[5:]))
-                return
         pending += payload
         while len(pending) >= 5:
             flag, length = _message_prefix.unpack_from(pending)
@@ -214,16 +211,12 @@ class StreamCall:
 
     def _headers(self, headers: list[tuple[str, str]], end_stream: bool) -> None:
         fields = dict(headers)
-        if not self._headers_seen:
+        if not self._headers_seen:  # the response headers (or a trailers-only response)
             self._headers_seen = True
             status = fields.get(":status", "")
             if status != "200":
                 http = int(status) if status.isdigit() else 0
                 self._fail_stream(_HTTP_TO_GRPC.get(http, grpc.StatusCode.UNKNOWN), f"HTTP status {status or '?'}")
-                return
-            if "grpc-status" not in fields:  # response headers; trailers come later
-                if end_stream:
-                    self._end(grpc.StatusCode.INTERNAL, "stream ended without a gRPC status")
                 return
         if "grpc-status" in fields:
             code = fields["grpc-status"]
@@ -236,8 +229,7 @@ class StreamCall:
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection: frames in, streams' messages out."""
 
-    def __init__(self, authority: str) -> None:
-        self.authority = authority
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, StreamCall] = {}
         self.next_id = 1
@@ -419,10 +411,14 @@ class _Connection(asyncio.Protocol):
         self._flush_blocked()
 
     def _protocol_error(self, why: str) -> None:
+        self.go_away(PROTOCOL_ERROR, f"HTTP/2 protocol error: {why}")
+
+    def go_away(self, code: int, why: str) -> None:
+        """Close the connection with GOAWAY ``code``; its streams fail as UNAVAILABLE with ``why``."""
         if self.transport is not None:
-            self.transport.write(_frame(GOAWAY, 0, 0, _u32.pack(0) + _u32.pack(PROTOCOL_ERROR)))
+            self.transport.write(_frame(GOAWAY, 0, 0, _u32.pack(0) + _u32.pack(code)))
             self.transport.close()
-        self._shut(f"HTTP/2 protocol error: {why}")
+        self._shut(why)
 
     def _shut(self, why: str) -> None:
         self.closed, self.error, self.transport = True, why, None
@@ -533,7 +529,7 @@ class H2Channel:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await loop.create_connection(lambda: _Connection(self.authority), self.host, self.port)
+            _, connection = await loop.create_connection(_Connection, self.host, self.port)
             await connection.ready
         except OSError as exc:
             raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.authority}: {exc}") from None
@@ -556,7 +552,5 @@ class H2Channel:
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None and connection.transport is not None:
-            connection.transport.write(_frame(GOAWAY, 0, 0, _u32.pack(0) + _u32.pack(NO_ERROR)))
-            connection.transport.close()
-            connection._shut("channel closed")
+        if connection is not None:
+            connection.go_away(NO_ERROR, "channel closed")
