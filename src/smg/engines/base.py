@@ -177,10 +177,12 @@ class EngineAdapter(abc.ABC):
     def __init__(self, channel: grpc.aio.Channel, streams: H2Channel | None = None) -> None:
         self.channel = channel
         self.stub = self.stub_class(channel)
-        # Generate's transport when given (see smg.engines.h2; its calls yield EngineOutputs), else grpc.aio
-        self.streams = streams
+        self.streams = streams  # Generate's transport when given (see smg.engines.h2), else grpc.aio
         self._generate_path = f"/{self.service}/Generate"
         self._chunk_layout = chunk_layout(self.pb)
+        # grpc.aio's Generate, decoding each response with ``decode`` as the h2 stream does
+        self._generate = channel.unary_stream(self._generate_path, request_serializer=_serialize,
+                                              response_deserializer=self.decode)
 
     @abc.abstractmethod
     def build(self, request: GenerateRequest):
@@ -201,11 +203,11 @@ class EngineAdapter(abc.ABC):
         return self.parse(self.pb.GenerateResponse.FromString(raw))
 
     def call_generate(self, message, timeout: float | None):
-        """Start the streaming Generate call, with ``done()`` and ``cancel()``: an ``H2Channel``
-        stream of EngineOutputs, or (``streams`` None) a grpc.aio call of responses for ``parse``."""
+        """Start the streaming Generate call: an async iterator of EngineOutputs with ``done()``
+        and ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call)."""
         if self.streams is not None:
             return self.streams.stream(self._generate_path, message.SerializeToString(), self.decode, timeout)
-        return self.stub.Generate(message, timeout=timeout)
+        return self._generate(message, timeout=timeout)
 
     @abc.abstractmethod
     async def abort(self, request_id: str, timeout: float = 2.0) -> None: ...
@@ -238,6 +240,10 @@ def proto_logprobs(lp) -> tuple[TokenLogprob, ...] | None:
     return tuple(
         TokenLogprob(token_id, value, tuple(zip(tops[i].token_ids, tops[i].values)) if i < len(tops) else ())
         for i, (token_id, value) in enumerate(zip(lp.token_ids, lp.token_logprobs)))
+
+
+def _serialize(message) -> bytes:
+    return message.SerializeToString()
 
 
 def chunk_layout(pb) -> tuple | None:

@@ -222,13 +222,11 @@ class WorkerPool:
             target = worker if worker is not None else self.pick(request, tried)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
-            parse = target.adapter.parse if target.adapter.streams is None else None  # h2 yields outputs
             target.in_flight += 1
             sent = False
             open_sequences = set(range(request.sampling.n))
             try:
-                async for response in call:
-                    output = response if parse is None else parse(response)
+                async for output in call:
                     if output.finished:
                         open_sequences.discard(output.index)
                     sent = True
