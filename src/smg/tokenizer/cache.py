@@ -205,16 +205,17 @@ class TokenCache:
         if not cuts:
             return _Plan(text, text, cuts, -1, None, 0)
         k, entry, n_prefix = kernel.find_longest_prefix(cuts, text, self._l1_table)
-        if not count:
-            return _Plan(text, text if k < 0 else text[cuts[k].char_start:], cuts, k, entry, n_prefix)
-        with self._lock:
-            if k < 0:
-                self._l1_misses += 1
-                return _Plan(text, text, cuts, -1, None, 0)
-            self._l1_hits += 1
-            self._l1_reused_tokens += n_prefix
-            if entry in self._l1_entries:
-                self._l1_entries.move_to_end(entry)
+        if count:
+            with self._lock:
+                if k < 0:
+                    self._l1_misses += 1
+                else:
+                    self._l1_hits += 1
+                    self._l1_reused_tokens += n_prefix
+                    if entry in self._l1_entries:
+                        self._l1_entries.move_to_end(entry)
+        if k < 0:
+            return _Plan(text, text, cuts, -1, None, 0)
         # Re-encode the cut token with the tail: the tail then sits at the same offset after the
         # same token as in the whole text, and its first id must be that token's.
         return _Plan(text, text[cuts[k].char_start :], cuts, k, entry, n_prefix)
