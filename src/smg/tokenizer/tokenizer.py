@@ -78,9 +78,9 @@ class Tokenizer:
         self._backend.no_padding()
         self._config = dict(config or {})
         self._directory = directory
-        self._templates: dict[str, ChatTemplate] = {}  # by source
-        # by the chat_template argument: resolving it stats and reads a file (5% of a served request)
-        self._chosen: dict[tuple[str | None, bool], ChatTemplate] = {}
+        # by (chat_template argument, with tools): resolving an argument stats and reads a file,
+        # which per request was 5% of a served request
+        self._templates: dict[tuple[str | None, bool], ChatTemplate] = {}
         self._templates_lock = threading.Lock()
 
         added = [t for t in raw.get("added_tokens", []) if isinstance(t, dict) and "content" in t]
@@ -305,21 +305,15 @@ class Tokenizer:
     def _compiled_template(self, chat_template: str | None, with_tools: bool) -> ChatTemplate:
         """The compiled template for an argument (template files are read once per process)."""
         key = (chat_template, with_tools)
-        template = self._chosen.get(key)
+        template = self._templates.get(key)
         if template is not None:
             return template
-        source = resolve_template_source(chat_template, self._directory, self._config.get("chat_template"),
-                                         with_tools)
+        template = ChatTemplate(resolve_template_source(chat_template, self._directory,
+                                                        self._config.get("chat_template"), with_tools))
         with self._templates_lock:
-            template = self._templates.get(source)
-            if template is None:
-                if len(self._templates) >= _MAX_COMPILED_TEMPLATES:
-                    self._templates.clear()  # per-request templates must not grow memory forever
-                    self._chosen.clear()
-                template = self._templates[source] = ChatTemplate(source)
-            if len(self._chosen) >= _MAX_COMPILED_TEMPLATES:
-                self._chosen.clear()
-            self._chosen[key] = template
+            if len(self._templates) >= _MAX_COMPILED_TEMPLATES:
+                self._templates.clear()  # per-request templates must not grow memory forever
+            self._templates[key] = template
         return template
 
     def apply_chat_template(
