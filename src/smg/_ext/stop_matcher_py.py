@@ -20,6 +20,7 @@ it lives here, beside the matcher, because it runs once per generated token.
 from __future__ import annotations
 
 from array import array
+from itertools import accumulate
 from collections import deque
 from typing import AbstractSet, Callable, NamedTuple, Sequence
 
@@ -259,11 +260,7 @@ def check_distinct(jobs: Sequence[tuple[object, str, object]]) -> None:
 
 def join_deltas(deltas: Sequence[str]) -> tuple[str, array]:
     """``(text, ends)`` of a list of deltas, the input of the parsers' ``feed_batch``."""
-    ends, total = array("q"), 0
-    for delta in deltas:
-        total += len(delta)
-        ends.append(total)
-    return "".join(deltas), ends
+    return "".join(deltas), array("q", accumulate(map(len, deltas)))
 
 
 class MarkerMachine:
