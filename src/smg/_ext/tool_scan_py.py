@@ -129,21 +129,41 @@ def state_markers(fmt) -> list[tuple[str, ...]]:
 
 
 
-class ToolMachine:
-    """What the tool machines share: a call's pieces in streaming shape, and feed/finish."""
+class CallRecorder:
+    """What every Python tool machine shares (these twins, and the XML, pythonic and mistral
+    parsers of ``smg.parsers.tools``): the delta being built — content and calls in streaming
+    shape — and the start state of outputs that may open with a call. Needs ``_machine``."""
 
-    def __init__(self, state_markers: list[tuple[str, ...]], state: int) -> None:
-        self._machine = markers.MarkerMachine(state_markers, state)
+    def _start_output(self) -> None:
         self._content = ""
         self._deltas: list[ToolCallDelta] = []
         self.calls = 0
         self._finished = False
+        self._lead = ""  # leading whitespace held by _opening
+
+    def _opening(self, text: str, opener: str, opened: int) -> str | None:
+        """Leading whitespace is held until the first other character says whether the output
+        opens with ``opener`` (then state ``opened``, the whitespace dropped) or is content.
+        Returns the text to scan again in the new state (None: all held)."""
+        stripped = text.lstrip()
+        if not stripped:
+            self._lead += text
+            return None
+        lead, self._lead = self._lead, ""
+        if stripped[0] == opener:
+            self._machine.state = opened
+            return stripped
+        self._machine.state = CONTENT
+        self._content += lead
+        return text
 
     def _open(self, name: str, given_id: str | None = None) -> None:
         self._deltas.append(ToolCallDelta(self.calls, given_id or call_id(), name, ""))
         self.calls += 1
 
     def _args(self, text: str) -> None:
+        if not text:
+            return
         last = self._deltas[-1] if self._deltas else None
         if last is not None and last.index == self.calls - 1:
             self._deltas[-1] = ToolCallDelta(last.index, last.id, last.name, last.arguments + text)
@@ -157,6 +177,14 @@ class ToolMachine:
         self._content = ""
         self._deltas = []
         return delta
+
+
+class ToolMachine(CallRecorder):
+    """A twin machine: the markers of each state, and feed/finish."""
+
+    def __init__(self, state_markers: list[tuple[str, ...]], state: int) -> None:
+        self._machine = markers.MarkerMachine(state_markers, state)
+        self._start_output()
 
     def feed(self, text: str) -> ToolDelta:
         markers.check_text(text, self._finished)
@@ -268,7 +296,6 @@ class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         super().__init__([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
-        self._lead = ""  # leading whitespace held in START
         self._reset_object()
 
     def _reset_object(self) -> None:
@@ -291,17 +318,7 @@ class JsonMachine(ToolMachine):
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
         if state == START:
-            stripped = text.lstrip()
-            if not stripped:
-                self._lead += text
-                return None
-            lead, self._lead = self._lead, ""
-            if stripped[0] == "{":
-                self._machine.state = BLOCK
-                return stripped
-            self._machine.state = CONTENT
-            self._content += lead
-            return text
+            return self._opening(text, "{", BLOCK)
         if state == CONTENT:
             self._content += text
         elif state == BLOCK:
@@ -364,8 +381,7 @@ class JsonMachine(ToolMachine):
             else:
                 if name is not None:
                     self._open(name)
-                if args:
-                    self._args(args)
+                self._args(args)
         self._reset_object()
 
     def _on_finish(self, held: str) -> None:

@@ -31,16 +31,14 @@ from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smg import _ext
+from smg._ext.tool_scan_py import CallRecorder
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
 from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
-from smg.parsers.base import call_id as new_call_id
 
 tool_kernel = _ext.load("tool_scan")
 BracketScanner = _ext.load("json_scan").BracketScanner
 
 CONTENT = 0
-_EMPTY = ToolDelta("", ())
-_new_delta = tuple.__new__  # builds a ToolDelta without the namedtuple's Python __new__
 
 
 def _tool_schemas(tools: Iterable[Mapping[str, Any]] | None) -> dict[str, dict]:
@@ -64,64 +62,18 @@ class WholeOutput:
         return collect([self.feed(text), self.finish()])
 
 
-class ToolParser(WholeOutput):
-    """Base of the streaming tool parsers: call bookkeeping and the feed/finish/parse protocol."""
+class ToolParser(WholeOutput, CallRecorder):
+    """Base of the Python tool parsers (XML, pythonic, mistral): the feed/finish/parse protocol
+    over ``CallRecorder``'s call bookkeeping."""
 
     def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
         self._schemas = _tool_schemas(tools)
-        self._content: list[str] = []
-        self._deltas: list[ToolCallDelta] = []
-        self._calls = 0
-        self._finished = False
-        self._lead = ""  # leading whitespace held by _opening
+        self._start_output()
 
     @classmethod
     def create(cls, name: str, tools: Iterable[Mapping[str, Any]] | None = None, **options: Any) -> "ToolParser":
         """A parser for family ``name`` (see :func:`tool_parser_names`)."""
         return registry.tool_parser_factory(name)(tools, **options)
-
-    # ---- emitted pieces -----------------------------------------------------------------------
-
-    def _text(self, text: str) -> None:
-        if text:
-            self._content.append(text)
-
-    def _opening(self, text: str, opener: str, opened: int) -> str | None:
-        """The start state of families whose output may open with a call (llama3 JSON, pythonic):
-        leading whitespace is held until the first other character says whether it is ``opener``
-        (then state ``opened``) or content. Returns the text to scan again in the new state."""
-        stripped = text.lstrip()
-        if not stripped:
-            self._lead += text
-            return None
-        lead, self._lead = self._lead, ""
-        if stripped[0] == opener:
-            self._machine.state = opened
-            return stripped
-        self._machine.state = CONTENT
-        self._text(lead)
-        return text
-
-    def _open_call(self, name: str, call_id: str | None = None) -> None:
-        self._deltas.append(ToolCallDelta(self._calls, call_id or new_call_id(), name, ""))
-        self._calls += 1
-
-    def _args(self, text: str) -> None:
-        if not text:
-            return
-        last = self._deltas[-1] if self._deltas else None
-        if last is not None and last.index == self._calls - 1:
-            self._deltas[-1] = last._replace(arguments=last.arguments + text)
-        else:
-            self._deltas.append(ToolCallDelta(self._calls - 1, None, None, text))
-
-    def _take(self) -> ToolDelta:
-        if not self._content and not self._deltas:
-            return _EMPTY
-        delta = _new_delta(ToolDelta, ("".join(self._content), tuple(self._deltas)))
-        self._content.clear()
-        self._deltas.clear()
-        return delta
 
     # ---- protocol -----------------------------------------------------------------------------
 
@@ -139,7 +91,7 @@ class ToolParser(WholeOutput):
         self._feed(delta)
         return self._take()
 
-    # The JSON, XML and pythonic machines are Python: their batch is ``feed`` per delta, GIL held.
+    # The XML, pythonic and mistral machines are Python: their batch is ``feed`` per delta, GIL held.
     feed_batch = feed_each_delta
 
     def finish(self) -> ToolDelta:
@@ -309,7 +261,7 @@ class XmlToolParser(ToolParser):
         self._fmt = fmt
         self._machine = MarkerMachine([[m for m, _, _ in row] for row in fmt.table])
         self._buf = ""
-        self._open = False
+        self._in_call = False
         self._first_param = True
         self._fn: str | None = None
         self._pname = ""
@@ -318,7 +270,7 @@ class XmlToolParser(ToolParser):
     def _on_text(self, text: str) -> None:
         state = self._machine.state
         if state == CONTENT:
-            self._text(text)
+            self._content += text
         elif state in (NAME, PNAME, PVALUE):
             self._buf += text
 
@@ -327,17 +279,17 @@ class XmlToolParser(ToolParser):
         for action in actions:
             if action == "call":
                 self._fn = self._buf.strip()
-                self._open_call(self._fn)
+                self._open(self._fn)
                 self._args("{")
-                self._open, self._first_param = True, True
+                self._in_call, self._first_param = True, True
             elif action.startswith("pname"):
                 self._pname = self._buf.strip()
                 self._pmode = {"pname": "schema", "pname_str": "string", "pname_json": "json"}[action]
-            elif action == "value" and self._open and self._machine.state == PVALUE:
+            elif action == "value" and self._in_call and self._machine.state == PVALUE:
                 self._emit_param(self._buf)
-            elif action == "close" and self._open:
+            elif action == "close" and self._in_call:
                 self._args("}")
-                self._open = False
+                self._in_call = False
         if nxt != self._machine.state or actions:
             self._buf = ""
         self._machine.state = nxt
@@ -356,10 +308,10 @@ class XmlToolParser(ToolParser):
     def _finish(self) -> None:
         held = self._machine.held()
         if self._machine.state == CONTENT:
-            self._text(held)
-        if self._open:  # truncated inside a call: close what was sent
+            self._content += held
+        if self._in_call:  # truncated inside a call: close what was sent
             self._args("}")
-            self._open = False
+            self._in_call = False
 
 
 # ---- pythonic ------------------------------------------------------------------------------------
@@ -392,17 +344,17 @@ class PythonicToolParser(ToolParser):
                 self._close_list()
                 return text[end:] or None
         elif state in (CONTENT, self.AFTER):
-            self._text(text)
+            self._content += text
         return None
 
     def _close_list(self) -> None:
         calls = _pythonic_calls(self._buf)
         if calls is None:
-            self._text(self._buf)
+            self._content += self._buf
             self._machine.state = CONTENT
         else:
             for name, args in calls:
-                self._open_call(name)
+                self._open(name)
                 self._args(json.dumps(args, ensure_ascii=False))
             self._machine.state = self.AFTER
         self._buf = ""
@@ -411,12 +363,12 @@ class PythonicToolParser(ToolParser):
     def _finish(self) -> None:
         state = self._machine.state
         if state == self.START:
-            self._text(self._lead)
+            self._content += self._lead
         elif state == self.LIST:
-            self._text(self._buf)
+            self._content += self._buf
         held = self._machine.held()
         if state in (CONTENT, self.AFTER, self.START):
-            self._text(held)
+            self._content += held
 
 
 def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
@@ -472,7 +424,7 @@ class MistralToolParser(ToolParser):
 
     def _on_text(self, text: str) -> None:
         if self._machine.state == CONTENT:
-            self._text(text)
+            self._content += text
             return
         self._pending += text
         stripped = self._pending.lstrip()
@@ -484,17 +436,17 @@ class MistralToolParser(ToolParser):
             self._relay(self._inner.feed(stripped))
 
     def _relay(self, delta: ToolDelta) -> None:
-        self._text(delta.content)
+        self._content += delta.content
         for call in delta.calls:
             if call.name is not None:
-                self._open_call(call.name, call.id)
+                self._open(call.name, call.id)
             self._args(call.arguments)
 
     def _finish(self) -> None:
         if self._inner is not None:
             self._relay(self._inner.finish())
         elif self._machine.state == CONTENT:
-            self._text(self._machine.held())
+            self._content += self._machine.held()
 
 
 # ---- the family tables ---------------------------------------------------------------------------
