@@ -14,6 +14,7 @@ from libc.stdlib cimport free, malloc, realloc
 from smg._ext._records cimport _new_pair, _new_tuple, int64_array, unicode_from_kind
 from smg._ext.json_scan cimport JsonScan, json_scan, json_scan_reset
 from smg._ext.stop_matcher cimport MarkerDriven, copy_span, matcher_for, PyUnicode_READ, Py_UNICODE_ISSPACE
+from smg._ext.stop_matcher_py import feed_each
 from smg._ext.tool_scan_py import (EMPTY, ToolBatch, ToolCallDelta, ToolDelta, call_id, json_name, settle_object,
                                    state_markers)
 
@@ -684,18 +685,13 @@ cdef class JsonMachine(ToolMachine):
             self._state = CONTENT
 
     cdef object _batch_complete(self):
-        cdef Py_ssize_t start = 0
         if not self._needs_gil:
             return ToolMachine._batch_complete(self)
         text, ends = self._batch_source[self._batch_base:], self._batch_cuts
         self._batch_drop()
         self._o = self._saved_o
         self._state, self.calls = self._saved_state, self._saved_calls
-        deltas = []
-        for end in ends:
-            deltas.append(self.feed(text[start:end]))
-            start = end
-        return ToolBatch.from_deltas(deltas)
+        return ToolBatch.from_deltas(feed_each((<object>self).feed, EMPTY, text, ends, self._finished))
 
     cdef int _batch_keep(self, str source, Py_ssize_t released) except -1:
         self._obj = source[self._obj_start:released] if self._state == OBJECT else ""
