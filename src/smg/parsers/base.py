@@ -14,15 +14,12 @@ from smg import _ext
 from smg._ext import stop_matcher_py
 from smg._ext.stop_matcher_py import check_text
 from smg._ext.reasoning_scan_py import ReasoningDelta
-from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta, call_id
+from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta
 from smg.errors import ParseError
 
-__all__ = ["JsonScanner", "MarkerMachine", "ParseError", "ReasoningDelta", "ToolCall", "ToolCallDelta", "ToolDelta",
-           "call_id", "check_text"]
+__all__ = ["MarkerMachine", "ParseError", "ReasoningDelta", "ToolCall", "ToolCallDelta", "ToolDelta", "check_text"]
 
 _markers = _ext.load("stop_matcher")
-_json = _ext.load("json_scan")
-JsonScanner = _json.JsonScanner
 
 
 
