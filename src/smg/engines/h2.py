@@ -303,11 +303,15 @@ class _Connection(asyncio.Protocol):
         self.buffer = data[offset:]
 
     def _count_received(self, n: int) -> None:
-        """Connection-level flow control: open the window again after a GiB."""
-        self.received += n
-        if self.received >= _REPLENISH:
-            self.transport.write(_frame(WINDOW_UPDATE, 0, 0, _u32.pack(self.received)))
-            self.received = 0
+        self.received = self._window(0, self.received + n)
+
+    def _window(self, stream_id: int, received: int) -> int:
+        """Flow control of the connection (stream 0) or a stream: past a GiB received, open its
+        window again. Returns the count to keep."""
+        if received < _REPLENISH:
+            return received
+        self.transport.write(_frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(received)))
+        return 0
 
     # ---- frames -------------------------------------------------------------------------------------
 
@@ -321,10 +325,7 @@ class _Connection(asyncio.Protocol):
                 return  # a stream we reset: its frames still count against the window, nothing else
             if flags & PADDED:
                 payload = payload[1:len(payload) - payload[0]]
-            stream._received += len(payload)
-            if stream._received >= _REPLENISH:
-                self.transport.write(_frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(stream._received)))
-                stream._received = 0
+            stream._received = self._window(stream_id, stream._received + len(payload))
             stream._data(payload)
             if flags & END_STREAM and stream._status is None:
                 stream._end(grpc.StatusCode.INTERNAL, "stream ended without trailers")
