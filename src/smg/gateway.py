@@ -167,9 +167,17 @@ class _Choice:
 
     def feed(self, out: EngineOutput, gw: "Gateway") -> tuple[str, str, list] | None:
         """Run one engine message through the pipeline; None when it released nothing."""
+        ids = out.token_ids
+        if len(ids) == 1 and self.logprobs is None:  # the usual message: one token, no logprobs
+            self.tokens += 1
+            delta = self.stop.step(ids[0], self.detok.step(ids[0]))
+            if delta.finished:
+                self.finished, self.finish_reason, self.matched = True, delta.finish_reason, delta.matched_stop
+                return self._emit(delta.text, final=True)
+            return self._emit(delta.text, final=False) if delta.text else None
         released = []
         logprobs = out.logprobs
-        for position, token_id in enumerate(out.token_ids):
+        for position, token_id in enumerate(ids):
             self.tokens += 1
             text = self.detok.step(token_id)
             delta = self.stop.step(token_id, text)
@@ -439,7 +447,7 @@ class Gateway:
                 if out.finished and not choice.finished:
                     piece = _merge(piece, choice.end(out))
                 yield choice, out, piece
-                if all(c.finished for c in choices):
+                if choice.finished and all(c.finished for c in choices):
                     break  # stop strings may end choices before the engine does: close (aborts it)
         if first is not None and count:  # mean inter-token latency of the stream, one observation
             self.metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)

@@ -97,7 +97,7 @@ class StreamCall:
 
     __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
                  "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
-                 "_started", "_refusals", "_burst")
+                 "_started", "_refusals", "_burst", "_loop")
 
     def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
                  timeout: float | None) -> None:
@@ -116,6 +116,7 @@ class StreamCall:
         self._started = False
         self._refusals = 0  # REFUSED_STREAM answers: the server did not start it, so it is sent again
         self._burst = 0  # messages returned in a row without waiting
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() each call
 
     def __aiter__(self) -> "StreamCall":
         return self
@@ -123,6 +124,7 @@ class StreamCall:
     async def __anext__(self):
         if not self._started:
             self._started = True
+            self._loop = asyncio.get_running_loop()
             await self._channel._start(self)
         if self._messages:
             self._burst += 1
@@ -138,7 +140,7 @@ class StreamCall:
                 if self._status.code() is grpc.StatusCode.OK:
                     raise StopAsyncIteration
                 raise self._status
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
