@@ -74,6 +74,7 @@ def kernel_fixture(name):
 
 
 token_cache_impl = kernel_fixture("token_cache")
+bpe_impl = kernel_fixture("bpe")
 detok_impl = kernel_fixture("detok")
 stop_impl = kernel_fixture("stop_matcher")
 json_scan_impl = kernel_fixture("json_scan")

@@ -42,10 +42,6 @@ from smg.tokenizer import Tokenizer
 
 log = logging.getLogger("smg.gateway")
 
-# Prompts needing more than this many chars encoded (past the cache's hits) are encoded in a
-# worker thread: the hand-off costs GIL waits that a cached prefix does not repay.
-_OFFLOAD_CHARS = 8192
-
 
 @dataclass
 class GatewayConfig:
@@ -380,7 +376,9 @@ class Gateway:
     async def _encode(self, text: str) -> list[int]:
         """Encode off the event loop when much of it is not cached: ``tokenizers`` releases the
         GIL, so the loop keeps streaming other requests (and a second core does the encode)."""
-        if len(text) < _OFFLOAD_CHARS or self.tokenizer.uncached_chars(text) < _OFFLOAD_CHARS:
+        # the hand-off costs GIL waits that a short encode or a cached prefix does not repay
+        limit = self.tokenizer.offload_chars
+        if len(text) < limit or self.tokenizer.uncached_chars(text) < limit:
             return self.tokenizer.encode(text)
         return await asyncio.to_thread(self.tokenizer.encode, text)
 

@@ -1,0 +1,365 @@
+"""Compiled byte-level BPE encoder with the cl100k-style pre-tokenizer; see ``bpe_py`` (its twin
+and specification) for the rules. The text is walked as UTF-8 bytes: added tokens are found with
+the token cache's trie, pieces are cut by the pattern's rules written out as code, and each piece
+is merged through an open-addressing table of (left id, right id) -> (rank, merged id). All of it
+runs without the GIL for texts long enough to be worth it.
+"""
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport INT32_MAX, int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+
+from smg._ext.bpe_py import CL100K_PATTERN, char_classes
+from smg._ext.token_cache cimport Match, _Trie
+
+__all__ = ["CL100K_PATTERN", "ByteLevelBPE"]
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+
+
+cdef enum:
+    OTHER = 0
+    LETTER = 1
+    NUMBER = 2
+    SPACE = 4
+    NEWLINE = 12
+    SMALL_PIECE = 64  # pieces up to this many bytes merge by rescanning; longer ones use a heap
+    NOGIL_BYTES = 2048  # below this, releasing the GIL costs more than it lets others do
+
+
+cdef struct MergeSlot:
+    uint64_t key  # (left << 32 | right) + 1; 0: an empty slot
+    int32_t rank
+    int32_t merged
+
+
+cdef struct HeapItem:
+    int32_t rank
+    int32_t pos
+    int32_t merged
+
+
+cdef struct IdBuffer:
+    int32_t* ids
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef inline int push_id(IdBuffer* out, int32_t token) noexcept nogil:
+    cdef int32_t* grown
+    if out.n == out.cap:
+        grown = <int32_t*>realloc(out.ids, (2 * out.cap + 64) * sizeof(int32_t))
+        if grown == NULL:
+            return -1
+        out.ids, out.cap = grown, 2 * out.cap + 64
+    out.ids[out.n] = token
+    out.n += 1
+    return 0
+
+
+cdef inline bint heap_less(HeapItem* a, HeapItem* b) noexcept nogil:
+    return a.rank < b.rank or (a.rank == b.rank and a.pos < b.pos)
+
+
+cdef inline void heap_push(HeapItem* heap, Py_ssize_t* n, int32_t rank, int32_t pos, int32_t merged) noexcept nogil:
+    cdef Py_ssize_t i = n[0], parent
+    cdef HeapItem item
+    item.rank, item.pos, item.merged = rank, pos, merged
+    n[0] += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not heap_less(&item, &heap[parent]):
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = item
+
+
+cdef inline HeapItem heap_pop(HeapItem* heap, Py_ssize_t* n) noexcept nogil:
+    cdef HeapItem top = heap[0], last
+    cdef Py_ssize_t i = 0, child, size
+    n[0] -= 1
+    size = n[0]
+    if size == 0:
+        return top
+    last = heap[size]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap_less(&heap[child + 1], &heap[child]):
+            child += 1
+        if not heap_less(&heap[child], &last):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = last
+    return top
+
+
+cdef class ByteLevelBPE:
+    """See ``bpe_py.ByteLevelBPE``."""
+
+    cdef int32_t byte_ids[256]
+    cdef MergeSlot* table
+    cdef uint64_t mask
+    cdef bytes classes_table  # one class per code point (``bpe_py.char_classes``)
+    cdef const uint8_t* classes
+    cdef _Trie added
+    cdef int32_t* added_ids
+
+    def __cinit__(self, byte_ids, merges, added):
+        cdef Py_ssize_t size = 1, i, n
+        cdef uint64_t key, slot
+        if len(byte_ids) != 256:
+            raise ValueError("byte_ids needs one id per byte value")
+        for i in range(256):
+            self.byte_ids[i] = byte_ids[i]
+        merges = list(merges)
+        while size < 2 * len(merges) + 2:
+            size <<= 1
+        self.table = <MergeSlot*>malloc(size * sizeof(MergeSlot))
+        added = list(added)
+        self.added_ids = <int32_t*>malloc(max(1, len(added)) * sizeof(int32_t))
+        if self.table == NULL or self.added_ids == NULL:
+            raise MemoryError()
+        self.mask = size - 1
+        for i in range(size):
+            self.table[i].key = 0
+        for i, (left, right, merged) in enumerate(merges):
+            key = ((<uint64_t><uint32_t>left) << 32 | <uint32_t>right) + 1
+            slot = self._slot(key)
+            # a repeated pair keeps its last rank, as in tokenizers
+            self.table[slot].key, self.table[slot].rank, self.table[slot].merged = key, i, merged
+        self.added = _Trie()
+        for i, (content, token_id) in enumerate(added):
+            self.added._add(content.encode("utf-8"), i)
+            self.added_ids[i] = token_id
+        self.classes_table = char_classes()
+        self.classes = <const uint8_t*>self.classes_table
+
+    def __dealloc__(self):
+        free(self.table)
+        free(self.added_ids)
+
+    cdef inline uint64_t _slot(self, uint64_t key) noexcept nogil:
+        """The slot holding ``key``, or the empty slot where it goes."""
+        cdef uint64_t slot = ((key * 0x9E3779B97F4A7C15ULL) >> 24) & self.mask
+        while self.table[slot].key != 0 and self.table[slot].key != key:
+            slot = (slot + 1) & self.mask
+        return slot
+
+    cdef inline int32_t _rank(self, int32_t left, int32_t right, int32_t* merged) noexcept nogil:
+        """The merge rank of the pair (INT32_MAX: none) and its merged id in *merged."""
+        cdef uint64_t key = ((<uint64_t><uint32_t>left) << 32 | <uint32_t>right) + 1
+        cdef MergeSlot* found = &self.table[self._slot(key)]
+        if found.key == 0:
+            return INT32_MAX
+        merged[0] = found.merged
+        return found.rank
+
+    cdef inline int _class(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t* next_i) noexcept nogil:
+        """The class of the character at byte ``i`` (valid UTF-8: Python made it); its end in *next_i."""
+        cdef uint32_t b = p[i]
+        if b < 0x80:
+            next_i[0] = i + 1
+            return self.classes[b]
+        if b < 0xE0:
+            next_i[0] = i + 2
+            return self.classes[((b & 0x1F) << 6) | (p[i + 1] & 0x3F)]
+        if b < 0xF0:
+            next_i[0] = i + 3
+            return self.classes[((b & 0x0F) << 12) | ((p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F)]
+        next_i[0] = i + 4
+        return self.classes[((b & 0x07) << 18) | ((p[i + 1] & 0x3F) << 12) | ((p[i + 2] & 0x3F) << 6)
+                            | (p[i + 3] & 0x3F)]
+
+    cdef inline Py_ssize_t _run(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, int cls) noexcept nogil:
+        """The end of the run of characters of class ``cls`` starting at byte ``i``."""
+        cdef Py_ssize_t after
+        while i < end and self._class(p, i, &after) == cls:
+            i = after
+        return i
+
+    cdef int _split(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """Cut p[i:end] into the pattern's pieces and merge each into ``out``. -1: out of memory."""
+        cdef Py_ssize_t j, after, second, run_end, last_start, last_newline_end, count
+        cdef int k, c
+        cdef uint8_t b
+        while i < end:
+            k = self._class(p, i, &after)
+            b = p[i]
+            j = 0
+            if b == 0x27 and after < end:  # 's 't 're 've 'm 'll 'd, any case ('ſ too)
+                c = p[after] | 0x20
+                if c == 0x73 or c == 0x74 or c == 0x6D or c == 0x64:
+                    j = after + 1
+                elif p[after] == 0xC5 and after + 1 < end and p[after + 1] == 0xBF:
+                    j = after + 2
+                elif after + 1 < end and (((c == 0x72 or c == 0x76) and (p[after + 1] | 0x20) == 0x65)
+                                          or (c == 0x6C and (p[after + 1] | 0x20) == 0x6C)):
+                    j = after + 2
+            if j:
+                pass
+            elif k == LETTER:  # [^\r\n\pL\pN]?\pL+
+                j = self._run(p, after, end, LETTER)
+            elif (k == OTHER or k == SPACE) and after < end and self._class(p, after, &second) == LETTER:
+                j = self._run(p, second, end, LETTER)
+            elif k == NUMBER:  # \pN{1,3}
+                j, count = after, 1
+                while count < 3 and j < end and self._class(p, j, &second) == NUMBER:
+                    j, count = second, count + 1
+            elif k == OTHER or (b == 0x20 and after < end and self._class(p, after, &second) == OTHER):
+                j = self._run(p, after if k == OTHER else second, end, OTHER)  # " ?[^\s\pL\pN]+[\r\n]*"
+                j = self._run(p, j, end, NEWLINE)
+            else:  # whitespace: \s*[\r\n]+, else \s+(?!\S), else \s+
+                run_end, last_start, last_newline_end = i, i, -1
+                while run_end < end:
+                    c = self._class(p, run_end, &second)
+                    if not (c & SPACE):
+                        break
+                    if c == NEWLINE:
+                        last_newline_end = second
+                    last_start, run_end = run_end, second
+                if last_newline_end >= 0:
+                    j = last_newline_end
+                elif run_end == end or last_start == i:
+                    j = run_end
+                else:
+                    j = last_start
+            if self._merge(p, i, j, out) < 0:
+                return -1
+            i = j
+        return 0
+
+    cdef int _merge(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """BPE-merge the piece p[start:end] into ``out``: the lowest-ranked pair first, leftmost on ties."""
+        cdef Py_ssize_t n = end - start, i, best
+        cdef int32_t symbols[SMALL_PIECE]
+        cdef int32_t ranks[SMALL_PIECE]
+        cdef int32_t merges[SMALL_PIECE]
+        if n == 1:
+            return push_id(out, self.byte_ids[p[start]])
+        if n > SMALL_PIECE:
+            return self._merge_long(p, start, end, out)
+        for i in range(n):
+            symbols[i] = self.byte_ids[p[start + i]]
+        for i in range(n - 1):
+            ranks[i] = self._rank(symbols[i], symbols[i + 1], &merges[i])
+        while n > 1:
+            best = 0
+            for i in range(1, n - 1):
+                if ranks[i] < ranks[best]:
+                    best = i
+            if ranks[best] == INT32_MAX:
+                break
+            symbols[best] = merges[best]
+            for i in range(best + 1, n - 1):
+                symbols[i] = symbols[i + 1]
+            for i in range(best, n - 2):
+                ranks[i], merges[i] = ranks[i + 1], merges[i + 1]
+            n -= 1
+            if best > 0:
+                ranks[best - 1] = self._rank(symbols[best - 1], symbols[best], &merges[best - 1])
+            if best < n - 1:
+                ranks[best] = self._rank(symbols[best], symbols[best + 1], &merges[best])
+        for i in range(n):
+            if push_id(out, symbols[i]) < 0:
+                return -1
+        return 0
+
+    cdef int _merge_long(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """``_merge`` for long pieces: linked symbols and a heap of candidate merges, O(n log n)."""
+        cdef Py_ssize_t n = end - start, i, size = 0
+        cdef int32_t* symbols = <int32_t*>malloc(3 * n * sizeof(int32_t))
+        cdef HeapItem* heap = <HeapItem*>malloc(3 * n * sizeof(HeapItem))
+        cdef int32_t* prev
+        cdef int32_t* nxt
+        cdef int32_t rank, merged, pos, right
+        cdef HeapItem top
+        cdef int status = 0
+        if symbols == NULL or heap == NULL:
+            free(symbols)
+            free(heap)
+            return -1
+        prev, nxt = symbols + n, symbols + 2 * n
+        for i in range(n):
+            symbols[i] = self.byte_ids[p[start + i]]
+            prev[i], nxt[i] = i - 1, i + 1 if i + 1 < n else -1
+        for i in range(n - 1):
+            rank = self._rank(symbols[i], symbols[i + 1], &merged)
+            if rank != INT32_MAX:
+                heap_push(heap, &size, rank, i, merged)
+        while size:
+            top = heap_pop(heap, &size)
+            pos = top.pos
+            right = nxt[pos]
+            # stale: the left symbol was merged away, or the pair at pos is no longer this merge
+            if symbols[pos] < 0 or right < 0 or self._rank(symbols[pos], symbols[right], &merged) != top.rank \
+                    or merged != top.merged:
+                continue
+            symbols[pos], symbols[right] = top.merged, -1
+            nxt[pos] = nxt[right]
+            if nxt[pos] >= 0:
+                prev[nxt[pos]] = pos
+                rank = self._rank(symbols[pos], symbols[nxt[pos]], &merged)
+                if rank != INT32_MAX:
+                    heap_push(heap, &size, rank, pos, merged)
+            if prev[pos] >= 0:
+                rank = self._rank(symbols[prev[pos]], symbols[pos], &merged)
+                if rank != INT32_MAX:
+                    heap_push(heap, &size, rank, prev[pos], merged)
+        pos = 0
+        while pos >= 0:
+            if push_id(out, symbols[pos]) < 0:
+                status = -1
+                break
+            pos = nxt[pos]
+        free(symbols)
+        free(heap)
+        return status
+
+    cdef int _encode(self, const uint8_t* p, Py_ssize_t size, IdBuffer* out) noexcept nogil:
+        cdef Match* found = NULL
+        cdef Py_ssize_t n_found = 0, cap_found = 0, k, start = 0
+        if self.added.scan(p, 0, size, &found, &n_found, &cap_found) < 0:
+            free(found)
+            return -1
+        for k in range(n_found):
+            if self._split(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
+                free(found)
+                return -1
+            start = found[k].end
+        free(found)
+        return self._split(p, start, size, out)
+
+    def encode(self, str text):
+        """Token ids of ``text`` (``tokenizers``' ``encode(text, add_special_tokens=False).ids``)."""
+        cdef Py_ssize_t size = 0, i
+        cdef const uint8_t* p = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &size)
+        cdef IdBuffer out
+        cdef int status
+        cdef object value
+        out.ids, out.n, out.cap = NULL, 0, 0
+        if size >= NOGIL_BYTES:
+            with nogil:
+                status = self._encode(p, size, &out)
+        else:
+            status = self._encode(p, size, &out)
+        if status < 0:
+            free(out.ids)
+            raise MemoryError()
+        try:
+            result = PyList_New(out.n)
+            for i in range(out.n):
+                value = out.ids[i]
+                Py_INCREF(value)
+                PyList_SET_ITEM(result, i, value)
+            return result
+        finally:
+            free(out.ids)
+
+    def encode_batch(self, texts):
+        return [self.encode(text) for text in texts]
