@@ -20,6 +20,7 @@ L* and N*; ``\\s`` is the Unicode White_Space property. The categories come from
 from __future__ import annotations
 
 import functools
+import re
 
 import unicodedata2 as unicodedata
 
@@ -65,7 +66,8 @@ def _contraction(text: str, i: int) -> int:
 
 def split_pieces(text: str) -> list[str]:
     """``CL100K_PATTERN``'s matches in ``text`` (they cover it: every character starts a match)."""
-    classes = [char_class(ch) for ch in text]
+    table = char_classes()
+    classes = [table[ord(ch)] for ch in text]
     n = len(text)
     pieces = []
     i = 0
@@ -116,37 +118,32 @@ class ByteLevelBPE:
         for rank, (left, right, merged) in enumerate(merges):
             self.merges[(left, right)] = (rank, merged)  # a repeated pair keeps its last rank, as in tokenizers
         self.added = dict(added)
-        self._added_by_first: dict[str, list[str]] = {}  # longest first
-        for content in sorted(self.added, key=len, reverse=True):
-            self._added_by_first.setdefault(content[0], []).append(content)
+        # Alternatives longest first: at the leftmost position that matches, the longest wins.
+        self._added_pattern = re.compile("|".join(re.escape(c) for c in sorted(self.added, key=len, reverse=True))) \
+            if self.added else None
+        self._merged: dict[str, list[int]] = {}  # piece -> its ids (pieces repeat a lot)
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
-        start = i = 0
-        while i < len(text):
-            content = self._added_at(text, i)
-            if content is None:
-                i += 1
-                continue
-            self._encode_segment(text[start:i], ids)
-            ids.append(self.added[content])
-            i = start = i + len(content)
+        start = 0
+        for match in self._added_pattern.finditer(text) if self._added_pattern is not None else ():
+            self._encode_segment(text[start:match.start()], ids)
+            ids.append(self.added[match.group()])
+            start = match.end()
         self._encode_segment(text[start:], ids)
         return ids
 
     def encode_batch(self, texts) -> list[list[int]]:
         return [self.encode(text) for text in texts]
 
-    def _added_at(self, text: str, i: int) -> str | None:
-        """The longest added token starting at ``text[i]``, if any."""
-        for content in self._added_by_first.get(text[i], ()):
-            if text.startswith(content, i):
-                return content
-        return None
-
     def _encode_segment(self, text: str, ids: list[int]) -> None:
         for piece in split_pieces(text):
-            ids.extend(self._merge([self.byte_ids[b] for b in piece.encode("utf-8")]))
+            merged = self._merged.get(piece)
+            if merged is None:
+                if len(self._merged) >= 1 << 16:
+                    self._merged.clear()
+                merged = self._merged[piece] = self._merge([self.byte_ids[b] for b in piece.encode("utf-8")])
+            ids.extend(merged)
 
     def _merge(self, symbols: list[int]) -> list[int]:
         while len(symbols) > 1:

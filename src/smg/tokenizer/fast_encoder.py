@@ -71,10 +71,9 @@ def build_fast_encoder(raw: dict[str, Any], backend) -> tuple[Any, str | None]:
     alphabet = _bytes_to_unicode()
     try:
         byte_ids = [vocab[alphabet[b]] for b in range(256)]
-        merges = []
-        for merge in model.get("merges") or []:
-            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-            merges.append((vocab[left], vocab[right], vocab[left + right]))
+        # "left right" strings, or [left, right] pairs in newer files
+        pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges") or []]
+        merges = [(vocab[left], vocab[right], vocab[left + right]) for left, right in pairs]
     except (KeyError, ValueError, TypeError) as exc:
         return None, f"the vocabulary does not cover the byte alphabet and merges ({exc!r})"
     added = [(t["content"], t["id"]) for t in raw.get("added_tokens", []) if t.get("content")]

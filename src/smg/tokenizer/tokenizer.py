@@ -96,8 +96,12 @@ class Tokenizer:
         self.clean_up_tokenization_spaces = bool(self._config.get("clean_up_tokenization_spaces", False))
 
         # smg's compiled encoder when the file is a shape it reproduces exactly (Llama 3-style
-        # byte-level BPE): ~17x tokenizers' encode, whose pre-tokenizer regex is nearly all its time
-        self._fast_encoder, self.fast_encoder_reason = build_fast_encoder(raw, self._backend)
+        # byte-level BPE): ~17x tokenizers' encode, whose pre-tokenizer regex is nearly all its
+        # time. Built on first use or by warm_up (~0.35 s: 280k merges to read).
+        self._raw_model = raw
+        self._fast_encoder = None
+        self._fast_encoder_reason: str | None = None
+        self._fast_encoder_lock = threading.Lock()
         self._detokenizers = DetokenizerFactory(self._backend, raw.get("decoder"), self._special_ids,
                                                 self.clean_up_tokenization_spaces)
         scanner, cut_ids, reason = self._build_scanner(raw, added)
@@ -194,7 +198,7 @@ class Tokenizer:
     def _encode_backend(self, texts: Sequence[str]) -> list[list[int]]:
         # encode_batch releases the GIL (encode does not), so misses in threads overlap.
         try:
-            if self._fast_encoder is not None:
+            if self._encoder() is not None:
                 return self._fast_encoder.encode_batch(texts)
             return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
         except UnicodeEncodeError:
@@ -206,7 +210,7 @@ class Tokenizer:
         # A short text is encoded in well under a millisecond: the GIL-holding `encode` costs less
         # than `encode_batch`'s dispatch there; longer ones release the GIL for other threads.
         try:
-            if self._fast_encoder is not None:
+            if self._encoder() is not None:
                 return self._fast_encoder.encode(text)
             if len(text) < _SHORT_ENCODE_CHARS:
                 return self._backend.encode(text, add_special_tokens=False).ids
@@ -277,18 +281,35 @@ class Tokenizer:
 
     def warm_up(self, chat_template: str | None = None) -> None:
         """Build now what the first request would otherwise build: the detokenizer's token table
-        (~0.4 s for a 128K vocabulary) and the compiled chat template (~80 ms with the Jinja
-        import), which would stall the first request and every request served beside it. A
-        missing or broken template is left to raise its error when a chat request uses it."""
+        (~0.4 s for a 128K vocabulary), smg's encoder (~0.35 s) and the compiled chat template
+        (~80 ms with the Jinja import), which would stall the first request and every request
+        served beside it. A missing or broken template is left to raise its error when a chat
+        request uses it."""
         self._detokenizers.ensure_table()
+        self._encoder()
         with contextlib.suppress(ChatTemplateError):
             self._compiled_template(chat_template, False)
+
+    def _encoder(self):
+        """smg's encoder for this tokenizer, built on first call; None when tokenizers encodes."""
+        if self._raw_model is not None:
+            with self._fast_encoder_lock:
+                if self._raw_model is not None:
+                    self._fast_encoder, self._fast_encoder_reason = build_fast_encoder(self._raw_model, self._backend)
+                    self._raw_model = None
+        return self._fast_encoder
+
+    @property
+    def fast_encoder_reason(self) -> str | None:
+        """Why ``tokenizers`` encodes for this tokenizer (None: smg's compiled encoder does)."""
+        self._encoder()
+        return self._fast_encoder_reason
 
     @property
     def offload_chars(self) -> int:
         """Uncached characters past which encoding is worth moving off an event loop (both
         encoders release the GIL on long texts)."""
-        return _OFFLOAD_CHARS_FAST if self._fast_encoder is not None else _OFFLOAD_CHARS_BACKEND
+        return _OFFLOAD_CHARS_FAST if self._encoder() is not None else _OFFLOAD_CHARS_BACKEND
 
     @property
     def detokenizer_fallback_reason(self) -> str | None:
