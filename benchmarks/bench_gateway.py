@@ -147,7 +147,8 @@ async def main_async(args) -> None:
             request = {"model": gateway.model, "messages": messages, "max_tokens": args.max_tokens, "stream": True}
             async for chunk in gateway.chat_stream(request):
                 msgspec.json.encode(chunk)  # what the HTTP layer would send
-                yield sum(1 for c in chunk.choices if c.delta.content)
+                choices = chunk.choices  # n=1: one choice, with content when a token arrived
+                yield 1 if choices and choices[0].delta.content else 0
 
         async def python_stream(messages):
             async for _, n in baseline.chat_stream(messages, args.max_tokens, []):

@@ -493,7 +493,7 @@ def responses(draw):
 @settings(max_examples=400, deadline=None)
 def test_chunks_read_from_bytes_match_protobuf_and_the_twin(proto_chunk_impl, response, junk, cut):
     from smg._ext import proto_chunk_py
-    from smg.engines.base import chunk_layout, parse_generate_response
+    from smg.engines.base import EngineOutput, chunk_layout, parse_generate_response
 
     pb, raw = response
     layout = chunk_layout(pb)
@@ -508,6 +508,17 @@ def test_chunks_read_from_bytes_match_protobuf_and_the_twin(proto_chunk_impl, re
                        expected.cached_tokens)
     for bad in (junk, raw[:cut], raw + junk):  # malformed bytes: None or a value, never an exception
         assert proto_chunk_impl.decode_chunk(bad, layout) == proto_chunk_py.decode_chunk(bad, layout)
+    # the adapters' decoder: the same record protobuf parsing gives, through the fallback when not plain
+    fallback_calls = []
+
+    def fallback(data):
+        fallback_calls.append(data)
+        return parse_generate_response(pb.GenerateResponse.FromString(data))
+
+    out = proto_chunk_impl.ChunkDecoder(layout, EngineOutput, fallback)(raw)
+    assert type(out) is EngineOutput and out == parse_generate_response(message)
+    assert fallback_calls == ([] if plain else [raw])
+    assert proto_chunk_impl.ChunkDecoder(None, EngineOutput, fallback)(raw) == out  # no layout: always parsed
 
 
 def test_chunk_layouts_come_from_the_descriptors():

@@ -42,6 +42,8 @@ from smg.tokenizer import Tokenizer
 
 log = logging.getLogger("smg.gateway")
 
+_NO_CALLS: tuple = ()  # the calls of a piece without tool calls (shared: never appended to)
+
 
 @dataclass
 class GatewayConfig:
@@ -86,7 +88,7 @@ class _Choice:
 
     __slots__ = ("index", "detok", "stop", "reasoning", "tools", "forced", "required", "finished", "finish_reason",
                  "matched", "tokens", "role_sent", "content", "reasoning_text", "calls", "logprobs", "forced_open",
-                 "required_buf")
+                 "required_buf", "plain")
 
     def __init__(self, index: int, gw: "Gateway", p: _Prepared) -> None:
         self.index = index
@@ -108,9 +110,12 @@ class _Choice:
         self.logprobs: list | None = [] if p.return_logprob else None
         self.forced_open = False
         self.required_buf: list[str] = []
+        self.plain = self.reasoning is None and self.tools is None and self.forced is None and not self.required
 
     def _route(self, text: str, final: bool) -> tuple[str, str, list[oa.ToolCallChunk]]:
         """Reasoning / content / call pieces for released text (``final``: flush the parsers)."""
+        if self.plain:  # no parser: all of it is content
+            return "", text, _NO_CALLS
         reasoning, content = "", text
         if self.reasoning is not None:
             r = self.reasoning.feed(text) if text else None
@@ -691,7 +696,7 @@ class Gateway:
 def _merge(a: tuple | None, b: tuple) -> tuple:
     if a is None:
         return b
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+    return a[0] + b[0], a[1] + b[1], [*a[2], *b[2]]
 
 
 def _template_message(message: Mapping[str, Any]) -> dict:

@@ -2,7 +2,9 @@
 """Compiled reader of a token chunk's protobuf bytes; specified by ``proto_chunk_py.py``."""
 from libc.stdint cimport uint64_t
 
-__all__ = ["decode_chunk"]
+from smg._ext._records cimport _new_tuple
+
+__all__ = ["decode_chunk", "ChunkDecoder"]
 
 cdef enum:
     IDS = 1
@@ -91,3 +93,19 @@ def decode_chunk(const unsigned char[::1] data, tuple layout):
             return None
         pos += <Py_ssize_t>length
     return found
+
+
+cdef class ChunkDecoder:
+    """See ``proto_chunk_py.ChunkDecoder``."""
+
+    cdef object layout, output_class, fallback
+
+    def __init__(self, layout, output_class, fallback):
+        self.layout, self.output_class, self.fallback = layout, output_class, fallback
+
+    def __call__(self, raw):
+        if self.layout is not None:
+            chunk = decode_chunk(raw, self.layout)
+            if chunk is not None:
+                return _new_tuple(self.output_class, chunk + (None, False, None, None))
+        return self.fallback(raw)

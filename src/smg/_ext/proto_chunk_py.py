@@ -79,3 +79,20 @@ def decode_chunk(data: bytes, layout: tuple[int, int, frozenset, frozenset]):
             return None
         pos += length
     return found
+
+
+class ChunkDecoder:
+    """``decoder(raw)``: a GenerateResponse's bytes as an ``output_class`` record ``(index, ids,
+    prompt_tokens, completion_tokens, cached_tokens, None, False, None, None)`` when
+    :func:`decode_chunk` reads them (``layout`` None: never), else ``fallback(raw)``. One call per
+    engine message, so the compiled one builds the record without a Python frame."""
+
+    def __init__(self, layout, output_class, fallback) -> None:
+        self.layout, self.output_class, self.fallback = layout, output_class, fallback
+
+    def __call__(self, raw):
+        if self.layout is not None:
+            chunk = decode_chunk(raw, self.layout)
+            if chunk is not None:
+                return tuple.__new__(self.output_class, chunk + (None, False, None, None))
+        return self.fallback(raw)

@@ -148,7 +148,7 @@ class ModelInfo:
 
 
 new_output = tuple.__new__  # new_output(EngineOutput, (index, ids, prompt, completion, cached, logprobs, ...))
-decode_chunk = _ext.load("proto_chunk").decode_chunk
+ChunkDecoder = _ext.load("proto_chunk").ChunkDecoder
 
 
 def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> SmgError:
@@ -179,7 +179,9 @@ class EngineAdapter(abc.ABC):
         self.stub = self.stub_class(channel)
         self.streams = streams  # Generate's transport when given (see smg.engines.h2), else grpc.aio
         self._generate_path = f"/{self.service}/Generate"
-        self._chunk_layout = chunk_layout(self.pb)
+        # decode(raw): one serialized GenerateResponse as an EngineOutput; a plain token chunk is
+        # read from its bytes (``smg._ext.proto_chunk``), anything else parsed with protobuf
+        self.decode = ChunkDecoder(chunk_layout(self.pb), EngineOutput, self._parse_bytes)
         # grpc.aio's Generate, decoding each response with ``decode`` as the h2 stream does
         self._generate = channel.unary_stream(self._generate_path, request_serializer=_serialize,
                                               response_deserializer=self.decode)
@@ -192,14 +194,7 @@ class EngineAdapter(abc.ABC):
         """One GenerateResponse as an EngineOutput (SGLang's and vLLM's shape by default)."""
         return parse_generate_response(response)
 
-    def decode(self, raw: bytes) -> EngineOutput:
-        """One serialized GenerateResponse as an EngineOutput: a plain token chunk is read from its
-        bytes (``smg._ext.proto_chunk``), anything else parsed with protobuf."""
-        if self._chunk_layout is not None:
-            chunk = decode_chunk(raw, self._chunk_layout)
-            if chunk is not None:
-                index, ids, prompt, completion, cached = chunk
-                return new_output(EngineOutput, (index, ids, prompt, completion, cached, None, False, None, None))
+    def _parse_bytes(self, raw: bytes) -> EngineOutput:
         return self.parse(self.pb.GenerateResponse.FromString(raw))
 
     def call_generate(self, message, timeout: float | None):
