@@ -122,14 +122,11 @@ class App:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
 
         async def produce() -> None:
-            item = first
-            while True:
-                await send({"type": "http.response.body", "body": b"data: " + oa.encode(item) + b"\n\n",
+            encode = oa.encode
+            await send({"type": "http.response.body", "body": b"data: " + encode(first) + b"\n\n", "more_body": True})
+            async for item in chunks:
+                await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n",
                             "more_body": True})
-                try:
-                    item = await anext(chunks)
-                except StopAsyncIteration:
-                    break
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
         async def watch() -> None:
