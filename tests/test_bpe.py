@@ -10,28 +10,38 @@ from smg._ext import bpe_py
 from smg.tokenizer.fast_encoder import _bytes_to_unicode, build_fast_encoder
 
 
+def _raw(directory):
+    return json.loads((directory / "tokenizer.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def llama_raw(llama_dir):
-    return json.loads((llama_dir / "tokenizer.json").read_text())
+    return _raw(llama_dir)
+
+
+@pytest.fixture(scope="session", params=["llama3.2", "deepseek"])
+def case(request, llama_dir, deepseek_dir):
+    """(tokenizers' backend, the kernel's constructor arguments) of a shipped tokenizer."""
+    directory = {"llama3.2": llama_dir, "deepseek": deepseek_dir}[request.param]
+    raw, alphabet = _raw(directory), _bytes_to_unicode()
+    vocab = raw["model"]["vocab"]
+    merges = [(vocab[a], vocab[b], vocab[a + b]) for a, b in (m.split(" ", 1) for m in raw["model"]["merges"])]
+    tokens = raw["added_tokens"]
+    added = [(t["content"], t["id"]) for t in tokens if not t["normalized"]]
+    normalized = [(t["content"], t["id"]) for t in tokens if t["normalized"]]
+    scheme = "cl100k" if request.param == "llama3.2" else "deepseek"
+    backend = Backend.from_file(str(directory / "tokenizer.json"))
+    return backend, ([vocab[alphabet[b]] for b in range(256)], merges, added, normalized, scheme)
 
 
 @pytest.fixture(scope="session")
-def backend(llama_dir):
-    return Backend.from_file(str(llama_dir / "tokenizer.json"))
+def backend(case):
+    return case[0]
 
 
 @pytest.fixture(scope="session")
-def tables(llama_raw):
-    model, alphabet = llama_raw["model"], _bytes_to_unicode()
-    vocab = model["vocab"]
-    merges = [(vocab[a], vocab[b], vocab[a + b]) for a, b in (m.split(" ", 1) for m in model["merges"])]
-    added = [(t["content"], t["id"]) for t in llama_raw["added_tokens"]]
-    return [vocab[alphabet[b]] for b in range(256)], merges, added
-
-
-@pytest.fixture(scope="session")
-def encoder(bpe_impl, tables):
-    return bpe_impl.ByteLevelBPE(*tables)
+def encoder(bpe_impl, case):
+    return bpe_impl.ByteLevelBPE(*case[1])
 
 
 def reference(backend, text):
@@ -46,6 +56,8 @@ TEXTS = [
     "'S 'Re 'LL 'd's don't 'ſ 'x '' 'RE've''ll",
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>",
     "<|eot_id|<|eot_id|>>|<|reserved_special_token_0|>x",
+    "<｜begin▁of▁sentence｜><｜User｜>Hi<｜Assistant｜><think>x</think><|EOT|><｜fim▁hole｜><｜tool▁calls▁begin｜>",
+    "東京タワーは高い・ゲーム〜ヽ゛ 中文。한국어 1234567 ½ Ⅷ x-ray $5 'quote' e\u0301 --flag",
     "   \n   \n\n  x  \t\t \r\n\r y \x0b\x0c\x85 z   ",
     "a" * 300,  # pieces past 64 bytes merge through the heap
     "supercalifragilisticexpialidocious" * 12 + " " + "ё" * 100,
@@ -66,7 +78,8 @@ def test_batch_and_long_text(encoder, backend):
 
 ALPHABET = list("aZé ёx'sStTmMdDrReEvVlL \t\n\r0123456789.,;!?()[]{}<|>_-+=/\\\"") + [
     "ſ", "東", "タ", "🤖", "\u0301", "\u00a0", "\u3000", "\u2028", "\x85", "\x0b", "٣", "½", "Ⅷ", "\u200d",
-    "<|eot_id|>", "<|begin_of_text|>", "'ll", "'re", "'ve", "   ", "\r\n", "  \n"]
+    "<|eot_id|>", "<|begin_of_text|>", "'ll", "'re", "'ve", "   ", "\r\n", "  \n",
+    "<｜User｜>", "<｜Assistant｜>", "<|EOT|>", "・", "ー", "゛", "$", "-", "`"]
 
 
 @given(st.lists(st.sampled_from(ALPHABET), max_size=80).map("".join))
@@ -88,14 +101,15 @@ def test_matches_tokenizers_on_any_text(encoder, backend, text):
 
 
 @pytest.mark.compiled_only
-def test_every_code_point_splits_as_tokenizers(backend, tables):
+def test_every_code_point_splits_as_tokenizers(case):
     """Each code point in the probe's every rule: the classes table is Unicode 16.0, as Oniguruma's."""
     from smg._ext import bpe
 
-    encoder = bpe.ByteLevelBPE(*tables)
+    backend, args = case
+    encoder = bpe.ByteLevelBPE(*args)
     points = [cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
     for start in range(0, len(points), 8192):
-        probes = ["a{0}1{0}x{0}{0}x {0}'{0}\n{0} ".format(chr(cp)) for cp in points[start:start + 8192]]
+        probes = ["a{0}1{0}x{0}{0}x {0}'{0}\n{0}.{0}\u0301{0}{0} ".format(chr(cp)) for cp in points[start:start + 8192]]
         expected = [e.ids for e in backend.encode_batch(probes, add_special_tokens=False)]
         got = encoder.encode_batch(probes)
         if got != expected:
@@ -110,21 +124,26 @@ def test_split_pieces_rules():
     assert bpe_py.split_pieces("x  ") == ["x", "  "]
 
 
-def test_fast_encoder_only_for_shapes_it_reproduces(llama_raw, backend, deepseek_dir):
+def test_fast_encoder_only_for_shapes_it_reproduces(llama_raw, llama_dir):
+    backend = Backend.from_file(str(llama_dir / "tokenizer.json"))
     encoder, reason = build_fast_encoder(llama_raw, backend)
     assert encoder is not None and reason is None
-    deepseek_raw = json.loads((deepseek_dir / "tokenizer.json").read_text())
-    encoder, reason = build_fast_encoder(deepseek_raw, Backend.from_file(str(deepseek_dir / "tokenizer.json")))
-    assert encoder is None and reason
     changed = json.loads(json.dumps(llama_raw))
     changed["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\s+|\S+"
-    assert build_fast_encoder(changed, backend) == (None, "the pre-tokenizer's Split is not the cl100k pattern")
+    assert "not a known scheme" in build_fast_encoder(changed, backend)[1]
     changed = json.loads(json.dumps(llama_raw))
     changed["added_tokens"][0]["lstrip"] = True
     assert "matching options" in build_fast_encoder(changed, backend)[1]
+    changed = json.loads(json.dumps(llama_raw))
+    changed["normalizer"] = {"type": "NFC"}
+    assert build_fast_encoder(changed, backend) == (None, "the tokenizer has a normalizer")
+    changed = json.loads(json.dumps(llama_raw))
+    changed["model"]["byte_fallback"] = True
+    assert "byte_fallback" in build_fast_encoder(changed, backend)[1]
 
 
-def test_self_check_refuses_a_file_that_differs(llama_raw, backend):
+def test_self_check_refuses_a_file_that_differs(llama_raw, llama_dir):
+    backend = Backend.from_file(str(llama_dir / "tokenizer.json"))
     # Two tokens' ids swapped: the shape is right but the ids differ from the backend's.
     changed = json.loads(json.dumps(llama_raw))
     vocab = changed["model"]["vocab"]
@@ -133,8 +152,7 @@ def test_self_check_refuses_a_file_that_differs(llama_raw, backend):
     assert encoder is None and "self-check" in reason
 
 
-def test_tokenizer_uses_it(llama, deepseek):
-    assert llama.fast_encoder_reason is None
-    assert deepseek.fast_encoder_reason is not None
-    text = "A long prompt. " * 2000
-    assert llama.encode(text) == llama._backend.encode(text, add_special_tokens=False).ids
+def test_tokenizer_uses_it(real_tokenizer):
+    assert real_tokenizer.fast_encoder_reason is None
+    text = "A long prompt, 東京 12345. " * 2000
+    assert real_tokenizer.encode(text) == real_tokenizer.backend.encode(text, add_special_tokens=False).ids

@@ -1,30 +1,37 @@
-"""Compiled byte-level BPE encoder with the cl100k-style pre-tokenizer; see ``bpe_py`` (its twin
-and specification) for the rules. The text is walked as UTF-8 bytes: added tokens are found with
-the token cache's trie, pieces are cut by the pattern's rules written out as code, and each piece
-is merged through an open-addressing table of (left id, right id) -> (rank, merged id). All of it
-runs without the GIL for texts long enough to be worth it.
+"""Compiled byte-level BPE encoder behind the cl100k and DeepSeek pre-tokenizers; see ``bpe_py``
+(its twin and specification) for the rules. The text is walked as UTF-8 bytes: added tokens are
+found with the token cache's trie, pieces are cut by the patterns' rules written out as code, and
+each piece is merged through an open-addressing table of (left id, right id) -> (rank, merged id).
+All of it runs without the GIL for texts long enough to be worth it.
 """
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 
-from smg._ext.bpe_py import CL100K_PATTERN, char_classes
+from smg._ext.bpe_py import CL100K_PATTERN, DEEPSEEK_PATTERNS, SCHEMES, char_classes
 from smg._ext.token_cache cimport Match, _Trie
 
-__all__ = ["CL100K_PATTERN", "ByteLevelBPE"]
+__all__ = ["CL100K_PATTERN", "DEEPSEEK_PATTERNS", "SCHEMES", "ByteLevelBPE"]
 
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
 
 
-cdef enum:
+cdef enum:  # character classes (bpe_py): NEWLINE has SPACE's bit; M, P, S are OTHER to cl100k
     OTHER = 0
     LETTER = 1
     NUMBER = 2
     SPACE = 4
+    NEWLINE_BIT = 8
     NEWLINE = 12
+    MARK = 16
+    PUNCT = 32
+    SYMBOL = 64
+    CL100K_MASK = 15
+    CL100K = 0
+    DEEPSEEK = 1
     SMALL_PIECE = 64  # pieces up to this many bytes merge by rescanning; longer ones use a heap
     NOGIL_BYTES = 2048  # below this, releasing the GIL costs more than it lets others do
 
@@ -108,13 +115,18 @@ cdef class ByteLevelBPE:
     cdef bytes classes_table  # one class per code point (``bpe_py.char_classes``)
     cdef const uint8_t* classes
     cdef _Trie added
-    cdef int32_t* added_ids
+    cdef _Trie normalized_added
+    cdef int32_t* added_ids  # by trie token index: the raw pass's tokens, then the normalized pass's
+    cdef int scheme
 
-    def __cinit__(self, byte_ids, merges, added):
+    def __cinit__(self, byte_ids, merges, added, normalized_added=(), scheme="cl100k"):
         cdef Py_ssize_t size = 1, i, n
         cdef uint64_t key, slot
         if len(byte_ids) != 256:
             raise ValueError("byte_ids needs one id per byte value")
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown pre-tokenizer scheme {scheme!r}")
+        self.scheme = CL100K if scheme == "cl100k" else DEEPSEEK
         for i in range(256):
             self.byte_ids[i] = byte_ids[i]
         merges = list(merges)
@@ -122,7 +134,8 @@ cdef class ByteLevelBPE:
             size <<= 1
         self.table = <MergeSlot*>malloc(size * sizeof(MergeSlot))
         added = list(added)
-        self.added_ids = <int32_t*>malloc(max(1, len(added)) * sizeof(int32_t))
+        normalized_added = list(normalized_added)
+        self.added_ids = <int32_t*>malloc(max(1, len(added) + len(normalized_added)) * sizeof(int32_t))
         if self.table == NULL or self.added_ids == NULL:
             raise MemoryError()
         self.mask = size - 1
@@ -133,9 +146,9 @@ cdef class ByteLevelBPE:
             slot = self._slot(key)
             # a repeated pair keeps its last rank, as in tokenizers
             self.table[slot].key, self.table[slot].rank, self.table[slot].merged = key, i, merged
-        self.added = _Trie()
-        for i, (content, token_id) in enumerate(added):
-            self.added._add(content.encode("utf-8"), i)
+        self.added, self.normalized_added = _Trie(), _Trie()
+        for i, (content, token_id) in enumerate(added + normalized_added):
+            (self.added if i < len(added) else self.normalized_added)._add(content.encode("utf-8"), i)
             self.added_ids[i] = token_id
         self.classes_table = char_classes()
         self.classes = <const uint8_t*>self.classes_table
@@ -177,11 +190,119 @@ cdef class ByteLevelBPE:
                             | (p[i + 3] & 0x3F)]
 
     cdef inline Py_ssize_t _run(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, int cls) noexcept nogil:
-        """The end of the run of characters of class ``cls`` starting at byte ``i``."""
+        """The end of the run of characters of cl100k class ``cls`` starting at byte ``i``."""
         cdef Py_ssize_t after
-        while i < end and self._class(p, i, &after) == cls:
+        while i < end and (self._class(p, i, &after) & CL100K_MASK) == cls:
             i = after
         return i
+
+    cdef inline Py_ssize_t _run_any(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, int bits) noexcept nogil:
+        """The end of the run of characters whose class has any of ``bits``, from byte ``i``."""
+        cdef Py_ssize_t after
+        while i < end and self._class(p, i, &after) & bits:
+            i = after
+        return i
+
+    cdef inline bint _cjk(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t* next_i) noexcept nogil:
+        """Whether the character at ``i`` is in DeepSeek's CJK ranges (all three-byte UTF-8)."""
+        cdef uint32_t b = p[i], cp
+        if b < 0xE0 or b >= 0xF0:
+            self._class(p, i, next_i)
+            return False
+        next_i[0] = i + 3
+        cp = ((b & 0x0F) << 12) | ((p[i + 1] & 0x3F) << 6) | (p[i + 2] & 0x3F)
+        return 0x4E00 <= cp <= 0x9FA5 or 0x3040 <= cp <= 0x309F or 0x30A0 <= cp <= 0x30FF
+
+    cdef Py_ssize_t _whitespace_end(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
+        """Where \\s*[\\r\\n]+, else \\s+(?!\\S), else \\s+ ends, from the whitespace at ``i``."""
+        cdef Py_ssize_t run_end = i, last_start = i, last_newline_end = -1, second
+        cdef int c
+        while run_end < end:
+            c = self._class(p, run_end, &second)
+            if not (c & SPACE):
+                break
+            if c == NEWLINE:
+                last_newline_end = second
+            last_start, run_end = run_end, second
+        if last_newline_end >= 0:
+            return last_newline_end
+        if run_end == end or last_start == i:
+            return run_end
+        return last_start
+
+    cdef int _segment(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """Pre-tokenize p[i:end] (text between added tokens) and merge each piece into ``out``."""
+        if self.scheme == CL100K:
+            return self._split(p, i, end, out)
+        return self._split_deepseek(p, i, end, out)
+
+    cdef int _split_deepseek(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """DEEPSEEK_PATTERNS in turn: number runs cut in threes; in between, CJK runs and the rest,
+        each cut by the last pattern."""
+        cdef Py_ssize_t j, after, second, k, m, count
+        cdef bint cjk
+        while i < end:
+            if self._class(p, i, &after) == NUMBER:  # \pN{1,3}
+                j, count = after, 1
+                while count < 3 and j < end and self._class(p, j, &second) == NUMBER:
+                    j, count = second, count + 1
+                if self._merge(p, i, j, out) < 0:
+                    return -1
+            else:
+                j = after
+                while j < end and self._class(p, j, &second) != NUMBER:
+                    j = second
+                k = i
+                while k < j:  # CJK runs and what lies between them, each a text of its own
+                    cjk = self._cjk(p, k, &m)
+                    while m < j and self._cjk(p, m, &second) == cjk:
+                        m = second
+                    if self._split_words(p, k, m, out) < 0:
+                        return -1
+                    k = m
+            i = j
+        return 0
+
+    cdef int _split_words(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """The last DeepSeek pattern over p[i:end]: its matches, and the runs between them that no
+        alternative matches, each a piece."""
+        cdef Py_ssize_t gap = i, j, after
+        while i < end:
+            j = self._match_words(p, i, end)
+            if j:
+                if gap < i and self._merge(p, gap, i, out) < 0:
+                    return -1
+                if self._merge(p, i, j, out) < 0:
+                    return -1
+                gap = i = j
+            else:
+                self._class(p, i, &after)
+                i = after
+        if gap < end:
+            return self._merge(p, gap, end, out)
+        return 0
+
+    cdef Py_ssize_t _match_words(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end) noexcept nogil:
+        """The end of the last DeepSeek pattern's match at ``i`` (0: no alternative matches there)."""
+        cdef Py_ssize_t after, second, j
+        cdef int k = self._class(p, i, &after)
+        cdef int following = self._class(p, after, &second) if after < end else -1
+        cdef uint8_t b = p[i]
+        if (0x21 <= b <= 0x2F or 0x3A <= b <= 0x40 or 0x5B <= b <= 0x60 or 0x7B <= b <= 0x7E) and after < end \
+                and (0x41 <= (p[after] & 0xDF) <= 0x5A):  # [ASCII punctuation][A-Za-z]+
+            j = after
+            while j < end and 0x41 <= (p[j] & 0xDF) <= 0x5A:
+                j += 1
+            return j
+        if k & (LETTER | MARK) or (k != NEWLINE and not (k & (LETTER | PUNCT | SYMBOL)) and following > 0
+                                   and following & (LETTER | MARK)):  # [^\r\n\pL\pP\pS]?[\pL\pM]+
+            return self._run_any(p, after, end, LETTER | MARK)
+        if k & (PUNCT | SYMBOL) or (b == 0x20 and following > 0 and following & (PUNCT | SYMBOL)):
+            j = self._run_any(p, after, end, PUNCT | SYMBOL)  # " ?[\pP\pS]+[\r\n]*"
+            return self._run_any(p, j, end, NEWLINE_BIT)
+        if k & SPACE:
+            return self._whitespace_end(p, i, end)
+        return 0
 
     cdef int _split(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
         """Cut p[i:end] into the pattern's pieces and merge each into ``out``. -1: out of memory."""
@@ -189,7 +310,7 @@ cdef class ByteLevelBPE:
         cdef int k, c
         cdef uint8_t b
         while i < end:
-            k = self._class(p, i, &after)
+            k = self._class(p, i, &after) & CL100K_MASK
             b = p[i]
             j = 0
             if b == 0x27 and after < end:  # 's 't 're 've 'm 'll 'd, any case ('ſ too)
@@ -205,30 +326,17 @@ cdef class ByteLevelBPE:
                 pass
             elif k == LETTER:  # [^\r\n\pL\pN]?\pL+
                 j = self._run(p, after, end, LETTER)
-            elif (k == OTHER or k == SPACE) and after < end and self._class(p, after, &second) == LETTER:
+            elif (k == OTHER or k == SPACE) and after < end and (self._class(p, after, &second) & CL100K_MASK) == LETTER:
                 j = self._run(p, second, end, LETTER)
             elif k == NUMBER:  # \pN{1,3}
                 j, count = after, 1
                 while count < 3 and j < end and self._class(p, j, &second) == NUMBER:
                     j, count = second, count + 1
-            elif k == OTHER or (b == 0x20 and after < end and self._class(p, after, &second) == OTHER):
+            elif k == OTHER or (b == 0x20 and after < end and (self._class(p, after, &second) & CL100K_MASK) == OTHER):
                 j = self._run(p, after if k == OTHER else second, end, OTHER)  # " ?[^\s\pL\pN]+[\r\n]*"
                 j = self._run(p, j, end, NEWLINE)
-            else:  # whitespace: \s*[\r\n]+, else \s+(?!\S), else \s+
-                run_end, last_start, last_newline_end = i, i, -1
-                while run_end < end:
-                    c = self._class(p, run_end, &second)
-                    if not (c & SPACE):
-                        break
-                    if c == NEWLINE:
-                        last_newline_end = second
-                    last_start, run_end = run_end, second
-                if last_newline_end >= 0:
-                    j = last_newline_end
-                elif run_end == end or last_start == i:
-                    j = run_end
-                else:
-                    j = last_start
+            else:  # whitespace
+                j = self._whitespace_end(p, i, end)
             if self._merge(p, i, j, out) < 0:
                 return -1
             i = j
@@ -322,18 +430,39 @@ cdef class ByteLevelBPE:
         return status
 
     cdef int _encode(self, const uint8_t* p, Py_ssize_t size, IdBuffer* out) noexcept nogil:
+        """The added tokens of the raw pass, and ``_cut`` (the normalized pass) between them."""
         cdef Match* found = NULL
         cdef Py_ssize_t n_found = 0, cap_found = 0, k, start = 0
+        cdef int status = 0
         if self.added.scan(p, 0, size, &found, &n_found, &cap_found) < 0:
-            free(found)
-            return -1
+            status = -1
         for k in range(n_found):
-            if self._split(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
-                free(found)
-                return -1
+            if status < 0:
+                break
+            if self._cut(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
+                status = -1
             start = found[k].end
         free(found)
-        return self._split(p, start, size, out)
+        return status if status < 0 else self._cut(p, start, size, out)
+
+    cdef int _cut(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """p[start:end] between raw-pass added tokens: the normalized added tokens in it (the
+        normalizer is the identity), and pre-tokenized segments between those."""
+        cdef Match* found = NULL
+        cdef Py_ssize_t n_found = 0, cap_found = 0, k
+        cdef int status = 0
+        if start >= end:
+            return 0
+        if self.normalized_added.scan(p, start, end, &found, &n_found, &cap_found) < 0:
+            status = -1
+        for k in range(n_found):
+            if status < 0:
+                break
+            if self._segment(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
+                status = -1
+            start = found[k].end
+        free(found)
+        return status if status < 0 else self._segment(p, start, end, out)
 
     def encode(self, str text):
         """Token ids of ``text`` (``tokenizers``' ``encode(text, add_special_tokens=False).ids``)."""
