@@ -120,7 +120,7 @@ cdef class ByteLevelBPE:
     cdef int scheme
 
     def __cinit__(self, byte_ids, merges, added, normalized_added=(), scheme="cl100k"):
-        cdef Py_ssize_t size = 1, i, n
+        cdef Py_ssize_t size = 1, i
         cdef uint64_t key, slot
         if len(byte_ids) != 256:
             raise ValueError("byte_ids needs one id per byte value")
@@ -233,7 +233,7 @@ cdef class ByteLevelBPE:
     cdef int _segment(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
         """Pre-tokenize p[i:end] (text between added tokens) and merge each piece into ``out``."""
         if self.scheme == CL100K:
-            return self._split(p, i, end, out)
+            return self._split_cl100k(p, i, end, out)
         return self._split_deepseek(p, i, end, out)
 
     cdef int _split_deepseek(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
@@ -304,9 +304,9 @@ cdef class ByteLevelBPE:
             return self._whitespace_end(p, i, end)
         return 0
 
-    cdef int _split(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
-        """Cut p[i:end] into the pattern's pieces and merge each into ``out``. -1: out of memory."""
-        cdef Py_ssize_t j, after, second, run_end, last_start, last_newline_end, count
+    cdef int _split_cl100k(self, const uint8_t* p, Py_ssize_t i, Py_ssize_t end, IdBuffer* out) noexcept nogil:
+        """CL100K_PATTERN's pieces of p[i:end], each merged into ``out``. -1: out of memory."""
+        cdef Py_ssize_t j, after, second, count
         cdef int k, c
         cdef uint8_t b
         while i < end:
