@@ -156,3 +156,14 @@ def test_tokenizer_uses_it(real_tokenizer):
     assert real_tokenizer.fast_encoder_reason is None
     text = "A long prompt, 東京 12345. " * 2000
     assert real_tokenizer.encode(text) == real_tokenizer.backend.encode(text, add_special_tokens=False).ids
+
+
+def test_threads_share_one_encoder(encoder, backend):
+    """Long texts are encoded without the GIL: threads on one encoder get each their own ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [(" ".join(TEXTS) + f" variant {i} ") * (20 + i) for i in range(8)]
+    expected = [reference(backend, t) for t in texts]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(encoder.encode, texts)) == expected
