@@ -429,40 +429,35 @@ cdef class ByteLevelBPE:
         free(heap)
         return status
 
-    cdef int _encode(self, const uint8_t* p, Py_ssize_t size, IdBuffer* out) noexcept nogil:
-        """The added tokens of the raw pass, and ``_cut`` (the normalized pass) between them."""
-        cdef Match* found = NULL
-        cdef Py_ssize_t n_found = 0, cap_found = 0, k, start = 0
-        cdef int status = 0
-        if self.added.scan(p, 0, size, &found, &n_found, &cap_found) < 0:
-            status = -1
-        for k in range(n_found):
-            if status < 0:
-                break
-            if self._cut(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
-                status = -1
-            start = found[k].end
-        free(found)
-        return status if status < 0 else self._cut(p, start, size, out)
-
-    cdef int _cut(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, IdBuffer* out) noexcept nogil:
-        """p[start:end] between raw-pass added tokens: the normalized added tokens in it (the
-        normalizer is the identity), and pre-tokenized segments between those."""
+    cdef int _cut(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, bint raw_pass,
+                  IdBuffer* out) noexcept nogil:
+        """p[start:end] cut at the added tokens of a pass (the raw pass over the whole text, then
+        the normalized one between its tokens: the normalizer is the identity); between them the
+        next pass, or after the last pass the pre-tokenized segments. -1: out of memory."""
         cdef Match* found = NULL
         cdef Py_ssize_t n_found = 0, cap_found = 0, k
         cdef int status = 0
         if start >= end:
             return 0
-        if self.normalized_added.scan(p, start, end, &found, &n_found, &cap_found) < 0:
-            status = -1
+        if raw_pass:
+            status = self.added.scan(p, start, end, &found, &n_found, &cap_found)
+        else:
+            status = self.normalized_added.scan(p, start, end, &found, &n_found, &cap_found)
         for k in range(n_found):
             if status < 0:
                 break
-            if self._segment(p, start, found[k].start, out) < 0 or push_id(out, self.added_ids[found[k].token]) < 0:
+            if self._between(p, start, found[k].start, raw_pass, out) < 0 \
+                    or push_id(out, self.added_ids[found[k].token]) < 0:
                 status = -1
             start = found[k].end
         free(found)
-        return status if status < 0 else self._segment(p, start, end, out)
+        return status if status < 0 else self._between(p, start, end, raw_pass, out)
+
+    cdef inline int _between(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, bint raw_pass,
+                             IdBuffer* out) noexcept nogil:
+        if raw_pass:
+            return self._cut(p, start, end, False, out)
+        return self._segment(p, start, end, out)
 
     def encode(self, str text):
         """Token ids of ``text`` (``tokenizers``' ``encode(text, add_special_tokens=False).ids``)."""
@@ -474,9 +469,9 @@ cdef class ByteLevelBPE:
         out.ids, out.n, out.cap = NULL, 0, 0
         if size >= NOGIL_BYTES:
             with nogil:
-                status = self._encode(p, size, &out)
+                status = self._cut(p, 0, size, True, &out)
         else:
-            status = self._encode(p, size, &out)
+            status = self._cut(p, 0, size, True, &out)
         if status < 0:
             free(out.ids)
             raise MemoryError()
