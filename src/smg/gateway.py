@@ -379,8 +379,8 @@ class Gateway:
         return ("json_schema", json.dumps(fmt.json_schema.schema))
 
     async def _encode(self, text: str) -> list[int]:
-        """Encode off the event loop when much of it is not cached: ``tokenizers`` releases the
-        GIL, so the loop keeps streaming other requests (and a second core does the encode)."""
+        """Encode off the event loop when much of it is not cached: the encoder releases the GIL
+        on long texts, so the loop keeps streaming other requests (and a second core does the encode)."""
         # the hand-off costs GIL waits that a short encode or a cached prefix does not repay
         limit = self.tokenizer.offload_chars
         if len(text) < limit or self.tokenizer.uncached_chars(text) < limit:
