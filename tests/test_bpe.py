@@ -167,3 +167,30 @@ def test_threads_share_one_encoder(encoder, backend):
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(encoder.encode, texts)) == expected
+
+
+@pytest.fixture(scope="session")
+def ignore_merges_case(llama_raw):
+    """Llama 3.2 as Meta's own tokenizer.json has it: BPE ``ignore_merges`` (a piece that is one
+    vocabulary token is that token, whatever the merges would make of it). (encoder, backend);
+    the encoder is the compiled kernel's, or the twin's under SMG_NO_EXTENSIONS=1."""
+    raw = json.loads(json.dumps(llama_raw))
+    raw["model"]["ignore_merges"] = True
+    backend = Backend.from_str(json.dumps(raw))
+    encoder, reason = build_fast_encoder(raw, backend)
+    assert reason is None
+    return encoder, backend
+
+
+def test_ignore_merges_is_honoured(ignore_merges_case):
+    encoder, backend = ignore_merges_case
+    assert backend.encode(" Việt", add_special_tokens=False).ids == [101798]  # merges alone give 3 tokens
+    for text in TEXTS + [" Việt Nam", "ViệtViệt  Việt"]:
+        assert encoder.encode(text) == reference(backend, text)
+
+
+@given(st.lists(st.sampled_from(ALPHABET + [" Việt", "ệ", "ế"]), max_size=60).map("".join))
+@settings(max_examples=200, deadline=None)
+def test_ignore_merges_matches_tokenizers(ignore_merges_case, text):
+    encoder, backend = ignore_merges_case
+    assert encoder.encode(text) == reference(backend, text)

@@ -8,6 +8,7 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcmp
 
 from smg._ext.bpe_py import CL100K_PATTERN, DEEPSEEK_PATTERNS, SCHEMES, char_classes
 from smg._ext.token_cache cimport Match, _Trie
@@ -40,6 +41,23 @@ cdef struct MergeSlot:
     uint64_t key  # (left << 32 | right) + 1; 0: an empty slot
     int32_t rank
     int32_t merged
+
+
+cdef struct WordSlot:  # a vocabulary token by its bytes, for ignore_merges
+    uint64_t hash  # 0: an empty slot
+    Py_ssize_t offset  # of its bytes in the blob
+    Py_ssize_t length
+    int32_t token
+
+
+cdef inline uint64_t hash_bytes(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """FNV-1a with a final mix; never 0 (the empty slot's mark)."""
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    h ^= h >> 29
+    return h if h else 1
 
 
 cdef struct HeapItem:
@@ -118,8 +136,12 @@ cdef class ByteLevelBPE:
     cdef _Trie normalized_added
     cdef int32_t* added_ids  # by trie token index: the raw pass's tokens, then the normalized pass's
     cdef int scheme
+    cdef WordSlot* words  # NULL: merge every piece
+    cdef uint64_t words_mask
+    cdef bytes words_blob  # every token's bytes, end to end
+    cdef const uint8_t* words_data
 
-    def __cinit__(self, byte_ids, merges, added, normalized_added=(), scheme="cl100k"):
+    def __cinit__(self, byte_ids, merges, added, normalized_added=(), scheme="cl100k", whole_words=None):
         cdef Py_ssize_t size = 1, i
         cdef uint64_t key, slot
         if len(byte_ids) != 256:
@@ -152,10 +174,50 @@ cdef class ByteLevelBPE:
             self.added_ids[i] = token_id
         self.classes_table = char_classes()
         self.classes = <const uint8_t*>self.classes_table
+        if whole_words is not None:
+            self._build_words(list(whole_words))
+
+    cdef int _build_words(self, list whole_words) except -1:
+        cdef Py_ssize_t size = 1, offset = 0
+        cdef uint64_t h, slot
+        cdef const uint8_t* blob
+        while size < 2 * len(whole_words) + 2:
+            size <<= 1
+        self.words = <WordSlot*>malloc(size * sizeof(WordSlot))
+        if self.words == NULL:
+            raise MemoryError()
+        self.words_mask = size - 1
+        for slot in range(size):
+            self.words[slot].hash = 0
+        self.words_blob = b"".join(word for word, _ in whole_words)
+        blob = self.words_data = <const uint8_t*>self.words_blob
+        for word, token_id in whole_words:
+            h = hash_bytes(blob + offset, len(word))
+            slot = h & self.words_mask
+            while self.words[slot].hash != 0:
+                slot = (slot + 1) & self.words_mask
+            self.words[slot].hash, self.words[slot].offset = h, offset
+            self.words[slot].length, self.words[slot].token = len(word), token_id
+            offset += len(word)
+        return 0
 
     def __dealloc__(self):
         free(self.table)
         free(self.added_ids)
+        free(self.words)
+
+    cdef inline int32_t _whole_word(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+        """The vocabulary token whose bytes are p[start:end], or -1."""
+        cdef Py_ssize_t n = end - start
+        cdef uint64_t h = hash_bytes(p + start, n)
+        cdef uint64_t slot = h & self.words_mask
+        cdef const uint8_t* blob = self.words_data
+        while self.words[slot].hash != 0:
+            if self.words[slot].hash == h and self.words[slot].length == n \
+                    and memcmp(blob + self.words[slot].offset, p + start, n) == 0:
+                return self.words[slot].token
+            slot = (slot + 1) & self.words_mask
+        return -1
 
     cdef inline uint64_t _slot(self, uint64_t key) noexcept nogil:
         """The slot holding ``key``, or the empty slot where it goes."""
@@ -350,6 +412,10 @@ cdef class ByteLevelBPE:
         cdef int32_t merges[SMALL_PIECE]
         if n == 1:
             return push_id(out, self.byte_ids[p[start]])
+        if self.words != NULL:  # ignore_merges: a piece that is one vocabulary token is that token
+            i = self._whole_word(p, start, end)
+            if i >= 0:
+                return push_id(out, <int32_t>i)
         if n > SMALL_PIECE:
             return self._merge_long(p, start, end, out)
         for i in range(n):

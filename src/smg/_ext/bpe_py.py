@@ -14,8 +14,10 @@ ByteLevel without its own regex:
    the ``normalized`` added tokens: the normalizer is the identity), whose ids are emitted as they are.
 2. Each remaining segment is split into pieces by the scheme, written out below as the choice of
    alternatives its patterns encode (no regex engine: the kernel walks the same rules in C).
-3. Each piece's UTF-8 bytes start as one token per byte; the pair of adjacent tokens with the
-   lowest merge rank is merged, the leftmost on ties, until no adjacent pair has a merge.
+3. A piece whose bytes are one vocabulary token is that token when ``whole_words`` is given (BPE's
+   ``ignore_merges``, as in Meta's Llama 3 files). Otherwise its UTF-8 bytes start as one token per
+   byte; the pair of adjacent tokens with the lowest merge rank is merged, the leftmost on ties,
+   until no adjacent pair has a merge.
 
 Character classes follow the regexes: ``\\p{L}``, ``\\p{N}``, ``\\p{M}``, ``\\p{P}``, ``\\p{S}`` are the
 Unicode general categories; ``\\s`` is the Unicode White_Space property. The categories come from
@@ -214,9 +216,11 @@ def _alternation(contents) -> re.Pattern | None:
 class ByteLevelBPE:
     """Encode text to ids. ``byte_ids[b]``: the token of byte ``b``; ``merges``: (left, right,
     merged) token ids in rank order; ``added``: (content, id) of the added tokens matched in the raw
-    text, ``normalized_added`` those matched after; ``scheme``: the pre-tokenizer (``SCHEMES``)."""
+    text, ``normalized_added`` those matched after; ``scheme``: the pre-tokenizer (``SCHEMES``);
+    ``whole_words``: (bytes, id) of the vocabulary, for ``ignore_merges`` (None: always merge)."""
 
-    def __init__(self, byte_ids, merges, added, normalized_added=(), scheme: str = "cl100k") -> None:
+    def __init__(self, byte_ids, merges, added, normalized_added=(), scheme: str = "cl100k",
+                 whole_words=None) -> None:
         if len(byte_ids) != 256:
             raise ValueError("byte_ids needs one id per byte value")
         if scheme not in SCHEMES:
@@ -230,6 +234,7 @@ class ByteLevelBPE:
         self._added_pattern = _alternation(self.added)
         self._normalized_pattern = _alternation(self.normalized_added)
         self._merged: dict[str, list[int]] = {}  # piece -> its ids (pieces repeat a lot)
+        self.whole_words = dict(whole_words) if whole_words is not None else None
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
@@ -262,7 +267,10 @@ class ByteLevelBPE:
             if merged is None:
                 if len(self._merged) >= 1 << 16:
                     self._merged.clear()
-                merged = self._merged[piece] = self._merge([self.byte_ids[b] for b in piece.encode("utf-8")])
+                data = piece.encode("utf-8")
+                word = self.whole_words.get(data) if self.whole_words is not None else None
+                merged = self._merged[piece] = [word] if word is not None else self._merge(
+                    [self.byte_ids[b] for b in data])
             ids.extend(merged)
 
     def _merge(self, symbols: list[int]) -> list[int]:

@@ -16,7 +16,7 @@ from smg import _ext
 kernel = _ext.load("bpe")
 
 # A few texts that take every rule of the pattern and the merges (checked against the backend).
-_PROBES = ("Hello, world! It's a test: 12345 + 6.7e-8 = x's; WE'LL see.\n\n  indented\tcode()\r\n",
+_PROBES = ("Hello, world! It's a test: 12345 + 6.7e-8 = x's; WE'LL see.\n\n  indented\tcode()\r\n Việt",
            "déjà vu — naïve café; 東京タワー 🤖🚀 ٣٤٥ ⅷ  \u00a0 end  ", "'S 'Re 'LL 'd's don't  \n \n x")
 
 
@@ -42,8 +42,8 @@ def _scheme(raw: dict) -> tuple[str | None, str | None]:
     for key in ("dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix"):
         if model.get(key):
             return None, f"BPE option {key} is set"
-    if model.get("byte_fallback") or model.get("ignore_merges"):
-        return None, "BPE byte_fallback/ignore_merges is set"
+    if model.get("byte_fallback"):
+        return None, "BPE byte_fallback is set"
     normalizer = raw.get("normalizer")
     if normalizer is not None and not (normalizer.get("type") == "Sequence" and not normalizer.get("normalizers")):
         return None, "the tokenizer has a normalizer"
@@ -84,7 +84,18 @@ def build_fast_encoder(raw: dict[str, Any], backend) -> tuple[Any, str | None]:
     tokens = [t for t in raw.get("added_tokens", []) if t.get("content")]
     added = [(t["content"], t["id"]) for t in tokens if not t.get("normalized", not t.get("special"))]
     normalized = [(t["content"], t["id"]) for t in tokens if t.get("normalized", not t.get("special"))]
-    encoder = kernel.ByteLevelBPE(byte_ids, merges, added, normalized, scheme)
+    whole_words = None
+    if model.get("ignore_merges"):  # a piece that is one vocabulary token is that token
+        whole_words = []
+        # alphabet chars -> their bytes as latin-1 chars; other chars below 256 -> one that cannot encode
+        to_bytes = str.maketrans({**{chr(c): "\uffff" for c in range(256)},
+                                  **{char: chr(b) for b, char in alphabet.items()}})
+        for token, token_id in vocab.items():
+            try:
+                whole_words.append((token.translate(to_bytes).encode("latin-1"), token_id))
+            except UnicodeEncodeError:  # not made of the byte alphabet: no piece can be it
+                pass
+    encoder = kernel.ByteLevelBPE(byte_ids, merges, added, normalized, scheme, whole_words)
     for probe in _PROBES + tuple(content for content, _ in (added[:8] + normalized[:8])):
         if encoder.encode(probe) != backend.encode(probe, add_special_tokens=False).ids:
             return None, f"the self-check differs from tokenizers on {probe!r}"
