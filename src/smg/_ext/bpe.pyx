@@ -1,6 +1,6 @@
 """Compiled byte-level BPE encoder behind the cl100k and DeepSeek pre-tokenizers; see ``bpe_py``
 (its twin and specification) for the rules. The text is walked as UTF-8 bytes: added tokens are
-found with the token cache's trie, pieces are cut by the patterns' rules written out as code, and
+found with the token cache's scanner, pieces are cut by the patterns' rules written out as code, and
 each piece is merged through an open-addressing table of (left id, right id) -> (rank, merged id).
 All of it runs without the GIL for texts long enough to be worth it.
 """
@@ -11,7 +11,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp
 
 from smg._ext.bpe_py import CL100K_PATTERN, DEEPSEEK_PATTERNS, SCHEMES, char_classes
-from smg._ext.token_cache cimport Match, _Trie
+from smg._ext.token_cache cimport BoundaryScanner, Match
 
 __all__ = ["CL100K_PATTERN", "DEEPSEEK_PATTERNS", "SCHEMES", "ByteLevelBPE"]
 
@@ -132,9 +132,7 @@ cdef class ByteLevelBPE:
     cdef uint64_t mask
     cdef bytes classes_table  # one class per code point (``bpe_py.char_classes``)
     cdef const uint8_t* classes
-    cdef _Trie added
-    cdef _Trie normalized_added
-    cdef int32_t* added_ids  # by trie token index: the raw pass's tokens, then the normalized pass's
+    cdef BoundaryScanner added  # the token cache's scanner: finds added tokens as tokenizers does
     cdef int scheme
     cdef WordSlot* words  # NULL: merge every piece
     cdef uint64_t words_mask
@@ -155,10 +153,7 @@ cdef class ByteLevelBPE:
         while size < 2 * len(merges) + 2:
             size <<= 1
         self.table = <MergeSlot*>malloc(size * sizeof(MergeSlot))
-        added = list(added)
-        normalized_added = list(normalized_added)
-        self.added_ids = <int32_t*>malloc(max(1, len(added) + len(normalized_added)) * sizeof(int32_t))
-        if self.table == NULL or self.added_ids == NULL:
+        if self.table == NULL:
             raise MemoryError()
         self.mask = size - 1
         for i in range(size):
@@ -168,10 +163,7 @@ cdef class ByteLevelBPE:
             slot = self._slot(key)
             # a repeated pair keeps its last rank, as in tokenizers
             self.table[slot].key, self.table[slot].rank, self.table[slot].merged = key, i, merged
-        self.added, self.normalized_added = _Trie(), _Trie()
-        for i, (content, token_id) in enumerate(added + normalized_added):
-            (self.added if i < len(added) else self.normalized_added)._add(content.encode("utf-8"), i)
-            self.added_ids[i] = token_id
+        self.added = BoundaryScanner([(c, i, False) for c, i in added], [(c, i, False) for c, i in normalized_added])
         self.classes_table = char_classes()
         self.classes = <const uint8_t*>self.classes_table
         if whole_words is not None:
@@ -203,7 +195,6 @@ cdef class ByteLevelBPE:
 
     def __dealloc__(self):
         free(self.table)
-        free(self.added_ids)
         free(self.words)
 
     cdef inline int32_t _whole_word(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
@@ -495,35 +486,20 @@ cdef class ByteLevelBPE:
         free(heap)
         return status
 
-    cdef int _cut(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, bint raw_pass,
-                  IdBuffer* out) noexcept nogil:
-        """p[start:end] cut at the added tokens of a pass (the raw pass over the whole text, then
-        the normalized one between its tokens: the normalizer is the identity); between them the
-        next pass, or after the last pass the pre-tokenized segments. -1: out of memory."""
+    cdef int _encode(self, const uint8_t* p, Py_ssize_t size, IdBuffer* out) noexcept nogil:
+        """The added tokens' ids, and the pre-tokenized segments between them. -1: out of memory."""
         cdef Match* found = NULL
-        cdef Py_ssize_t n_found = 0, cap_found = 0, k
-        cdef int status = 0
-        if start >= end:
-            return 0
-        if raw_pass:
-            status = self.added.scan(p, start, end, &found, &n_found, &cap_found)
-        else:
-            status = self.normalized_added.scan(p, start, end, &found, &n_found, &cap_found)
+        cdef Py_ssize_t n_found = 0, k, start = 0
+        cdef int status = self.added.matches(p, size, &found, &n_found)
         for k in range(n_found):
             if status < 0:
                 break
-            if self._between(p, start, found[k].start, raw_pass, out) < 0 \
-                    or push_id(out, self.added_ids[found[k].token]) < 0:
+            if self._segment(p, start, found[k].start, out) < 0 \
+                    or push_id(out, self.added.token_ids[found[k].token]) < 0:
                 status = -1
             start = found[k].end
         free(found)
-        return status if status < 0 else self._between(p, start, end, raw_pass, out)
-
-    cdef inline int _between(self, const uint8_t* p, Py_ssize_t start, Py_ssize_t end, bint raw_pass,
-                             IdBuffer* out) noexcept nogil:
-        if raw_pass:
-            return self._cut(p, start, end, False, out)
-        return self._segment(p, start, end, out)
+        return status if status < 0 else self._segment(p, start, size, out)
 
     def encode(self, str text):
         """Token ids of ``text`` (``tokenizers``' ``encode(text, add_special_tokens=False).ids``)."""
@@ -535,9 +511,9 @@ cdef class ByteLevelBPE:
         out.ids, out.n, out.cap = NULL, 0, 0
         if size >= NOGIL_BYTES:
             with nogil:
-                status = self._cut(p, 0, size, True, &out)
+                status = self._encode(p, size, &out)
         else:
-            status = self._cut(p, 0, size, True, &out)
+            status = self._encode(p, size, &out)
         if status < 0:
             free(out.ids)
             raise MemoryError()

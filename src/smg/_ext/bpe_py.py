@@ -28,9 +28,10 @@ every code point.
 from __future__ import annotations
 
 import functools
-import re
 
 import unicodedata2 as unicodedata
+
+from smg._ext.token_cache_py import BoundaryScanner
 
 __all__ = ["CL100K_PATTERN", "DEEPSEEK_PATTERNS", "SCHEMES", "ByteLevelBPE", "char_classes", "split_pieces"]
 
@@ -206,13 +207,6 @@ def _match_words(text: str, classes: list[int], i: int, end: int) -> int:
     return 0
 
 
-def _alternation(contents) -> re.Pattern | None:
-    """One regex over the contents, longest first: at the leftmost position that matches, the
-    longest wins."""
-    contents = sorted(contents, key=len, reverse=True)
-    return re.compile("|".join(re.escape(c) for c in contents)) if contents else None
-
-
 class ByteLevelBPE:
     """Encode text to ids. ``byte_ids[b]``: the token of byte ``b``; ``merges``: (left, right,
     merged) token ids in rank order; ``added``: (content, id) of the added tokens matched in the raw
@@ -230,33 +224,21 @@ class ByteLevelBPE:
         self.merges: dict[tuple[int, int], tuple[int, int]] = {}
         for rank, (left, right, merged) in enumerate(merges):
             self.merges[(left, right)] = (rank, merged)  # a repeated pair keeps its last rank, as in tokenizers
-        self.added, self.normalized_added = dict(added), dict(normalized_added)
-        self._added_pattern = _alternation(self.added)
-        self._normalized_pattern = _alternation(self.normalized_added)
+        # the token cache's scanner finds added tokens as tokenizers does (no cuts wanted here)
+        self._added = BoundaryScanner([(c, i, False) for c, i in added], [(c, i, False) for c, i in normalized_added])
         self._merged: dict[str, list[int]] = {}  # piece -> its ids (pieces repeat a lot)
         self.whole_words = dict(whole_words) if whole_words is not None else None
 
     def encode(self, text: str) -> list[int]:
+        buf = text.encode("utf-8")  # UnicodeEncodeError for lone surrogates, as the kernel
         ids: list[int] = []
-
-        def words(segment: str) -> None:
-            self._encode_segment(segment, ids)
-
-        def between_raw(segment: str) -> None:  # the second pass runs in the gaps of the first
-            self._cut(segment, self._normalized_pattern, self.normalized_added, ids, words)
-
-        self._cut(text, self._added_pattern, self.added, ids, between_raw)
-        return ids
-
-    @staticmethod
-    def _cut(text: str, pattern, table: dict, ids: list[int], between) -> None:
-        """The ids of the tokens of ``table`` that ``pattern`` finds, and ``between`` on the rest."""
         start = 0
-        for match in pattern.finditer(text) if pattern is not None else ():
-            between(text[start:match.start()])
-            ids.append(table[match.group()])
-            start = match.end()
-        between(text[start:])
+        for begin, end, token_id, _ in self._added.matches(buf):
+            self._encode_segment(buf[start:begin].decode("utf-8"), ids)
+            ids.append(token_id)
+            start = end
+        self._encode_segment(buf[start:].decode("utf-8"), ids)
+        return ids
 
     def encode_batch(self, texts) -> list[list[int]]:
         return [self.encode(text) for text in texts]

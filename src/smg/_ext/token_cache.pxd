@@ -36,3 +36,5 @@ cdef class BoundaryScanner:
     cdef int32_t* token_ids
     cdef uint8_t* token_is_cut
     cdef Py_ssize_t n_tokens
+
+    cdef int matches(self, const uint8_t* buf, Py_ssize_t size, Match** out, Py_ssize_t* n_out) noexcept nogil

@@ -205,14 +205,49 @@ cdef class BoundaryScanner:
         free(self.token_ids)
         free(self.token_is_cut)
 
+    cdef int matches(self, const uint8_t* buf, Py_ssize_t size, Match** out, Py_ssize_t* n_out) noexcept nogil:
+        """The added-token matches of buf in order, as ``tokenizers`` finds them: leftmost-longest
+        over the raw text, then the normalized tokens in the gaps. *out is malloc'ed (the caller
+        frees it); -1: out of memory."""
+        cdef Match* first = NULL
+        cdef Match* merged = NULL
+        cdef Match* grown
+        cdef Py_ssize_t n_first = 0, cap_first = 0, n_merged = 0, cap_merged = 0, j, gap_start = 0
+        out[0], n_out[0] = NULL, 0
+        if self.raw.scan(buf, 0, size, &first, &n_first, &cap_first):
+            free(first)
+            return -1
+        if not self.normalized.n_first_bytes:
+            out[0], n_out[0] = first, n_first
+            return 0
+        for j in range(n_first + 1):
+            if self.normalized.scan(buf, gap_start, first[j].start if j < n_first else size,
+                                    &merged, &n_merged, &cap_merged):
+                free(first)
+                free(merged)
+                return -1
+            if j < n_first:
+                if n_merged == cap_merged:
+                    grown = <Match*>realloc(merged, (2 * cap_merged + 8) * sizeof(Match))
+                    if grown == NULL:
+                        free(first)
+                        free(merged)
+                        return -1
+                    merged = grown
+                    cap_merged = 2 * cap_merged + 8
+                merged[n_merged] = first[j]
+                n_merged += 1
+                gap_start = first[j].end
+        free(first)
+        out[0], n_out[0] = merged, n_merged
+        return 0
+
     def scan(self, str text):
         cdef Py_ssize_t size = 0
         cdef const uint8_t* buf = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &size)
-        cdef Match* first = NULL
-        cdef Match* merged = NULL
-        cdef Match* matches
-        cdef Py_ssize_t n_first = 0, cap_first = 0, n_merged = 0, cap_merged = 0, n, j
-        cdef Py_ssize_t gap_start, pos = 0, chars = 0
+        cdef Match* matches = NULL
+        cdef Py_ssize_t n = 0, j
+        cdef Py_ssize_t pos = 0, chars = 0
         cdef uint64_t h = HASH_SEED
         cdef int failed = 0
         cdef bint ascii = PyUnicode_IS_ASCII(text)
@@ -221,29 +256,7 @@ cdef class BoundaryScanner:
         cdef int32_t t
         try:
             with nogil:
-                failed = self.raw.scan(buf, 0, size, &first, &n_first, &cap_first)
-                if not failed and self.normalized.n_first_bytes:
-                    gap_start = 0
-                    for j in range(n_first + 1):
-                        failed = self.normalized.scan(
-                            buf, gap_start, first[j].start if j < n_first else size,
-                            &merged, &n_merged, &cap_merged)
-                        if failed:
-                            break
-                        if j < n_first:
-                            if n_merged == cap_merged:
-                                matches = <Match*>realloc(merged, (2 * cap_merged + 8) * sizeof(Match))
-                                if matches == NULL:
-                                    failed = 1
-                                    break
-                                merged = matches
-                                cap_merged = 2 * cap_merged + 8
-                            merged[n_merged] = first[j]
-                            n_merged += 1
-                            gap_start = first[j].end
-                    matches, n = merged, n_merged
-                else:
-                    matches, n = first, n_first
+                failed = self.matches(buf, size, &matches, &n)
                 if not failed and n:
                     char_starts = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
                     hashes = <uint64_t*>malloc(n * sizeof(uint64_t))
@@ -272,8 +285,7 @@ cdef class BoundaryScanner:
                     cuts.append(_new_tuple(Cut, (char_starts[j], matches[j].end, hashes[j], self.token_ids[t])))
             return cuts
         finally:
-            free(first)
-            free(merged)
+            free(matches)
             free(char_starts)
             free(hashes)
 

@@ -113,19 +113,25 @@ class BoundaryScanner:
                 i += 1
         return found
 
+    def matches(self, buf: bytes) -> list[tuple[int, int, int, bool]]:
+        """The added-token matches of ``buf`` (UTF-8) in order, ``(start, end, token_id, is_cut)``,
+        as ``tokenizers`` finds them: leftmost-longest over the raw text, then the normalized
+        tokens in the gaps."""
+        first = self._matches(self._passes[0], buf, 0, len(buf))
+        if not self._passes[1]:
+            return first
+        matches = []
+        gap_start = 0
+        for m in first + [(len(buf), len(buf), -1, False)]:
+            matches += self._matches(self._passes[1], buf, gap_start, m[0])
+            matches.append(m)
+            gap_start = m[1]
+        matches.pop()
+        return matches
+
     def scan(self, text: str) -> list[Cut]:
         buf = text.encode("utf-8")  # UnicodeEncodeError for lone surrogates, as the kernel
-        first = self._matches(self._passes[0], buf, 0, len(buf))
-        matches = []
-        if self._passes[1]:
-            gap_start = 0
-            for m in first + [(len(buf), len(buf), -1, False)]:
-                matches += self._matches(self._passes[1], buf, gap_start, m[0])
-                matches.append(m)
-                gap_start = m[1]
-            matches.pop()
-        else:
-            matches = first
+        matches = self.matches(buf)
         cuts = []
         h, pos, chars = HASH_SEED, 0, 0
         for start, end, token_id, is_cut in matches:
