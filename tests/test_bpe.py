@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as Backend
 
 from smg._ext import bpe_py
-from smg.tokenizer.fast_encoder import _bytes_to_unicode, build_fast_encoder
+from smg.tokenizer.detokenizer import byte_level_alphabet
+from smg.tokenizer.fast_encoder import build_fast_encoder
 
 
 def _raw(directory):
@@ -23,7 +24,7 @@ def llama_raw(llama_dir):
 def case(request, llama_dir, deepseek_dir):
     """(tokenizers' backend, the kernel's constructor arguments) of a shipped tokenizer."""
     directory = {"llama3.2": llama_dir, "deepseek": deepseek_dir}[request.param]
-    raw, alphabet = _raw(directory), _bytes_to_unicode()
+    raw, char_of = _raw(directory), {b: char for char, b in byte_level_alphabet().items()}
     vocab = raw["model"]["vocab"]
     merges = [(vocab[a], vocab[b], vocab[a + b]) for a, b in (m.split(" ", 1) for m in raw["model"]["merges"])]
     tokens = raw["added_tokens"]
@@ -31,7 +32,7 @@ def case(request, llama_dir, deepseek_dir):
     normalized = [(t["content"], t["id"]) for t in tokens if t["normalized"]]
     scheme = "cl100k" if request.param == "llama3.2" else "deepseek"
     backend = Backend.from_file(str(directory / "tokenizer.json"))
-    return backend, ([vocab[alphabet[b]] for b in range(256)], merges, added, normalized, scheme)
+    return backend, ([vocab[char_of[b]] for b in range(256)], merges, added, normalized, scheme)
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ _WINDOW_CONTEXT = 5  # prompt ids kept as left context by the general path, as v
 clean_up_tokenization = kernel.clean_up_tokenization
 
 
-def _byte_level_alphabet() -> dict[str, int]:
+def byte_level_alphabet() -> dict[str, int]:
     """GPT-2's byte -> printable char map, inverted: char -> byte."""
     printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     chars, extra = {}, 0
@@ -62,7 +62,7 @@ def build_token_table(backend, decoder_config: object, special_ids: Iterable[int
     if not _is_byte_level(decoder_config):
         kind = decoder_config.get("type") if isinstance(decoder_config, dict) else decoder_config
         return None, f"decoder {kind!r} is not ByteLevel: using the general (windowed) path"
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     size = backend.get_vocab_size(with_added_tokens=True)
     token_bytes: list[bytes | None] = []
     for token_id in range(size):

@@ -12,25 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from smg import _ext
+from smg.tokenizer.detokenizer import byte_level_alphabet
 
 kernel = _ext.load("bpe")
 
 # A few texts that take every rule of the pattern and the merges (checked against the backend).
 _PROBES = ("Hello, world! It's a test: 12345 + 6.7e-8 = x's; WE'LL see.\n\n  indented\tcode()\r\n Việt",
            "déjà vu — naïve café; 東京タワー 🤖🚀 ٣٤٥ ⅷ  \u00a0 end  ", "'S 'Re 'LL 'd's don't  \n \n x")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256+n."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
 
 
 def _scheme(raw: dict) -> tuple[str | None, str | None]:
@@ -71,9 +59,10 @@ def build_fast_encoder(raw: dict[str, Any], backend) -> tuple[Any, str | None]:
         return None, problem
     model = raw["model"]
     vocab: dict[str, int] = model.get("vocab") or {}
-    alphabet = _bytes_to_unicode()
+    alphabet = byte_level_alphabet()  # char -> byte
+    char_of = {b: char for char, b in alphabet.items()}
     try:
-        byte_ids = [vocab[alphabet[b]] for b in range(256)]
+        byte_ids = [vocab[char_of[b]] for b in range(256)]
         # "left right" strings, or [left, right] pairs in newer files
         pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges") or []]
         merges = [(vocab[left], vocab[right], vocab[left + right]) for left, right in pairs]
@@ -89,7 +78,7 @@ def build_fast_encoder(raw: dict[str, Any], backend) -> tuple[Any, str | None]:
         whole_words = []
         # alphabet chars -> their bytes as latin-1 chars; other chars below 256 -> one that cannot encode
         to_bytes = str.maketrans({**{chr(c): "\uffff" for c in range(256)},
-                                  **{char: chr(b) for b, char in alphabet.items()}})
+                                  **{char: chr(b) for char, b in alphabet.items()}})
         for token, token_id in vocab.items():
             try:
                 whole_words.append((token.translate(to_bytes).encode("latin-1"), token_id))
