@@ -51,8 +51,9 @@ _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u200
                "\u200a\u2028\u2029\u202f\u205f\u3000"
 # What `(?i:'s|'t|'re|'ve|'m|'ll|'d)` accepts after the apostrophe: case-insensitive, and U+017F
 # (long s) folds to "s".
-_CONTRACTIONS = {"s": 1, "S": 1, "\u017f": 1, "t": 1, "T": 1, "m": 1, "M": 1, "d": 1, "D": 1}
-_CONTRACTION_PAIRS = {("r", "e"), ("v", "e"), ("l", "l")}
+_CONTRACTIONS = frozenset("sS\u017ftTmMdD")
+_CONTRACTION_PAIRS = frozenset({("r", "e"), ("v", "e"), ("l", "l")})
+_CATEGORY_CLASSES = {"L": LETTER, "N": NUMBER, "M": MARK, "P": PUNCT, "S": SYMBOL}
 
 
 def char_class(ch: str) -> int:
@@ -60,7 +61,7 @@ def char_class(ch: str) -> int:
         return NEWLINE
     if ch in _WHITE_SPACE:
         return SPACE
-    return {"L": LETTER, "N": NUMBER, "M": MARK, "P": PUNCT, "S": SYMBOL}.get(unicodedata.category(ch)[0], OTHER)
+    return _CATEGORY_CLASSES.get(unicodedata.category(ch)[0], OTHER)
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,8 +102,9 @@ def _split_cl100k(text: str, classes: list[int], pieces: list[str]) -> None:
     while i < n:
         k = classes[i]
         j = i
-        if text[i] == "'" and _contraction(text, i):                       # 's 't 're 've 'm 'll 'd
-            j = i + _contraction(text, i)
+        contraction = _contraction(text, i) if text[i] == "'" else 0
+        if contraction:                                                       # 's 't 're 've 'm 'll 'd
+            j = i + contraction
         elif k == LETTER or (k in (OTHER, SPACE) and i + 1 < n and classes[i + 1] == LETTER):
             j = i + 1                                                         # [^\r\n\pL\pN]?\pL+
             while j < n and classes[j] == LETTER:
