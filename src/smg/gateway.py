@@ -168,32 +168,18 @@ class _Choice:
 
     def feed(self, out: EngineOutput, gw: "Gateway") -> tuple[str, str, list] | None:
         """Run one engine message through the pipeline; None when it released nothing."""
-        ids = out.token_ids
-        if len(ids) == 1 and self.logprobs is None:  # the usual message: one token, no logprobs
+        released = ""  # one token per message is the usual case: no list to join
+        logprobs = out.logprobs if self.logprobs is not None else None
+        for position, token_id in enumerate(out.token_ids):
             self.tokens += 1
-            delta = self.stop.step(ids[0], self.detok.step(ids[0]))
-            if delta.finished:
-                self.finished, self.finish_reason, self.matched = True, delta.finish_reason, delta.matched_stop
-                return self._emit(delta.text, final=True)
-            return self._emit(delta.text, final=False) if delta.text else None
-        released = []
-        logprobs = out.logprobs
-        for position, token_id in enumerate(ids):
-            self.tokens += 1
-            text = self.detok.step(token_id)
-            delta = self.stop.step(token_id, text)
-            if delta.text:
-                released.append(delta.text)
-            if self.logprobs is not None and logprobs is not None and position < len(logprobs):
+            delta = self.stop.step(token_id, self.detok.step(token_id))
+            released += delta.text
+            if logprobs is not None and position < len(logprobs):
                 self.logprobs.append(gw._logprob_entry(logprobs[position]))
             if delta.finished:
                 self.finished, self.finish_reason, self.matched = True, delta.finish_reason, delta.matched_stop
-                break
-        if self.finished:
-            return self._emit("".join(released), final=True)
-        if not released:
-            return None
-        return self._emit("".join(released), final=False)
+                return self._emit(released, final=True)
+        return self._emit(released, final=False) if released else None
 
     def end(self, out: EngineOutput) -> tuple[str, str, list]:
         """The engine finished this sequence: flush held text and parsers."""
