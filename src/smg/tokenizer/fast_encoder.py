@@ -21,7 +21,7 @@ _PROBES = ("Hello, world! It's a test: 12345 + 6.7e-8 = x's; WE'LL see.\n\n  ind
            "déjà vu — naïve café; 東京タワー 🤖🚀 ٣٤٥ ⅷ  \u00a0 end  ", "'S 'Re 'LL 'd's don't  \n \n x")
 
 
-def _scheme(raw: dict) -> tuple[str | None, str | None]:
+def scheme_of(raw: dict) -> tuple[str | None, str | None]:
     """(the pre-tokenizer scheme, None) when tokenizer.json is a shape the kernel reproduces,
     else (None, why not)."""
     model = raw.get("model") or {}
@@ -54,7 +54,7 @@ def _scheme(raw: dict) -> tuple[str | None, str | None]:
 
 def build_fast_encoder(raw: dict[str, Any], backend) -> tuple[Any, str | None]:
     """(encoder, None), or (None, why ``tokenizers`` keeps encoding this tokenizer)."""
-    scheme, problem = _scheme(raw)
+    scheme, problem = scheme_of(raw)
     if scheme is None:
         return None, problem
     model = raw["model"]

@@ -12,7 +12,7 @@ from smg.errors import ChatTemplateError, TokenizerError, TokenizerLoadError
 from smg.tokenizer.cache import CacheInfo, TokenCache, kernel
 from smg.tokenizer.chat_template import ChatTemplate, resolve_template_source
 from smg.tokenizer.detokenizer import DecodeStream, DetokenizerFactory, clean_up_tokenization
-from smg.tokenizer.fast_encoder import build_fast_encoder
+from smg.tokenizer.fast_encoder import build_fast_encoder, scheme_of
 
 # The named special tokens transformers passes to chat templates.
 _NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
@@ -97,11 +97,12 @@ class Tokenizer:
 
         # smg's compiled encoder when the file is a shape it reproduces exactly (byte-level BPE
         # behind the cl100k or DeepSeek pre-tokenizer): 12-17x tokenizers' encode, whose
-        # pre-tokenizer regex is nearly all its time. Built on first use or by warm_up (~0.35 s:
-        # 280k merges to read).
-        self._raw_model = raw
+        # pre-tokenizer regex is nearly all its time. Built on first use or by warm_up (~0.4 s:
+        # 280k merges to read); until then the file's text is kept, not its parsed objects (~10x
+        # the size), and a file of another shape keeps nothing.
         self._fast_encoder = None
-        self._fast_encoder_reason: str | None = None
+        _, self._fast_encoder_reason = scheme_of(raw)
+        self._fast_encoder_source = source if self._fast_encoder_reason is None else None
         self._fast_encoder_lock = threading.Lock()
         self._detokenizers = DetokenizerFactory(self._backend, raw.get("decoder"), self._special_ids,
                                                 self.clean_up_tokenization_spaces)
@@ -294,11 +295,12 @@ class Tokenizer:
 
     def _encoder(self):
         """smg's encoder for this tokenizer, built on first call; None when tokenizers encodes."""
-        if self._raw_model is not None:
+        if self._fast_encoder_source is not None:
             with self._fast_encoder_lock:
-                if self._raw_model is not None:
-                    self._fast_encoder, self._fast_encoder_reason = build_fast_encoder(self._raw_model, self._backend)
-                    self._raw_model = None
+                if self._fast_encoder_source is not None:
+                    self._fast_encoder, self._fast_encoder_reason = build_fast_encoder(
+                        json.loads(self._fast_encoder_source), self._backend)
+                    self._fast_encoder_source = None
         return self._fast_encoder
 
     @property
