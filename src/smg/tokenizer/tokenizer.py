@@ -284,7 +284,7 @@ class Tokenizer:
 
     def warm_up(self, chat_template: str | None = None) -> None:
         """Build now what the first request would otherwise build: the detokenizer's token table
-        (~0.4 s for a 128K vocabulary), smg's encoder (~0.35 s) and the compiled chat template
+        (~0.4 s for a 128K vocabulary), smg's encoder (~0.4 s) and the compiled chat template
         (~80 ms with the Jinja import), which would stall the first request and every request
         served beside it. A missing or broken template is left to raise its error when a chat
         request uses it."""
