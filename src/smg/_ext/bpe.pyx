@@ -7,7 +7,7 @@ All of it runs without the GIL for texts long enough to be worth it.
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport INT32_MAX, int32_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp
 
 from smg._ext.bpe_py import CL100K_PATTERN, DEEPSEEK_PATTERNS, SCHEMES, char_classes
@@ -58,6 +58,14 @@ cdef inline uint64_t hash_bytes(const uint8_t* p, Py_ssize_t n) noexcept nogil:
         h = (h ^ p[i]) * 0x100000001B3ULL
     h ^= h >> 29
     return h if h else 1
+
+
+cdef inline Py_ssize_t table_size(Py_ssize_t entries) noexcept:
+    """Slots for an open-addressing table of ``entries``: a power of two, at most half full."""
+    cdef Py_ssize_t size = 1
+    while size < 2 * entries + 2:
+        size <<= 1
+    return size
 
 
 cdef struct HeapItem:
@@ -140,7 +148,7 @@ cdef class ByteLevelBPE:
     cdef const uint8_t* words_data
 
     def __cinit__(self, byte_ids, merges, added, normalized_added=(), scheme="cl100k", whole_words=None):
-        cdef Py_ssize_t size = 1, i
+        cdef Py_ssize_t size, i
         cdef uint64_t key, slot
         if len(byte_ids) != 256:
             raise ValueError("byte_ids needs one id per byte value")
@@ -150,14 +158,11 @@ cdef class ByteLevelBPE:
         for i in range(256):
             self.byte_ids[i] = byte_ids[i]
         merges = list(merges)
-        while size < 2 * len(merges) + 2:
-            size <<= 1
-        self.table = <MergeSlot*>malloc(size * sizeof(MergeSlot))
+        size = table_size(len(merges))
+        self.table = <MergeSlot*>calloc(size, sizeof(MergeSlot))  # zeroed: every slot empty
         if self.table == NULL:
             raise MemoryError()
         self.mask = size - 1
-        for i in range(size):
-            self.table[i].key = 0
         for i, (left, right, merged) in enumerate(merges):
             key = ((<uint64_t><uint32_t>left) << 32 | <uint32_t>right) + 1
             slot = self._slot(key)
@@ -170,17 +175,13 @@ cdef class ByteLevelBPE:
             self._build_words(list(whole_words))
 
     cdef int _build_words(self, list whole_words) except -1:
-        cdef Py_ssize_t size = 1, offset = 0
+        cdef Py_ssize_t size = table_size(len(whole_words)), offset = 0
         cdef uint64_t h, slot
         cdef const uint8_t* blob
-        while size < 2 * len(whole_words) + 2:
-            size <<= 1
-        self.words = <WordSlot*>malloc(size * sizeof(WordSlot))
+        self.words = <WordSlot*>calloc(size, sizeof(WordSlot))  # zeroed: every slot empty
         if self.words == NULL:
             raise MemoryError()
         self.words_mask = size - 1
-        for slot in range(size):
-            self.words[slot].hash = 0
         self.words_blob = b"".join(word for word, _ in whole_words)
         blob = self.words_data = <const uint8_t*>self.words_blob
         for word, token_id in whole_words:
