@@ -1,5 +1,6 @@
 # cython: language_level=3
 """Compiled reader of a token chunk's protobuf bytes; specified by ``proto_chunk_py.py``."""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 
 from smg._ext._records cimport _new_tuple
@@ -68,12 +69,19 @@ cdef object _chunk(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, unsig
     return counters[3], ids, counters[0], counters[1], counters[2]
 
 
-def decode_chunk(const unsigned char[::1] data, tuple layout):
+def decode_chunk(data, tuple layout):
     """See ``proto_chunk_py.decode_chunk``."""
+    cdef const unsigned char[::1] view
+    if type(data) is bytes:  # what the transports hand over: no memoryview object per message
+        return _response(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), layout)
+    view = data
+    return _response(&view[0] if view.shape[0] else NULL, view.shape[0], layout)
+
+
+cdef object _response(const unsigned char* p, Py_ssize_t end, tuple layout):
     cdef unsigned int chunk_field = layout[0], index_field = layout[1]
     cdef frozenset skipped_response = layout[2], skipped_chunk = layout[3]
-    cdef const unsigned char* p = &data[0] if data.shape[0] else NULL
-    cdef Py_ssize_t pos = 0, end = data.shape[0]
+    cdef Py_ssize_t pos = 0
     cdef uint64_t key, length
     cdef unsigned int field
     found = None
@@ -105,7 +113,8 @@ cdef class ChunkDecoder:
 
     def __call__(self, raw):
         if self.layout is not None:
-            chunk = decode_chunk(raw, self.layout)
+            chunk = (_response(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), self.layout)
+                     if type(raw) is bytes else decode_chunk(raw, self.layout))
             if chunk is not None:
                 return _new_tuple(self.output_class, chunk + (None, False, None, None))
         return self.fallback(raw)
