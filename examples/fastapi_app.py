@@ -13,7 +13,6 @@ from fastapi.responses import StreamingResponse
 
 from smg import Gateway
 from smg.asgi import create_app
-from smg.protocols.openai import encode
 from smg.tokenizer.templates import template_path
 
 gateway = Gateway([os.environ.get("GATEWAY_WORKER", "grpc://127.0.0.1:50051")],
@@ -39,8 +38,4 @@ async def summarise(text: str, stream: bool = False):
     if not stream:
         reply = await gateway.chat(request)
         return {"summary": reply.choices[0].message.content, "usage": reply.usage.total_tokens}
-
-    async def events():
-        async for chunk in gateway.chat_stream(request):
-            yield b"data: " + encode(chunk) + b"\n\n"
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(gateway.chat_sse(request), media_type="text/event-stream")

@@ -3,19 +3,27 @@ import importlib.machinery
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from smg import _ext
 
+# every twin specifies a compiled kernel
+KERNELS = sorted(p.stem[:-3] for p in Path(_ext.__file__).parent.glob("*_py.py"))
+
 
 @pytest.mark.compiled_only
-@pytest.mark.parametrize("name", ["token_cache", "detok", "stop_matcher", "json_scan", "reasoning_scan", "tool_scan", "h2_data", "proto_chunk"])
+@pytest.mark.parametrize("name", KERNELS)
 def test_compiled_kernel_is_built_and_bound(name):
     assert not _ext.USE_TWINS, "the compiled suite must not run with SMG_NO_EXTENSIONS=1"
     module = _ext.load(name)
     assert module.__name__ == f"smg._ext.{name}"
     assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
+
+
+def test_the_kernel_list_is_found():
+    assert {"bpe", "detok", "proto_chunk", "sse_pump", "token_cache"} <= set(KERNELS)
 
 
 @pytest.mark.compiled_only

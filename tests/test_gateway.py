@@ -271,3 +271,44 @@ def test_token_counters_count_every_route(llama, llama_dir):
             pass
 
     assert run(with_gateway(engine, body)) == [3, 4, 5, 6]  # streams without include_usage count too
+
+
+SSE_REQUESTS = [
+    ("chat", {"max_tokens": 20, "stream_options": {"include_usage": True}}),
+    ("chat", {"max_tokens": 40, "stop": ["numbers back", "XYZ"]}),
+    ("chat", {"max_tokens": 40, "stop": ["oken"], "include_stop_str_in_output": True}),
+    ("chat", {"max_tokens": 6, "n": 2}),  # not plain: the general path
+    ("chat", {"max_tokens": 6, "logprobs": True}),
+    ("completions", {"max_tokens": 15, "stream_options": {"include_usage": True}}),
+    ("completions", {"max_tokens": 30, "stop": ["little as"]}),
+    ("completions", {"max_tokens": 5, "echo": True}),
+    ("completions", {"max_tokens": 5, "prompt": ["one", "two"]}),
+]
+
+
+@pytest.mark.parametrize("tokens_per_chunk", [1, 3])
+@pytest.mark.parametrize("route,fields", SSE_REQUESTS)
+def test_sse_events_are_the_encoded_chunks(llama, llama_dir, route, fields, tokens_per_chunk):
+    """chat_sse/complete_sse (the compiled pump for plain requests) write exactly the events of
+    chat_stream/complete_stream's chunks, but for each request's own id and time."""
+    import re
+
+    from smg.protocols import openai as oa
+
+    engine = ReferenceEngine(llama, tokens_per_chunk=tokens_per_chunk, tokenizer_dir=llama_dir)
+    base = {"model": "x", "stream": True, "seed": 3, **fields}
+    base.setdefault("messages", USER) if route == "chat" else base.setdefault("prompt", "Once upon a time")
+
+    async def body(gw):
+        sse, stream = (gw.chat_sse, gw.chat_stream) if route == "chat" else (gw.complete_sse, gw.complete_stream)
+        events = [e async for e in sse(dict(base))]
+        chunks = [b"data: " + oa.encode(c) + b"\n\n" async for c in stream(dict(base))] + [b"data: [DONE]\n\n"]
+        return events, chunks
+
+    events, chunks = run(with_gateway(engine, body))
+
+    def same_ids(items):
+        return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]
+
+    assert same_ids(events) == same_ids(chunks)
+    assert len(events) >= 3 and events[-1] == b"data: [DONE]\n\n"

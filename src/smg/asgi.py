@@ -116,18 +116,16 @@ class App:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _stream(self, receive: Receive, send: Send, chunks) -> None:
+    async def _stream(self, receive: Receive, send: Send, events) -> None:
         """Send SSE events; a client disconnect cancels the producer (and so aborts the engine)."""
-        first = await anext(chunks)  # errors before the first chunk still become a JSON error body
+        first = await anext(events)  # errors before the first event still become a JSON error body
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
 
         async def produce() -> None:
-            encode = oa.encode
-            await send({"type": "http.response.body", "body": b"data: " + encode(first) + b"\n\n", "more_body": True})
-            async for item in chunks:
-                await send({"type": "http.response.body", "body": b"data: " + encode(item) + b"\n\n",
-                            "more_body": True})
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for event in events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -151,16 +149,17 @@ class App:
                             "more_body": False})
         finally:
             watcher.cancel()
-            await chunks.aclose()
+            await events.aclose()
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._generate(receive, send, oa.ChatCompletionRequest, self.gateway.chat_stream, self.gateway.chat)
+        await self._generate(receive, send, oa.ChatCompletionRequest, self.gateway.chat_sse, self.gateway.chat)
 
     async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._generate(receive, send, oa.CompletionRequest, self.gateway.complete_stream, self.gateway.complete)
+        await self._generate(receive, send, oa.CompletionRequest, self.gateway.complete_sse, self.gateway.complete)
 
     async def _generate(self, receive: Receive, send: Send, request_type, stream, once) -> None:
-        """Decode a request of ``request_type``; SSE from ``stream`` if it asks to stream, else ``once``."""
+        """Decode a request of ``request_type``; the SSE events of ``stream`` if it asks to stream,
+        else the JSON of ``once``."""
         request = oa.decode_request(await self._body(receive), request_type)
         if request.stream:
             await self._stream(receive, send, stream(request))

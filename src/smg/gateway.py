@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence
 
+from smg import _ext
 from smg.config import CacheConfig
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput, ModelInfo
@@ -43,6 +44,7 @@ from smg.tokenizer import Tokenizer
 log = logging.getLogger("smg.gateway")
 
 _NO_CALLS: tuple = ()  # the calls of a piece without tool calls (shared: never appended to)
+PlainPump = _ext.load("sse_pump").PlainPump
 
 
 @dataclass
@@ -81,6 +83,12 @@ class _Prepared:
     forced_tool: str | None = None  # tool_choice naming one function: the output is its arguments
     required_tools: bool = False  # tool_choice "required": the output is a JSON array of calls
     prompt_text: str = ""
+
+    @property
+    def plain(self) -> bool:
+        """One choice without parsers or logprobs: its events are the compiled pump's."""
+        return (self.sampling.n == 1 and not self.return_logprob and self.reasoning is None and self.tool_parser is None
+                and self.forced_tool is None and not self.required_tools)
 
 
 class _Choice:
@@ -413,40 +421,45 @@ class Gateway:
     async def _run(self, p: _Prepared) -> AsyncIterator[tuple[_Choice, EngineOutput, tuple | None]]:
         """Drive the engine stream through each choice's pipeline; yields (choice, output, piece)."""
         choices = [_Choice(i, self, p) for i in range(p.sampling.n)]
-        request = GenerateRequest(p.request_id, p.prompt_ids, p.sampling, stream=True,
-                                  return_logprob=p.return_logprob, top_logprobs=p.top_logprobs,
-                                  text=p.prompt_text[:200])
         started = time.perf_counter()
         first, count = None, 0
-        async with contextlib.aclosing(self.pool.generate(request)) as stream:
+        async with contextlib.aclosing(self.pool.generate(self._engine_request(p))) as stream:
             async for out in stream:
                 if out.index >= len(choices):
                     continue
                 choice = choices[out.index]
                 if choice.finished:
                     continue
-                if first is None and out.token_ids:
-                    first = time.perf_counter()
-                    self.metrics.observe("smg_time_to_first_token_seconds", first - started)
-                    count = 0
-                elif out.token_ids:
-                    count += len(out.token_ids)
-                # We always stream from the engine: a complete message repeats ids already streamed.
-                piece = choice.feed(out, self) if out.token_ids and not out.finished else None
-                if out.finished and not choice.finished:
-                    piece = _merge(piece, choice.end(out))
+                if out.token_ids:
+                    if first is None:
+                        first = time.perf_counter()
+                        self.metrics.observe("smg_time_to_first_token_seconds", first - started)
+                    elif not out.finished:
+                        count += len(out.token_ids)
+                if out.finished:  # we always stream from the engine: its ids were streamed already
+                    piece = choice.end(out)
+                else:
+                    piece = choice.feed(out, self) if out.token_ids else None
                 yield choice, out, piece
                 if choice.finished and all(c.finished for c in choices):
                     break  # stop strings may end choices before the engine does: close (aborts it)
-        if first is not None and count:  # mean inter-token latency of the stream, one observation
-            self.metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)
         for choice in choices:
             if not choice.finished:  # the stream ended without a complete for this sequence
                 ended = EngineOutput(choice.index, [], finished=True, finish_reason="abort")
                 yield choice, ended, choice.end(ended)
-        # Every route runs through here, streamed or not, with or without usage in the reply.
+        self._record(p, started, first, count, sum(c.tokens for c in choices))
+
+    @staticmethod
+    def _engine_request(p: _Prepared) -> GenerateRequest:
+        return GenerateRequest(p.request_id, p.prompt_ids, p.sampling, stream=True, return_logprob=p.return_logprob,
+                               top_logprobs=p.top_logprobs, text=p.prompt_text[:200])
+
+    def _record(self, p: _Prepared, started: float, first: float | None, count: int, tokens: int) -> None:
+        """A finished stream's metrics (every route runs through here, streamed or not)."""
+        if first is not None and count:  # mean inter-token latency of the stream, one observation
+            self.metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)
         self.metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids))
-        self.metrics.inc("smg_completion_tokens_total", sum(c.tokens for c in choices))
+        self.metrics.inc("smg_completion_tokens_total", tokens)
 
     def _logprob_entry(self, lp) -> oa.TokenLogprobOut:
         def token(token_id: int) -> tuple[str, list[int]]:
@@ -492,38 +505,121 @@ class Gateway:
     async def chat_stream(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes
                           ) -> AsyncIterator[oa.ChatCompletionChunk]:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
+        r, p = await self._chat_request(request)
+        async for chunk in self._chat_chunks(r, p):
+            yield chunk
+
+    def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes) -> AsyncIterator[bytes]:
+        """:meth:`chat_stream` as server-sent events: ``data: {chunk}\\n\\n`` each, ``data: [DONE]``
+        last; the bytes an HTTP server writes. A plain stream (one choice, no parsers, no logprobs)
+        goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``)."""
+        return self._sse(request, chat=True)
+
+    async def _chat_request(self, request) -> tuple[oa.ChatCompletionRequest, _Prepared]:
         self._require_started()
         r = oa.decode_request(request, oa.ChatCompletionRequest)
         p = await self._prepare_chat(r)
-        include_usage = bool(r.stream_options and r.stream_options.include_usage)
+        self.metrics.inc("smg_requests_total", route="chat", stream="true")
+        return r, p
+
+    def _chat_chunk(self, p: _Prepared, choice: _Choice, piece: tuple | None) -> oa.ChatCompletionChunk | None:
+        """The chunk for one step of a choice: ``piece`` is what it released (None: nothing)."""
+        delta = None
+        if piece is not None:
+            reasoning, content, calls = piece
+            if reasoning or content or calls or not choice.role_sent:
+                delta = oa.Delta(role=None if choice.role_sent else "assistant",
+                                 content=content if (content or not choice.role_sent) else None,
+                                 reasoning_content=reasoning or None, tool_calls=calls or None)
+                choice.role_sent = True
+        logprobs = None
+        if choice.logprobs:
+            logprobs = oa.ChoiceLogprobs(content=choice.logprobs)
+            choice.logprobs = []
+        if choice.finished:
+            return oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[
+                oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs,
+                               finish_reason=choice.openai_finish_reason, matched_stop=choice.matched)])
+        if delta is not None or logprobs is not None:
+            return oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[
+                oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs)])
+        return None
+
+    async def _chat_chunks(self, r: oa.ChatCompletionRequest, p: _Prepared) -> AsyncIterator[oa.ChatCompletionChunk]:
         cached = 0
         tokens = 0
-        self.metrics.inc("smg_requests_total", route="chat", stream="true")
         async for choice, out, piece in self._run(p):
             cached = max(cached, out.cached_tokens)
-            delta = None
-            if piece is not None:
-                reasoning, content, calls = piece
-                if reasoning or content or calls or not choice.role_sent:
-                    delta = oa.Delta(role=None if choice.role_sent else "assistant",
-                                     content=content if (content or not choice.role_sent) else None,
-                                     reasoning_content=reasoning or None, tool_calls=calls or None)
-                    choice.role_sent = True
-            logprobs = None
-            if choice.logprobs:
-                logprobs = oa.ChoiceLogprobs(content=choice.logprobs)
-                choice.logprobs = []
+            chunk = self._chat_chunk(p, choice, piece)
             if choice.finished:
                 tokens += choice.tokens
-                yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[
-                    oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs,
-                                   finish_reason=choice.openai_finish_reason, matched_stop=choice.matched)])
-            elif delta is not None or logprobs is not None:
-                yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[
-                    oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs)])
-        if include_usage:
+            if chunk is not None:
+                yield chunk
+        if _usage_wanted(r):
             yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[],
                                          usage=self._usage(len(p.prompt_ids), tokens, cached))
+
+    async def _sse(self, request, chat: bool) -> AsyncIterator[bytes]:
+        """The SSE events of a streamed chat (or completions) request. A plain request runs as
+        :meth:`_run` does, but the compiled pump turns each engine message into its event; its last
+        event (and the pump's templates, cut from a stand-in) come from the chunk builders."""
+        if chat:
+            r, p = await self._chat_request(request)
+            prepared = [p]
+        else:
+            r, prepared = self._completion_request(request)
+            p = prepared[0]
+        if len(prepared) > 1 or not p.plain or getattr(r, "echo", False):
+            chunks = self._chat_chunks(r, p) if chat else self._completion_chunks(r, prepared)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield _event(chunk)
+            yield SSE_DONE
+            return
+        if chat:
+            def chunk_of(choice, piece):
+                return self._chat_chunk(p, choice, piece)
+        else:
+            def chunk_of(choice, piece):
+                return self._completion_chunk(p, p, 0, choice, piece)
+        choice = _Choice(0, self, p)
+        pump = PlainPump(choice.detok, choice.stop, *_sse_templates(chunk_of))
+        request = self._engine_request(p)
+        started = time.perf_counter()
+        first, count, cached, last = None, 0, 0, None
+        async with contextlib.aclosing(self.pool.generate(request)) as stream:
+            async for out in stream:
+                if out.cached_tokens > cached:
+                    cached = out.cached_tokens
+                ids = out.token_ids
+                if ids:
+                    if first is None:
+                        first = time.perf_counter()
+                        self.metrics.observe("smg_time_to_first_token_seconds", first - started)
+                    elif not out.finished:
+                        count += len(ids)
+                if out.finished:  # its ids were streamed already
+                    last = out
+                    break
+                if ids:
+                    event = pump.feed(ids)
+                    if event is not None:
+                        yield event
+                    elif pump.finished:
+                        break  # a stop rule ended it before the engine did: closing the stream aborts it
+        choice.tokens, choice.role_sent = pump.tokens, pump.started
+        if pump.finished:
+            choice.finished, choice.finish_reason, choice.matched = True, pump.finish_reason, pump.matched
+            piece = choice._emit(pump.text, final=True)
+        else:  # the engine finished it, or the stream ended without a complete for it
+            piece = choice.end(last or EngineOutput(0, [], finished=True, finish_reason="abort"))
+        self._record(p, started, first, count, choice.tokens)
+        yield _event(chunk_of(choice, piece))
+        if _usage_wanted(r):
+            yield _event((oa.ChatCompletionChunk if chat else oa.Completion)(
+                id=p.request_id, created=p.created, model=p.model, choices=[],
+                usage=self._usage(len(p.prompt_ids), choice.tokens, cached)))
+        yield SSE_DONE
 
     # ---- completions -------------------------------------------------------------------------------
 
@@ -595,11 +691,39 @@ class Gateway:
     async def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes
                               ) -> AsyncIterator[oa.Completion]:
         """OpenAI Completions, streaming (prompts one after another)."""
+        r, prepared = self._completion_request(request)
+        async for chunk in self._completion_chunks(r, prepared):
+            yield chunk
+
+    def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes) -> AsyncIterator[bytes]:
+        """:meth:`complete_stream` as server-sent events, as :meth:`chat_sse` (one plain prompt
+        without ``echo``: the compiled pump)."""
+        return self._sse(request, chat=False)
+
+    def _completion_request(self, request) -> tuple[oa.CompletionRequest, list[_Prepared]]:
         self._require_started()
         r = oa.decode_request(request, oa.CompletionRequest)
         prepared = self._prepare_completion(r)
-        include_usage = bool(r.stream_options and r.stream_options.include_usage)
         self.metrics.inc("smg_requests_total", route="completions", stream="true")
+        return r, prepared
+
+    def _completion_chunk(self, first: _Prepared, p: _Prepared, base: int, choice: _Choice,
+                          piece: tuple | None) -> oa.Completion | None:
+        """The chunk for one step of a choice of prompt ``p`` (choice indexes from ``base``)."""
+        text = piece[1] if piece else ""
+        logprobs = None
+        if choice.logprobs:
+            logprobs = self._completion_logprobs(choice.logprobs, 0)
+            choice.logprobs = []
+        if not (text or choice.finished or logprobs):
+            return None
+        return oa.Completion(id=first.request_id, created=first.created, model=p.model, choices=[
+            oa.CompletionChoice(index=base + choice.index, text=text, logprobs=logprobs,
+                                finish_reason=choice.finish_reason if choice.finished else None,
+                                matched_stop=choice.matched if choice.finished else None)])
+
+    async def _completion_chunks(self, r: oa.CompletionRequest, prepared: list[_Prepared]
+                                 ) -> AsyncIterator[oa.Completion]:
         prompt_tokens = completion_tokens = cached = 0
         first = prepared[0]
         for k, p in enumerate(prepared):
@@ -609,20 +733,13 @@ class Gateway:
                         oa.CompletionChoice(index=k * r.n + i, text=p.prompt_text, finish_reason=None)])
             async for choice, out, piece in self._run(p):
                 cached = max(cached, out.cached_tokens)
-                text = piece[1] if piece else ""
-                logprobs = None
-                if choice.logprobs:
-                    logprobs = self._completion_logprobs(choice.logprobs, 0)
-                    choice.logprobs = []
-                if text or choice.finished or logprobs:
-                    yield oa.Completion(id=first.request_id, created=first.created, model=p.model, choices=[
-                        oa.CompletionChoice(index=k * r.n + choice.index, text=text, logprobs=logprobs,
-                                            finish_reason=choice.finish_reason if choice.finished else None,
-                                            matched_stop=choice.matched if choice.finished else None)])
+                chunk = self._completion_chunk(first, p, k * r.n, choice, piece)
+                if chunk is not None:
+                    yield chunk
                 if choice.finished:
                     completion_tokens += choice.tokens
             prompt_tokens += len(p.prompt_ids)
-        if include_usage:
+        if _usage_wanted(r):
             yield oa.Completion(id=first.request_id, created=first.created, model=first.model, choices=[],
                                 usage=self._usage(prompt_tokens, completion_tokens, cached))
 
@@ -679,10 +796,35 @@ class Gateway:
             yield "smg_worker_in_flight", {"worker": worker.url}, float(worker.in_flight)
 
 
-def _merge(a: tuple | None, b: tuple) -> tuple:
-    if a is None:
-        return b
-    return a[0] + b[0], a[1] + b[1], [*a[2], *b[2]]
+SSE_DONE = b"data: [DONE]\n\n"
+_STAND_IN_TEXT = "smg-sse-" + uuid.uuid4().hex  # a text no real chunk holds
+
+
+def _event(chunk) -> bytes:
+    """One server-sent event holding ``chunk`` as JSON."""
+    return b"data: " + oa.encode(chunk) + b"\n\n"
+
+
+def _usage_wanted(r) -> bool:
+    return bool(r.stream_options and r.stream_options.include_usage)
+
+
+class _StandInChoice:
+    """What a chunk builder reads of a choice, for cutting event templates."""
+
+    __slots__ = ("index", "role_sent", "logprobs", "finished")
+
+    def __init__(self, role_sent: bool) -> None:
+        self.index, self.role_sent, self.logprobs, self.finished = 0, role_sent, None, False
+
+
+def _sse_templates(chunk_of) -> tuple[bytes, bytes, bytes]:
+    """(first head, head, tail) of a plain choice's text events: the events of the chunks that
+    ``chunk_of`` builds around a stand-in text, cut where the text is (the first: role not sent)."""
+    marker = oa.encode(_STAND_IN_TEXT)
+    first_head, _, _ = _event(chunk_of(_StandInChoice(False), ("", _STAND_IN_TEXT, _NO_CALLS))).partition(marker)
+    head, _, tail = _event(chunk_of(_StandInChoice(True), ("", _STAND_IN_TEXT, _NO_CALLS))).partition(marker)
+    return first_head, head, tail
 
 
 def _template_message(message: Mapping[str, Any]) -> dict:

@@ -146,6 +146,11 @@ class DecodeStream:
     def uses_fast_path(self) -> bool:
         return self._fast
 
+    @property
+    def raw_decoder(self):
+        """The table decoder when its text is the stream's (fast path): kernels call it directly."""
+        return self._raw if self._fast and self._cleanup is None else None
+
     def step(self, token_id: int) -> str:
         """Text completed by one more token (possibly ``""``)."""
         try:
