@@ -10,7 +10,10 @@ seconds and reports output tokens/s, TTFT p50/p99 (first content) and the fronte
 agent's instructions, a RAG preamble) before its own ~60-word user turn.
 
 * ``smg``: ``Gateway.chat_stream`` — cached template+tokenizer, compiled detokenizer and stop rules,
-  chunks built as they would be sent (msgspec-encoded).
+  chunk objects, each msgspec-encoded as an HTTP layer would.
+* ``smg-sse``: ``Gateway.chat_sse`` — the same stream as the bytes of its server-sent events (what
+  smg's ASGI app sends, or an app's own ``StreamingResponse``): a plain stream goes from engine
+  message to event bytes in one compiled step.
 * ``python``: what a plain Python frontend does today — transformers' ``apply_chat_template`` and
   encode per request, the engine's gRPC stubs, detokenization with transformers' ``decode`` over
   the prefix/read-offset window per token (vLLM/SGLang's algorithm), stop strings by ``str.find``,
@@ -150,6 +153,11 @@ async def main_async(args) -> None:
                 choices = chunk.choices  # n=1: one choice, with content when a token arrived
                 yield 1 if choices and choices[0].delta.content else 0
 
+        async def smg_sse(messages):
+            request = {"model": gateway.model, "messages": messages, "max_tokens": args.max_tokens, "stream": True}
+            async for event in gateway.chat_sse(request):
+                yield 1 if b'"content":"' in event and b'"content":""' not in event else 0
+
         async def python_stream(messages):
             async for _, n in baseline.chat_stream(messages, args.max_tokens, []):
                 yield n
@@ -160,10 +168,10 @@ async def main_async(args) -> None:
               f"{'CPU ms/1k tok':>13} | {'smg CPU advantage':>17}")
         for concurrency in [int(c) for c in args.conc.split(",")]:
             rows = {}
-            for label, fn in (("smg", smg_stream), ("python", python_stream)):
+            for label, fn in (("smg", smg_stream), ("smg-sse", smg_sse), ("python", python_stream)):
                 rows[label] = await run_cell(fn, concurrency, args.seconds, rng, system)
             for label, (rate, p50, p99, cpu) in rows.items():
-                adv = f"x{rows['python'][3] / rows['smg'][3]:.2f}" if label == "smg" else ""
+                adv = f"x{rows['python'][3] / rows[label][3]:.2f}" if label != "python" else ""
                 print(f"{label:8} {concurrency:>4} | {rate:>8.0f} | {p50:>11.1f} | {p99:>11.1f} | {cpu:>13.1f} | "
                       f"{adv:>17}")
         await gateway.close()

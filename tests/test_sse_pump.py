@@ -98,3 +98,4 @@ def test_a_detokenizer_without_a_kernel_is_called_through_step(pump_impl):
     assert pump.feed(iter([2])) == HEAD + b'"c"' + TAIL  # any iterable of ids
     assert pump.feed([3, 4]) is None and (pump.finished, pump.finish_reason, pump.text, pump.tokens) == (
         True, "length", "d", 4)
+    assert pump.feed([5]) is None and (pump.tokens, pump.text) == (4, "d")  # ended: nothing more

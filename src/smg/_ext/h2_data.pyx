@@ -4,7 +4,7 @@
 The frame and message headers are read straight from the read buffer; per frame, Python is
 touched only to find the stream, queue its messages and wake it.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 __all__ = ["take_messages"]
 
@@ -36,10 +36,17 @@ cdef bint _whole_messages(const unsigned char* p, Py_ssize_t start, Py_ssize_t e
     return True
 
 
-def take_messages(const unsigned char[::1] data, Py_ssize_t offset, dict streams):
+def take_messages(data, Py_ssize_t offset, dict streams):
     """See ``h2_data_py.take_messages``."""
-    cdef const unsigned char* p = &data[0] if data.shape[0] else NULL
-    cdef Py_ssize_t size = data.shape[0], consumed = 0, length, start, end, message
+    cdef const unsigned char[::1] view
+    if type(data) is bytes:  # what the connection reads: no memoryview object per read
+        return _take(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), offset, streams)
+    view = data
+    return _take(&view[0] if view.shape[0] else NULL, view.shape[0], offset, streams)
+
+
+cdef tuple _take(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset, dict streams):
+    cdef Py_ssize_t consumed = 0, length, start, end, message
     cdef unsigned int stream_id
     while size - offset >= 9:
         length = _be(p + offset, 3)

@@ -109,7 +109,9 @@ cdef class PlainPump:
         cdef Py_ssize_t i
         cdef long token
         cdef str released = "", text
-        cdef tuple delta
+        cdef tuple done
+        if self.finished:
+            return None
         if type(token_ids) is not list:
             token_ids = list(token_ids)
         for i in range(PyList_GET_SIZE(token_ids)):
@@ -117,10 +119,11 @@ cdef class PlainPump:
             token = token_id
             self.tokens += 1
             text = self._raw.step(token) if self._raw is not None else self._detok.step(token_id)
-            delta = <tuple>self._stop.step(token, text)
-            released = <str>delta[0] if i == 0 else released + <str>delta[0]  # one token: no concatenation
-            if delta[1]:
-                self.finished, self.finish_reason, self.matched, self.text = True, delta[2], delta[3], released
+            text = self._stop.advance(token, text)  # no delta record per token
+            released = text if i == 0 else released + text  # one token: no concatenation
+            if self._stop.done is not None:
+                done = <tuple>self._stop.done
+                self.finished, self.finish_reason, self.matched, self.text = True, done[2], done[3], released
                 return None
         if not released:
             return None

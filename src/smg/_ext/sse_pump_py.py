@@ -47,8 +47,11 @@ class PlainPump:
         self.text = ""  # what the message that finished the choice released
 
     def feed(self, token_ids: Iterable[int]) -> bytes | None:
-        """The event for one message's tokens; None when they release no text, or when a stop rule
-        ends the choice (``finished`` is then set, with ``text``, ``finish_reason``, ``matched``)."""
+        """The event for one message's tokens; None when they release no text, when a stop rule
+        ends the choice (``finished`` is then set, with ``text``, ``finish_reason``, ``matched``),
+        and once it has ended."""
+        if self.finished:
+            return None
         released = ""
         for token_id in token_ids:
             self.tokens += 1

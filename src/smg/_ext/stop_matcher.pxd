@@ -59,7 +59,8 @@ cdef class StopChecker:
     cdef object done
 
     cpdef object step(self, long token_id, str text)
-    cdef object _end(self, object delta)
+    cdef str advance(self, long token_id, str text)
+    cdef str _end(self, str text, str reason, object matched)
 
 
 cpdef StopStringMatcher matcher_for(tuple markers)

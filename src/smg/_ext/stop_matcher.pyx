@@ -10,7 +10,7 @@ from cpython.unicode cimport PyUnicode_DATA, PyUnicode_KIND
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport calloc, free, malloc
 
-from smg._ext._records cimport _untracked
+from smg._ext._records cimport _new_tuple
 from smg._ext.stop_matcher_py import StopDelta, batch_ends, build_dfa, check_batch, check_distinct
 from smg.errors import ParseError
 
@@ -19,12 +19,8 @@ __all__ = ["StopAutomaton", "StopStringMatcher", "StopChecker", "StopDelta", "ma
 
 cdef dict _automata = {}
 
-# tuple.__new__ builds a StopDelta without the namedtuple's Python-level __new__.
-cdef object _new_tuple = tuple.__new__
-
-
 cdef inline object _delta(str text, bint finished, object reason, object matched):
-    return _untracked(_new_tuple(StopDelta, (text, finished, reason, matched)))
+    return _new_tuple(StopDelta, (text, finished, reason, matched))
 
 
 cdef int32_t* _copy_ints(list values) except NULL:
@@ -505,25 +501,31 @@ cdef class StopChecker:
         return self.done is not None
 
     cpdef object step(self, long token_id, str text):
-        cdef bint may_stop
-        cdef str held
         if self.done is not None:
             return _delta("", True, self.done[2], self.done[3])
+        text = self.advance(token_id, text)
+        return self.done if self.done is not None else _delta(text, False, None, None)
+
+    cdef str advance(self, long token_id, str text):
+        """``step`` for a caller that reads ``done`` (set when this token ends it): no delta record
+        per token. Only while not ``done``."""
+        cdef bint may_stop
+        cdef str held
+        cdef int32_t index
         self.n += 1
         may_stop = self.n >= self.min_tokens
-        cdef int32_t index
         if may_stop and token_id in self.stop_ids:
             held = self.matcher._finish() if self.matcher is not None else ""
-            return self._end(_delta(held + text if self.include_stop else held, True, "stop", token_id))
+            return self._end(held + text if self.include_stop else held, "stop", token_id)
         if self.matcher is not None:
             text = self.matcher._feed(text, may_stop, &index)
             if index >= 0:
-                return self._end(_delta(text, True, "stop", self.stop[index]))
+                return self._end(text, "stop", self.stop[index])
         if self.max_tokens and self.n >= self.max_tokens:
             if self.matcher is not None:
                 text = text + self.matcher._finish()
-            return self._end(_delta(text, True, "length", None))
-        return _delta(text, False, None, None)
+            return self._end(text, "length", None)
+        return text
 
     def finish(self, str text=""):
         if self.done is not None:
@@ -532,9 +534,10 @@ cdef class StopChecker:
             return _delta(text, False, None, None)
         text, index = self.matcher.feed(text, self.n >= self.min_tokens)
         if index >= 0:
-            return self._end(_delta(text, True, "stop", self.stop[index]))
+            self._end(text, "stop", self.stop[index])
+            return self.done
         return _delta(text + self.matcher.finish(), False, None, None)
 
-    cdef object _end(self, object delta):
-        self.done = delta
-        return delta
+    cdef str _end(self, str text, str reason, object matched):
+        self.done = _delta(text, True, reason, matched)
+        return text
