@@ -241,3 +241,39 @@ def test_tool_choice_none_and_separate_reasoning_off(qwen):
     message = reply.choices[0].message
     assert message.tool_calls is None and "<tool_call>" in message.content and "<think>" in message.content
     assert reply.choices[0].finish_reason == "stop"
+
+
+def test_an_engine_failure_mid_stream_ends_that_stream_with_an_error_event(stack):
+    """The plain (pump) path: events already sent stay sent, the stream ends with an error event,
+    and the next request on the same gateway is served."""
+    directory = bundled_tokenizer_dir("llama3.2")
+
+    class FailsOnce(ReferenceEngine):
+        failed = False
+
+        async def generate(self, request):
+            async for i, chunk in _enumerate(super().generate(request)):
+                if i == 4 and not FailsOnce.failed:
+                    FailsOnce.failed = True
+                    raise RuntimeError("the accelerator fell over")
+                yield chunk
+
+    engine = FailsOnce(Tokenizer.from_dir(directory), model_id="smg-demo", tokenizer_dir=directory)
+    _, _, port = stack.serve(engine, chat_template=str(template_path("llama3")))
+    body = {"model": "smg-demo", "messages": MESSAGES, "max_tokens": 50, "stream": True}
+    with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=10) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert response.status_code == 200 and len(events) >= 2
+    assert json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant"
+    error = json.loads(events[-1])["error"]
+    assert error["type"] and error["message"]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    chunks = list(client.chat.completions.create(model="smg-demo", messages=MESSAGES, max_tokens=5, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+async def _enumerate(items):
+    i = 0
+    async for item in items:
+        yield i, item
+        i += 1
