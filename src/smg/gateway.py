@@ -502,12 +502,10 @@ class Gateway:
         self.metrics.inc("smg_requests_total", route="chat", stream="false")
         return oa.ChatCompletion(id=p.request_id, created=p.created, model=p.model, choices=result, usage=usage)
 
-    async def chat_stream(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes
-                          ) -> AsyncIterator[oa.ChatCompletionChunk]:
+    def chat_stream(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes
+                    ) -> AsyncIterator[oa.ChatCompletionChunk]:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
-        r, p = await self._chat_request(request)
-        async for chunk in self._chat_chunks(r, p):
-            yield chunk
+        return self._chat_chunks(request)
 
     def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes) -> AsyncIterator[bytes]:
         """:meth:`chat_stream` as server-sent events: ``data: {chunk}\\n\\n`` each, ``data: [DONE]``
@@ -545,7 +543,10 @@ class Gateway:
                 oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs)])
         return None
 
-    async def _chat_chunks(self, r: oa.ChatCompletionRequest, p: _Prepared) -> AsyncIterator[oa.ChatCompletionChunk]:
+    async def _chat_chunks(self, request, ready: tuple[oa.ChatCompletionRequest, _Prepared] | None = None
+                           ) -> AsyncIterator[oa.ChatCompletionChunk]:
+        """A chat request's chunks (``ready``: the request already decoded and prepared)."""
+        r, p = ready or await self._chat_request(request)
         cached = 0
         tokens = 0
         async for choice, out, piece in self._run(p):
@@ -570,7 +571,7 @@ class Gateway:
             r, prepared = self._completion_request(request)
             p = prepared[0]
         if len(prepared) > 1 or not p.plain or getattr(r, "echo", False):
-            chunks = self._chat_chunks(r, p) if chat else self._completion_chunks(r, prepared)
+            chunks = self._chat_chunks(request, (r, p)) if chat else self._completion_chunks(request, (r, prepared))
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     yield _event(chunk)
@@ -688,12 +689,10 @@ class Gateway:
         return oa.Completion(id=prepared[0].request_id, created=prepared[0].created, model=prepared[0].model,
                              choices=out_choices, usage=self._usage(prompt_tokens, completion_tokens, cached_total))
 
-    async def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes
-                              ) -> AsyncIterator[oa.Completion]:
+    def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes
+                        ) -> AsyncIterator[oa.Completion]:
         """OpenAI Completions, streaming (prompts one after another)."""
-        r, prepared = self._completion_request(request)
-        async for chunk in self._completion_chunks(r, prepared):
-            yield chunk
+        return self._completion_chunks(request)
 
     def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes) -> AsyncIterator[bytes]:
         """:meth:`complete_stream` as server-sent events, as :meth:`chat_sse` (one plain prompt
@@ -722,8 +721,10 @@ class Gateway:
                                 finish_reason=choice.finish_reason if choice.finished else None,
                                 matched_stop=choice.matched if choice.finished else None)])
 
-    async def _completion_chunks(self, r: oa.CompletionRequest, prepared: list[_Prepared]
+    async def _completion_chunks(self, request, ready: tuple[oa.CompletionRequest, list[_Prepared]] | None = None
                                  ) -> AsyncIterator[oa.Completion]:
+        """A completions request's chunks (``ready``: the request already decoded and prepared)."""
+        r, prepared = ready or self._completion_request(request)
         prompt_tokens = completion_tokens = cached = 0
         first = prepared[0]
         for k, p in enumerate(prepared):
