@@ -166,8 +166,9 @@ class StreamCall:
     # ---- called by the connection -------------------------------------------------------------
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _end(self, code: grpc.StatusCode, details: str) -> None:
         if self._status is None:
@@ -289,8 +290,9 @@ class _Connection(asyncio.Protocol):
         while True:
             if not self.header_stream:  # runs of DATA frames of whole messages: the compiled fast path
                 offset, consumed = take_messages(data, offset, self.streams)
-                if consumed:
-                    self._count_received(consumed)
+                if consumed:  # _count_received inline: this runs once per read, a token's at low load
+                    received = self.received + consumed
+                    self.received = received if received < _REPLENISH else self._window(0, received)
             if size - offset < 9:
                 break
             hi, lo, kind, flags, stream_id = _frame_header.unpack_from(data, offset)
@@ -302,7 +304,7 @@ class _Connection(asyncio.Protocol):
             self._on_frame(kind, flags, stream_id & MAX_WINDOW, view[offset - length:offset])
             if self.transport is None:
                 return
-        self.buffer = data[offset:]
+        self.buffer = data[offset:] if offset < size else b""
 
     def _count_received(self, n: int) -> None:
         self.received = self._window(0, self.received + n)
