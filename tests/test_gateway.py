@@ -288,9 +288,10 @@ SSE_REQUESTS = [
 
 @pytest.mark.parametrize("tokens_per_chunk", [1, 3])
 @pytest.mark.parametrize("route,fields", SSE_REQUESTS)
-def test_sse_events_are_the_encoded_chunks(llama, llama_dir, route, fields, tokens_per_chunk):
-    """chat_sse/complete_sse (the compiled pump for plain requests) write exactly the events of
-    chat_stream/complete_stream's chunks, but for each request's own id and time."""
+def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, tokens_per_chunk):
+    """chat_stream/complete_stream (chunk objects) and chat_sse/complete_sse (event bytes) take the
+    compiled pump for plain requests; both give exactly the general pipeline's chunks (``_run``
+    through the chunk builders), but for each request's own id and time."""
     import re
 
     from smg.protocols import openai as oa
@@ -299,16 +300,26 @@ def test_sse_events_are_the_encoded_chunks(llama, llama_dir, route, fields, toke
     base = {"model": "x", "stream": True, "seed": 3, **fields}
     base.setdefault("messages", USER) if route == "chat" else base.setdefault("prompt", "Once upon a time")
 
-    async def body(gw):
-        sse, stream = (gw.chat_sse, gw.chat_stream) if route == "chat" else (gw.complete_sse, gw.complete_stream)
-        events = [e async for e in sse(dict(base))]
-        chunks = [b"data: " + oa.encode(c) + b"\n\n" async for c in stream(dict(base))] + [b"data: [DONE]\n\n"]
-        return events, chunks
+    def event(chunk):
+        return b"data: " + oa.encode(chunk) + b"\n\n"
 
-    events, chunks = run(with_gateway(engine, body))
+    async def body(gw):
+        if route == "chat":
+            sse, stream = gw.chat_sse, gw.chat_stream
+            general = gw._chat_chunks(*await gw._chat_request(dict(base)))
+        else:
+            sse, stream = gw.complete_sse, gw.complete_stream
+            general = gw._completion_chunks(*gw._completion_request(dict(base)))
+        events = [e async for e in sse(dict(base))]
+        chunks = [event(c) async for c in stream(dict(base))]
+        expected = [event(c) async for c in general]
+        return events, chunks, expected
+
+    events, chunks, expected = run(with_gateway(engine, body))
 
     def same_ids(items):
         return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]
 
-    assert same_ids(events) == same_ids(chunks)
-    assert len(events) >= 3 and events[-1] == b"data: [DONE]\n\n"
+    assert same_ids(events) == same_ids(expected + [b"data: [DONE]\n\n"])
+    assert same_ids(chunks) == same_ids(expected)
+    assert len(expected) >= 2

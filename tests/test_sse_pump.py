@@ -99,3 +99,19 @@ def test_a_detokenizer_without_a_kernel_is_called_through_step(pump_impl):
     assert pump.feed([3, 4]) is None and (pump.finished, pump.finish_reason, pump.text, pump.tokens) == (
         True, "length", "d", 4)
     assert pump.feed([5]) is None and (pump.tokens, pump.text) == (4, "d")  # ended: nothing more
+
+
+@given(cuts=st.lists(st.integers(0, 60), max_size=12), stop=st.sampled_from([(), ("STOP",), ("ta", "\n")]))
+@settings(max_examples=100, deadline=None)
+def test_feed_text_is_the_text_of_feeds_events(pump_impl, llama, cuts, stop):
+    impl, stop_kernel = pump_impl
+    ids = llama.encode(TEXT, add_special_tokens=False)
+    bounds = sorted({0, len(ids), *(c for c in cuts if c < len(ids))})
+    pumps = [impl.PlainPump(llama.decode_stream(), checker(stop_kernel, stop=stop), FIRST, HEAD, TAIL)
+             for _ in range(2)]
+    for a, b in zip(bounds, bounds[1:]):
+        first = not pumps[0].started
+        event, text = pumps[0].feed(ids[a:b]), pumps[1].feed_text(ids[a:b])
+        assert event == (None if text is None else (FIRST if first else HEAD) + msgspec.json.encode(text) + TAIL)
+    state = [(p.started, p.tokens, p.finished, p.finish_reason, p.matched, p.text) for p in pumps]
+    assert state[0] == state[1]

@@ -505,13 +505,13 @@ class Gateway:
     def chat_stream(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes
                     ) -> AsyncIterator[oa.ChatCompletionChunk]:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
-        return self._chat_chunks(request)
+        return self._stream(request, chat=True, sse=False)
 
     def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes) -> AsyncIterator[bytes]:
         """:meth:`chat_stream` as server-sent events: ``data: {chunk}\\n\\n`` each, ``data: [DONE]``
         last; the bytes an HTTP server writes. A plain stream (one choice, no parsers, no logprobs)
         goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``)."""
-        return self._sse(request, chat=True)
+        return self._stream(request, chat=True, sse=True)
 
     async def _chat_request(self, request) -> tuple[oa.ChatCompletionRequest, _Prepared]:
         self._require_started()
@@ -543,10 +543,7 @@ class Gateway:
                 oa.ChunkChoice(index=choice.index, delta=delta or oa.Delta(), logprobs=logprobs)])
         return None
 
-    async def _chat_chunks(self, request, ready: tuple[oa.ChatCompletionRequest, _Prepared] | None = None
-                           ) -> AsyncIterator[oa.ChatCompletionChunk]:
-        """A chat request's chunks (``ready``: the request already decoded and prepared)."""
-        r, p = ready or await self._chat_request(request)
+    async def _chat_chunks(self, r: oa.ChatCompletionRequest, p: _Prepared) -> AsyncIterator[oa.ChatCompletionChunk]:
         cached = 0
         tokens = 0
         async for choice, out, piece in self._run(p):
@@ -560,9 +557,10 @@ class Gateway:
             yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[],
                                          usage=self._usage(len(p.prompt_ids), tokens, cached))
 
-    async def _sse(self, request, chat: bool) -> AsyncIterator[bytes]:
-        """The SSE events of a streamed chat (or completions) request. A plain request runs as
-        :meth:`_run` does, but the compiled pump turns each engine message into its event; its last
+    async def _stream(self, request, chat: bool, sse: bool) -> AsyncIterator:
+        """A streamed chat (or completions) request's chunks, or with ``sse`` their events' bytes.
+        A plain request runs as :meth:`_run` does, but the compiled pump takes each engine message
+        through detokenizer and stop rules in one call, and for SSE writes the event too; the last
         event (and the pump's templates, cut from a stand-in) come from the chunk builders."""
         if chat:
             r, p = await self._chat_request(request)
@@ -571,11 +569,12 @@ class Gateway:
             r, prepared = self._completion_request(request)
             p = prepared[0]
         if len(prepared) > 1 or not p.plain or getattr(r, "echo", False):
-            chunks = self._chat_chunks(request, (r, p)) if chat else self._completion_chunks(request, (r, prepared))
+            chunks = self._chat_chunks(r, p) if chat else self._completion_chunks(r, prepared)
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    yield _event(chunk)
-            yield SSE_DONE
+                    yield _event(chunk) if sse else chunk
+            if sse:
+                yield SSE_DONE
             return
         if chat:
             def chunk_of(choice, piece):
@@ -584,7 +583,7 @@ class Gateway:
             def chunk_of(choice, piece):
                 return self._completion_chunk(p, p, 0, choice, piece)
         choice = _Choice(0, self, p)
-        pump = PlainPump(choice.detok, choice.stop, *_sse_templates(chunk_of))
+        pump = PlainPump(choice.detok, choice.stop, *(_sse_templates(chunk_of) if sse else (b"", b"", b"")))
         request = self._engine_request(p)
         started = time.perf_counter()
         first, count, cached, last = None, 0, 0, None
@@ -603,7 +602,11 @@ class Gateway:
                     last = out
                     break
                 if ids:
-                    event = pump.feed(ids)
+                    if sse:
+                        event = pump.feed(ids)
+                    else:
+                        text = pump.feed_text(ids)
+                        event = chunk_of(choice, ("", text, _NO_CALLS)) if text is not None else None
                     if event is not None:
                         yield event
                     elif pump.finished:
@@ -615,12 +618,15 @@ class Gateway:
         else:  # the engine finished it, or the stream ended without a complete for it
             piece = choice.end(last or EngineOutput(0, [], finished=True, finish_reason="abort"))
         self._record(p, started, first, count, choice.tokens)
-        yield _event(chunk_of(choice, piece))
+        last_chunks = [chunk_of(choice, piece)]
         if _usage_wanted(r):
-            yield _event((oa.ChatCompletionChunk if chat else oa.Completion)(
+            last_chunks.append((oa.ChatCompletionChunk if chat else oa.Completion)(
                 id=p.request_id, created=p.created, model=p.model, choices=[],
                 usage=self._usage(len(p.prompt_ids), choice.tokens, cached)))
-        yield SSE_DONE
+        for chunk in last_chunks:
+            yield _event(chunk) if sse else chunk
+        if sse:
+            yield SSE_DONE
 
     # ---- completions -------------------------------------------------------------------------------
 
@@ -692,12 +698,12 @@ class Gateway:
     def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes
                         ) -> AsyncIterator[oa.Completion]:
         """OpenAI Completions, streaming (prompts one after another)."""
-        return self._completion_chunks(request)
+        return self._stream(request, chat=False, sse=False)
 
     def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes) -> AsyncIterator[bytes]:
         """:meth:`complete_stream` as server-sent events, as :meth:`chat_sse` (one plain prompt
         without ``echo``: the compiled pump)."""
-        return self._sse(request, chat=False)
+        return self._stream(request, chat=False, sse=True)
 
     def _completion_request(self, request) -> tuple[oa.CompletionRequest, list[_Prepared]]:
         self._require_started()
@@ -721,10 +727,8 @@ class Gateway:
                                 finish_reason=choice.finish_reason if choice.finished else None,
                                 matched_stop=choice.matched if choice.finished else None)])
 
-    async def _completion_chunks(self, request, ready: tuple[oa.CompletionRequest, list[_Prepared]] | None = None
+    async def _completion_chunks(self, r: oa.CompletionRequest, prepared: list[_Prepared]
                                  ) -> AsyncIterator[oa.Completion]:
-        """A completions request's chunks (``ready``: the request already decoded and prepared)."""
-        r, prepared = ready or self._completion_request(request)
         prompt_tokens = completion_tokens = cached = 0
         first = prepared[0]
         for k, p in enumerate(prepared):

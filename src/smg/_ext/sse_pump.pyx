@@ -106,12 +106,30 @@ cdef class PlainPump:
         self.text = ""
 
     def feed(self, token_ids):
+        if self.finished:
+            return None
+        text = self._release(token_ids)
+        if not text:
+            return None
+        head = self._head if self.started else self._first_head
+        self.started = True
+        return _event(head, text, self._tail)
+
+    def feed_text(self, token_ids):
+        if self.finished:
+            return None
+        text = self._release(token_ids)
+        if not text:
+            return None
+        self.started = True
+        return text
+
+    cdef str _release(self, token_ids):
+        """The text ``token_ids`` release; None when a stop rule ends the choice (fields set)."""
         cdef Py_ssize_t i
         cdef long token
         cdef str released = "", text
         cdef tuple done
-        if self.finished:
-            return None
         if type(token_ids) is not list:
             token_ids = list(token_ids)
         for i in range(PyList_GET_SIZE(token_ids)):
@@ -125,8 +143,4 @@ cdef class PlainPump:
                 done = <tuple>self._stop.done
                 self.finished, self.finish_reason, self.matched, self.text = True, done[2], done[3], released
                 return None
-        if not released:
-            return None
-        head = self._head if self.started else self._first_head
-        self.started = True
-        return _event(head, released, self._tail)
+        return released

@@ -5,10 +5,11 @@ message, at most one event whose only variable part is the text that message rel
 ``head + json(text) + tail``. With the pipeline of generators and a chunk struct encoded per
 token, that was most of a served stream's Python time per token; the pump does it in one call
 per message. The heads and tail are cut from a chunk the protocol's structs encode (see
-``Gateway._sse_templates``), so an event is byte for byte what encoding that chunk gives. The
+``smg.gateway._sse_templates``), so an event is byte for byte what encoding that chunk gives. The
 first event's head carries the role. The event that finishes the choice (a stop rule matched) is
 not written here: the pump keeps its text and finish fields, and the caller builds that event from
-the protocol's structs, as for every other last event.
+the protocol's structs, as for every other last event. ``feed_text`` serves a caller that builds
+chunk objects itself (``Gateway.chat_stream``): one call per message still replaces the pipeline.
 """
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ class PlainPump:
         """The event for one message's tokens; None when they release no text, when a stop rule
         ends the choice (``finished`` is then set, with ``text``, ``finish_reason``, ``matched``),
         and once it has ended."""
+        first = not self.started
+        text = self.feed_text(token_ids)
+        if text is None:
+            return None
+        return (self._first_head if first else self._head) + json_string(text) + self._tail
+
+    def feed_text(self, token_ids: Iterable[int]) -> str | None:
+        """``feed`` for a caller that builds its own events: the released text instead of an event."""
         if self.finished:
             return None
         released = ""
@@ -63,6 +72,5 @@ class PlainPump:
                 return None
         if not released:
             return None
-        head = self._head if self.started else self._first_head
         self.started = True
-        return head + json_string(released) + self._tail
+        return released
