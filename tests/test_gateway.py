@@ -313,9 +313,12 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
         events = [e async for e in sse(dict(base))]
         chunks = [event(c) async for c in stream(dict(base))]
         expected = [event(c) async for c in general]
-        return events, chunks, expected
+        return events, chunks, expected, gw.pool.stats()[0]
 
-    events, chunks, expected = run(with_gateway(engine, body))
+    events, chunks, expected, stats = run(with_gateway(engine, body))
+    if "stop" not in fields:  # a stop string ends a stream early: the engine is aborted, not served out
+        assert stats["served"] == 3 * (len(base["prompt"]) if isinstance(base.get("prompt"), list) else 1)
+    assert stats["in_flight"] == 0
 
     def same_ids(items):
         return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]

@@ -229,9 +229,10 @@ class WorkerPool:
                 async for output in call:
                     if output.finished:
                         open_sequences.discard(output.index)
+                        if not open_sequences:  # served, though the consumer may stop before the trailers
+                            target.served += 1
                     sent = True
                     yield output
-                target.served += 1
                 return
             except grpc.RpcError as exc:
                 error = map_rpc_error(exc, target.url)
