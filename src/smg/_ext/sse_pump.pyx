@@ -106,16 +106,17 @@ cdef class PlainPump:
         self.text = ""
 
     def feed(self, token_ids):
-        if self.finished:
+        cdef bint first = not self.started
+        text = self._text(token_ids)
+        if text is None:
             return None
-        text = self._release(token_ids)
-        if not text:
-            return None
-        head = self._head if self.started else self._first_head
-        self.started = True
-        return _event(head, text, self._tail)
+        return _event(self._first_head if first else self._head, text, self._tail)
 
     def feed_text(self, token_ids):
+        return self._text(token_ids)
+
+    cdef str _text(self, token_ids):
+        """The released text; None when there is none, when a stop rule ends the choice, or once ended."""
         if self.finished:
             return None
         text = self._release(token_ids)
