@@ -71,6 +71,10 @@ cdef object _chunk(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, unsig
 
 def decode_chunk(data, tuple layout):
     """See ``proto_chunk_py.decode_chunk``."""
+    return _decode(data, layout)
+
+
+cdef object _decode(object data, tuple layout):
     cdef const unsigned char[::1] view
     if type(data) is bytes:  # what the transports hand over: no memoryview object per message
         return _response(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), layout)
@@ -113,8 +117,7 @@ cdef class ChunkDecoder:
 
     def __call__(self, raw):
         if self.layout is not None:
-            chunk = (_response(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), self.layout)
-                     if type(raw) is bytes else decode_chunk(raw, self.layout))
+            chunk = _decode(raw, self.layout)
             if chunk is not None:
                 return _new_tuple(self.output_class, chunk + (None, False, None, None))
         return self.fallback(raw)
