@@ -149,7 +149,7 @@ class DecodeStream:
     @property
     def raw_decoder(self):
         """The table decoder when its text is the stream's (fast path): kernels call it directly."""
-        return self._raw if self._fast and self._cleanup is None else None
+        return self._raw if self._fast else None  # the fast path cleans inside: no stage after it
 
     def step(self, token_id: int) -> str:
         """Text completed by one more token (possibly ``""``)."""
