@@ -85,10 +85,14 @@ class _Prepared:
     prompt_text: str = ""
 
     @property
+    def unparsed(self) -> bool:
+        """No reasoning or tool parsing: all of the output is content."""
+        return self.reasoning is None and self.tool_parser is None and self.forced_tool is None and not self.required_tools
+
+    @property
     def plain(self) -> bool:
         """One choice without parsers or logprobs: its events are the compiled pump's."""
-        return (self.sampling.n == 1 and not self.return_logprob and self.reasoning is None and self.tool_parser is None
-                and self.forced_tool is None and not self.required_tools)
+        return self.sampling.n == 1 and not self.return_logprob and self.unparsed
 
 
 class _Choice:
@@ -118,7 +122,7 @@ class _Choice:
         self.logprobs: list | None = [] if p.return_logprob else None
         self.forced_open = False
         self.required_buf: list[str] = []
-        self.plain = self.reasoning is None and self.tools is None and self.forced is None and not self.required
+        self.plain = p.unparsed
 
     def _route(self, text: str, final: bool) -> tuple[str, str, list[oa.ToolCallChunk]]:
         """Reasoning / content / call pieces for released text (``final``: flush the parsers)."""
