@@ -80,11 +80,16 @@ def test_pump_events_are_the_pipelines(pump_impl, llama, cuts, stop, max_tokens,
 def test_compiled_equals_twin_on_split_characters(pump_impl, deepseek):
     """Emoji and CJK split across tokens: an event only once a character is whole."""
     impl, stop_kernel = pump_impl
-    ids = deepseek.encode("😀😀 日本語のテキスト 🎉", add_special_tokens=False)
+    text = "😀😀 日本語のテキスト 🎉"
+    ids = deepseek.encode(text, add_special_tokens=False)
     messages = [[i] for i in ids]
     got = run_pump(impl, stop_kernel, deepseek, messages)
     assert got == run_pump(twin, importlib.import_module("smg._ext.stop_matcher_py"), deepseek, messages)
-    assert b"".join(e for e in got[0] if e).count(b"data: ") == sum(1 for e in got[0] if e)
+    events = [e for e in got[0] if e]
+    assert all(e.startswith(FIRST if k == 0 else HEAD) and e.endswith(TAIL) for k, e in enumerate(events))
+    texts = [msgspec.json.decode(e[len(FIRST if k == 0 else HEAD):-len(TAIL)]) for k, e in enumerate(events)]
+    assert len(events) < len(ids)  # some tokens held a partial character back
+    assert "".join(texts) == text and not any("\ufffd" in t for t in texts)
 
 
 def test_a_detokenizer_without_a_kernel_is_called_through_step(pump_impl):
