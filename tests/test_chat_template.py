@@ -93,6 +93,9 @@ def test_special_tokens_are_variables_and_kwargs_override(llama):
     assert llama.apply_chat_template([], chat_template="{{ bos_token }}|{{ eos_token }}") == \
         "<|begin_of_text|>|<|end_of_text|>"
     assert llama.apply_chat_template([], chat_template="{{ bos_token }}", bos_token="X") == "X"
+    # a kwarg may shadow a template global, as with jinja's own render
+    assert llama.apply_chat_template([], chat_template="{{ raise_exception }}", raise_exception="shadowed") == \
+        "shadowed"
 
 
 def test_unknown_variables_render_empty(llama):

@@ -156,6 +156,8 @@ def test_raw_generate_and_completions_with_token_prompts(llama, llama_dir):
      InvalidRequest),
     ({"model": "x", "messages": USER, "min_tokens": 9, "max_tokens": 2}, InvalidRequest),
     ({"model": "x", "prompt": "hi", "suffix": "tail"}, UnsupportedFeature),
+    ({"model": "x", "messages": USER, "chat_template_kwargs": {"messages": []}}, InvalidRequest),
+    ({"model": "x", "messages": USER, "chat_template_kwargs": {"special_tokens": {}}}, InvalidRequest),
 ])
 def test_bad_requests_raise_typed_errors(llama, llama_dir, body, error):
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)

@@ -40,6 +40,7 @@ from smg.parsers.reasoning import CONTENT, REASONING
 from smg.protocols import openai as oa
 from smg.stop import StopParams
 from smg.tokenizer import Tokenizer
+from smg.tokenizer.chat_template import RESERVED_TEMPLATE_VARIABLES
 
 log = logging.getLogger("smg.gateway")
 
@@ -389,6 +390,9 @@ class Gateway:
         tools = [oa.to_dict(t) for t in r.tools] if r.tools else None
         choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
         kwargs = dict(r.chat_template_kwargs or {})
+        reserved = RESERVED_TEMPLATE_VARIABLES.intersection(kwargs)
+        if reserved:
+            raise InvalidRequest(f"chat_template_kwargs cannot set {sorted(reserved)}: the request's own fields")
         if r.reasoning_effort is not None:
             kwargs.setdefault("reasoning_effort", r.reasoning_effort)
         messages = [_template_message(m) for m in r.messages]
@@ -580,12 +584,23 @@ class Gateway:
             if sse:
                 yield SSE_DONE
             return
+        # chunk_of builds any chunk; text_chunk, the one most tokens make (text only, after the
+        # role), directly: what chunk_of would build for it, without its tests (~0.2 µs a token)
+        rid, created, model = p.request_id, p.created, p.model
         if chat:
             def chunk_of(choice, piece):
                 return self._chat_chunk(p, choice, piece)
+
+            def text_chunk(text):
+                return oa.ChatCompletionChunk(id=rid, created=created, model=model,
+                                              choices=[oa.ChunkChoice(index=0, delta=oa.Delta(content=text))])
         else:
             def chunk_of(choice, piece):
                 return self._completion_chunk(p, p, 0, choice, piece)
+
+            def text_chunk(text):
+                return oa.Completion(id=rid, created=created, model=model,
+                                     choices=[oa.CompletionChoice(index=0, text=text, finish_reason=None)])
         choice = _Choice(0, self, p)
         pump = PlainPump(choice.detok, choice.stop, *(_sse_templates(chunk_of) if sse else (b"", b"", b"")))
         request = self._engine_request(p)
@@ -610,7 +625,12 @@ class Gateway:
                         event = pump.feed(ids)
                     else:
                         text = pump.feed_text(ids)
-                        event = chunk_of(choice, ("", text, _NO_CALLS)) if text is not None else None
+                        if text is None:
+                            event = None
+                        elif choice.role_sent or not chat:
+                            event = text_chunk(text)
+                        else:
+                            event = chunk_of(choice, ("", text, _NO_CALLS))
                     if event is not None:
                         yield event
                     elif pump.finished:
