@@ -325,6 +325,44 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
     def same_ids(items):
         return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]
 
+    # SSE pieces may hold several events (those of outputs received together): the events are the contract
+    events = [e + b"\n\n" for e in b"".join(events).split(b"\n\n") if e]
     assert same_ids(events) == same_ids(expected + [b"data: [DONE]\n\n"])
     assert same_ids(chunks) == same_ids(expected)
     assert len(expected) >= 2
+
+
+@pytest.mark.parametrize("fields", [{}, {"n": 2}])
+def test_the_asgi_stream_ends_its_body_with_the_done_event(llama, llama_dir, fields):
+    """The ASGI app sends the SSE pieces as they come; the one ending in [DONE] ends the body
+    (one write for the server), and nothing is sent after it."""
+    from smg.asgi import create_app
+
+    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
+    request = json.dumps({"model": "x", "messages": USER, "max_tokens": 12, "stream": True, **fields}).encode()
+
+    async def body(gw):
+        sent, requested = [], [{"type": "http.request", "body": request, "more_body": False}]
+
+        async def receive():
+            if requested:
+                return requested.pop()
+            await asyncio.Event().wait()  # the client stays
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+        await create_app(gw)(scope, receive, send)
+        return sent
+
+    sent = run(with_gateway(engine, body))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    bodies = sent[1:]
+    assert all(m["type"] == "http.response.body" for m in bodies)
+    assert [m["more_body"] for m in bodies] == [True] * (len(bodies) - 1) + [False]
+    assert bodies[-1]["body"].endswith(b"data: [DONE]\n\n")
+    if not fields:  # a plain stream's last event and [DONE] are one piece
+        assert bodies[-1]["body"].startswith(b"data: {")
+    events = b"".join(m["body"] for m in bodies).split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""] and sum(e.startswith(b"data: {") for e in events) >= 3

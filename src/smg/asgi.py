@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import msgspec
 
 from smg.errors import InvalidRequest, SmgError
-from smg.gateway import Gateway
+from smg.gateway import SSE_DONE, Gateway
 from smg.protocols import openai as oa
 
 log = logging.getLogger("smg.asgi")
@@ -122,9 +122,16 @@ class App:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
 
         async def produce() -> None:
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            # the piece ending in [DONE] ends the body too: one write, not two
+            end = first.endswith(SSE_DONE)
+            await send({"type": "http.response.body", "body": first, "more_body": not end})
+            if end:
+                return
             async for event in events:
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+                end = event.endswith(SSE_DONE)
+                await send({"type": "http.response.body", "body": event, "more_body": not end})
+                if end:
+                    return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def watch() -> None:

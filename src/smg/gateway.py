@@ -633,7 +633,7 @@ class Gateway:
                             event = chunk_of(choice, ("", text, _NO_CALLS))
                     if event is not None:
                         yield event
-                    elif pump.finished:
+                    if pump.finished:
                         break  # a stop rule ended it before the engine did: closing the stream aborts it
         choice.tokens, choice.role_sent = pump.tokens, pump.started
         if pump.finished:
@@ -647,10 +647,11 @@ class Gateway:
             last_chunks.append((oa.ChatCompletionChunk if chat else oa.Completion)(
                 id=p.request_id, created=p.created, model=p.model, choices=[],
                 usage=self._usage(len(p.prompt_ids), choice.tokens, cached)))
-        for chunk in last_chunks:
-            yield _event(chunk) if sse else chunk
-        if sse:
-            yield SSE_DONE
+        if sse:  # the stream's end in one piece (one write)
+            yield b"".join([*map(_event, last_chunks), SSE_DONE])
+        else:
+            for chunk in last_chunks:
+                yield chunk
 
     # ---- completions -------------------------------------------------------------------------------
 

@@ -148,8 +148,11 @@ class StreamCall:
         try:
             return self._parse(self._messages.popleft())
         except Exception as exc:  # an undecodable message fails the call, as grpc.aio's deserializer does
-            self._fail_stream(grpc.StatusCode.INTERNAL, f"could not decode a response message: {exc}")
-            raise self._status from None
+            error = H2RpcError(grpc.StatusCode.INTERNAL, f"could not decode a response message: {exc}")
+            self._fail_stream(error.code(), error.details())
+            self._status = error  # even when the server had ended it OK: the call failed here
+            self._messages.clear()
+            raise error from None
 
     def done(self) -> bool:
         return self._status is not None
