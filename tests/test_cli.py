@@ -94,3 +94,11 @@ def test_serve_keeps_idle_connections_open_longer_than_client_pools():
     from smg.__main__ import build_parser
 
     assert build_parser().parse_args(["serve", "--demo"]).keep_alive == 75.0
+
+
+def test_serving_process_collector_settings():
+    """smg serve freezes what it loaded and collects young objects less often (a per-token
+    cost otherwise); in a fresh interpreter, as the setting is process-wide."""
+    code = ("import gc; from smg.__main__ import GC_GEN0_THRESHOLD, _tune_gc; _tune_gc(); "
+            "assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD > 700 and gc.get_freeze_count() > 0; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
