@@ -457,14 +457,14 @@ class _Connection(asyncio.Protocol):
         while block:
             piece, block = block[:self.max_frame], block[self.max_frame:]
             frames.append(_frame(CONTINUATION, 0 if block else END_HEADERS, stream.id, piece))
-        self.transport.write(b"".join(frames))
         stream._unsent = _message_prefix.pack(0, len(stream._request)) + stream._request
-        self._send(stream)
+        self._send(stream, frames)  # with the headers: one write
 
-    def _send(self, stream: StreamCall) -> bool:
-        """Send what flow control allows of the stream's request; True when all of it went."""
+    def _send(self, stream: StreamCall, frames: list[bytes] | None = None) -> bool:
+        """Send what flow control allows of the stream's request (after ``frames``); True when
+        all of it went."""
         data = stream._unsent
-        frames = []
+        frames = frames or []
         while data:
             size = min(len(data), self.max_frame, self.send_window, stream._send_window)
             if size <= 0:
