@@ -315,26 +315,6 @@ async def until_done(call):
     raise AssertionError("the call did not end")
 
 
-def test_an_undecodable_message_fails_a_call_the_server_had_ended_ok():
-    def parse(data: bytes) -> bytes:
-        if data == b"bad":
-            raise ValueError("not a response")
-        return data
-
-    async def main():
-        async with raw_server(reply_at_once([b"a", b"b", b"bad", b"c"])) as channel:
-            call = channel.stream(PATH, b"request", parse)
-            assert await call.__anext__() == b"a"
-            await until_done(call)  # the trailers (OK) were read with the messages
-            assert await call.__anext__() == b"b"
-            with pytest.raises(H2RpcError) as info:
-                await call.__anext__()
-            assert info.value.code() == grpc.StatusCode.INTERNAL
-            with pytest.raises(H2RpcError):  # the call stays failed: "c" is not handed out after it
-                await call.__anext__()
-    run(main())
-
-
 def test_goaway_fails_unstarted_streams_as_unavailable_and_the_next_call_reconnects():
     import hpack
 
@@ -455,11 +435,17 @@ def test_take_messages_stops_at_what_it_does_not_handle():
     assert stream.state() == (b"", len(two) - 9, [b"a", b"bc"], 1)
 
 
-def test_an_undecodable_message_fails_the_call_as_internal():
+def failing_on(bad: bytes):
+    """A message parser that rejects ``bad`` (and passes anything else through)."""
     def parse(data: bytes) -> bytes:
-        if data == b"\0":
+        if data == bad:
             raise ValueError("not a response")
         return data
+    return parse
+
+
+def test_an_undecodable_message_fails_the_call_as_internal():
+    parse = failing_on(b"\0")
 
     async def main():
         async with server(echo) as target:
@@ -473,4 +459,19 @@ def test_an_undecodable_message_fails_the_call_as_internal():
                 assert await take(channel, ask(1, 2)) == [b"\0\0"]  # the connection is fine
             finally:
                 await channel.close()
+    run(main())
+
+
+def test_an_undecodable_message_fails_a_call_the_server_had_ended_ok():
+    async def main():
+        async with raw_server(reply_at_once([b"a", b"b", b"bad", b"c"])) as channel:
+            call = channel.stream(PATH, b"request", failing_on(b"bad"))
+            assert await call.__anext__() == b"a"
+            await until_done(call)  # the trailers (OK) were read with the messages
+            assert await call.__anext__() == b"b"
+            with pytest.raises(H2RpcError) as info:
+                await call.__anext__()
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+            with pytest.raises(H2RpcError):  # the call stays failed: "c" is not handed out after it
+                await call.__anext__()
     run(main())
