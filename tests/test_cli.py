@@ -102,3 +102,10 @@ def test_serving_process_collector_settings():
     code = ("import gc; from smg.__main__ import GC_GEN0_THRESHOLD, _tune_gc; _tune_gc(); "
             "assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD > 700 and gc.get_freeze_count() > 0; print('ok')")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+def test_request_chat_templates_are_off_unless_serve_is_told():
+    from smg.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve", "--demo"]).trust_request_chat_template is False
+    assert build_parser().parse_args(["serve", "--demo", "--trust-request-chat-template"]).trust_request_chat_template

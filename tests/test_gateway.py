@@ -366,3 +366,31 @@ def test_the_asgi_stream_ends_its_body_with_the_done_event(llama, llama_dir, fie
         assert bodies[-1]["body"].startswith(b"data: {")
     events = b"".join(m["body"] for m in bodies).split(b"\n\n")
     assert events[-2:] == [b"data: [DONE]", b""] and sum(e.startswith(b"data: {") for e in events) >= 3
+
+
+def test_a_requests_own_chat_template_needs_trust_and_is_never_a_file(llama, llama_dir, tmp_path):
+    """As vLLM: a request's chat_template is refused unless the gateway trusts them; trusted, it is
+    a template (or a named one), never a path to read, whether or not the file exists."""
+    from smg.errors import ChatTemplateError
+
+    engine = ReferenceEngine(llama, mode="script", scripts=["ok"], tokenizer_dir=llama_dir)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for requests")
+
+    async def body(gw):
+        template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"
+        usage = (await gw.chat({"model": "x", "messages": USER, "chat_template": template})).usage
+        default_usage = (await gw.chat({"model": "x", "messages": USER})).usage
+        for path in (str(secret), str(tmp_path / "missing.txt")):
+            with pytest.raises(ChatTemplateError, match="neither a template nor a known name") as info:
+                await gw.chat({"model": "x", "messages": USER, "chat_template": path})
+            assert "file" not in str(info.value)  # nor whether such a file exists
+        return usage.prompt_tokens, default_usage.prompt_tokens
+
+    async def untrusted(gw):
+        with pytest.raises(InvalidRequest, match="trust_request_chat_template"):
+            await gw.chat({"model": "x", "messages": USER, "chat_template": "{{ messages }}"})
+
+    run(with_gateway(engine, untrusted))
+    own, default = run(with_gateway(engine, body, trust_request_chat_template=True))
+    assert own == len(llama.encode("<<" + USER[0]["content"] + ">>", add_special_tokens=False)) != default

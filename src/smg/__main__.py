@@ -125,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
             tokenizer = str(directory)
         gateway = Gateway(workers, tokenizer, args.model, engine=args.engine, policy=args.policy,
                           reasoning_parser=args.reasoning_parser, tool_parser=args.tool_parser,
-                          chat_template=template)
+                          chat_template=template, trust_request_chat_template=args.trust_request_chat_template)
         config = uvicorn.Config(create_app(gateway), host=args.host, port=args.port, log_level="warning",
                                 loop="none", http="httptools", lifespan="on", access_log=False,
                                 timeout_keep_alive=args.keep_alive)
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--reasoning-parser", default=None)
     srv.add_argument("--tool-parser", default=None)
     srv.add_argument("--chat-template", default=None, help="template file or bundled name (llama3, chatml_qwen3, deepseek_v3)")
+    srv.add_argument("--trust-request-chat-template", action="store_true",
+                     help="let requests bring their own chat_template (a template, never a file path)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--log-level", default="warning")

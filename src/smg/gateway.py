@@ -63,6 +63,7 @@ class GatewayConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     max_context_length: int | None = None
+    trust_request_chat_template: bool = False
 
 
 @dataclass
@@ -231,13 +232,19 @@ class Gateway:
             reasoning and tool parsers unless ``reasoning_parser``/``tool_parser`` name them.
         engine: the engine protocol (``sglang``, ``vllm``, ``trtllm``).
         policy: worker selection (``round_robin``, ``least_load``, ``random``, ``power_of_two``).
+        chat_template: the template for every request (a template, a file path or a named
+            template of the tokenizer's config); default the tokenizer's own.
+        trust_request_chat_template: let requests bring their own ``chat_template`` (a template
+            or a named one, never a file path). Off by default, as in vLLM: a template is code run
+            on the gateway, and a request's could read files or spend its memory.
     """
 
     def __init__(self, workers: Sequence[str] = (), tokenizer: str | Path | Tokenizer | None = None,
                  model: str | None = None, *, engine: str = "sglang", policy: str = "round_robin",
                  reasoning_parser: str | None = None, tool_parser: str | None = None,
                  chat_template: str | None = None, cache: CacheConfig | None = None,
-                 pool_config: PoolConfig | None = None, max_context_length: int | None = None) -> None:
+                 pool_config: PoolConfig | None = None, max_context_length: int | None = None,
+                 trust_request_chat_template: bool = False) -> None:
         # A copy: the caller's PoolConfig is not changed behind its back.
         pool_config = dataclasses.replace(pool_config or PoolConfig(), policy=policy, default_engine=engine)
         self.pool = WorkerPool(workers, pool_config)
@@ -249,6 +256,7 @@ class Gateway:
         self.reasoning_parser: str | None = None
         self.tool_parser: str | None = None
         self.chat_template = chat_template
+        self.trust_request_chat_template = trust_request_chat_template
         self.max_context_length = max_context_length
         self.eos_token_ids: tuple[int, ...] = ()
         self.metrics = Metrics()
@@ -395,9 +403,13 @@ class Gateway:
             raise InvalidRequest(f"chat_template_kwargs cannot set {sorted(reserved)}: the request's own fields")
         if r.reasoning_effort is not None:
             kwargs.setdefault("reasoning_effort", r.reasoning_effort)
+        if r.chat_template is not None and not self.trust_request_chat_template:
+            raise InvalidRequest("chat_template in a request is off: start the gateway with "
+                                 "trust_request_chat_template=True (smg serve --trust-request-chat-template)")
         messages = [_template_message(m) for m in r.messages]
-        prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=r.add_generation_prompt,
-                                                    chat_template=r.chat_template or self.chat_template, **kwargs)
+        prompt = self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=r.add_generation_prompt,
+            chat_template=r.chat_template or self.chat_template, allow_template_file=r.chat_template is None, **kwargs)
         prompt_ids = await self._encode(prompt)
         constraint = self._format_constraint(r)
         forced = None

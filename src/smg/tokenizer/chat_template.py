@@ -77,7 +77,7 @@ def _get_environment():
 # Names template variables cannot take: the arguments of ``Tokenizer.apply_chat_template`` and
 # ``ChatTemplate.render`` (the request's own parts).
 RESERVED_TEMPLATE_VARIABLES = frozenset(("messages", "tools", "documents", "add_generation_prompt", "chat_template",
-                                         "special_tokens"))
+                                         "allow_template_file", "special_tokens"))
 
 
 class ChatTemplate:
@@ -140,13 +140,15 @@ def resolve_template_source(
     directory: Path | None,
     config_template: str | list | None,
     has_tools: bool,
+    allow_file: bool = True,
 ) -> str:
     """Pick the template source as documented on ``Tokenizer.apply_chat_template``.
 
-    Order: ``chat_template`` (a template string, a path to a file, or the name of one of the
-    config's named templates), else ``chat_template.jinja`` beside the tokenizer, else the
-    config's ``chat_template`` (a string, or a list of ``{"name", "template"}`` where ``tool_use``
-    is taken when tools are given and ``default`` otherwise).
+    Order: ``chat_template`` (a template string, a path to a file unless ``allow_file`` is
+    false, or the name of one of the config's named templates), else ``chat_template.jinja``
+    beside the tokenizer, else the config's ``chat_template`` (a string, or a list of
+    ``{"name", "template"}`` where ``tool_use`` is taken when tools are given and ``default``
+    otherwise).
     """
     named: dict[str, str] = {}
     if isinstance(config_template, list):
@@ -158,6 +160,8 @@ def resolve_template_source(
         if chat_template in named:
             return named[chat_template]
         if "{" not in chat_template and "\n" not in chat_template and len(chat_template) < 4096:
+            if not allow_file:  # not even whether such a file exists is told
+                raise ChatTemplateError(f"chat_template {chat_template!r} is neither a template nor a known name")
             path = Path(chat_template)
             if path.is_file():
                 return path.read_text(encoding="utf-8")

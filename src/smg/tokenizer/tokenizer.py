@@ -351,14 +351,14 @@ class Tokenizer:
 
     # ---- chat template ------------------------------------------------------------------------
 
-    def _compiled_template(self, chat_template: str | None, with_tools: bool) -> ChatTemplate:
+    def _compiled_template(self, chat_template: str | None, with_tools: bool, allow_file: bool = True) -> ChatTemplate:
         """The compiled template for an argument (template files are read once per process)."""
-        key = (chat_template, with_tools)
+        key = (chat_template, with_tools, allow_file)
         template = self._templates.get(key)
         if template is not None:
             return template
         template = ChatTemplate(resolve_template_source(chat_template, self._directory,
-                                                        self._config.get("chat_template"), with_tools))
+                                                        self._config.get("chat_template"), with_tools, allow_file))
         with self._templates_lock:
             if len(self._templates) >= _MAX_COMPILED_TEMPLATES:
                 self._templates.clear()  # per-request templates must not grow memory forever
@@ -372,17 +372,19 @@ class Tokenizer:
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
         documents: Sequence[Mapping[str, Any]] | None = None,
+        allow_template_file: bool = True,
         **template_kwargs: Any,
     ) -> str:
         """Render messages with the model's chat template, as ``transformers`` does.
 
         The template is ``chat_template`` (a template string, a file path, or a named template of
-        the config), else ``chat_template.jinja`` beside the tokenizer, else ``chat_template`` in
+        the config; a file path only with ``allow_template_file``, which a gateway turns off for a
+        request's template), else ``chat_template.jinja`` beside the tokenizer, else ``chat_template`` in
         ``tokenizer_config.json``; without any, a ``ChatTemplateError``. A template file is read
         and compiled the first time it is used, then reused (edits need a new ``Tokenizer``). Extra keyword arguments
         (``enable_thinking=False``, ``date_string=...``) are passed to the template.
         """
-        template = self._compiled_template(chat_template, bool(tools))
+        template = self._compiled_template(chat_template, bool(tools), allow_template_file)
         return template.render(messages, tools=tools, documents=documents,
                                add_generation_prompt=add_generation_prompt,
                                special_tokens=self._named_special, **template_kwargs)
