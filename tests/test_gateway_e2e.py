@@ -105,10 +105,19 @@ def test_models_health_metrics(demo):
     health = httpx.get(f"http://127.0.0.1:{port}/health").json()
     assert health["status"] == "ok" and health["workers"][0]["healthy"]
     client.chat.completions.create(model="smg-demo", messages=MESSAGES, max_tokens=3)
+    for _ in client.chat.completions.create(model="smg-demo", messages=MESSAGES, max_tokens=5, stream=True):
+        pass
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'smg_requests_total{route="chat",stream="false"}' in metrics
+    assert 'smg_requests_total{route="chat",stream="true"}' in metrics
     assert "smg_time_to_first_token_seconds_bucket" in metrics and 'smg_worker_healthy{worker=' in metrics
-    assert 'smg_tokenizer_cache_hits_total{level="l0"}' in metrics
+    assert 'smg_tokenizer_cache_hits_total{level="l0"}' in metrics and 'smg_worker_in_flight{worker=' in metrics
+
+    def value(name):  # an unlabelled series' value
+        return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(name + " ")))
+
+    assert value("smg_completion_tokens_total") >= 8 and value("smg_prompt_tokens_total") > 0
+    assert value("smg_inter_token_latency_seconds_count") >= 1  # per-token latency, one per stream
 
 
 def test_non_streaming_chat(demo):
