@@ -158,6 +158,7 @@ def test_raw_generate_and_completions_with_token_prompts(llama, llama_dir):
     ({"model": "x", "prompt": "hi", "suffix": "tail"}, UnsupportedFeature),
     ({"model": "x", "messages": USER, "chat_template_kwargs": {"messages": []}}, InvalidRequest),
     ({"model": "x", "messages": USER, "chat_template_kwargs": {"special_tokens": {}}}, InvalidRequest),
+    ({"model": "x", "messages": USER, "chat_template_kwargs": {"allow_template_file": True}}, InvalidRequest),
 ])
 def test_bad_requests_raise_typed_errors(llama, llama_dir, body, error):
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
@@ -381,7 +382,7 @@ def test_a_requests_own_chat_template_needs_trust_and_is_never_a_file(llama, lla
         template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"
         usage = (await gw.chat({"model": "x", "messages": USER, "chat_template": template})).usage
         default_usage = (await gw.chat({"model": "x", "messages": USER})).usage
-        for path in (str(secret), str(tmp_path / "missing.txt")):
+        for path in (str(secret), str(tmp_path / "missing.txt"), ""):  # "": not the gateway's own template either
             with pytest.raises(ChatTemplateError, match="neither a template nor a known name") as info:
                 await gw.chat({"model": "x", "messages": USER, "chat_template": path})
             assert "file" not in str(info.value)  # nor whether such a file exists
@@ -392,5 +393,7 @@ def test_a_requests_own_chat_template_needs_trust_and_is_never_a_file(llama, lla
             await gw.chat({"model": "x", "messages": USER, "chat_template": "{{ messages }}"})
 
     run(with_gateway(engine, untrusted))
-    own, default = run(with_gateway(engine, body, trust_request_chat_template=True))
+    # the gateway's own template given as its text, so that "" taking it would render, not fail
+    own, default = run(with_gateway(engine, body, trust_request_chat_template=True,
+                                    chat_template=template_path("chatml_qwen3").read_text()))
     assert own == len(llama.encode("<<" + USER[0]["content"] + ">>", add_special_tokens=False)) != default

@@ -40,7 +40,7 @@ from smg.parsers.reasoning import CONTENT, REASONING
 from smg.protocols import openai as oa
 from smg.stop import StopParams
 from smg.tokenizer import Tokenizer
-from smg.tokenizer.chat_template import RESERVED_TEMPLATE_VARIABLES
+from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
 
 log = logging.getLogger("smg.gateway")
 
@@ -403,13 +403,15 @@ class Gateway:
             raise InvalidRequest(f"chat_template_kwargs cannot set {sorted(reserved)}: the request's own fields")
         if r.reasoning_effort is not None:
             kwargs.setdefault("reasoning_effort", r.reasoning_effort)
-        if r.chat_template is not None and not self.trust_request_chat_template:
+        own_template = r.chat_template is not None
+        if own_template and not self.trust_request_chat_template:
             raise InvalidRequest("chat_template in a request is off: start the gateway with "
                                  "trust_request_chat_template=True (smg serve --trust-request-chat-template)")
         messages = [_template_message(m) for m in r.messages]
         prompt = self.tokenizer.apply_chat_template(
             messages, tools=tools, add_generation_prompt=r.add_generation_prompt,
-            chat_template=r.chat_template or self.chat_template, allow_template_file=r.chat_template is None, **kwargs)
+            chat_template=r.chat_template if own_template else self.chat_template,
+            allow_template_file=not own_template, **kwargs)
         prompt_ids = await self._encode(prompt)
         constraint = self._format_constraint(r)
         forced = None

@@ -74,12 +74,6 @@ def _get_environment():
         return _environment
 
 
-# Names template variables cannot take: the arguments of ``Tokenizer.apply_chat_template`` and
-# ``ChatTemplate.render`` (the request's own parts).
-RESERVED_TEMPLATE_VARIABLES = frozenset(("messages", "tools", "documents", "add_generation_prompt", "chat_template",
-                                         "allow_template_file", "special_tokens"))
-
-
 class ChatTemplate:
     """A compiled chat template.
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import threading
 from pathlib import Path
@@ -388,3 +389,14 @@ class Tokenizer:
         return template.render(messages, tools=tools, documents=documents,
                                add_generation_prompt=add_generation_prompt,
                                special_tokens=self._named_special, **template_kwargs)
+
+
+def _named_parameters(function) -> set[str]:
+    return {name for name, p in inspect.signature(function).parameters.items()
+            if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+# Names a template variable passed as a keyword cannot take: they are the arguments of
+# ``apply_chat_template`` and ``ChatTemplate.render`` themselves (the request's own parts).
+RESERVED_TEMPLATE_VARIABLES = frozenset(_named_parameters(Tokenizer.apply_chat_template)
+                                        | _named_parameters(ChatTemplate.render))
