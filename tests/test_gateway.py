@@ -326,7 +326,7 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
     def same_ids(items):
         return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]
 
-    # SSE pieces may hold several events (those of outputs received together): the events are the contract
+    # an SSE piece may hold several events (a stream's end: last event, usage, [DONE]): the events are the contract
     events = [e + b"\n\n" for e in b"".join(events).split(b"\n\n") if e]
     assert same_ids(events) == same_ids(expected + [b"data: [DONE]\n\n"])
     assert same_ids(chunks) == same_ids(expected)

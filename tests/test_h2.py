@@ -289,32 +289,6 @@ def test_padding_priority_continuation_ping_and_split_messages():
     run(main())
 
 
-def reply_at_once(messages):
-    """A raw-server handler answering the first request with ``messages`` and OK in one write."""
-    import hpack
-
-    async def handle(reader, writer):
-        await reader.readexactly(24)
-        encoder = hpack.Encoder()
-        writer.write(frame(4, 0, 0))
-        stream = (await read_frames(reader, 1))[-1][2]
-        writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
-                     + frame(0, 0, stream, b"".join(grpc_message(m) for m in messages))
-                     + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
-        await writer.drain()
-        await reader.read()  # until the client goes
-        writer.close()
-    return handle
-
-
-async def until_done(call):
-    for _ in range(500):
-        if call.done():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the call did not end")
-
-
 def test_goaway_fails_unstarted_streams_as_unavailable_and_the_next_call_reconnects():
     import hpack
 
@@ -460,6 +434,32 @@ def test_an_undecodable_message_fails_the_call_as_internal():
             finally:
                 await channel.close()
     run(main())
+
+
+def reply_at_once(messages):
+    """A raw-server handler answering the first request with ``messages`` and OK in one write."""
+    import hpack
+
+    async def handle(reader, writer):
+        await reader.readexactly(24)
+        encoder = hpack.Encoder()
+        writer.write(frame(4, 0, 0))
+        stream = (await read_frames(reader, 1))[-1][2]
+        writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
+                     + frame(0, 0, stream, b"".join(grpc_message(m) for m in messages))
+                     + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()  # until the client goes
+        writer.close()
+    return handle
+
+
+async def until_done(call):
+    for _ in range(500):
+        if call.done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the call did not end")
 
 
 def test_an_undecodable_message_fails_a_call_the_server_had_ended_ok():
