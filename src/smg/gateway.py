@@ -647,7 +647,7 @@ class Gateway:
                             event = chunk_of(choice, ("", text, _NO_CALLS))
                     if event is not None:
                         yield event
-                    if pump.finished:
+                    elif pump.finished:  # (the pump releases no event on the token that ends it)
                         break  # a stop rule ended it before the engine did: closing the stream aborts it
         choice.tokens, choice.role_sent = pump.tokens, pump.started
         if pump.finished:
