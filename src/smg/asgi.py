@@ -6,12 +6,15 @@ bodies with the status of the smg error type (400 for bad input, 503 when no wor
 While a stream is being sent, the app also listens for ``http.disconnect``: a client that goes
 away cancels its stream, which closes the engine stream and sends Abort to the engine.
 Runs under uvicorn, hypercorn or any ASGI server; the app owns the Gateway's lifespan.
+
+The routes answer with a :class:`Reply` or a :class:`StreamReply` (:meth:`App.respond`), which
+the ASGI adapter here and smg's own HTTP/1.1 server (:mod:`smg.http_server`) both write.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
 
 import msgspec
 
@@ -24,18 +27,37 @@ log = logging.getLogger("smg.asgi")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
+ReadBody = Callable[[], Awaitable[bytes]]
 
-_JSON = [(b"content-type", b"application/json")]
+JSON = b"application/json"
+PROMETHEUS = b"text/plain; version=0.0.4"
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 MAX_BODY = 32 << 20
 
 
-class _ClientGone(Exception):
+class Reply(NamedTuple):
+    """A whole response."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+
+
+class StreamReply(NamedTuple):
+    """A 200 stream of SSE events: ``first`` was already produced (errors before it are a
+    :class:`Reply`); ``events`` yields the rest, the last ending with ``data: [DONE]``."""
+
+    first: bytes
+    events: AsyncIterator[bytes]
+
+
+class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
-def _error_body(status: int, message: str, kind: str) -> bytes:
-    return msgspec.json.encode({"error": {"message": message, "type": kind, "param": None, "code": status}})
+def error_reply(status: int, message: str, kind: str) -> Reply:
+    return Reply(status, msgspec.json.encode({"error": {"message": message, "type": kind, "param": None,
+                                                        "code": status}}))
 
 
 class App:
@@ -51,6 +73,38 @@ class App:
             ("GET", "/metrics"): self._metrics,
         }
 
+    async def respond(self, method: str, path: str, read_body: ReadBody) -> Reply | StreamReply:
+        """The reply to one request; ``read_body`` is called only by routes that take a body and
+        may raise :class:`ClientGone`, which propagates."""
+        handler = self._routes.get((method, path.rstrip("/") or "/"))
+        if handler is None:
+            known = {path for _, path in self._routes}
+            status = 405 if path in known else 404
+            return error_reply(status, f"{method} {path} not found", "invalid_request_error")
+        try:
+            return await handler(read_body)
+        except ClientGone:
+            raise
+        except SmgError as exc:
+            self.gateway.metrics.inc("smg_request_errors_total", type=exc.error_type)
+            return error_reply(exc.status_code, exc.message, exc.error_type)
+        except Exception:  # a bug must not take the server down, nor leak a traceback to clients
+            log.exception("internal error on %s %s", method, path)
+            self.gateway.metrics.inc("smg_request_errors_total", type="internal_error")
+            return error_reply(500, "internal server error", "internal_error")
+
+    def stream_failed(self, error: BaseException) -> bytes:
+        """The SSE event that ends a stream whose producer raised ``error`` after its first event."""
+        if isinstance(error, SmgError):
+            message, kind = error.message, error.error_type
+        else:
+            log.error("stream failed", exc_info=error)
+            message, kind = "internal server error", "internal_error"
+        return b"data: " + msgspec.json.encode({"error": {"message": message, "type": kind}}) + b"\n\n"
+
+    def client_disconnected(self) -> None:
+        self.gateway.metrics.inc("smg_client_disconnects_total")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -61,24 +115,17 @@ class App:
         root = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a prefix (FastAPI/Starlette Mount)
             path = path[len(root):]
-        handler = self._routes.get((scope["method"], path.rstrip("/") or "/"))
-        if handler is None:
-            known = {path for _, path in self._routes}
-            status = 405 if path in known else 404
-            await self._send_json(send, status, _error_body(status, f"{scope['method']} {path} not found",
-                                                            "invalid_request_error"))
-            return
         try:
-            await handler(scope, receive, send)
-        except _ClientGone:
+            reply = await self.respond(scope["method"], path, lambda: self._body(receive))
+        except ClientGone:
             return
-        except SmgError as exc:
-            self.gateway.metrics.inc("smg_request_errors_total", type=exc.error_type)
-            await self._send_json(send, exc.status_code, _error_body(exc.status_code, exc.message, exc.error_type))
-        except Exception:  # a bug must not take the server down, nor leak a traceback to clients
-            log.exception("internal error on %s", scope["path"])
-            self.gateway.metrics.inc("smg_request_errors_total", type="internal_error")
-            await self._send_json(send, 500, _error_body(500, "internal server error", "internal_error"))
+        if isinstance(reply, StreamReply):
+            await self._stream(receive, send, reply)
+        else:
+            await send({"type": "http.response.start", "status": reply.status,
+                        "headers": [(b"content-type", reply.content_type),
+                                    (b"content-length", str(len(reply.body)).encode())]})
+            await send({"type": "http.response.body", "body": reply.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -96,18 +143,12 @@ class App:
                 return
 
     @staticmethod
-    async def _send_json(send: Send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _JSON + [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    @staticmethod
     async def _body(receive: Receive) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _ClientGone()
+                raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
@@ -116,9 +157,9 @@ class App:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _stream(self, receive: Receive, send: Send, events) -> None:
+    async def _stream(self, receive: Receive, send: Send, reply: StreamReply) -> None:
         """Send SSE events; a client disconnect cancels the producer (and so aborts the engine)."""
-        first = await anext(events)  # errors before the first event still become a JSON error body
+        first, events = reply
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
 
         async def produce() -> None:
@@ -144,48 +185,45 @@ class App:
             if producer not in done:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-                self.gateway.metrics.inc("smg_client_disconnects_total")
+                self.client_disconnected()
             elif producer.exception() is not None:
-                error = producer.exception()
-                message = error.message if isinstance(error, SmgError) else "internal server error"
-                kind = error.error_type if isinstance(error, SmgError) else "internal_error"
-                if not isinstance(error, SmgError):
-                    log.error("stream failed", exc_info=error)
-                event = msgspec.json.encode({"error": {"message": message, "type": kind}})
-                await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n",
+                await send({"type": "http.response.body", "body": self.stream_failed(producer.exception()),
                             "more_body": False})
         finally:
             watcher.cancel()
             await events.aclose()
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._generate(receive, send, oa.ChatCompletionRequest, self.gateway.chat_sse, self.gateway.chat)
+    async def _chat(self, read_body: ReadBody) -> Reply | StreamReply:
+        return await self._generate(read_body, oa.ChatCompletionRequest, self.gateway.chat_sse, self.gateway.chat)
 
-    async def _completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._generate(receive, send, oa.CompletionRequest, self.gateway.complete_sse, self.gateway.complete)
+    async def _completions(self, read_body: ReadBody) -> Reply | StreamReply:
+        return await self._generate(read_body, oa.CompletionRequest, self.gateway.complete_sse,
+                                    self.gateway.complete)
 
-    async def _generate(self, receive: Receive, send: Send, request_type, stream, once) -> None:
+    @staticmethod
+    async def _generate(read_body: ReadBody, request_type, stream, once) -> Reply | StreamReply:
         """Decode a request of ``request_type``; the SSE events of ``stream`` if it asks to stream,
         else the JSON of ``once``."""
-        request = oa.decode_request(await self._body(receive), request_type)
-        if request.stream:
-            await self._stream(receive, send, stream(request))
-        else:
-            await self._send_json(send, 200, oa.encode(await once(request)))
+        request = oa.decode_request(await read_body(), request_type)
+        if not request.stream:
+            return Reply(200, oa.encode(await once(request)))
+        events = stream(request)
+        try:
+            return StreamReply(await anext(events), events)  # errors before the first event are a JSON body
+        except BaseException:
+            await events.aclose()
+            raise
 
-    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._send_json(send, 200, oa.encode(self.gateway.models()))
+    async def _models(self, read_body: ReadBody) -> Reply:
+        return Reply(200, oa.encode(self.gateway.models()))
 
-    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _health(self, read_body: ReadBody) -> Reply:
         healthy = self.gateway.pool.healthy_workers()
         body = msgspec.json.encode({"status": "ok" if healthy else "unavailable", "workers": self.gateway.pool.stats()})
-        await self._send_json(send, 200 if healthy else 503, body)
+        return Reply(200 if healthy else 503, body)
 
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = self.gateway.metrics.render().encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain; version=0.0.4")]})
-        await send({"type": "http.response.body", "body": body})
+    async def _metrics(self, read_body: ReadBody) -> Reply:
+        return Reply(200, self.gateway.metrics.render().encode(), PROMETHEUS)
 
 
 def create_app(gateway: Gateway) -> App:
