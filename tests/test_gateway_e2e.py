@@ -1,5 +1,6 @@
-"""End to end: the official `openai` client against the ASGI app under uvicorn on 127.0.0.1,
-in front of the reference engine over gRPC."""
+"""End to end: the official `openai` client against the ASGI app served on 127.0.0.1 by uvicorn and
+by smg's own HTTP/1.1 server (every test runs against both), in front of the reference engine over
+gRPC."""
 import asyncio
 import json
 import socket
@@ -14,6 +15,7 @@ import uvicorn
 from smg.asgi import create_app
 from smg.engine import ReferenceEngine
 from smg.gateway import Gateway
+from smg.http_server import HttpServer
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 from smg.tokenizer.templates import template_path
@@ -32,9 +34,10 @@ def free_port():
 
 
 class Stack:
-    """Engines, gateways and uvicorn servers on one background event loop."""
+    """Engines, gateways and HTTP servers (``server``: "uvicorn" or "smg") on one background event loop."""
 
-    def __init__(self):
+    def __init__(self, server: str):
+        self.server = server
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -48,13 +51,17 @@ class Stack:
             server = engine.server()
             port = await server.start()
             gateway = Gateway([f"grpc://127.0.0.1:{port}"], **gateway_kwargs)
-            http_port = free_port()
-            config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=http_port, log_level="warning",
-                                    lifespan="on", loop="none")
-            web = uvicorn.Server(config)
-            task = asyncio.create_task(web.serve())
-            while not web.started:
-                await asyncio.sleep(0.02)
+            if self.server == "smg":
+                web = HttpServer(create_app(gateway), port=0)
+                http_port, task = await web.start(), None
+            else:
+                http_port = free_port()
+                config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=http_port, log_level="warning",
+                                        lifespan="on", loop="none")
+                web = uvicorn.Server(config)
+                task = asyncio.create_task(web.serve())
+                while not web.started:
+                    await asyncio.sleep(0.02)
             self.servers.append((server, web, task))
             return server, gateway, http_port
 
@@ -63,17 +70,20 @@ class Stack:
     def close(self):
         async def stop():
             for server, web, task in self.servers:
-                web.should_exit = True
-                await task
+                if task is None:
+                    await web.close()
+                else:
+                    web.should_exit = True
+                    await task
                 await server.stop()
 
         self.call(stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack()
+@pytest.fixture(scope="module", params=["uvicorn", "smg"])
+def stack(request):
+    s = Stack(request.param)
     yield s
     s.close()
 
