@@ -117,6 +117,11 @@ class HttpConnection(asyncio.Protocol):
                 self._reject(400, f"malformed HTTP request: {exc}")
         self._answer_next()
 
+    def eof_received(self) -> bool:
+        # A client's FIN is its going away (HTTP clients do not half-close): the transport closes
+        # and what it asked for is cancelled, so its engine stream stops too.
+        return False
+
     def pause_writing(self) -> None:
         self.write_paused = True
 
