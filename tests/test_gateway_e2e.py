@@ -207,6 +207,9 @@ def test_bad_json_and_unknown_route(demo):
     port = demo[3]
     response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                          content=b'{"model": "m", "messages": [{"role": "user", "content": "\xa9"}]}')
+    assert response.status_code == 400 and "UTF-8" in response.json()["error"]["message"]
     assert httpx.get(f"http://127.0.0.1:{port}/v2/nothing").status_code == 404
     with pytest.raises(openai.BadRequestError):
         demo[0].chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], n=0)

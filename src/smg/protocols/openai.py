@@ -125,6 +125,8 @@ def decode_request(data: bytes | str | dict | msgspec.Struct, kind: type[msgspec
         raise InvalidRequest(f"invalid request: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
+        raise InvalidRequest(f"request body is not valid UTF-8: {exc}") from None
     _validate(request)
     return request
 
