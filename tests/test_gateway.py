@@ -294,7 +294,9 @@ SSE_REQUESTS = [
 def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, tokens_per_chunk):
     """chat_stream/complete_stream (chunk objects) and chat_sse/complete_sse (event bytes) take the
     compiled pump for plain requests; both give exactly the general pipeline's chunks (``_run``
-    through the chunk builders), but for each request's own id and time."""
+    through the chunk builders), but for each request's own id and time. So does chat_sse with a
+    server's sink (a plain stream's events then go to it from the data path), also when the sink
+    says every other time that its client is full (the stream goes back to yielding)."""
     import re
 
     from smg.protocols import openai as oa
@@ -316,19 +318,41 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
         events = [e async for e in sse(dict(base))]
         chunks = [event(c) async for c in stream(dict(base))]
         expected = [event(c) async for c in general]
-        return events, chunks, expected, gw.pool.stats()[0]
+        pushed, sunk = {}, 0
+        for full_every in (0, 2):
+            written = []
 
-    events, chunks, expected, stats = run(with_gateway(engine, body))
+            def sink(piece):
+                nonlocal sunk
+                sunk += 1
+                written.append(piece)
+                return not full_every or len(written) % full_every != 0
+
+            async for piece in sse(dict(base), sink=sink):
+                written.append(piece)
+            pushed[full_every] = written
+        return events, chunks, expected, (pushed, sunk), gw.pool.stats()[0]
+
+    events, chunks, expected, (pushed, sunk), stats = run(with_gateway(engine, body))
+    plain = "n" not in fields and "echo" not in fields and "logprobs" not in fields and "prompt" not in fields
+    if not plain:
+        assert sunk == 0
+    elif "stop" not in fields:  # (a stop string may end a stream before anything is pushed)
+        assert sunk > 0
     if "stop" not in fields:  # a stop string ends a stream early: the engine is aborted, not served out
-        assert stats["served"] == 3 * (len(base["prompt"]) if isinstance(base.get("prompt"), list) else 1)
+        assert stats["served"] == 5 * (len(base["prompt"]) if isinstance(base.get("prompt"), list) else 1)
     assert stats["in_flight"] == 0
 
     def same_ids(items):
         return [re.sub(rb'"created":\d+', b"", re.sub(rb'"id":"[a-z]+-[0-9a-f]+"', b"", e)) for e in items]
 
     # an SSE piece may hold several events (a stream's end: last event, usage, [DONE]): the events are the contract
-    events = [e + b"\n\n" for e in b"".join(events).split(b"\n\n") if e]
-    assert same_ids(events) == same_ids(expected + [b"data: [DONE]\n\n"])
+    def split(pieces):
+        return [e + b"\n\n" for e in b"".join(pieces).split(b"\n\n") if e]
+
+    assert same_ids(split(events)) == same_ids(expected + [b"data: [DONE]\n\n"])
+    for written in pushed.values():
+        assert same_ids(split(written)) == same_ids(expected + [b"data: [DONE]\n\n"])
     assert same_ids(chunks) == same_ids(expected)
     assert len(expected) >= 2
 

@@ -475,3 +475,78 @@ def test_an_undecodable_message_fails_a_call_the_server_had_ended_ok():
             with pytest.raises(H2RpcError):  # the call stays failed: "c" is not handed out after it
                 await call.__anext__()
     run(main())
+
+
+async def trickle(request: bytes, context):
+    """Like ``echo``, a message at a time with a pause between (so they arrive over many reads);
+    a request longer than 8 bytes ends with ABORTED after its messages."""
+    count, size = struct.unpack(">LL", request[:8])
+    for i in range(count):
+        await asyncio.sleep(0.002)
+        yield bytes([i % 256]) * size
+    if len(request) > 8:
+        await context.abort(grpc.StatusCode.ABORTED, "told to")
+
+
+async def listened(call):
+    """What a listener reads from ``call`` once it is listening: (messages, how it ended)."""
+    got, ended = [], asyncio.get_running_loop().create_future()
+
+    def listener():
+        try:
+            while (message := call.take()) is not None:
+                got.append(message)
+        except BaseException as exc:  # the call's end
+            call.listen(None)
+            ended.set_result(exc)
+
+    call.listen(listener)
+    listener()
+    return got, await ended
+
+
+def test_a_listener_reads_a_call_from_the_data_path_in_order_and_sees_its_end():
+    async def main():
+        async with server(trickle) as target:
+            channel = H2Channel(target)
+            try:
+                call = channel.stream(PATH, ask(40, 3), identity)
+                assert await call.__anext__() == b"\0" * 3  # started by the first step, as a consumer would
+                got, end = await listened(call)
+                assert got == [bytes([i]) * 3 for i in range(1, 40)] and isinstance(end, StopAsyncIteration)
+                with pytest.raises(StopAsyncIteration):  # the end stays for the async for
+                    await call.__anext__()
+
+                call = channel.stream(PATH, ask(5, 2, padding=1), identity)
+                await call.__anext__()
+                got, end = await listened(call)
+                assert len(got) == 4 and isinstance(end, H2RpcError) and end.code() == grpc.StatusCode.ABORTED
+            finally:
+                await channel.close()
+    run(main())
+
+
+def test_put_back_hands_a_taken_message_out_again():
+    async def main():
+        async with raw_server(reply_at_once([b"a", b"b"])) as channel:
+            call = channel.stream(PATH, b"request", identity)
+            assert await call.__anext__() == b"a"
+            await until_done(call)
+            message = call.take()
+            call.put_back(message)
+            assert call.take() == b"b"
+            call.put_back(b"b")
+            assert [m async for m in call] == [b"b"]
+    run(main())
+
+
+def test_an_undecodable_message_ends_a_listened_call_as_internal():
+    async def main():
+        async with raw_server(reply_at_once([b"a", b"b", b"bad", b"c"])) as channel:
+            call = channel.stream(PATH, b"request", failing_on(b"bad"))
+            assert await call.__anext__() == b"a"
+            got, end = await listened(call)
+            assert got == [b"b"] and end.code() == grpc.StatusCode.INTERNAL
+            with pytest.raises(H2RpcError):
+                await call.__anext__()
+    run(main())

@@ -28,6 +28,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 ReadBody = Callable[[], Awaitable[bytes]]
+Sink = Callable[[bytes], bool]
 
 JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4"
@@ -73,16 +74,17 @@ class App:
             ("GET", "/metrics"): self._metrics,
         }
 
-    async def respond(self, method: str, path: str, read_body: ReadBody) -> Reply | StreamReply:
+    async def respond(self, method: str, path: str, read_body: ReadBody, sink: Sink | None = None
+                      ) -> Reply | StreamReply:
         """The reply to one request; ``read_body`` is called only by routes that take a body and
-        may raise :class:`ClientGone`, which propagates."""
+        may raise :class:`ClientGone`, which propagates. ``sink``: see ``Gateway.chat_sse``."""
         handler = self._routes.get((method, path.rstrip("/") or "/"))
         if handler is None:
             known = {path for _, path in self._routes}
             status = 405 if path in known else 404
             return error_reply(status, f"{method} {path} not found", "invalid_request_error")
         try:
-            return await handler(read_body)
+            return await handler(read_body, sink)
         except ClientGone:
             raise
         except SmgError as exc:
@@ -193,36 +195,37 @@ class App:
             watcher.cancel()
             await events.aclose()
 
-    async def _chat(self, read_body: ReadBody) -> Reply | StreamReply:
-        return await self._generate(read_body, oa.ChatCompletionRequest, self.gateway.chat_sse, self.gateway.chat)
+    async def _chat(self, read_body: ReadBody, sink: Sink | None) -> Reply | StreamReply:
+        return await self._generate(read_body, sink, oa.ChatCompletionRequest, self.gateway.chat_sse,
+                                    self.gateway.chat)
 
-    async def _completions(self, read_body: ReadBody) -> Reply | StreamReply:
-        return await self._generate(read_body, oa.CompletionRequest, self.gateway.complete_sse,
+    async def _completions(self, read_body: ReadBody, sink: Sink | None) -> Reply | StreamReply:
+        return await self._generate(read_body, sink, oa.CompletionRequest, self.gateway.complete_sse,
                                     self.gateway.complete)
 
     @staticmethod
-    async def _generate(read_body: ReadBody, request_type, stream, once) -> Reply | StreamReply:
+    async def _generate(read_body: ReadBody, sink: Sink | None, request_type, stream, once) -> Reply | StreamReply:
         """Decode a request of ``request_type``; the SSE events of ``stream`` if it asks to stream,
         else the JSON of ``once``."""
         request = oa.decode_request(await read_body(), request_type)
         if not request.stream:
             return Reply(200, oa.encode(await once(request)))
-        events = stream(request)
+        events = stream(request, sink=sink)
         try:
             return StreamReply(await anext(events), events)  # errors before the first event are a JSON body
         except BaseException:
             await events.aclose()
             raise
 
-    async def _models(self, read_body: ReadBody) -> Reply:
+    async def _models(self, read_body: ReadBody, sink: Sink | None) -> Reply:
         return Reply(200, oa.encode(self.gateway.models()))
 
-    async def _health(self, read_body: ReadBody) -> Reply:
+    async def _health(self, read_body: ReadBody, sink: Sink | None) -> Reply:
         healthy = self.gateway.pool.healthy_workers()
         body = msgspec.json.encode({"status": "ok" if healthy else "unavailable", "workers": self.gateway.pool.stats()})
         return Reply(200 if healthy else 503, body)
 
-    async def _metrics(self, read_body: ReadBody) -> Reply:
+    async def _metrics(self, read_body: ReadBody, sink: Sink | None) -> Reply:
         return Reply(200, self.gateway.metrics.render().encode(), PROMETHEUS)
 
 

@@ -26,7 +26,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from smg import _ext
 from smg.config import CacheConfig
@@ -529,11 +529,18 @@ class Gateway:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
         return self._stream(request, chat=True, sse=False)
 
-    def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes) -> AsyncIterator[bytes]:
+    def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes, *,
+                 sink: Callable[[bytes], bool] | None = None) -> AsyncIterator[bytes]:
         """:meth:`chat_stream` as server-sent events: ``data: {chunk}\\n\\n`` each, ``data: [DONE]``
         last; the bytes an HTTP server writes. A plain stream (one choice, no parsers, no logprobs)
-        goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``)."""
-        return self._stream(request, chat=True, sse=True)
+        goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``).
+
+        ``sink`` is for servers: a function that writes an event now and returns whether it can take
+        more. Given one, a plain stream's events after the first are written to it from the engine
+        connection's data path as they arrive (no task woken per token), and only the others are
+        yielded: a server writes what is yielded, in order, and waits for its client to drain before
+        asking for the next."""
+        return self._stream(request, chat=True, sse=True, sink=sink)
 
     async def _chat_request(self, request) -> tuple[oa.ChatCompletionRequest, _Prepared]:
         self._require_started()
@@ -579,7 +586,8 @@ class Gateway:
             yield oa.ChatCompletionChunk(id=p.request_id, created=p.created, model=p.model, choices=[],
                                          usage=self._usage(len(p.prompt_ids), tokens, cached))
 
-    async def _stream(self, request, chat: bool, sse: bool) -> AsyncIterator:
+    async def _stream(self, request, chat: bool, sse: bool,
+                      sink: Callable[[bytes], bool] | None = None) -> AsyncIterator:
         """A streamed chat (or completions) request's chunks, or with ``sse`` their events' bytes.
         A plain request runs as :meth:`_run` does, but the compiled pump takes each engine message
         through detokenizer and stop rules in one call, and for SSE writes the event too; the last
@@ -620,7 +628,25 @@ class Gateway:
         request = self._engine_request(p)
         started = time.perf_counter()
         first, count, cached, last = None, 0, 0, None
-        async with contextlib.aclosing(self.pool.generate(request)) as stream:
+        calls: list | None = None
+        if sink is not None:
+            calls = []
+
+            def pushed(out: EngineOutput) -> bool:
+                """An output the push phase hands over (never a finished one): whether to go on."""
+                nonlocal cached, count
+                if out.cached_tokens > cached:
+                    cached = out.cached_tokens
+                ids = out.token_ids
+                if not ids:
+                    return True
+                count += len(ids)
+                event = pump.feed(ids)
+                if event is None:
+                    return not pump.finished
+                return sink(event)
+
+        async with contextlib.aclosing(self.pool.generate(request, calls=calls)) as stream:
             async for out in stream:
                 if out.cached_tokens > cached:
                     cached = out.cached_tokens
@@ -647,6 +673,10 @@ class Gateway:
                             event = chunk_of(choice, ("", text, _NO_CALLS))
                     if event is not None:
                         yield event
+                        if calls and hasattr(calls[-1], "listen"):  # the server has drained: push the rest
+                            await _push(calls[-1], pushed)
+                            if pump.finished:
+                                break
                     elif pump.finished:  # (the pump releases no event on the token that ends it)
                         break  # a stop rule ended it before the engine did: closing the stream aborts it
         choice.tokens, choice.role_sent = pump.tokens, pump.started
@@ -739,10 +769,11 @@ class Gateway:
         """OpenAI Completions, streaming (prompts one after another)."""
         return self._stream(request, chat=False, sse=False)
 
-    def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes) -> AsyncIterator[bytes]:
+    def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes, *,
+                     sink: Callable[[bytes], bool] | None = None) -> AsyncIterator[bytes]:
         """:meth:`complete_stream` as server-sent events, as :meth:`chat_sse` (one plain prompt
-        without ``echo``: the compiled pump)."""
-        return self._stream(request, chat=False, sse=True)
+        without ``echo``: the compiled pump; ``sink`` as there)."""
+        return self._stream(request, chat=False, sse=True, sink=sink)
 
     def _completion_request(self, request) -> tuple[oa.CompletionRequest, list[_Prepared]]:
         self._require_started()
@@ -842,6 +873,46 @@ class Gateway:
 
 SSE_DONE = b"data: [DONE]\n\n"
 _STAND_IN_TEXT = "smg-sse-" + uuid.uuid4().hex  # a text no real chunk holds
+
+
+async def _push(call, handle: Callable[[EngineOutput], bool]) -> None:
+    """Hand an h2 call's outputs to ``handle`` from the connection's data path as they arrive (see
+    ``StreamCall.listen``) until ``handle`` returns False, an output finishes the sequence (put back
+    for the caller's ``async for``) or the call ends (the caller's next step raises or stops as it
+    would have). An error ``handle`` raises is raised here."""
+    done = asyncio.get_running_loop().create_future()
+
+    def listener() -> None:
+        if done.done():  # (a cancelled wait, or a call ended from inside the loop below)
+            return
+        try:
+            while True:
+                try:
+                    out = call.take()
+                except BaseException:  # the call's end: kept in the call for the caller's next step
+                    break
+                if out is None:
+                    return  # wait for the next read
+                if out.finished:
+                    call.put_back(out)
+                    break
+                if not handle(out):
+                    break
+        except BaseException as exc:
+            call.listen(None)
+            if not done.done():
+                done.set_exception(exc)
+            return
+        call.listen(None)
+        if not done.done():
+            done.set_result(None)
+
+    call.listen(listener)
+    try:
+        listener()  # what arrived with the caller's last output
+        await done
+    finally:
+        call.listen(None)
 
 
 def _event(chunk) -> bytes:

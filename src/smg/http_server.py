@@ -232,7 +232,8 @@ class HttpConnection(asyncio.Protocol):
     async def _answer(self, request: _Request) -> None:
         keep_alive = request.keep_alive
         try:
-            reply = request.error or await self.app.respond(request.method, request.path, request.read_body)
+            reply = request.error or await self.app.respond(request.method, request.path, request.read_body,
+                                                            self._sink(request.http10))
             if self.closed:  # gone while a whole reply was being made
                 return
             if isinstance(reply, StreamReply):
@@ -258,6 +259,19 @@ class HttpConnection(asyncio.Protocol):
         fields = b"content-type: %b\r\ncontent-length: %d\r\n" % (reply.content_type, len(reply.body))
         head = self._head(reply.status, fields, not request.keep_alive)
         self.transport.write(head if request.method == "HEAD" else head + reply.body)
+
+    def _sink(self, http10: bool):
+        """Where a plain stream's events go straight from the engine connection (see
+        ``Gateway.chat_sse``): written at once, framed; whether the client can take more."""
+        write = self.transport.write
+
+        def sink(event: bytes) -> bool:
+            if self.closed:
+                return False
+            write(event if http10 else b"%x\r\n%b\r\n" % (len(event), event))
+            return not self.write_paused
+
+        return sink
 
     async def _write_stream(self, request: _Request, reply: StreamReply) -> bool:
         """Write a stream's events as they come; whether the connection can take another request."""

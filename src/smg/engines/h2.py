@@ -97,7 +97,7 @@ class StreamCall:
 
     __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
                  "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
-                 "_started", "_refusals", "_burst", "_loop")
+                 "_started", "_refusals", "_burst", "_loop", "_listener", "_returned")
 
     def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
                  timeout: float | None) -> None:
@@ -117,11 +117,16 @@ class StreamCall:
         self._refusals = 0  # REFUSED_STREAM answers: the server did not start it, so it is sent again
         self._burst = 0  # messages returned in a row without waiting
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: get_running_loop() costs a getpid() each call
+        self._listener: Callable[[], None] | None = None
+        self._returned: object = None  # a decoded message handed back (put_back), returned next
 
     def __aiter__(self) -> "StreamCall":
         return self
 
     async def __anext__(self):
+        if self._returned is not None:
+            message, self._returned = self._returned, None
+            return message
         if not self._started:
             self._started = True
             self._loop = asyncio.get_running_loop()
@@ -137,21 +142,49 @@ class StreamCall:
                 await self._channel._start(self)
                 continue
             if self._status is not None:
-                if self._status.code() is grpc.StatusCode.OK:
-                    raise StopAsyncIteration
-                raise self._status
+                self._raise_status()
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._decode_next()
+
+    def listen(self, listener: Callable[[], None] | None) -> None:
+        """Have the connection call ``listener()`` from its data path when messages arrive or the
+        call ends, instead of waking an ``async for`` (no task runs per message); ``None`` goes
+        back. The listener reads with :meth:`take`, must not raise, and must not cancel the call."""
+        self._listener = listener
+
+    def take(self):
+        """The next message, decoded, if one has arrived (else None); at the call's end, raises as
+        ``__anext__`` does (``StopAsyncIteration`` when it ended OK)."""
+        if self._returned is not None:
+            message, self._returned = self._returned, None
+            return message
+        if self._messages:
+            return self._decode_next()
+        if self._status is not None:
+            self._raise_status()
+        return None
+
+    def put_back(self, message) -> None:
+        """Return a message :meth:`take` gave: the next ``__anext__`` or ``take`` gives it again."""
+        self._returned = message
+
+    def _raise_status(self):
+        if self._status.code() is grpc.StatusCode.OK:
+            raise StopAsyncIteration
+        raise self._status
+
+    def _decode_next(self):
         try:
             return self._parse(self._messages.popleft())
         except Exception as exc:  # an undecodable message fails the call, as grpc.aio's deserializer does
             error = H2RpcError(grpc.StatusCode.INTERNAL, f"could not decode a response message: {exc}")
+            self._messages.clear()
             self._fail_stream(error.code(), error.details())
             self._status = error  # even when the server had ended it OK: the call failed here
-            self._messages.clear()
             raise error from None
 
     def done(self) -> bool:
@@ -169,6 +202,9 @@ class StreamCall:
     # ---- called by the connection -------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self._listener is not None:
+            self._listener()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -213,8 +213,11 @@ class WorkerPool:
                 f"{w.url}: {w.last_error or 'unhealthy'}" for w in self._workers.values()))
         return self.policy.pick(candidates, request)
 
-    async def generate(self, request: GenerateRequest, worker: Worker | None = None) -> AsyncIterator[EngineOutput]:
-        """Stream the engine's outputs for ``request`` (see the module docstring)."""
+    async def generate(self, request: GenerateRequest, worker: Worker | None = None,
+                       calls: list | None = None) -> AsyncIterator[EngineOutput]:
+        """Stream the engine's outputs for ``request`` (see the module docstring). ``calls``, if
+        given, is appended each call opened for it (the last is the live one: a consumer may read
+        an h2 call's outputs directly between this generator's steps, see ``StreamCall.listen``)."""
         tried: list[Worker] = []
         attempts = 0
         while True:
@@ -222,6 +225,8 @@ class WorkerPool:
             target = worker if worker is not None else self.pick(request, tried)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
+            if calls is not None:
+                calls.append(call)
             target.in_flight += 1
             sent = False
             open_sequences = set(range(request.sampling.n))
