@@ -5,7 +5,9 @@ Why a server of its own: per SSE event, an ASGI server takes a message dict thro
 checks the response state and frames the chunk in Python; under uvicorn that was ~5% of a served
 process's busy time at concurrency 64 (py-spy), the largest Python cost per token left. Here a
 stream's events go from the gateway to ``transport.write`` with their chunk framing in one
-formatting operation, and a request is one task (no producer/watcher pair).
+formatting operation, and a request is one task (no producer/watcher pair); a plain stream's events
+are written by a sink the gateway calls from the engine connection's data path (see
+``Gateway.chat_sse``), so no task runs per token.
 
 What it does: HTTP/1.1 parsed by ``httptools`` (llhttp, the parser uvicorn uses); keep-alive with an
 idle timeout; pipelined requests answered in order; ``Expect: 100-continue``; HTTP/1.0 clients (a

@@ -156,6 +156,10 @@ class StreamCall:
         back. The listener reads with :meth:`take`, must not raise, and must not cancel the call."""
         self._listener = listener
 
+    def connection_streams(self) -> int:
+        """How many streams are open on this call's connection (0 when it has none)."""
+        return len(self._connection.streams) if self._connection is not None else 0
+
     def take(self):
         """The next message, decoded, if one has arrived (else None); at the call's end, raises as
         ``__anext__`` does (``StopAsyncIteration`` when it ended OK)."""
