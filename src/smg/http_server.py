@@ -236,7 +236,9 @@ class HttpConnection(asyncio.Protocol):
         try:
             reply = request.error or await self.app.respond(request.method, request.path, request.read_body,
                                                             self._sink(request.http10))
-            if self.closed:  # gone while a whole reply was being made
+            if self.closed:  # gone while the reply was being made
+                if isinstance(reply, StreamReply):
+                    await reply.events.aclose()
                 return
             if isinstance(reply, StreamReply):
                 keep_alive = await self._write_stream(request, reply)
