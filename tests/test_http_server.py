@@ -35,6 +35,10 @@ async def serving(tokenizer, keep_alive=75.0, delay_ms=0.0, shutdown_grace=30.0)
         await engine_server.stop(grace=0)
 
 
+def connect(port):
+    return asyncio.open_connection("127.0.0.1", port)
+
+
 def chat(max_tokens=3, stream=False):
     return json.dumps({"model": "smg-demo", "messages": [{"role": "user", "content": "hi"}],
                        "max_tokens": max_tokens, "stream": stream}).encode()
@@ -79,7 +83,7 @@ def events(body):
 def test_keep_alive_pipelining_and_connection_close(llama):
     async def scenario():
         async with serving(llama) as (_, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             # three requests in one write, the last closing: answered in order, then the connection closes
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + post("/v1/chat/completions", chat(2, True))
                          + b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n")
@@ -99,13 +103,13 @@ def test_keep_alive_pipelining_and_connection_close(llama):
 def test_http10_stream_ends_with_the_connection_and_head_has_no_body(llama):
     async def scenario():
         async with serving(llama) as (_, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(post("/v1/chat/completions", chat(3, True), version="1.0"))
             status, headers, body = await read_response(reader)  # read to EOF: no chunk framing
             assert status == 200 and "transfer-encoding" not in headers and headers["connection"] == "close"
             assert events(body)[-1] == "[DONE]" and len(events(body)) == 5
 
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             status, headers, _ = await read_response(reader, head_only=True)
             assert status == 405 and int(headers["content-length"]) > 0  # the length a GET-like body would have
@@ -119,7 +123,7 @@ def test_http10_stream_ends_with_the_connection_and_head_has_no_body(llama):
 def test_expect_continue_and_chunked_request_body(llama):
     async def scenario():
         async with serving(llama) as (_, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             body = chat(2)
             writer.write(post("/v1/chat/completions", body, "Expect: 100-continue")[:-len(body)])
             status, _, _ = await read_response(reader)
@@ -151,18 +155,16 @@ def test_malformed_or_oversized_requests_get_an_error_body_and_the_connection_cl
 
     async def scenario():
         async with serving(llama) as (_, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" + request_bytes)
             assert (await read_response(reader))[0] == 200  # what came before is still answered
             got, headers, body = await read_response(reader)
             error = json.loads(body)["error"]
             assert got == status and error["code"] == status and fragment in error["message"]
             assert headers["connection"] == "close" and await closed(reader)
-            # the server is unharmed
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)  # the server is unharmed
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await read_response(reader))[0] == 200
-            writer.close()
 
     run(scenario())
 
@@ -170,7 +172,7 @@ def test_malformed_or_oversized_requests_get_an_error_body_and_the_connection_cl
 def test_upgrade_requests_are_answered_as_plain_http_then_closed(llama):
     async def scenario():
         async with serving(llama) as (_, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05")
             assert (await read_response(reader))[0] == 200 and await closed(reader)
 
@@ -180,7 +182,7 @@ def test_upgrade_requests_are_answered_as_plain_http_then_closed(llama):
 def test_idle_connections_close_after_keep_alive(llama):
     async def scenario():
         async with serving(llama, keep_alive=0.3) as (server, port, _):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert (await read_response(reader))[0] == 200
             assert len(server.connections) == 1
@@ -210,7 +212,7 @@ def test_a_client_that_does_not_read_pauses_only_its_own_stream_and_leaving_abor
                 connection.transport.set_write_buffer_limits(high=16384)
             slow_writer.write(post("/v1/chat/completions", chat(100_000, True)))
             await wait_for(lambda: any(c.write_paused for c in server.connections))
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(post("/v1/chat/completions", chat(5)))
             status, _, body = await read_response(reader)
             assert status == 200 and json.loads(body)["usage"]["completion_tokens"] == 5
@@ -226,7 +228,7 @@ def test_a_client_that_does_not_read_pauses_only_its_own_stream_and_leaving_abor
 def test_a_client_that_leaves_a_non_streaming_request_aborts_it(llama):
     async def scenario():
         async with serving(llama, delay_ms=2) as (_, port, engine):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(post("/v1/chat/completions", chat(5000)))
             await wait_for(lambda: engine.active_requests == 1)
             writer.transport.abort()
@@ -238,10 +240,10 @@ def test_a_client_that_leaves_a_non_streaming_request_aborts_it(llama):
 def test_close_lets_a_stream_finish_within_the_grace_then_cancels_what_is_left(llama):
     async def scenario():
         async with serving(llama, delay_ms=2, shutdown_grace=1.0) as (server, port, engine):
-            long_reader, long_writer = await asyncio.open_connection("127.0.0.1", port)
+            long_reader, long_writer = await connect(port)
             long_writer.write(post("/v1/chat/completions", chat(5000, True)))  # ~10 s
             await wait_for(lambda: engine.active_requests == 1)
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await connect(port)
             writer.write(post("/v1/chat/completions", chat(50, True)))  # ~0.1 s: done within the grace
             await wait_for(lambda: engine.active_requests == 2)
             await server.close()
@@ -250,6 +252,6 @@ def test_close_lets_a_stream_finish_within_the_grace_then_cancels_what_is_left(l
             assert engine.active_requests == 0 and len(engine.aborted) == 1
             await long_reader.read()  # the cut stream's connection is closed
             with pytest.raises(OSError):
-                await asyncio.open_connection("127.0.0.1", port)
+                await connect(port)
 
     run(scenario())
