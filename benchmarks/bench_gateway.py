@@ -14,6 +14,9 @@ agent's instructions, a RAG preamble) before its own ~60-word user turn.
 * ``smg-sse``: ``Gateway.chat_sse`` — the same stream as the bytes of its server-sent events (what
   smg's ASGI app sends, or an app's own ``StreamingResponse``): a plain stream goes from engine
   message to event bytes in one compiled step.
+* ``smg-push``: ``Gateway.chat_sse`` with a sink (what smg's HTTP server gives it): a plain stream's
+  events after the first are handed to the sink from the engine connection's data path, no task
+  woken per token (the sink does what the ``smg-sse`` consumer does with each event).
 * ``python``: what a plain Python frontend does today — transformers' ``apply_chat_template`` and
   encode per request, the engine's gRPC stubs, detokenization with transformers' ``decode`` over
   the prefix/read-offset window per token (vLLM/SGLang's algorithm), stop strings by ``str.find``,
@@ -158,6 +161,19 @@ async def main_async(args) -> None:
             async for event in gateway.chat_sse(request):
                 yield 1 if b'"content":"' in event and b'"content":""' not in event else 0
 
+        async def smg_push(messages):
+            request = {"model": gateway.model, "messages": messages, "max_tokens": args.max_tokens, "stream": True}
+            pushed = 0
+
+            def sink(event: bytes) -> bool:
+                nonlocal pushed
+                pushed += b'"content":"' in event and b'"content":""' not in event
+                return True
+
+            async for event in gateway.chat_sse(request, sink=sink):
+                yield 1 if b'"content":"' in event and b'"content":""' not in event else 0
+            yield pushed
+
         async def python_stream(messages):
             async for _, n in baseline.chat_stream(messages, args.max_tokens, []):
                 yield n
@@ -168,7 +184,8 @@ async def main_async(args) -> None:
               f"{'CPU ms/1k tok':>13} | {'smg CPU advantage':>17}")
         for concurrency in [int(c) for c in args.conc.split(",")]:
             rows = {}
-            for label, fn in (("smg", smg_stream), ("smg-sse", smg_sse), ("python", python_stream)):
+            for label, fn in (("smg", smg_stream), ("smg-sse", smg_sse), ("smg-push", smg_push),
+                              ("python", python_stream)):
                 rows[label] = await run_cell(fn, concurrency, args.seconds, rng, system)
             for label, (rate, p50, p99, cpu) in rows.items():
                 adv = f"x{rows['python'][3] / rows[label][3]:.2f}" if label != "python" else ""
