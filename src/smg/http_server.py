@@ -7,7 +7,7 @@ process's busy time at concurrency 64 (py-spy), the largest Python cost per toke
 stream's events go from the gateway to ``transport.write`` with their chunk framing in one
 formatting operation, and a request is one task (no producer/watcher pair); a plain stream's events
 are written by a sink the gateway calls from the engine connection's data path (see
-``Gateway.chat_sse``), so no task runs per token.
+``Gateway.chat_sse``; while that connection carries at most 32 streams), so no task runs per token.
 
 What it does: HTTP/1.1 parsed by ``httptools`` (llhttp, the parser uvicorn uses); keep-alive with an
 idle timeout; pipelined requests answered in order; ``Expect: 100-continue``; HTTP/1.0 clients (a
@@ -19,7 +19,6 @@ OpenAI-style body and the connection is closed.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import time
 from email.utils import formatdate
@@ -30,8 +29,6 @@ import httptools
 
 from smg.asgi import MAX_BODY, App, Reply, StreamReply, error_reply
 from smg.gateway import SSE_DONE
-
-log = logging.getLogger("smg.http_server")
 
 MAX_HEAD = 64 << 10  # request line + headers
 MAX_QUEUED = 16  # pipelined requests waiting behind the one being answered before reading pauses
