@@ -629,7 +629,8 @@ class Gateway:
         request = self._engine_request(p)
         started = time.perf_counter()
         first, count, cached, last = None, 0, 0, None
-        calls: list | None = None
+        calls: list | None = None  # with a sink: the pool's calls, until the push is decided
+        push_from = None  # the call whose outputs are pushed after each yielded event
         if sink is not None:
             calls = []
 
@@ -674,9 +675,12 @@ class Gateway:
                             event = chunk_of(choice, ("", text, _NO_CALLS))
                     if event is not None:
                         yield event
-                        if (calls and hasattr(calls[-1], "listen")  # the server has drained: push the rest
-                                and calls[-1].connection_streams() <= PUSH_MAX_STREAMS):
-                            await _push(calls[-1], pushed)
+                        if calls:  # decided once, at the first event (not re-checked per token)
+                            call, calls = calls[-1], None
+                            if hasattr(call, "listen") and call.connection_streams() <= PUSH_MAX_STREAMS:
+                                push_from = call
+                        if push_from is not None:  # the server has drained: push the rest
+                            await _push(push_from, pushed)
                             if pump.finished:
                                 break
                     elif pump.finished:  # (the pump releases no event on the token that ends it)
