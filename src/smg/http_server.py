@@ -47,6 +47,13 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+def _framed(event: bytes, http10: bool, last: bool = False) -> bytes:
+    """An event as body bytes: a chunk (and, if ``last``, the body's end) or, for HTTP/1.0, as is."""
+    if http10:
+        return event
+    return b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event) if last else b"%x\r\n%b\r\n" % (len(event), event)
+
+
 def _date_line() -> bytes:
     now = int(time.time())
     if now != _date[0]:
@@ -269,7 +276,7 @@ class HttpConnection(asyncio.Protocol):
         def sink(event: bytes) -> bool:
             if self.closed:
                 return False
-            write(event if http10 else b"%x\r\n%b\r\n" % (len(event), event))
+            write(_framed(event, http10))
             return not self.write_paused
 
         return sink
@@ -285,12 +292,7 @@ class HttpConnection(asyncio.Protocol):
             event = first
             while True:
                 end = event.endswith(SSE_DONE)
-                if http10:
-                    piece = event
-                elif end:
-                    piece = b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event)
-                else:
-                    piece = b"%x\r\n%b\r\n" % (len(event), event)
+                piece = _framed(event, http10, end)
                 if head:
                     piece, head = head + piece, b""
                 write(piece)
@@ -310,7 +312,7 @@ class HttpConnection(asyncio.Protocol):
             raise
         except Exception as error:  # the stream failed after its first event: end it with an error event
             event = self.app.stream_failed(error)
-            write(event if http10 else b"%x\r\n%b\r\n0\r\n\r\n" % (len(event), event))
+            write(_framed(event, http10, last=True))
             return keep_alive
         finally:
             await events.aclose()
