@@ -357,26 +357,6 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
     assert len(expected) >= 2
 
 
-def test_streams_are_pushed_only_up_to_push_max_streams_on_the_connection(llama, llama_dir, monkeypatch):
-    import smg.gateway
-
-    engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
-    request = {"model": "x", "messages": USER, "max_tokens": 12, "stream": True, "seed": 1}
-
-    async def body(gw):
-        runs = []
-        for limit in (1, 0):  # the stream's own is the connection's one stream
-            monkeypatch.setattr(smg.gateway, "PUSH_MAX_STREAMS", limit)
-            sunk, yielded = [], []
-            async for piece in gw.chat_sse(dict(request), sink=lambda e: sunk.append(e) or True):
-                yielded.append(piece)
-            runs.append((len(sunk), len(yielded)))
-        return runs
-
-    (sunk, yielded), (sunk_over, yielded_over) = run(with_gateway(engine, body))
-    assert sunk > 0 and sunk_over == 0 and sunk + yielded == yielded_over
-
-
 @pytest.mark.parametrize("fields", [{}, {"n": 2}])
 def test_the_asgi_stream_ends_its_body_with_the_done_event(llama, llama_dir, fields):
     """The ASGI app sends the SSE pieces as they come; the one ending in [DONE] ends the body

@@ -550,3 +550,80 @@ def test_an_undecodable_message_ends_a_listened_call_as_internal():
             with pytest.raises(H2RpcError):
                 await call.__anext__()
     run(main())
+
+
+def test_a_listener_is_called_once_per_read_with_all_its_messages():
+    """Messages of one stream in many DATA frames of one read: the listener runs once, after the
+    read is parsed, and takes them all (so their events can go out in one write)."""
+    import hpack
+
+    messages = [bytes([i]) * 3 for i in range(20)]
+
+    async def handle(reader, writer):
+        await reader.readexactly(24)
+        encoder = hpack.Encoder()
+        writer.write(frame(4, 0, 0))
+        stream = (await read_frames(reader, 1))[-1][2]
+        writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
+                     + frame(0, 0, stream, grpc_message(b"first")))
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the client listens by now
+        writer.write(b"".join(frame(0, 0, stream, grpc_message(m)) for m in messages)
+                     + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main():
+        async with raw_server(handle) as channel:
+            call = channel.stream(PATH, b"request", identity)
+            assert await call.__anext__() == b"first"
+            calls, got, ended = [], [], asyncio.get_running_loop().create_future()
+
+            def listener():
+                calls.append(len(got))
+                try:
+                    while (message := call.take()) is not None:
+                        got.append(message)
+                except StopAsyncIteration:
+                    call.listen(None)
+                    ended.set_result(None)
+
+            call.listen(listener)
+            await ended
+            return calls, got
+
+    calls, got = run(main())
+    assert got == messages and len(calls) <= 2  # (2: should the kernel split the one write)
+
+
+def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
+    """With pacing on (at least 2 streams open), the connection reads at most every 50 ms: the
+    messages of 4 streams, each sending one every 4-7 ms, come in a few reads, whole and in order."""
+    from smg.engines import h2
+
+    async def spaced(request: bytes, context):
+        count, size = struct.unpack(">LL", request[:8])
+        for i in range(count):
+            await asyncio.sleep((3 + size) / 1000)  # streams out of step: unpaced, about a read each
+            yield bytes([i % 256]) * size
+
+    reads = []
+
+    class Counting(h2._Connection):
+        def data_received(self, data):
+            reads.append(len(data))
+            super().data_received(data)
+
+    monkeypatch.setattr(h2, "_Connection", Counting)
+
+    async def main():
+        async with server(spaced) as target:
+            channel = H2Channel(target, read_interval=0.05, paced_streams=2)
+            try:
+                return await asyncio.gather(*(take(channel, ask(10, i + 1)) for i in range(4)))
+            finally:
+                await channel.close()
+
+    assert run(main()) == [[bytes([k]) * (i + 1) for k in range(10)] for i in range(4)]
+    assert len(reads) <= 12, reads  # unpaced: about one read per message (40) plus the setup's

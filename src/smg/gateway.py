@@ -644,9 +644,19 @@ class Gateway:
                     return True
                 count += len(ids)
                 event = pump.feed(ids)
-                if event is None:
-                    return not pump.finished
-                return sink(event)
+                if event is not None:
+                    batch.append(event)
+                return not pump.finished
+
+            batch: list[bytes] = []  # the events of one read's outputs, written in one piece
+
+            def flush() -> bool:
+                """Write the batch; whether the client takes more."""
+                if not batch:
+                    return True
+                events = batch[0] if len(batch) == 1 else b"".join(batch)
+                batch.clear()
+                return sink(events)
 
         async with contextlib.aclosing(self.pool.generate(request, calls=calls)) as stream:
             async for out in stream:
@@ -677,10 +687,10 @@ class Gateway:
                         yield event
                         if calls:  # decided once, at the first event (not re-checked per token)
                             call, calls = calls[-1], None
-                            if hasattr(call, "listen") and call.connection_streams() <= PUSH_MAX_STREAMS:
+                            if hasattr(call, "listen"):
                                 push_from = call
                         if push_from is not None:  # the server has drained: push the rest
-                            await _push(push_from, pushed)
+                            await _push(push_from, pushed, flush)
                             if pump.finished:
                                 break
                     elif pump.finished:  # (the pump releases no event on the token that ends it)
@@ -881,19 +891,12 @@ SSE_DONE = b"data: [DONE]\n\n"
 _STAND_IN_TEXT = "smg-sse-" + uuid.uuid4().hex  # a text no real chunk holds
 
 
-# Up to this many streams on an engine connection a server's plain streams are pushed (no task
-# woken per token: 12-15% less CPU per token at concurrency 1-16). Beyond it, each read carries
-# messages of many streams and the saving is ~3%, while a gateway that is idle more is woken by
-# the engine more often, which cost the engine's side 8-20% more CPU per token where the two
-# shared a machine (fake engine, concurrency 64-256: fewer tokens/s, longer queues).
-PUSH_MAX_STREAMS = 32
-
-
-async def _push(call, handle: Callable[[EngineOutput], bool]) -> None:
+async def _push(call, handle: Callable[[EngineOutput], bool], flush: Callable[[], bool]) -> None:
     """Hand an h2 call's outputs to ``handle`` from the connection's data path as they arrive (see
-    ``StreamCall.listen``) until ``handle`` returns False, an output finishes the sequence (put back
-    for the caller's ``async for``) or the call ends (the caller's next step raises or stops as it
-    would have). An error ``handle`` raises is raised here."""
+    ``StreamCall.listen``), then ``flush()`` once per read (so a read's events for the stream go out
+    in one write), until ``handle`` or ``flush`` returns False, an output finishes the sequence
+    (put back for the caller's ``async for``) or the call ends (the caller's next step raises or
+    stops as it would have). An error ``handle`` raises is raised here."""
     done = asyncio.get_running_loop().create_future()
 
     def listener() -> None:
@@ -906,14 +909,19 @@ async def _push(call, handle: Callable[[EngineOutput], bool]) -> None:
                 except BaseException:  # the call's end: kept in the call for the caller's next step
                     break
                 if out is None:
-                    return  # wait for the next read
+                    if flush():
+                        return  # wait for the next read
+                    break
                 if out.finished:
                     call.put_back(out)
                     break
                 if not handle(out):
                     break
+            flush()
         except BaseException as exc:
             call.listen(None)
+            with contextlib.suppress(Exception):  # the events made before the error go out first
+                flush()
             if not done.done():
                 done.set_exception(exc)
             return
