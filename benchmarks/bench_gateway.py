@@ -165,9 +165,9 @@ async def main_async(args) -> None:
             request = {"model": gateway.model, "messages": messages, "max_tokens": args.max_tokens, "stream": True}
             pushed = 0
 
-            def sink(event: bytes) -> bool:
+            def sink(events: bytes) -> bool:  # (a read's events for the stream, in one piece)
                 nonlocal pushed
-                pushed += b'"content":"' in event and b'"content":""' not in event
+                pushed += events.count(b'"content":"') - events.count(b'"content":""')
                 return True
 
             async for event in gateway.chat_sse(request, sink=sink):

@@ -51,6 +51,14 @@ def test_serve_cli_requires_workers_or_demo():
     assert out.returncode == 2 and "--demo" in out.stderr
 
 
+def test_serve_engine_read_interval_is_checked_before_anything_starts():
+    from smg.__main__ import build_parser
+
+    assert build_parser().parse_args(["serve", "--demo"]).engine_read_interval_ms == 1.0
+    out = run("serve", "--demo", "--engine-read-interval-ms", "5000")
+    assert out.returncode == 2 and "read_interval" in out.stderr
+
+
 def _get_health(sock):
     """One GET /health on ``sock``, read to the end of its body (the connection stays usable)."""
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

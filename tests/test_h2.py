@@ -598,8 +598,9 @@ def test_a_listener_is_called_once_per_read_with_all_its_messages():
 
 
 def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
-    """With pacing on (at least 2 streams open), the connection reads at most every 50 ms: the
-    messages of 4 streams, each sending one every 4-7 ms, come in a few reads, whole and in order."""
+    """Paced at 50 ms, the connection reads messages that come faster than every 100 ms at most
+    every 50 ms: the messages of 4 streams, each sending one every 4-7 ms, come in a few reads,
+    whole and in order."""
     from smg.engines import h2
 
     async def spaced(request: bytes, context):
@@ -619,7 +620,7 @@ def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
 
     async def main():
         async with server(spaced) as target:
-            channel = H2Channel(target, read_interval=0.05, paced_streams=2)
+            channel = H2Channel(target, read_interval=0.05)
             try:
                 return await asyncio.gather(*(take(channel, ask(10, i + 1)) for i in range(4)))
             finally:
@@ -627,3 +628,25 @@ def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
 
     assert run(main()) == [[bytes([k]) * (i + 1) for k in range(10)] for i in range(4)]
     assert len(reads) <= 12, reads  # unpaced: about one read per message (40) plus the setup's
+
+
+def test_pacing_does_not_hold_a_new_streams_first_message():
+    """Opening a stream while reading is paused resumes it: the new stream's first message is not
+    kept waiting for the rest of the interval (here 2 s), nor by a read of its headers alone."""
+    async def main():
+        async with server(trickle) as target:
+            channel = H2Channel(target, read_interval=2.0)
+            try:
+                busy = channel.stream(PATH, ask(100_000, 1), identity)  # a message every 2 ms
+                waits = []
+                for _ in range(3):
+                    await busy.__anext__()  # just read: from now on reading is paused
+                    started = asyncio.get_running_loop().time()
+                    await channel.stream(PATH, ask(1, 1), identity).__anext__()
+                    waits.append(asyncio.get_running_loop().time() - started)
+                busy.cancel()
+                return waits
+            finally:
+                await channel.close()
+
+    assert max(run(main())) < 1.0

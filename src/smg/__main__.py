@@ -208,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "clients' pools keep idle connections, so a client never reuses one the "
                           "server is closing)")
     srv.add_argument("--engine-read-interval-ms", type=float, default=1.0,
-                     help="with 8 or more streams open on an engine connection, read it at most this "
-                          "often, so that one read brings many streams' tokens (default 1; 0 reads "
-                          "whenever data arrives, for the lowest latency at more CPU per token)")
+                     help="read an engine connection whose tokens come faster than every 2 intervals at "
+                          "most once an interval, so that one read brings many tokens (default 1; 0 "
+                          "reads whenever data arrives: the lowest latency at more CPU per token)")
     srv.set_defaults(run=_serve)
     return parser
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections import deque
 from typing import Callable
 from urllib.parse import unquote
@@ -280,16 +281,17 @@ class StreamCall:
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection: frames in, streams' messages out.
 
-    Read pacing: while at least ``paced_streams`` streams are open, reading stops for
-    ``read_interval`` seconds after each read, so that one read then brings the messages of many
-    streams. An engine that writes each stream's token on its own (as SGLang's and vLLM's gRPC
-    servers do) otherwise wakes the gateway for nearly every message, and both sides pay for each
-    wake: measured against the fake engine (2 cores, concurrency 16-256), 1 ms cut the gateway's
-    CPU per token 2-3x and the engine's ~35%. A message waits at most that long; an engine whose
-    steps are further apart than the interval is read as soon as it writes.
+    Read pacing (``read_interval`` > 0): when a read brings messages less than two intervals
+    after the one before, reading stops for an interval, so that the next read brings the messages
+    of many streams, or many of one. An engine that writes each token message as it is made
+    otherwise wakes the gateway for nearly every one, and both sides pay for each wake. A message
+    waits at most one interval; none waits behind an engine whose steps are further apart than two
+    (it is read as soon as it writes), nor does a new stream's first one (opening a stream resumes
+    reading, and a read of headers alone does not pause it). Measured in BENCHMARKS.md (issue 6,
+    session 9).
     """
 
-    def __init__(self, read_interval: float = 0.0, paced_streams: int = 1) -> None:
+    def __init__(self, read_interval: float = 0.0) -> None:
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, StreamCall] = {}
         self.next_id = 1
@@ -311,7 +313,9 @@ class _Connection(asyncio.Protocol):
         self.keepalive: asyncio.TimerHandle | None = None
         self.ping_sent = False
         self.woken: list[StreamCall] | None = None  # during a read: listened streams that got messages
-        self.read_interval, self.paced_streams = read_interval, paced_streams
+        self.read_interval = read_interval
+        self.last_read = 0.0  # when the last read that held DATA came (time.monotonic)
+        self.resume: asyncio.TimerHandle | None = None  # while reading is paused
         self.loop = asyncio.get_running_loop()
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
@@ -345,29 +349,38 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.woken = woken = []
-        self._read(data)
+        messages = self._read(data)
         self.woken = None
         for stream in woken:
             stream._queued = False
             listener = stream._listener
             if listener is not None:
                 listener()
-        if self.read_interval and len(self.streams) >= self.paced_streams and self.transport is not None:
-            self.transport.pause_reading()
-            self.loop.call_later(self.read_interval, self._resume)
+        interval = self.read_interval
+        if interval and self.transport is not None:
+            if messages:  # (headers alone, a new stream's above all: its first message may be next)
+                now = time.monotonic()
+                if now - self.last_read < 2 * interval:
+                    self.transport.pause_reading()
+                    self.resume = self.loop.call_later(interval, self._resume)
+                self.last_read = now
 
     def _resume(self) -> None:
+        self.resume = None
         if self.transport is not None:
             self.transport.resume_reading()
 
-    def _read(self, data: bytes) -> None:
+    def _read(self, data: bytes) -> bool:
+        """Parse what was read (and what the last read left); whether it held DATA."""
         if self.buffer:  # a frame was cut by the last read
             data = self.buffer + data
         view, offset, size = None, 0, len(data)
+        messages = False
         while True:
             if not self.header_stream:  # runs of DATA frames of whole messages: the compiled fast path
                 offset, consumed = take_messages(data, offset, self.streams)
                 if consumed:  # _count_received inline: this runs once per read, a token's at low load
+                    messages = True
                     received = self.received + consumed
                     self.received = received if received < _REPLENISH else self._window(0, received)
             if size - offset < 9:
@@ -380,8 +393,10 @@ class _Connection(asyncio.Protocol):
             view = view or memoryview(data)  # payloads are views of immutable bytes
             self._on_frame(kind, flags, stream_id & MAX_WINDOW, view[offset - length:offset])
             if self.transport is None:
-                return
+                return messages
+            messages = messages or kind == DATA
         self.buffer = data[offset:] if offset < size else b""
+        return messages
 
     def _count_received(self, n: int) -> None:
         self.received = self._window(0, self.received + n)
@@ -533,6 +548,9 @@ class _Connection(asyncio.Protocol):
             frames.append(_frame(CONTINUATION, 0 if block else END_HEADERS, stream.id, piece))
         stream._unsent = _message_prefix.pack(0, len(stream._request)) + stream._request
         self._send(stream, frames)  # with the headers: one write
+        if self.resume is not None:  # a new stream's first message is read as soon as it comes
+            self.resume.cancel()
+            self._resume()
 
     def _send(self, stream: StreamCall, frames: list[bytes] | None = None) -> bool:
         """Send what flow control allows of the stream's request (after ``frames``); True when
@@ -583,12 +601,12 @@ class H2Channel:
     """Server-streaming gRPC calls to one ``host:port`` over one HTTP/2 connection (re-made
     when lost or when the server goes away)."""
 
-    def __init__(self, target: str, read_interval: float = 0.0, paced_streams: int = 1) -> None:
-        """``read_interval`` and ``paced_streams``: the connection's read pacing (see ``_Connection``);
-        an interval of 0 reads whenever data arrives."""
+    def __init__(self, target: str, read_interval: float = 0.0) -> None:
+        """``read_interval``: seconds of the connection's read pacing (see ``_Connection``); 0
+        reads whenever data arrives."""
         host, _, port = target.rpartition(":")
         self.host, self.port, self.authority = host.strip("[]"), int(port), target
-        self.read_interval, self.paced_streams = read_interval, paced_streams
+        self.read_interval = read_interval
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task | None = None
 
@@ -615,7 +633,7 @@ class H2Channel:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(
-                lambda: _Connection(self.read_interval, self.paced_streams), self.host, self.port)
+                lambda: _Connection(self.read_interval), self.host, self.port)
             await connection.ready
         except OSError as exc:
             raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.authority}: {exc}") from None

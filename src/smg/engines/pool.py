@@ -91,18 +91,16 @@ class PoolConfig:
     # Generate's transport: "h2", smg's HTTP/2 client on the event loop (no thread hand-off per
     # token message), or "grpc.aio"
     stream_transport: str = "h2"
-    # h2's read pacing: with at least read_paced_streams streams open on an engine connection, it
-    # is read at most every read_interval seconds (a message waits that long at most); 0: at once
+    # h2's read pacing: an engine connection whose messages come more often than every
+    # 2 * read_interval seconds is read at most every read_interval (a message waits that long at
+    # most; see smg.engines.h2); 0: read whenever data arrives
     read_interval: float = 0.001
-    read_paced_streams: int = 8
 
     def __post_init__(self) -> None:
         if self.stream_transport not in ("h2", "grpc.aio"):
             raise InvalidRequest(f"stream_transport must be 'h2' or 'grpc.aio', got {self.stream_transport!r}")
         if not isinstance(self.read_interval, (int, float)) or not 0 <= self.read_interval <= 1:
             raise InvalidRequest(f"read_interval must be seconds in [0, 1], got {self.read_interval!r}")
-        if not isinstance(self.read_paced_streams, int) or self.read_paced_streams < 1:
-            raise InvalidRequest(f"read_paced_streams must be an int >= 1, got {self.read_paced_streams!r}")
 
 
 class WorkerPool:
@@ -155,9 +153,7 @@ class WorkerPool:
             return self._workers[url]
         engine = engine or self.config.default_engine
         channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        config = self.config
-        streams = (H2Channel(target, config.read_interval, config.read_paced_streams)
-                   if config.stream_transport == "h2" else None)
+        streams = H2Channel(target, self.config.read_interval) if self.config.stream_transport == "h2" else None
         worker = Worker(url, engine, adapter_class(engine)(channel, streams), channel)
         self._workers[url] = worker
         await self._probe(worker, discover=True)
