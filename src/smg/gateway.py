@@ -535,9 +535,10 @@ class Gateway:
         last; the bytes an HTTP server writes. A plain stream (one choice, no parsers, no logprobs)
         goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``).
 
-        ``sink`` is for servers: a function that writes an event now and returns whether it can take
+        ``sink`` is for servers: a function that writes events now and returns whether it can take
         more. Given one, a plain stream's events after the first are written to it from the engine
-        connection's data path as they arrive (no task woken per token), and only the others are
+        connection's data path as they arrive (no task woken per token; one call holds the events
+        of one read of that connection), and only the others are
         yielded: a server writes what is yielded, in order, and waits for its client to drain before
         asking for the next."""
         return self._stream(request, chat=True, sse=True, sink=sink)

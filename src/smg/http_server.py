@@ -7,7 +7,8 @@ process's busy time at concurrency 64 (py-spy), the largest Python cost per toke
 stream's events go from the gateway to ``transport.write`` with their chunk framing in one
 formatting operation, and a request is one task (no producer/watcher pair); a plain stream's events
 are written by a sink the gateway calls from the engine connection's data path (see
-``Gateway.chat_sse``; while that connection carries at most 32 streams), so no task runs per token.
+``Gateway.chat_sse``; the events of one read of that connection in one call), so no task runs per
+token.
 
 What it does: HTTP/1.1 parsed by ``httptools`` (llhttp, the parser uvicorn uses); keep-alive with an
 idle timeout; pipelined requests answered in order; ``Expect: 100-continue``; HTTP/1.0 clients (a
