@@ -436,17 +436,24 @@ def test_an_undecodable_message_fails_the_call_as_internal():
     run(main())
 
 
-def reply_at_once(messages):
-    """A raw-server handler answering the first request with ``messages`` and OK in one write."""
+async def first_request(reader, writer):
+    """Take a client's preface and first request, send SETTINGS: (an HPACK encoder, the stream
+    id, the response headers' frame)."""
     import hpack
 
+    await reader.readexactly(24)
+    encoder = hpack.Encoder()
+    writer.write(frame(4, 0, 0))
+    stream = (await read_frames(reader, 1))[-1][2]
+    headers = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
+    return encoder, stream, frame(1, 0x4, stream, headers)
+
+
+def reply_at_once(messages):
+    """A raw-server handler answering the first request with ``messages`` and OK in one write."""
     async def handle(reader, writer):
-        await reader.readexactly(24)
-        encoder = hpack.Encoder()
-        writer.write(frame(4, 0, 0))
-        stream = (await read_frames(reader, 1))[-1][2]
-        writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
-                     + frame(0, 0, stream, b"".join(grpc_message(m) for m in messages))
+        encoder, stream, headers = await first_request(reader, writer)
+        writer.write(headers + frame(0, 0, stream, b"".join(grpc_message(m) for m in messages))
                      + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
         await writer.drain()
         await reader.read()  # until the client goes
@@ -555,17 +562,11 @@ def test_an_undecodable_message_ends_a_listened_call_as_internal():
 def test_a_listener_is_called_once_per_read_with_all_its_messages():
     """Messages of one stream in many DATA frames of one read: the listener runs once, after the
     read is parsed, and takes them all (so their events can go out in one write)."""
-    import hpack
-
     messages = [bytes([i]) * 3 for i in range(20)]
 
     async def handle(reader, writer):
-        await reader.readexactly(24)
-        encoder = hpack.Encoder()
-        writer.write(frame(4, 0, 0))
-        stream = (await read_frames(reader, 1))[-1][2]
-        writer.write(frame(1, 0x4, stream, encoder.encode([(":status", "200"), ("content-type", "application/grpc")]))
-                     + frame(0, 0, stream, grpc_message(b"first")))
+        encoder, stream, headers = await first_request(reader, writer)
+        writer.write(headers + frame(0, 0, stream, grpc_message(b"first")))
         await writer.drain()
         await asyncio.sleep(0.2)  # the client listens by now
         writer.write(b"".join(frame(0, 0, stream, grpc_message(m)) for m in messages)
