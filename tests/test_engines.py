@@ -319,7 +319,7 @@ def test_health_backoff_and_recovery(llama, reference):
 
 def test_membership_and_errors():
     for bad in ({"stream_transport": "carrier-pigeon"}, {"read_interval": -0.001}, {"read_interval": 2},
-                {"read_interval": "1ms"}):
+                {"read_interval": "1ms"}, {"read_interval": True}):
         with pytest.raises(InvalidRequest):
             PoolConfig(**bad)
 

@@ -91,8 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from smg.asgi import create_app
-    from smg.gateway import Gateway
     from smg.engines.pool import PoolConfig
+    from smg.gateway import Gateway
     from smg.http_server import HttpServer
     from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
     from smg.tokenizer.templates import TEMPLATES, template_path

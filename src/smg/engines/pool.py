@@ -99,7 +99,8 @@ class PoolConfig:
     def __post_init__(self) -> None:
         if self.stream_transport not in ("h2", "grpc.aio"):
             raise InvalidRequest(f"stream_transport must be 'h2' or 'grpc.aio', got {self.stream_transport!r}")
-        if not isinstance(self.read_interval, (int, float)) or not 0 <= self.read_interval <= 1:
+        if (not isinstance(self.read_interval, (int, float)) or isinstance(self.read_interval, bool)
+                or not 0 <= self.read_interval <= 1):
             raise InvalidRequest(f"read_interval must be seconds in [0, 1], got {self.read_interval!r}")
 
 
