@@ -284,11 +284,11 @@ class _Connection(asyncio.Protocol):
     Read pacing (``read_interval`` > 0): when a read brings messages less than two intervals
     after the one before, reading stops for an interval, so that the next read brings the messages
     of many streams, or many of one. An engine that writes each token message as it is made
-    otherwise wakes the gateway for nearly every one, and both sides pay for each wake. A message
-    waits at most one interval; none waits behind an engine whose steps are further apart than two
-    (it is read as soon as it writes), nor does a new stream's first one (opening a stream resumes
-    reading, and a read of headers alone does not pause it). Measured in BENCHMARKS.md (issue 6,
-    session 9).
+    otherwise wakes the gateway for nearly every one, and both sides pay for each wake. A frame
+    waits at most one interval, and none waits behind an engine whose steps are further apart than
+    two (it is read as soon as it writes). Opening a stream ends a pause under way, and a read of
+    headers alone starts none, so a new stream's first message waits no more than others (at low
+    concurrency, not at all). Measured in BENCHMARKS.md (issue 6, session 9).
     """
 
     def __init__(self, read_interval: float = 0.0) -> None:
@@ -548,7 +548,7 @@ class _Connection(asyncio.Protocol):
             frames.append(_frame(CONTINUATION, 0 if block else END_HEADERS, stream.id, piece))
         stream._unsent = _message_prefix.pack(0, len(stream._request)) + stream._request
         self._send(stream, frames)  # with the headers: one write
-        if self.resume is not None:  # a new stream's first message is read as soon as it comes
+        if self.resume is not None:  # (its reply is not held by a pause begun before it)
             self.resume.cancel()
             self._resume()
 
