@@ -198,6 +198,13 @@ def test_from_config(tmp_path, llama_dir):
     assert typed.pool.config.default_engine == "vllm" and typed.pool.workers == []  # workers join on start
     with pytest.raises(InvalidRequest, match="unknown gateway config"):
         Gateway.from_config({"wrokers": []})
+    with pytest.raises(InvalidRequest, match=r"unknown pool config keys: \['read_intervall'\]"):
+        Gateway.from_config({"pool": {"read_intervall": 0}})
+    with pytest.raises(InvalidRequest, match="unknown cache config"):
+        Gateway.from_config({"cache": {"l2_max_bytes": 0}})
+    with pytest.raises(InvalidRequest, match="'pool' must be an object"):
+        Gateway.from_config({"pool": "fast"})
+    assert Gateway.from_config({"pool": {"read_interval": 0}}).pool.config.read_interval == 0
 
 
 def test_sampling_defaults_reach_the_engine(llama, llama_dir):

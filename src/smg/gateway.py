@@ -279,8 +279,8 @@ class Gateway:
         unknown = set(values) - set(GatewayConfig.__dataclass_fields__)
         if unknown:
             raise InvalidRequest(f"unknown gateway config keys: {sorted(unknown)}")
-        cache = CacheConfig(**values.pop("cache", {})) if isinstance(values.get("cache"), Mapping) else None
-        pool = PoolConfig(**values.pop("pool", {})) if isinstance(values.get("pool"), Mapping) else None
+        cache = _section(CacheConfig, "cache", values.pop("cache", {}))
+        pool = _section(PoolConfig, "pool", values.pop("pool", {}))
         return cls(values.pop("workers", []), values.pop("tokenizer", None), values.pop("model", None),
                    cache=cache, pool_config=pool, **values)
 
@@ -886,6 +886,16 @@ class Gateway:
         for worker in self.pool.workers:
             yield "smg_worker_healthy", {"worker": worker.url}, float(worker.healthy)
             yield "smg_worker_in_flight", {"worker": worker.url}, float(worker.in_flight)
+
+
+def _section(kind, name: str, values: Mapping[str, Any]):
+    """A config section's record (an InvalidRequest for what is not one, rather than a TypeError)."""
+    if not isinstance(values, Mapping):
+        raise InvalidRequest(f"gateway config {name!r} must be an object, got {type(values).__name__}")
+    unknown = set(values) - set(kind.__dataclass_fields__)
+    if unknown:
+        raise InvalidRequest(f"unknown {name} config keys: {sorted(unknown)}")
+    return kind(**values)
 
 
 SSE_DONE = b"data: [DONE]\n\n"
