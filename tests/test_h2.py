@@ -242,10 +242,10 @@ async def read_frames(reader, until_kind):
 
 
 @contextlib.asynccontextmanager
-async def raw_server(handle):
+async def raw_server(handle, read_interval=0.0):
     """An H2Channel to a server that is ``handle(reader, writer)`` on a plain socket."""
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
-    channel = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}")
+    channel = H2Channel(f"127.0.0.1:{srv.sockets[0].getsockname()[1]}", read_interval)
     try:
         yield channel
     finally:
@@ -651,3 +651,64 @@ def test_pacing_does_not_hold_a_new_streams_first_message():
                 await channel.close()
 
     assert max(run(main())) < 1.0
+
+
+def test_pacing_does_not_hold_the_window_updates_a_large_request_waits_for():
+    """A server with 1,000-byte stream windows: a 200 kB request needs 200 WINDOW_UPDATEs.
+    While a request waits for one, reading does not pause (here it would for 2 s), though another
+    stream's messages keep coming."""
+    import time
+
+    import hpack
+
+    received = []  # when the large request was whole at the server
+
+    async def handle(reader, writer):
+        await reader.readexactly(24)
+        writer.write(frame(4, 0, 0, struct.pack(">HL", 4, 1000)))  # SETTINGS_INITIAL_WINDOW_SIZE
+        headers = hpack.Encoder().encode([(":status", "200"), ("content-type", "application/grpc")])
+
+        async def tick():  # the busy stream (1): a message every 2 ms
+            writer.write(frame(1, 0x4, 1, headers))
+            while True:
+                writer.write(frame(0, 0, 1, grpc_message(b"t")))
+                await asyncio.sleep(0.002)
+
+        ticking = None
+        try:
+            while True:
+                hi, lo, kind, flags, stream_id = struct.unpack(">HBBBL", await reader.readexactly(9))
+                payload = await reader.readexactly((hi << 8) | lo)
+                if kind == 0 and stream_id == 1 and ticking is None:
+                    ticking = asyncio.ensure_future(tick())
+                elif kind == 0 and stream_id == 3:  # the large request: open the windows again
+                    increment = struct.pack(">L", len(payload))
+                    writer.write(frame(8, 0, 3, increment) + frame(8, 0, 0, increment))
+                    if flags & 0x1:
+                        received.append(time.monotonic())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if ticking is not None:
+                ticking.cancel()
+            writer.close()
+
+    async def main():
+        async with raw_server(handle, read_interval=2.0) as channel:
+            busy = channel.stream(PATH, b"request", identity)
+            await busy.__anext__()
+            await busy.__anext__()  # reading paces now
+            started = time.monotonic()
+            large = channel.stream(PATH, b"r" * 200_000, identity)
+            waiting = asyncio.ensure_future(large.__anext__())  # (no reply comes: it is cancelled)
+            for _ in range(300):
+                if received:
+                    break
+                await asyncio.sleep(0.01)
+            waiting.cancel()
+            large.cancel()
+            busy.cancel()
+            return received[0] - started if received else None
+
+    sent_in = run(main())
+    assert sent_in is not None and sent_in < 1.0

@@ -288,7 +288,8 @@ class _Connection(asyncio.Protocol):
     waits at most one interval, and none waits behind an engine whose steps are further apart than
     two (it is read as soon as it writes). Opening a stream ends a pause under way, and a read of
     headers alone starts none, so a new stream's first message waits no more than others (at low
-    concurrency, not at all). Measured in BENCHMARKS.md (issue 6, session 9).
+    concurrency, not at all); no pause starts while a request waits for a WINDOW_UPDATE. Measured
+    in BENCHMARKS.md (issue 6, session 9).
     """
 
     def __init__(self, read_interval: float = 0.0) -> None:
@@ -360,7 +361,7 @@ class _Connection(asyncio.Protocol):
         if interval and self.transport is not None:
             if messages:  # (headers alone, a new stream's above all: its first message may be next)
                 now = time.monotonic()
-                if now - self.last_read < 2 * interval:
+                if now - self.last_read < 2 * interval and not self.blocked:  # (no WINDOW_UPDATE held)
                     self.transport.pause_reading()
                     self.resume = self.loop.call_later(interval, self._resume)
                 self.last_read = now
@@ -583,6 +584,8 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_frame(RST_STREAM, 0, stream.id, _u32.pack(code)))
 
     def forget(self, stream: StreamCall) -> None:
+        if self.blocked and stream in self.blocked:  # (an ended stream would keep reads unpaced)
+            self.blocked.remove(stream)
         if self.streams.pop(stream.id, None) is not None:
             self._release_slots()
             if self.closed and not self.streams and self.transport is not None:
