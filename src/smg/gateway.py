@@ -910,35 +910,41 @@ async def _push(call, handle: Callable[[EngineOutput], bool], flush: Callable[[]
     stops as it would have). An error ``handle`` raises is raised here."""
     done = asyncio.get_running_loop().create_future()
 
+    def take_all() -> bool:
+        """Hand ``handle`` what has arrived; whether the push goes on."""
+        while True:
+            try:
+                out = call.take()
+            except BaseException:  # the call's end: kept in the call for the caller's next step
+                return False
+            if out is None:  # all this read brought
+                return True
+            if out.finished:
+                call.put_back(out)
+                return False
+            if not handle(out):
+                return False
+
     def listener() -> None:
-        if done.done():  # (a cancelled wait, or a call ended from inside the loop below)
+        if done.done():  # (a cancelled wait, or a call ended from inside take_all)
             return
+        error = None
         try:
-            while True:
-                try:
-                    out = call.take()
-                except BaseException:  # the call's end: kept in the call for the caller's next step
-                    break
-                if out is None:
-                    if flush():
-                        return  # wait for the next read
-                    break
-                if out.finished:
-                    call.put_back(out)
-                    break
-                if not handle(out):
-                    break
-            flush()
+            more = take_all()
         except BaseException as exc:
-            call.listen(None)
-            with contextlib.suppress(Exception):  # the events made before the error go out first
-                flush()
-            if not done.done():
-                done.set_exception(exc)
-            return
+            error, more = exc, False
+        try:  # the events made so far go out (an error's too, before it is raised)
+            more = flush() and more
+        except BaseException as exc:
+            error, more = error or exc, False
+        if more:
+            return  # wait for the next read
         call.listen(None)
         if not done.done():
-            done.set_result(None)
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
     call.listen(listener)
     try:
