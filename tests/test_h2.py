@@ -495,11 +495,15 @@ async def trickle(request: bytes, context):
         await context.abort(grpc.StatusCode.ABORTED, "told to")
 
 
-async def listened(call):
-    """What a listener reads from ``call`` once it is listening: (messages, how it ended)."""
+async def listened(call, runs=None):
+    """What a listener reads from ``call`` once it is listening: (messages, how it ended); each
+    time it runs (first for what had arrived, then when the connection calls it), ``runs`` gets
+    how many messages it had read by then."""
     got, ended = [], asyncio.get_running_loop().create_future()
 
     def listener():
+        if runs is not None:
+            runs.append(len(got))
         try:
             while (message := call.take()) is not None:
                 got.append(message)
@@ -508,7 +512,7 @@ async def listened(call):
             ended.set_result(exc)
 
     call.listen(listener)
-    listener()
+    listener()  # what arrived before it listened
     return got, await ended
 
 
@@ -579,23 +583,13 @@ def test_a_listener_is_called_once_per_read_with_all_its_messages():
         async with raw_server(handle) as channel:
             call = channel.stream(PATH, b"request", identity)
             assert await call.__anext__() == b"first"
-            calls, got, ended = [], [], asyncio.get_running_loop().create_future()
+            runs = []
+            got, end = await listened(call, runs)
+            return runs, got, end
 
-            def listener():
-                calls.append(len(got))
-                try:
-                    while (message := call.take()) is not None:
-                        got.append(message)
-                except StopAsyncIteration:
-                    call.listen(None)
-                    ended.set_result(None)
-
-            call.listen(listener)
-            await ended
-            return calls, got
-
-    calls, got = run(main())
-    assert got == messages and len(calls) <= 2  # (2: should the kernel split the one write)
+    runs, got, end = run(main())
+    assert got == messages and isinstance(end, StopAsyncIteration)
+    assert runs[0] == 0 and len(runs[1:]) <= 2  # the connection's calls (2: should the kernel split the write)
 
 
 def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
