@@ -298,7 +298,8 @@ class _Connection(asyncio.Protocol):
         self.next_id = 1
         self.closed = False  # lost, or GOAWAY: no new streams
         self.error = "connection closed"
-        self.ready = asyncio.get_running_loop().create_future()  # the server's first SETTINGS
+        self.loop = asyncio.get_running_loop()
+        self.ready = self.loop.create_future()  # the server's first SETTINGS
         self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
         self.max_frame = 16384
         self.max_streams = 1 << 31
@@ -317,7 +318,6 @@ class _Connection(asyncio.Protocol):
         self.read_interval = read_interval
         self.last_read = 0.0  # when the last read that held DATA came (time.monotonic)
         self.resume: asyncio.TimerHandle | None = None  # while reading is paused
-        self.loop = asyncio.get_running_loop()
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class _Connection(asyncio.Protocol):
                     + _setting.pack(S_MAX_HEADER_LIST_SIZE, 1 << 20))
         transport.write(_PREFACE + _frame(SETTINGS, 0, 0, settings)
                         + _frame(WINDOW_UPDATE, 0, 0, _u32.pack(MAX_WINDOW - 65535)))
-        self.keepalive = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._keepalive)
+        self.keepalive = self.loop.call_later(KEEPALIVE_SECONDS, self._keepalive)
 
     def connection_lost(self, exc) -> None:
         self._shut(f"connection lost: {exc}" if exc else "connection closed by the server")
@@ -346,7 +346,7 @@ class _Connection(asyncio.Protocol):
         if self.streams:
             self.ping_sent = True
             self.transport.write(_frame(PING, 0, 0, _KEEPALIVE_PING))
-        self.keepalive = asyncio.get_running_loop().call_later(KEEPALIVE_SECONDS, self._keepalive)
+        self.keepalive = self.loop.call_later(KEEPALIVE_SECONDS, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
         self.woken = woken = []
@@ -532,7 +532,7 @@ class _Connection(asyncio.Protocol):
 
     async def open(self, stream: StreamCall, headers: list[tuple[str, str]]) -> None:
         while len(self.streams) >= self.max_streams and not self.closed:
-            slot = asyncio.get_running_loop().create_future()
+            slot = self.loop.create_future()
             self.slots.append(slot)
             await slot
         if self.closed or self.transport is None:
@@ -575,9 +575,7 @@ class _Connection(asyncio.Protocol):
 
     def _flush_blocked(self) -> None:
         for _ in range(len(self.blocked)):
-            stream = self.blocked.popleft()
-            if stream._status is None and stream._unsent:
-                self._send(stream)
+            self._send(self.blocked.popleft())  # (an ended stream left the queue: forget)
 
     def reset(self, stream: StreamCall, code: int) -> None:
         if self.transport is not None and stream.id in self.streams:
