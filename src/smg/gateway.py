@@ -276,9 +276,7 @@ class Gateway:
             except (OSError, ValueError) as exc:
                 raise InvalidRequest(f"cannot read gateway config {config}: {exc}") from exc
         values = dict(config)
-        unknown = set(values) - set(GatewayConfig.__dataclass_fields__)
-        if unknown:
-            raise InvalidRequest(f"unknown gateway config keys: {sorted(unknown)}")
+        _check_keys(GatewayConfig, "gateway", values)
         cache = _section(CacheConfig, "cache", values.pop("cache", {}))
         pool = _section(PoolConfig, "pool", values.pop("pool", {}))
         return cls(values.pop("workers", []), values.pop("tokenizer", None), values.pop("model", None),
@@ -888,13 +886,18 @@ class Gateway:
             yield "smg_worker_in_flight", {"worker": worker.url}, float(worker.in_flight)
 
 
+def _check_keys(kind, name: str, values: Mapping[str, Any]) -> None:
+    """An InvalidRequest naming the keys of a ``name`` config that dataclass ``kind`` lacks."""
+    unknown = set(values) - set(kind.__dataclass_fields__)
+    if unknown:
+        raise InvalidRequest(f"unknown {name} config keys: {sorted(unknown)}")
+
+
 def _section(kind, name: str, values: Mapping[str, Any]):
     """A config section's record (an InvalidRequest for what is not one, rather than a TypeError)."""
     if not isinstance(values, Mapping):
         raise InvalidRequest(f"gateway config {name!r} must be an object, got {type(values).__name__}")
-    unknown = set(values) - set(kind.__dataclass_fields__)
-    if unknown:
-        raise InvalidRequest(f"unknown {name} config keys: {sorted(unknown)}")
+    _check_keys(kind, name, values)
     return kind(**values)
 
 
