@@ -34,6 +34,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, seconds: float = 10.0) -> None:
+    """Until something listens on 127.0.0.1:``port`` (an engine just started)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listens on port {port} after {seconds:g} s") from None
+            time.sleep(0.1)
+
+
 def pin(core: int):
     """A ``preexec_fn`` pinning a child to ``core`` on a 2-core machine (None elsewhere)."""
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):

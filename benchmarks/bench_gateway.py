@@ -29,7 +29,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ import msgspec
 from smg_grpc_proto.generated import sglang_scheduler_pb2 as pb
 from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as pbg
 
-from benchmarks._common import free_port, pin, pin_self, run
+from benchmarks._common import free_port, pin, pin_self, run, wait_for_port
 from smg import Gateway
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 
@@ -138,12 +137,7 @@ async def main_async(args) -> None:
         preexec_fn=pin(1))
     pin_self(0)
     try:
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         target = f"127.0.0.1:{port}"
         rng = random.Random(5)
         gateway = await Gateway([f"grpc://{target}"], tokenizer=str(workdir)).start()

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks._common import free_port, pin
+from benchmarks._common import free_port, pin, wait_for_port
 
 LOADGEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "loadgen.py"
 SERVERS = ("uvicorn", "smg")
@@ -72,7 +72,7 @@ def main() -> None:
     engine = subprocess.Popen([sys.executable, "-m", "smg", "engine", "--reference", "--port", str(engine_port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin(1))
     try:
-        time.sleep(3)
+        wait_for_port(engine_port, 60)
         print("server  conc |    tok/s | TTFT p50 ms | CPU ms/1k tok | CPU vs uvicorn")
         for concurrency in map(int, args.conc.split(",")):
             cells: dict[str, list[dict]] = {name: [] for name in SERVERS}
