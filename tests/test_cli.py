@@ -52,9 +52,9 @@ def test_serve_cli_requires_workers_or_demo():
 
 
 def test_serve_engine_read_interval_is_checked_before_anything_starts():
-    from smg.__main__ import build_parser
+    from smg.__main__ import _serve_config, build_parser
 
-    assert build_parser().parse_args(["serve", "--demo"]).engine_read_interval_ms == 1.0
+    assert _serve_config(build_parser().parse_args(["serve", "--demo"])).pool.read_interval == 0.001
     out = run("serve", "--demo", "--engine-read-interval-ms", "5000")
     assert out.returncode == 2 and "read_interval" in out.stderr
 
@@ -106,9 +106,9 @@ def test_serve_keeps_idle_connections_open_longer_than_client_pools_and_stops_cl
         output = proc.communicate(timeout=30)[0].decode()
     # uvicorn re-raises the signal once it has shut down gracefully
     assert proc.returncode == (0 if server == "smg" else -signal.SIGTERM) and "Traceback" not in output, output
-    from smg.__main__ import build_parser
+    from smg.__main__ import _serve_config, build_parser
 
-    assert build_parser().parse_args(["serve", "--demo"]).keep_alive == 75.0
+    assert _serve_config(build_parser().parse_args(["serve", "--demo"])).keep_alive == 75.0
 
 
 def test_serving_process_collector_settings():

@@ -36,9 +36,9 @@ def test_typed_and_dict_requests_agree(llama, llama_dir):
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
 
     async def body(gw):
-        a = await gw.chat({"model": "x", "messages": USER, "max_tokens": 5, "seed": 2})
-        b = await gw.chat(ChatCompletionRequest(model="x", messages=USER, max_tokens=5, seed=2))
-        c = await gw.chat(json.dumps({"model": "x", "messages": USER, "max_tokens": 5, "seed": 2}).encode())
+        a = await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 5, "seed": 2})
+        b = await gw.chat(ChatCompletionRequest(model="smg-reference", messages=USER, max_tokens=5, seed=2))
+        c = await gw.chat(json.dumps({"model": "smg-reference", "messages": USER, "max_tokens": 5, "seed": 2}).encode())
         return a, b, c
 
     a, b, c = run(with_gateway(engine, body))
@@ -65,7 +65,7 @@ def test_tokenizer_from_engine_path_and_from_get_tokenizer(llama, llama_dir):
     remote.model_info = ModelInfo(**{**remote.model_info.__dict__, "tokenizer_path": "/not/on/this/machine"})
 
     async def body(gw):
-        reply = await gw.chat({"model": "x", "messages": USER, "max_tokens": 3})
+        reply = await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 3})
         return gw.tokenizer.vocab_size, reply.usage.completion_tokens
 
     assert run(with_gateway(reported, body, tokenizer=None)) == (llama.vocab_size, 3)
@@ -79,7 +79,7 @@ def test_named_tool_choice_streams_arguments(llama, llama_dir):
     seen = []
 
     async def body(gw):
-        request = {"model": "x", "messages": USER, "tools": TOOLS,
+        request = {"model": "Qwen/Qwen3-8B", "messages": USER, "tools": TOOLS,
                    "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
         whole = await gw.chat(request)
         chunks = [c async for c in gw.chat_stream({**request, "stream": True})]
@@ -106,9 +106,9 @@ def test_required_tool_choice_and_constraints_reach_the_engine(llama, llama_dir)
             yield chunk
 
     async def body(gw):
-        reply = await gw.chat({"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": "required"})
-        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2, "response_format": {"type": "json_object"}})
-        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2, "response_format": {
+        reply = await gw.chat({"model": "smg-reference", "messages": USER, "tools": TOOLS, "tool_choice": "required"})
+        await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 2, "response_format": {"type": "json_object"}})
+        await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 2, "response_format": {
             "type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}})
         return reply
 
@@ -127,7 +127,8 @@ def test_enable_thinking_false_means_no_reasoning(llama, llama_dir):
                              tokenizer_dir=llama_dir)
 
     async def body(gw):
-        return await gw.chat({"model": "x", "messages": USER, "chat_template_kwargs": {"enable_thinking": False}})
+        return await gw.chat({"model": "Qwen/Qwen3-8B", "messages": USER,
+                              "chat_template_kwargs": {"enable_thinking": False}})
 
     reply = run(with_gateway(engine, body))
     assert reply.choices[0].message.content == "Plain answer." and reply.choices[0].message.reasoning_content is None
@@ -138,7 +139,7 @@ def test_raw_generate_and_completions_with_token_prompts(llama, llama_dir):
 
     async def body(gw):
         outs = [o async for o in gw.generate(text="hello", sampling={"max_new_tokens": 4})]
-        completion = await gw.complete({"model": "x", "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 3, "n": 2})
+        completion = await gw.complete({"model": "smg-reference", "prompt": [[1, 2, 3], [4, 5]], "max_tokens": 3, "n": 2})
         return outs, completion
 
     outs, completion = run(with_gateway(engine, body))
@@ -148,17 +149,17 @@ def test_raw_generate_and_completions_with_token_prompts(llama, llama_dir):
 
 
 @pytest.mark.parametrize("body, error", [
-    ({"model": "x", "messages": USER, "stop": [""]}, InvalidRequest),
-    ({"model": "x", "messages": USER, "top_logprobs": 2}, InvalidRequest),
-    ({"model": "x", "messages": USER, "logit_bias": {"abc": 1.0}}, InvalidRequest),
-    ({"model": "x", "messages": USER, "tool_choice": "required"}, InvalidRequest),
-    ({"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "no"}}},
+    ({"model": "smg-reference", "messages": USER, "stop": [""]}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "top_logprobs": 2}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "logit_bias": {"abc": 1.0}}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "tool_choice": "required"}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "no"}}},
      InvalidRequest),
-    ({"model": "x", "messages": USER, "min_tokens": 9, "max_tokens": 2}, InvalidRequest),
-    ({"model": "x", "prompt": "hi", "suffix": "tail"}, UnsupportedFeature),
-    ({"model": "x", "messages": USER, "chat_template_kwargs": {"messages": []}}, InvalidRequest),
-    ({"model": "x", "messages": USER, "chat_template_kwargs": {"special_tokens": {}}}, InvalidRequest),
-    ({"model": "x", "messages": USER, "chat_template_kwargs": {"allow_template_file": True}}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "min_tokens": 9, "max_tokens": 2}, InvalidRequest),
+    ({"model": "smg-reference", "prompt": "hi", "suffix": "tail"}, UnsupportedFeature),
+    ({"model": "smg-reference", "messages": USER, "chat_template_kwargs": {"messages": []}}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "chat_template_kwargs": {"special_tokens": {}}}, InvalidRequest),
+    ({"model": "smg-reference", "messages": USER, "chat_template_kwargs": {"allow_template_file": True}}, InvalidRequest),
 ])
 def test_bad_requests_raise_typed_errors(llama, llama_dir, body, error):
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
@@ -168,19 +169,20 @@ def test_bad_requests_raise_typed_errors(llama, llama_dir, body, error):
         with pytest.raises(error):
             await call(body)
         # the gateway still serves the next request
-        return (await gw.chat({"model": "x", "messages": USER, "max_tokens": 2})).usage.completion_tokens
+        return (await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 2})).usage.completion_tokens
 
     assert run(with_gateway(engine, check)) == 2
 
 
 def test_gateway_without_healthy_workers_and_before_start(llama_dir):
     async def main():
-        gw = Gateway(["grpc://127.0.0.1:1"], tokenizer=llama_dir, chat_template=str(template_path("llama3")))
+        gw = Gateway(["grpc://127.0.0.1:1"], tokenizer=llama_dir, model="smg-reference",
+                     chat_template=str(template_path("llama3")))
         with pytest.raises(SmgError, match="not started"):
-            await gw.chat({"model": "x", "messages": USER})
+            await gw.chat({"model": "smg-reference", "messages": USER})
         async with gw:
             with pytest.raises(NoHealthyWorker):
-                await gw.chat({"model": "x", "messages": USER})
+                await gw.chat({"model": "smg-reference", "messages": USER})
 
     run(main())
 
@@ -196,13 +198,13 @@ def test_from_config(tmp_path, llama_dir):
     typed = Gateway.from_config(GatewayConfig(workers=["grpc://127.0.0.1:1"], tokenizer=str(llama_dir),
                                               engine="vllm"))
     assert typed.pool.config.default_engine == "vllm" and typed.pool.workers == []  # workers join on start
-    with pytest.raises(InvalidRequest, match="unknown gateway config"):
+    with pytest.raises(InvalidRequest, match="unknown field `wrokers`"):
         Gateway.from_config({"wrokers": []})
-    with pytest.raises(InvalidRequest, match=r"unknown pool config keys: \['read_intervall'\]"):
+    with pytest.raises(InvalidRequest, match=r"unknown field `read_intervall` - at `\$.pool`"):
         Gateway.from_config({"pool": {"read_intervall": 0}})
-    with pytest.raises(InvalidRequest, match="unknown cache config"):
+    with pytest.raises(InvalidRequest, match=r"unknown field `l2_max_bytes` - at `\$.cache`"):
         Gateway.from_config({"cache": {"l2_max_bytes": 0}})
-    with pytest.raises(InvalidRequest, match="'pool' must be an object"):
+    with pytest.raises(InvalidRequest, match=r"Expected `object`, got `str` - at `\$.pool`"):
         Gateway.from_config({"pool": "fast"})
     assert Gateway.from_config({"pool": {"read_interval": 0}}).pool.config.read_interval == 0
 
@@ -217,8 +219,8 @@ def test_sampling_defaults_reach_the_engine(llama, llama_dir):
             yield chunk
 
     async def body(gw):
-        await gw.chat({"model": "x", "messages": USER, "max_tokens": 2})
-        await gw.chat({"model": "x", "messages": USER, "max_completion_tokens": 3, "temperature": 0.2, "top_k": 5,
+        await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 2})
+        await gw.chat({"model": "smg-reference", "messages": USER, "max_completion_tokens": 3, "temperature": 0.2, "top_k": 5,
                        "min_p": 0.1, "repetition_penalty": 1.2, "seed": 9, "stop_token_ids": [7], "ignore_eos": True})
 
     run(with_gateway(EngineServer(recording, reference.model_info), body, tokenizer=llama_dir))
@@ -234,7 +236,7 @@ def test_required_tool_choice_with_an_unconstrained_engine_returns_text(llama, l
     engine = ReferenceEngine(llama, mode="script", scripts=["I would rather chat."], tokenizer_dir=llama_dir)
 
     async def body(gw):
-        request = {"model": "x", "messages": USER, "tools": TOOLS, "tool_choice": "required"}
+        request = {"model": "smg-reference", "messages": USER, "tools": TOOLS, "tool_choice": "required"}
         whole = await gw.chat(request)
         chunks = [c async for c in gw.chat_stream({**request, "stream": True})]
         return whole, "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -248,8 +250,8 @@ def test_gateway_speaks_the_vllm_protocol_too(llama, llama_dir):
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
 
     async def body(gw):
-        whole = await gw.chat({"model": "x", "messages": USER, "max_tokens": 6, "n": 2, "logprobs": True})
-        streamed = [c async for c in gw.chat_stream({"model": "x", "messages": USER, "max_tokens": 6,
+        whole = await gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 6, "n": 2, "logprobs": True})
+        streamed = [c async for c in gw.chat_stream({"model": "smg-reference", "messages": USER, "max_tokens": 6,
                                                      "stream": True, "stream_options": {"include_usage": True}})]
         return whole, streamed
 
@@ -265,10 +267,10 @@ def test_token_counters_count_every_route(llama, llama_dir):
     async def body(gw):
         counts = []
         calls = [
-            lambda: gw.chat({"model": "x", "messages": USER, "max_tokens": 3}),
-            lambda: _drain(gw.chat_stream({"model": "x", "messages": USER, "max_tokens": 4, "stream": True})),
-            lambda: gw.complete({"model": "x", "prompt": "hi", "max_tokens": 5}),
-            lambda: _drain(gw.complete_stream({"model": "x", "prompt": "hi", "max_tokens": 6, "stream": True})),
+            lambda: gw.chat({"model": "smg-reference", "messages": USER, "max_tokens": 3}),
+            lambda: _drain(gw.chat_stream({"model": "smg-reference", "messages": USER, "max_tokens": 4, "stream": True})),
+            lambda: gw.complete({"model": "smg-reference", "prompt": "hi", "max_tokens": 5}),
+            lambda: _drain(gw.complete_stream({"model": "smg-reference", "prompt": "hi", "max_tokens": 6, "stream": True})),
         ]
         for call in calls:
             before = gw.metrics.counter("smg_completion_tokens_total")
@@ -306,10 +308,11 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
     says every other time that its client is full (the stream goes back to yielding)."""
     import re
 
+    from smg.api import openai_chat, openai_completions
     from smg.protocols import openai as oa
 
     engine = ReferenceEngine(llama, tokens_per_chunk=tokens_per_chunk, tokenizer_dir=llama_dir)
-    base = {"model": "x", "stream": True, "seed": 3, **fields}
+    base = {"model": "smg-reference", "stream": True, "seed": 3, **fields}
     base.setdefault("messages", USER) if route == "chat" else base.setdefault("prompt", "Once upon a time")
 
     def event(chunk):
@@ -318,10 +321,10 @@ def test_streams_are_the_general_pipelines(llama, llama_dir, route, fields, toke
     async def body(gw):
         if route == "chat":
             sse, stream = gw.chat_sse, gw.chat_stream
-            general = gw._chat_chunks(*await gw._chat_request(dict(base)))
+            general = openai_chat.chunks(gw, *await openai_chat.prepare(gw, dict(base), None))
         else:
             sse, stream = gw.complete_sse, gw.complete_stream
-            general = gw._completion_chunks(*gw._completion_request(dict(base)))
+            general = openai_completions.chunks(gw, *openai_completions.prepare(gw, dict(base), None))
         events = [e async for e in sse(dict(base))]
         chunks = [event(c) async for c in stream(dict(base))]
         expected = [event(c) async for c in general]
@@ -371,7 +374,7 @@ def test_the_asgi_stream_ends_its_body_with_the_done_event(llama, llama_dir, fie
     from smg.asgi import create_app
 
     engine = ReferenceEngine(llama, tokenizer_dir=llama_dir)
-    request = json.dumps({"model": "x", "messages": USER, "max_tokens": 12, "stream": True, **fields}).encode()
+    request = json.dumps({"model": "smg-reference", "messages": USER, "max_tokens": 12, "stream": True, **fields}).encode()
 
     async def body(gw):
         sent, requested = [], [{"type": "http.request", "body": request, "more_body": False}]
@@ -411,17 +414,17 @@ def test_a_requests_own_chat_template_needs_trust_and_is_never_a_file(llama, lla
 
     async def body(gw):
         template = "{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"
-        usage = (await gw.chat({"model": "x", "messages": USER, "chat_template": template})).usage
-        default_usage = (await gw.chat({"model": "x", "messages": USER})).usage
+        usage = (await gw.chat({"model": "smg-reference", "messages": USER, "chat_template": template})).usage
+        default_usage = (await gw.chat({"model": "smg-reference", "messages": USER})).usage
         for path in (str(secret), str(tmp_path / "missing.txt"), ""):  # "": not the gateway's own template either
             with pytest.raises(ChatTemplateError, match="neither a template nor a known name") as info:
-                await gw.chat({"model": "x", "messages": USER, "chat_template": path})
+                await gw.chat({"model": "smg-reference", "messages": USER, "chat_template": path})
             assert "file" not in str(info.value)  # nor whether such a file exists
         return usage.prompt_tokens, default_usage.prompt_tokens
 
     async def untrusted(gw):
         with pytest.raises(InvalidRequest, match="trust_request_chat_template"):
-            await gw.chat({"model": "x", "messages": USER, "chat_template": "{{ messages }}"})
+            await gw.chat({"model": "smg-reference", "messages": USER, "chat_template": "{{ messages }}"})
 
     run(with_gateway(engine, untrusted))
     # the gateway's own template given as its text, so that "" taking it would render, not fail

@@ -112,8 +112,10 @@ MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "c
 def test_models_health_metrics(demo):
     client, _, gateway, port = demo
     assert [m.id for m in client.models.list()] == ["smg-demo"]
-    health = httpx.get(f"http://127.0.0.1:{port}/health").json()
-    assert health["status"] == "ok" and health["workers"][0]["healthy"]
+    assert httpx.get(f"http://127.0.0.1:{port}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"http://127.0.0.1:{port}/readiness")
+    assert ready.status_code == 200 and ready.json()["models"]["smg-demo"]["workers"][0]["healthy"]
+    assert httpx.get(f"http://127.0.0.1:{port}/health_generate").json() == {"status": "ok", "failed": {}}
     client.chat.completions.create(model="smg-demo", messages=MESSAGES, max_tokens=3)
     for _ in client.chat.completions.create(model="smg-demo", messages=MESSAGES, max_tokens=5, stream=True):
         pass
@@ -186,14 +188,14 @@ def test_completions_api(demo):
 
 
 @pytest.mark.parametrize("body, status, fragment", [
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 7}, 400, "temperature"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}, 400, "frobnicate"),
-    ({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
-    ({"model": "m", "messages": []}, 400, "messages"),
-    ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+    ({"model": "smg-demo", "messages": [{"role": "user", "content": "x"}], "temperature": 7}, 400, "temperature"),
+    ({"model": "smg-demo", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}, 400, "frobnicate"),
+    ({"model": "smg-demo", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    ({"model": "smg-demo", "messages": []}, 400, "messages"),
+    ({"model": "smg-demo", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      400, "multimodal"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}, 400, "tool parser"),
-    ({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**7}, 400, "context"),
+    ({"model": "smg-demo", "messages": [{"role": "user", "content": "x"}], "tools": TOOLS}, 400, "tool parser"),
+    ({"model": "smg-demo", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**7}, 400, "context"),
 ])
 def test_errors_are_openai_shaped(demo, body, status, fragment):
     port = demo[3]
@@ -208,11 +210,11 @@ def test_bad_json_and_unknown_route(demo):
     response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", content=b"{not json")
     assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
     response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                          content=b'{"model": "m", "messages": [{"role": "user", "content": "\xa9"}]}')
+                          content=b'{"model": "smg-demo", "messages": [{"role": "user", "content": "\xa9"}]}')
     assert response.status_code == 400 and "UTF-8" in response.json()["error"]["message"]
     assert httpx.get(f"http://127.0.0.1:{port}/v2/nothing").status_code == 404
     with pytest.raises(openai.BadRequestError):
-        demo[0].chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], n=0)
+        demo[0].chat.completions.create(model="smg-demo", messages=[{"role": "user", "content": "x"}], n=0)
 
 
 def test_client_disconnect_aborts_the_engine(demo):

@@ -17,8 +17,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Gateway": "smg.gateway",
-    "GatewayConfig": "smg.gateway",
+    "GatewayConfig": "smg.config",
+    "ModelConfig": "smg.config",
+    "PoolConfig": "smg.config",
     "CacheConfig": "smg.config",
+    "ConfigError": "smg.config",
+    "ModelNotFound": "smg.errors",
     "ChatCompletionRequest": "smg.protocols.openai",
     "ChatCompletion": "smg.protocols.openai",
     "ChatCompletionChunk": "smg.protocols.openai",
@@ -36,10 +40,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from smg.config import CacheConfig
+    from smg.config import CacheConfig, ConfigError, GatewayConfig, ModelConfig, PoolConfig
     from smg.engines.base import SamplingOptions
-    from smg.errors import EngineError, EngineUnavailable, InvalidRequest, NoHealthyWorker, RequestAborted, SmgError
-    from smg.gateway import Gateway, GatewayConfig
+    from smg.errors import (EngineError, EngineUnavailable, InvalidRequest, ModelNotFound, NoHealthyWorker,
+                            RequestAborted, SmgError)
+    from smg.gateway import Gateway
     from smg.protocols.openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion,
                                       CompletionRequest)
 

@@ -86,59 +86,90 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def _serve_config(args: argparse.Namespace):
+    """The gateway's config: ``--config FILE``, or the single-model flags (a one-model config);
+    flags that name the server (host, port, ...) override the file's."""
+    import msgspec
+
+    from smg.config import GatewayConfig, convert
+
+    server = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
+                                                  "request_body_timeout", "max_connections")
+              if getattr(args, key) is not None}
+    if args.engine_read_interval_ms is not None:
+        server["pool"] = {"read_interval": args.engine_read_interval_ms / 1000}
+    if args.config:
+        single = [flag for flag, value in (("--worker", args.worker), ("--tokenizer", args.tokenizer),
+                                           ("--model", args.model), ("--engine", args.engine),
+                                           ("--policy", args.policy), ("--chat-template", args.chat_template),
+                                           ("--reasoning-parser", args.reasoning_parser),
+                                           ("--tool-parser", args.tool_parser), ("--demo", args.demo),
+                                           ("--lora-adapter", args.lora_adapter)) if value]
+        if single:
+            raise SystemExit(f"error: --config names the models; drop {', '.join(single)}")
+        config = GatewayConfig.load(args.config)
+        values = msgspec.to_builtins(config) if server else None
+        if values is not None:
+            pool = {**values.get("pool", {}), **server.pop("pool", {})}
+            config = convert({**values, **server, "pool": pool}, GatewayConfig, "gateway config")
+        if args.trust_request_chat_template:
+            from smg.config import replace
+
+            config = replace(config, trust_request_chat_template=True)
+        return config
+    values = {"workers": list(args.worker), "tokenizer": args.tokenizer, "model": args.model, "engine": args.engine,
+              "policy": args.policy, "reasoning_parser": args.reasoning_parser, "tool_parser": args.tool_parser,
+              "chat_template": args.chat_template, "lora_adapters": list(args.lora_adapter),
+              "trust_request_chat_template": args.trust_request_chat_template, **server}
+    return convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig, "command line")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
     from smg.asgi import create_app
-    from smg.engines.pool import PoolConfig
+    from smg.config import replace
     from smg.gateway import Gateway
     from smg.http_server import HttpServer
-    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
-    from smg.tokenizer.templates import TEMPLATES, template_path
+    from smg.models import resolve_tokenizer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.demo and not args.worker:
-        print("error: give --worker grpc://HOST:PORT (repeatable), or --demo", file=sys.stderr)
+    if not args.demo and not args.worker and not args.config:
+        print("error: give --worker grpc://HOST:PORT (repeatable), --config FILE, or --demo", file=sys.stderr)
         return 2
-    pool_config = PoolConfig(read_interval=args.engine_read_interval_ms / 1000)
-    template = args.chat_template
-    if template in TEMPLATES:
-        template = str(template_path(template))
+    config = _serve_config(args)
 
     async def main() -> None:
-        workers, engine_server = list(args.worker), None
-        tokenizer = args.tokenizer
-        if tokenizer in BUNDLED:
-            tokenizer = str(bundled_tokenizer_dir(tokenizer))
-        nonlocal template
+        nonlocal config
+        engine_server = None
         if args.demo:
             from smg.engine import ReferenceEngine
             from smg.tokenizer import Tokenizer
 
-            directory = Path(tokenizer) if tokenizer else bundled_tokenizer_dir("llama3.2")
+            directory = resolve_tokenizer(config.tokenizer or "llama3.2")
             engine = ReferenceEngine(Tokenizer.load(directory), delay_ms=args.demo_delay_ms,
-                                     model_id=args.model or "smg-demo", tokenizer_dir=directory)
+                                     model_id=config.model or "smg-demo", tokenizer_dir=directory)
             engine_server = engine.server()
             port = await engine_server.start("127.0.0.1", 0)
-            workers.append(f"grpc://127.0.0.1:{port}")
-            template = template or str(template_path("llama3"))
-            tokenizer = str(directory)
-        gateway = Gateway(workers, tokenizer, args.model, engine=args.engine, policy=args.policy,
-                          reasoning_parser=args.reasoning_parser, tool_parser=args.tool_parser,
-                          chat_template=template, trust_request_chat_template=args.trust_request_chat_template,
-                          pool_config=pool_config)
+            config = replace(config, workers=[*config.workers, f"grpc://127.0.0.1:{port}"],
+                             chat_template=config.chat_template or "llama3", tokenizer=str(directory))
+        gateway = Gateway(config=config)
         app = create_app(gateway)
-        if args.server == "uvicorn":
+        if config.server == "uvicorn":
             import uvicorn
 
-            server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+            server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                                    loop="none", http="httptools", lifespan="on", access_log=False,
-                                                   timeout_keep_alive=args.keep_alive))
+                                                   timeout_keep_alive=config.keep_alive,
+                                                   limit_concurrency=config.max_connections))
         else:
-            server = HttpServer(app, args.host, args.port, keep_alive=args.keep_alive)
+            server = HttpServer(app, config.host, config.port, keep_alive=config.keep_alive,
+                                head_timeout=config.request_head_timeout, body_timeout=config.request_body_timeout,
+                                max_connections=config.max_connections)
         _tune_gc()
-        print(f"smg serving an OpenAI-compatible API on http://{args.host}:{args.port}/v1 "
+        workers = [w for m in config.model_configs() for w in m.workers]
+        print(f"smg serving an OpenAI-compatible API on http://{config.host}:{config.port}/v1 "
               f"(workers: {', '.join(workers)})", flush=True)
         try:
             await server.serve()
@@ -182,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--model-id", default="smg-reference")
     eng.set_defaults(run=_engine)
     srv = sub.add_parser("serve", help="serve an OpenAI-compatible API in front of engine workers")
+    srv.add_argument("--config", default=None,
+                     help="a TOML (.toml) or JSON file naming the models and settings (see README); the "
+                          "single-model flags below are a shorthand for a one-model config")
     srv.add_argument("--worker", action="append", default=[], help="engine worker grpc://HOST:PORT (repeatable)")
     srv.add_argument("--demo", action="store_true",
                      help="start the reference CPU engine in-process with the bundled Llama 3.2 tokenizer")
@@ -189,25 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--tokenizer", default=None,
                      help="tokenizer dir/file or bundled name; default: the path the engine reports")
     srv.add_argument("--model", default=None, help="served model name (default: the engine's)")
-    srv.add_argument("--engine", default="sglang", choices=["sglang", "vllm", "trtllm"])
-    srv.add_argument("--policy", default="round_robin",
-                     choices=["round_robin", "least_load", "random", "power_of_two"])
+    srv.add_argument("--engine", default=None, choices=["sglang", "vllm", "trtllm"], help="default sglang")
+    srv.add_argument("--policy", default=None, choices=["round_robin", "least_load", "random", "power_of_two"],
+                     help="default round_robin")
     srv.add_argument("--reasoning-parser", default=None)
     srv.add_argument("--tool-parser", default=None)
     srv.add_argument("--chat-template", default=None, help="template file or bundled name (llama3, chatml_qwen3, deepseek_v3)")
+    srv.add_argument("--lora-adapter", action="append", default=[],
+                     help="a LoRA adapter the workers serve, requested as MODEL:ADAPTER (repeatable)")
     srv.add_argument("--trust-request-chat-template", action="store_true",
                      help="let requests bring their own chat_template (a template, never a file path)")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--server", default="smg", choices=["smg", "uvicorn"],
+    srv.add_argument("--host", default=None, help="default 127.0.0.1")
+    srv.add_argument("--port", type=int, default=None, help="default 8000")
+    srv.add_argument("--server", default=None, choices=["smg", "uvicorn"],
                      help="HTTP server: smg's own HTTP/1.1 server (default, less CPU per streamed token) or "
                           "uvicorn running the same ASGI app")
     srv.add_argument("--log-level", default="warning")
-    srv.add_argument("--keep-alive", type=float, default=75.0,
+    srv.add_argument("--keep-alive", type=float, default=None,
                      help="seconds an idle client connection is kept open (default 75, longer than "
                           "clients' pools keep idle connections, so a client never reuses one the "
                           "server is closing)")
-    srv.add_argument("--engine-read-interval-ms", type=float, default=1.0,
+    srv.add_argument("--request-head-timeout", type=float, default=None,
+                     help="seconds a request head may take to arrive, from its first byte (default 30)")
+    srv.add_argument("--request-body-timeout", type=float, default=None,
+                     help="seconds a request body may take to arrive, from the end of its head (default 60)")
+    srv.add_argument("--max-connections", type=int, default=None,
+                     help="open client connections at most; beyond, new ones are closed at once (default 10000)")
+    srv.add_argument("--engine-read-interval-ms", type=float, default=None,
                      help="read an engine connection whose tokens come faster than every 2 intervals at "
                           "most once an interval, so that one read brings many tokens (default 1; 0 "
                           "reads whenever data arrives: the lowest latency at more CPU per token)")

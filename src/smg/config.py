@@ -1,13 +1,46 @@
-"""Frozen configuration records."""
+"""Every configuration record, in one place: the gateway, its models, their pools, the tokenizer
+cache and the HTTP server.
+
+Records are frozen msgspec structs: ``GatewayConfig.load(path_or_mapping)`` reads a TOML or JSON
+file (or a dict) with the same keys, and any unknown key or bad value is a :class:`ConfigError`
+naming it (``... - at `$.models[0].policy```), before anything starts. Constructing a record in
+Python validates it the same way.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import msgspec
+
+from smg.errors import InvalidRequest
 
 MiB = 1 << 20
 
+ENGINES = ("sglang", "vllm", "trtllm")
+# Protocols whose GenerateRequest carries a LoRA adapter id (vLLM's and TRT-LLM's gRPC requests do not)
+LORA_ENGINES = ("sglang",)
 
-@dataclass(frozen=True)
-class CacheConfig:
+
+class ConfigError(InvalidRequest, ValueError):
+    """A configuration key or value that cannot be used (a ValueError, so that msgspec reports it
+    with the path of the key)."""
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+def _number(owner: str, name: str, value, low: float, high: float | None = None, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        kind = "an int" if integer else "a number"
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{owner}.{name} must be {kind} {bound}, got {value!r}")
+
+
+class CacheConfig(_Record, frozen=True):
     """Bounds of the tokenizer's two caches.
 
     Attributes:
@@ -20,6 +53,173 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         for name in ("l0_max_bytes", "l1_max_bytes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"CacheConfig.{name} must be a non-negative int, got {value!r}")
+            _number("CacheConfig", name, getattr(self, name), 0, integer=True)
+
+
+class PoolConfig(_Record, frozen=True):
+    """A model's worker pool: health probing, retries, the policy and the stream transport."""
+
+    health_interval: float = 5.0
+    health_timeout: float = 2.0
+    request_timeout: float | None = None  # whole-stream deadline per attempt
+    connect_timeout: float = 5.0  # TCP connect + HTTP/2 handshake of an engine connection
+    max_attempts: int = 2  # attempts per request while nothing has been sent yet
+    policy: str = "round_robin"
+    default_engine: str = "sglang"
+    # Generate's transport: "h2", smg's HTTP/2 client on the event loop (no thread hand-off per
+    # token message), or "grpc.aio"
+    stream_transport: str = "h2"
+    # h2's read pacing: an engine connection whose messages come more often than every
+    # 2 * read_interval seconds is read at most every read_interval (a message waits that long at
+    # most; see smg.engines.h2); 0: read whenever data arrives
+    read_interval: float = 0.001
+
+    def __post_init__(self) -> None:
+        from smg.policies import POLICIES
+
+        if self.stream_transport not in ("h2", "grpc.aio"):
+            raise ConfigError(f"stream_transport must be 'h2' or 'grpc.aio', got {self.stream_transport!r}")
+        if (not isinstance(self.read_interval, (int, float)) or isinstance(self.read_interval, bool)
+                or not 0 <= self.read_interval <= 1):
+            raise ConfigError(f"read_interval must be seconds in [0, 1], got {self.read_interval!r}")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
+        if self.default_engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.default_engine!r}; known: {', '.join(ENGINES)}")
+        _number("PoolConfig", "health_interval", self.health_interval, 0.01)
+        _number("PoolConfig", "health_timeout", self.health_timeout, 0.01)
+        _number("PoolConfig", "connect_timeout", self.connect_timeout, 0.01)
+        _number("PoolConfig", "max_attempts", self.max_attempts, 1, integer=True)
+        if self.request_timeout is not None:
+            _number("PoolConfig", "request_timeout", self.request_timeout, 0.001)
+
+
+class ModelConfig(_Record, frozen=True):
+    """One served model: the name requests use (and aliases), its workers and how to talk to them,
+    its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
+    from what the engine reports (model id, context length, tokenizer path)."""
+
+    name: str | None = None  # default: the model id the engine reports
+    aliases: list[str] = []
+    workers: list[str] = []
+    engine: str | None = None  # default: the gateway's pool.default_engine
+    tokenizer: str | None = None  # a directory/file, or a bundled name; default: the engine's
+    chat_template: str | None = None  # a template, a file, or a bundled/named template
+    reasoning_parser: str | None = None  # default: picked from the model name
+    tool_parser: str | None = None
+    policy: str | None = None  # default: the gateway's pool.policy
+    context_length: int | None = None  # default: the engine's max_context_length
+    lora_adapters: list[str] = []
+    cache: CacheConfig | None = None  # default: the gateway's
+
+    def __post_init__(self) -> None:
+        from smg.policies import POLICIES
+
+        if self.engine is not None and self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.policy is not None and self.policy not in POLICIES:
+            raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
+        if self.context_length is not None:
+            _number("ModelConfig", "context_length", self.context_length, 1, integer=True)
+        for name in [self.name, *self.aliases, *self.lora_adapters]:
+            if name is not None and (not name or ":" in name):
+                raise ConfigError(f"model names, aliases and adapter names must be non-empty and hold no ':', "
+                                  f"got {name!r}")
+        if self.lora_adapters and self.engine is not None and self.engine not in LORA_ENGINES:
+            raise ConfigError(f"model {self.name!r}: the {self.engine} protocol carries no LoRA adapter id "
+                              f"(lora_adapters needs engine {' or '.join(LORA_ENGINES)})")
+
+
+class GatewayConfig(_Record, frozen=True):
+    """A whole gateway: its models and the defaults they share, and (for ``smg serve``) the HTTP
+    server. The top-level single-model keys (``workers``, ``tokenizer``, ``model``, ``engine``,
+    ``policy``, ...) are a shorthand for one entry of ``models``."""
+
+    models: list[ModelConfig] = []
+    # single-model shorthand
+    workers: list[str] = []
+    tokenizer: str | None = None
+    model: str | None = None
+    engine: str | None = None
+    policy: str | None = None
+    reasoning_parser: str | None = None
+    tool_parser: str | None = None
+    chat_template: str | None = None
+    max_context_length: int | None = None
+    lora_adapters: list[str] = []
+    # shared by every model
+    cache: CacheConfig = CacheConfig()
+    pool: PoolConfig = PoolConfig()
+    trust_request_chat_template: bool = False
+    # a request's own chat template: time and output-size bounds of its rendering
+    template_timeout: float = 5.0
+    template_max_chars: int = 16 * MiB
+    # the HTTP server (smg serve)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server: str = "smg"
+    keep_alive: float = 75.0
+    request_head_timeout: float = 30.0
+    request_body_timeout: float = 60.0
+    max_connections: int = 10_000
+
+    def __post_init__(self) -> None:
+        shorthand = self.workers or self.tokenizer or self.model or self.lora_adapters
+        if self.models and shorthand:
+            raise ConfigError("give either models or the single-model keys (workers, tokenizer, model, ...), "
+                              "not both")
+        if self.server not in ("smg", "uvicorn"):
+            raise ConfigError(f"server must be 'smg' or 'uvicorn', got {self.server!r}")
+        _number("GatewayConfig", "port", self.port, 0, 65535, integer=True)
+        _number("GatewayConfig", "max_connections", self.max_connections, 1, integer=True)
+        _number("GatewayConfig", "template_max_chars", self.template_max_chars, 1, integer=True)
+        for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "template_timeout"):
+            _number("GatewayConfig", name, getattr(self, name), 0.001)
+        names: set[str] = set()
+        for model in self.model_configs():
+            for name in filter(None, [model.name, *model.aliases]):
+                if name in names:
+                    raise ConfigError(f"model name or alias {name!r} is given twice")
+                names.add(name)
+
+    def model_configs(self) -> list[ModelConfig]:
+        """The models, with the single-model shorthand as one entry."""
+        if self.models:
+            return list(self.models)
+        return [ModelConfig(name=self.model, workers=list(self.workers), engine=self.engine,
+                            tokenizer=self.tokenizer, chat_template=self.chat_template,
+                            reasoning_parser=self.reasoning_parser, tool_parser=self.tool_parser,
+                            policy=self.policy, context_length=self.max_context_length,
+                            lora_adapters=list(self.lora_adapters))]
+
+    @classmethod
+    def load(cls, source: "GatewayConfig | Mapping[str, Any] | str | Path") -> "GatewayConfig":
+        """A config from a record, a mapping, or a TOML (``.toml``) or JSON file."""
+        if isinstance(source, GatewayConfig):
+            return source
+        if not isinstance(source, Mapping):
+            path = Path(source)
+            try:
+                text = path.read_text(encoding="utf-8")
+                if path.suffix.lower() == ".toml":
+                    import tomllib
+
+                    source = tomllib.loads(text)
+                else:
+                    source = json.loads(text)
+            except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+                raise ConfigError(f"cannot read gateway config {path}: {exc}") from exc
+        return convert(source, cls, "gateway config")
+
+
+def convert(values: Any, kind: type, what: str):
+    """``values`` as a record of ``kind``; a :class:`ConfigError` naming the bad key otherwise."""
+    try:
+        return msgspec.convert(values, kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {what}: {exc}") from None
+
+
+def replace(record, **changes):
+    """A copy of a frozen record with ``changes`` (validated again)."""
+    return msgspec.structs.replace(record, **changes)

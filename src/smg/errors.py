@@ -6,12 +6,23 @@ map any failure to an OpenAI-shaped body without a lookup table.
 """
 from __future__ import annotations
 
+import json
+
+
+def openai_error(message: str, error_type: str, status: int, code: int | str | None = None,
+                 param: str | None = None) -> dict:
+    """OpenAI's error body (``{"error": {message, type, param, code}}``); every server and the
+    library build it here."""
+    return {"error": {"message": message, "type": error_type, "param": param,
+                      "code": status if code is None else code}}
+
 
 class SmgError(Exception):
     """Base class of every error smg raises on purpose."""
 
     status_code: int = 500
     error_type: str = "internal_error"
+    code: str | None = None  # OpenAI's ``code`` when it is not the status (``model_not_found``)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -19,14 +30,11 @@ class SmgError(Exception):
 
     def to_openai(self) -> dict:
         """The error as an OpenAI-style response body."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": None,
-                "code": self.status_code,
-            }
-        }
+        return openai_error(self.message, self.error_type, self.status_code, self.code)
+
+    def body(self) -> bytes:
+        """:meth:`to_openai` as JSON bytes (what the HTTP servers send)."""
+        return json.dumps(self.to_openai(), ensure_ascii=False).encode()
 
 
 class InvalidRequest(SmgError):
@@ -40,6 +48,14 @@ class UnsupportedFeature(InvalidRequest):
     """A recognised API feature that smg does not implement yet (HTTP 400; listed in README)."""
 
     error_type = "unsupported_feature"
+
+
+class ModelNotFound(SmgError):
+    """The request names a model (or adapter) the gateway does not serve."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
 
 
 class TokenizerError(InvalidRequest):

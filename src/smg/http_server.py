@@ -28,13 +28,16 @@ from urllib.parse import unquote
 
 import httptools
 
+from smg.api.base import HttpRequest
 from smg.asgi import MAX_BODY, App, Reply, StreamReply, error_reply
-from smg.gateway import SSE_DONE
+from smg.pipeline.plain import SSE_DONE
 
 MAX_HEAD = 64 << 10  # request line + headers
 MAX_QUEUED = 16  # pipelined requests waiting behind the one being answered before reading pauses
 LINGER_S = 2.0  # after a final reply, how long input is still read (and dropped) before closing
 _CHUNKED_END = b"0\r\n\r\n"
+_REFUSED = (b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%b"
+            % (len(_TOO_MANY := error_reply(503, "too many open connections", "server_overloaded").body), _TOO_MANY))
 _SSE_HEAD = b"content-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n"
 _STATUS_LINES: dict[int, bytes] = {}
 _date = [0, b""]  # second, header line
@@ -62,15 +65,20 @@ def _date_line() -> bytes:
     return _date[1]
 
 
+def _request_id_field(request: "_Request") -> bytes:
+    return b"x-request-id: %b\r\n" % request.request_id.encode("latin-1") if request.request_id else b""
+
+
 class _Request:
     """A request whose head and body have arrived, or a connection-ending error to answer with."""
 
-    __slots__ = ("method", "path", "body", "keep_alive", "http10", "error")
+    __slots__ = ("method", "path", "headers", "body", "keep_alive", "http10", "error", "request_id")
 
-    def __init__(self, method: str, path: str, body: bytes, keep_alive: bool, http10: bool,
-                 error: Reply | None = None) -> None:
-        self.method, self.path, self.body = method, path, body
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool,
+                 http10: bool, error: Reply | None = None) -> None:
+        self.method, self.path, self.headers, self.body = method, path, headers, body
         self.keep_alive, self.http10, self.error = keep_alive, http10, error
+        self.request_id = ""
 
     async def read_body(self) -> bytes:
         return self.body
@@ -91,19 +99,28 @@ class HttpConnection(asyncio.Protocol):
         self.write_paused = False
         self.drained: asyncio.Future | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.read_timer: asyncio.TimerHandle | None = None  # a request's head, then its body, must arrive in time
         self._url, self._body, self._head_size, self._body_size, self._expect_continue = [], [], 0, 0, False
+        self._headers: dict[str, str] = {}
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        if len(self.server.connections) >= self.server.max_connections:
+            # refused at once, without reading: the connections being served keep their share
+            self.closed = self.stopped_reading = True
+            transport.write(_status_line(503) + _date_line() + _REFUSED)
+            transport.close()
+            return
         self.server.connections.add(self)
         self._wait_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        for timer in (self.idle_timer, self.read_timer):
+            if timer is not None:
+                timer.cancel()
         if self.task is not None:
             self.task.cancel()  # a stream's cancellation closes its engine stream (Abort)
         if self.drained is not None and not self.drained.done():
@@ -140,6 +157,9 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks (once reading stopped, what is still in the buffer is ignored) --
     def on_message_begin(self) -> None:
         self._url, self._body, self._head_size, self._body_size, self._expect_continue = [], [], 0, 0, False
+        self._headers = {}
+        # from the head's first byte, not re-armed by each byte that follows
+        self._arm_read_timer(self.server.head_timeout, "head")
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
@@ -148,12 +168,15 @@ class HttpConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._grow_head(len(name) + len(value))
         name = name.lower()
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect_continue = True
         elif name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
             self._body_too_large()
 
     def on_headers_complete(self) -> None:
+        self._arm_read_timer(self.server.body_timeout, "body")
         # only when nothing is being answered, so "100 Continue" never lands inside another response
         # (a client that is not told to go on sends its body after a short wait anyway)
         if self._expect_continue and self.task is None and not self.queue and not self.stopped_reading:
@@ -169,6 +192,7 @@ class HttpConnection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._arm_read_timer(None, "")
         if self.stopped_reading:
             return
         parser = self.parser
@@ -178,12 +202,24 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "malformed request target")
             return
-        self.queue.append(_Request(parser.get_method().decode("latin-1"), path, b"".join(self._body), keep_alive,
-                                   parser.get_http_version() == "1.0"))
+        self.queue.append(_Request(parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body),
+                                   keep_alive, parser.get_http_version() == "1.0"))
         if not keep_alive:
             self._stop_reading()
         elif len(self.queue) > MAX_QUEUED:
             self.transport.pause_reading()
+
+    def _arm_read_timer(self, seconds: float | None, part: str) -> None:
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+        self.read_timer = None if seconds is None else self.loop.call_later(seconds, self._read_timed_out, part,
+                                                                            seconds)
+
+    def _read_timed_out(self, part: str, seconds: float) -> None:
+        self.read_timer = None
+        if not self.stopped_reading and not self.closed:
+            self._reject(408, f"the request {part} did not arrive within {seconds:g} s")
+            self._answer_next()
 
     # -- answering --
     def _grow_head(self, size: int) -> None:
@@ -197,7 +233,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _reject(self, status: int, message: str) -> None:
         """Answer with an error after what is queued, then close."""
-        self.queue.append(_Request("", "", b"", False, False, error_reply(status, message, "invalid_request_error")))
+        self.queue.append(_Request("", "", {}, b"", False, False, error_reply(status, message, "invalid_request_error")))
         self._stop_reading()
 
     def _stop_reading(self) -> None:
@@ -239,8 +275,10 @@ class HttpConnection(asyncio.Protocol):
     async def _answer(self, request: _Request) -> None:
         keep_alive = request.keep_alive
         try:
-            reply = request.error or await self.app.respond(request.method, request.path, request.read_body,
-                                                            self._sink(request.http10))
+            http = HttpRequest(request.method, request.path, request.headers, request.read_body,
+                               self._sink(request.http10))
+            request.request_id = http.request_id  # echoed in the reply's head
+            reply = request.error or await self.app.respond(http)
             if self.closed:  # gone while the reply was being made
                 if isinstance(reply, StreamReply):
                     await reply.events.aclose()
@@ -265,7 +303,8 @@ class HttpConnection(asyncio.Protocol):
                          b"connection: close\r\n\r\n" if close else b"\r\n"])
 
     def _write_reply(self, request: _Request, reply: Reply) -> None:
-        fields = b"content-type: %b\r\ncontent-length: %d\r\n" % (reply.content_type, len(reply.body))
+        fields = b"content-type: %b\r\ncontent-length: %d\r\n%b" % (reply.content_type, len(reply.body),
+                                                                    _request_id_field(request))
         head = self._head(reply.status, fields, not request.keep_alive)
         self.transport.write(head if request.method == "HEAD" else head + reply.body)
 
@@ -287,7 +326,8 @@ class HttpConnection(asyncio.Protocol):
         first, events = reply
         http10 = request.http10  # no chunked coding: the body ends when the connection closes
         keep_alive = request.keep_alive and not http10
-        head = self._head(200, _SSE_HEAD if http10 else _SSE_HEAD + b"transfer-encoding: chunked\r\n", not keep_alive)
+        fields = _SSE_HEAD + _request_id_field(request)
+        head = self._head(200, fields if http10 else fields + b"transfer-encoding: chunked\r\n", not keep_alive)
         write = self.transport.write
         try:
             event = first
@@ -329,9 +369,11 @@ class HttpServer:
     """Serve ``app`` over HTTP/1.1; :meth:`start` starts the gateway first, :meth:`close` closes it."""
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, keep_alive: float = 75.0,
-                 shutdown_grace: float = 30.0) -> None:
+                 shutdown_grace: float = 30.0, head_timeout: float = 30.0, body_timeout: float = 60.0,
+                 max_connections: int = 10_000) -> None:
         self.app, self.host, self.port = app, host, port
         self.keep_alive, self.shutdown_grace = keep_alive, shutdown_grace
+        self.head_timeout, self.body_timeout, self.max_connections = head_timeout, body_timeout, max_connections
         self.connections: set[HttpConnection] = set()
         self.closing = False
         self._server: asyncio.AbstractServer | None = None

@@ -17,7 +17,11 @@ AsyncIterator[list[int]]`` (token ids, a chunk at a time, for one sequence), plu
 * ``Abort`` by request id and client cancellation stop the generators; aborted sequences finish
   with ``abort``; ``HealthCheck``, ``GetModelInfo``, ``GetServerInfo``, ``GetLoads``,
   ``GetTokenizer`` (a zip of the tokenizer directory, sha256 on the last chunk), ``FlushCache``.
-  Profiling, KV events, LoRA and embeddings answer UNIMPLEMENTED.
+  Profiling, KV events, loading LoRA adapters and embeddings answer UNIMPLEMENTED (a request's
+  ``lora_id`` reaches the generator as ``EngineRequest.lora_id``).
+* A stream buffers at most ``STREAM_BUFFER`` chunks for its reader: generation waits for a slow
+  reader, and an Abort drops what was generated ahead; ``max_new_tokens`` past the context length
+  is refused (INVALID_ARGUMENT), as the engines refuse it.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from smg.engines.base import ModelInfo, SamplingOptions
 log = logging.getLogger("smg.engine")
 
 DEFAULT_MAX_NEW_TOKENS = 128  # what SGLang assumes when a request names none
+STREAM_BUFFER = 16  # chunks of a stream that may wait for its reader
 _TOKENIZER_CHUNK = 64 * 1024
 
 
@@ -55,6 +60,7 @@ class EngineRequest:
     sampling: SamplingOptions
     index: int = 0  # which of the n sequences
     top_logprobs: int = -1  # -1: no logprobs asked; else how many alternatives per token
+    lora_id: str | None = None  # the LoRA adapter the request names (SGLang's protocol carries one)
 
 
 class ScoredTokens(NamedTuple):
@@ -93,10 +99,11 @@ class _Core:
 
     async def run(self, request_id: str, input_ids: list[int], sampling: SamplingOptions,
                   emit: Callable[[_Sequence, int], Awaitable[None]] | None,
-                  top_logprobs: int = -1) -> list[_Sequence]:
+                  top_logprobs: int = -1, lora_id: str | None = None,
+                  abort_event: asyncio.Event | None = None) -> list[_Sequence]:
         """Drive the n sequences; ``emit(seq, n_new)`` for streaming (the new ids are the last
         ``n_new`` of ``seq.ids``); returns the finished sequences."""
-        abort_event = asyncio.Event()
+        abort_event = abort_event or asyncio.Event()  # set by Abort
         self.active[request_id] = abort_event
         self.total += 1
         stop_ids = set(sampling.stop_token_ids) | (set() if sampling.ignore_eos else set(self.model.eos_token_ids))
@@ -108,7 +115,7 @@ class _Core:
             if limit == 0:
                 seq.finish = "length"
                 return
-            source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index, top_logprobs))
+            source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index, top_logprobs, lora_id))
             try:
                 async for chunk in source:
                     if abort_event.is_set():
@@ -227,24 +234,37 @@ class _NoLogprobs(Exception):
 
 
 async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampling: SamplingOptions, stream: bool,
-                          chunk: Callable, complete: Callable, top_logprobs: int = -1) -> AsyncIterator:
+                          chunk: Callable, complete: Callable, top_logprobs: int = -1,
+                          lora_id: str | None = None) -> AsyncIterator:
     """The Generate stream of either protocol: ``chunk(seq, n_new)`` and ``complete(seq)`` build
-    that protocol's responses."""
-    queue: asyncio.Queue = asyncio.Queue()
+    that protocol's responses. At most ``STREAM_BUFFER`` chunks wait for the reader: a generator
+    faster than its reader waits for it (backpressure), so an Abort finds little generated ahead,
+    and what is still queued when a request is aborted is dropped."""
+    context_length = core.model.max_context_length
+    if context_length and sampling.max_new_tokens is not None and len(ids) + sampling.max_new_tokens > context_length:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"prompt ({len(ids)} tokens) + max_new_tokens ({sampling.max_new_tokens}) exceed the "
+                            f"context length ({context_length})")
+    queue: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)
 
     async def emit(seq: _Sequence, n_new: int) -> None:
         await queue.put(chunk(seq, n_new))
 
-    runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs))
+    aborted = asyncio.Event()
+    runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs, lora_id,
+                                          aborted))
     getter: asyncio.Task | None = None
     try:
         while not (runner.done() and queue.empty()):
             getter = asyncio.create_task(queue.get())
             done, _ = await asyncio.wait({getter, runner}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
+            if getter in done and not aborted.is_set():
                 yield getter.result()
             else:
                 getter.cancel()
+            if aborted.is_set():  # generated before the Abort: not sent
+                while not queue.empty():
+                    queue.get_nowait()
         try:
             sequences = runner.result()
         except _NoLogprobs:
@@ -338,7 +358,7 @@ class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
         chunk, complete = _builders(spb, rid, prompt, top)
         async for response in _serve_generate(self.core, context, rid, list(request.tokenized.input_ids),
                                                _sampling_from_sglang(request.sampling_params), request.stream,
-                                               chunk, complete, top):
+                                               chunk, complete, top, request.lora_id or None):
             yield response
 
     async def HealthCheck(self, request, context):

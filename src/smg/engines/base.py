@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import grpc
 from google.protobuf import json_format
@@ -132,6 +132,22 @@ class EngineOutput(NamedTuple):
     matched_stop: int | str | None = None
 
 
+@runtime_checkable
+class PushableCall(Protocol):
+    """A Generate call whose outputs a consumer can take from the connection's data path (h2's
+    ``StreamCall``), so a server writes them without a task woken per message (``grpc.aio``'s
+    calls cannot)."""
+
+    def listen(self, listener: Callable[[], None] | None) -> None:
+        """Call ``listener()`` after each read of the connection that brought this call data."""
+
+    def take(self) -> "EngineOutput | None":
+        """The next output that has arrived, None when none has; raises at the call's end."""
+
+    def put_back(self, output: "EngineOutput") -> None:
+        """Return an output for the call's ``async for`` to yield next."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     model_id: str = ""
@@ -216,6 +232,13 @@ class EngineAdapter(abc.ABC):
     async def server_info(self, timeout: float) -> dict:
         return json_format.MessageToDict(await self.stub.GetServerInfo(self.pb.GetServerInfoRequest(),
                                                                        timeout=timeout))
+
+    async def tokenizer_archive(self, timeout: float) -> bytes:
+        """The engine's tokenizer files as a zip archive (``GetTokenizer``, in every protocol)."""
+        from smg_grpc_proto.generated import common_pb2
+
+        chunks = self.stub.GetTokenizer(common_pb2.GetTokenizerRequest(), timeout=timeout)
+        return b"".join([chunk.data async for chunk in chunks])
 
     async def loads(self, timeout: float) -> dict:
         """The engine's reported load (``GetLoads``); {} for a protocol without it."""

@@ -24,8 +24,9 @@ from typing import AsyncIterator, Iterable
 
 import grpc
 
+from smg.config import PoolConfig
 from smg.engines import adapter_class
-from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, map_rpc_error
+from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, PushableCall, map_rpc_error
 from smg.engines.h2 import H2Channel
 from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
 from smg.policies import Policy, make_policy
@@ -78,30 +79,6 @@ class Worker:
 
     def mark_up(self) -> None:
         self.healthy, self.failures, self.last_error = True, 0, None
-
-
-@dataclass
-class PoolConfig:
-    health_interval: float = 5.0
-    health_timeout: float = 2.0
-    request_timeout: float | None = None  # whole-stream deadline per attempt
-    max_attempts: int = 2  # attempts per request while nothing has been sent yet
-    policy: str = "round_robin"
-    default_engine: str = "sglang"
-    # Generate's transport: "h2", smg's HTTP/2 client on the event loop (no thread hand-off per
-    # token message), or "grpc.aio"
-    stream_transport: str = "h2"
-    # h2's read pacing: an engine connection whose messages come more often than every
-    # 2 * read_interval seconds is read at most every read_interval (a message waits that long at
-    # most; see smg.engines.h2); 0: read whenever data arrives
-    read_interval: float = 0.001
-
-    def __post_init__(self) -> None:
-        if self.stream_transport not in ("h2", "grpc.aio"):
-            raise InvalidRequest(f"stream_transport must be 'h2' or 'grpc.aio', got {self.stream_transport!r}")
-        if (not isinstance(self.read_interval, (int, float)) or isinstance(self.read_interval, bool)
-                or not 0 <= self.read_interval <= 1):
-            raise InvalidRequest(f"read_interval must be seconds in [0, 1], got {self.read_interval!r}")
 
 
 class WorkerPool:
@@ -160,10 +137,18 @@ class WorkerPool:
         await self._probe(worker, discover=True)
         return worker
 
-    async def remove_worker(self, url: str) -> None:
+    async def remove_worker(self, url: str, grace: float = 30.0) -> None:
+        """Take a worker out of rotation at once; close it when its requests in flight have
+        finished (or after ``grace`` seconds, which cancels them)."""
         worker = self._workers.pop(url, None)
-        if worker is not None:
-            await worker.close()
+        if worker is None:
+            raise InvalidRequest(f"no worker {url!r} in this pool")
+        await _drained([worker], grace)
+        await worker.close()
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """Wait until no request is in flight on any worker (at most ``grace`` seconds)."""
+        await _drained(list(self._workers.values()), grace)
 
     @property
     def workers(self) -> list[Worker]:
@@ -220,11 +205,12 @@ class WorkerPool:
                 f"{w.url}: {w.last_error or 'unhealthy'}" for w in self._workers.values()))
         return self.policy.pick(candidates, request)
 
-    async def generate(self, request: GenerateRequest, worker: Worker | None = None,
-                       calls: list | None = None) -> AsyncIterator[EngineOutput]:
-        """Stream the engine's outputs for ``request`` (see the module docstring). ``calls``, if
-        given, is appended each call opened for it (the last is the live one: a consumer may read
-        an h2 call's outputs directly between this generator's steps, see ``StreamCall.listen``)."""
+    def generate(self, request: GenerateRequest, worker: Worker | None = None) -> "EngineStream":
+        """Stream the engine's outputs for ``request`` (see the module docstring)."""
+        return EngineStream(self, request, worker)
+
+    async def _outputs(self, request: GenerateRequest, worker: Worker | None,
+                       stream: "EngineStream") -> AsyncIterator[EngineOutput]:
         tried: list[Worker] = []
         attempts = 0
         while True:
@@ -232,8 +218,7 @@ class WorkerPool:
             target = worker if worker is not None else self.pick(request, tried)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
-            if calls is not None:
-                calls.append(call)
+            stream.call = call
             target.in_flight += 1
             sent = False
             open_sequences = set(range(request.sampling.n))
@@ -280,3 +265,34 @@ class WorkerPool:
                  "failures": w.failures, "served": w.served, "reported_load": w.reported_load,
                  "last_error": w.last_error, "model": w.model_info.model_id if w.model_info else None}
                 for w in self._workers.values()]
+
+
+async def _drained(workers: list[Worker], grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while any(w.in_flight for w in workers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+class EngineStream:
+    """One request's engine outputs: an async iterator (``async for``, ``aclose``), and the call
+    that carries them now (``call``: a retry replaces it), which a consumer may read directly from
+    the connection's data path between steps when it is a :class:`PushableCall`."""
+
+    __slots__ = ("call", "_outputs")
+
+    def __init__(self, pool: WorkerPool, request: GenerateRequest, worker: Worker | None) -> None:
+        self.call = None
+        self._outputs = pool._outputs(request, worker, self)
+
+    def __aiter__(self) -> AsyncIterator[EngineOutput]:
+        return self._outputs  # iterated directly: no frame of this class per output
+
+    def __anext__(self):
+        return self._outputs.__anext__()
+
+    async def aclose(self) -> None:
+        await self._outputs.aclose()
+
+    def pushable(self) -> PushableCall | None:
+        """The live call, when its outputs can be taken from the data path."""
+        return self.call if isinstance(self.call, PushableCall) else None

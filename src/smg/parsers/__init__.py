@@ -14,7 +14,7 @@ from smg import _ext
 from smg._ext.reasoning_scan_py import ReasoningBatch
 from smg._ext.stop_matcher_py import join_deltas
 from smg._ext.tool_scan_py import ToolBatch
-from smg.parsers.base import ParseError, ReasoningDelta, ToolCall, ToolCallDelta, ToolDelta
+from smg.parsers.base import ParseError, ReasoningDelta, ToolCall, ToolCallDelta, ToolCallParser, ToolDelta
 from smg.parsers.reasoning import ReasoningParser
 from smg.parsers.registry import parser_for_model, reasoning_parser_names, tool_parser_names
 from smg.parsers.tools import ToolParser, collect
@@ -22,5 +22,5 @@ from smg.parsers.tools import ToolParser, collect
 feed_batches = _ext.load("stop_matcher").feed_batches
 
 __all__ = ["ParseError", "ReasoningBatch", "ReasoningDelta", "ReasoningParser", "ToolBatch", "ToolCall",
-           "ToolCallDelta", "ToolDelta", "ToolParser", "collect", "feed_batches", "join_deltas", "parser_for_model",
+           "ToolCallDelta", "ToolCallParser", "ToolDelta", "ToolParser", "collect", "feed_batches", "join_deltas", "parser_for_model",
            "reasoning_parser_names", "tool_parser_names"]

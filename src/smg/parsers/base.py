@@ -8,7 +8,7 @@ output never depends on how the stream was chunked, and no text is scanned twice
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 from smg import _ext
 from smg._ext import stop_matcher_py
@@ -17,7 +17,8 @@ from smg._ext.reasoning_scan_py import ReasoningDelta
 from smg._ext.tool_scan_py import ToolCallDelta, ToolDelta
 from smg.errors import ParseError
 
-__all__ = ["MarkerMachine", "ParseError", "ReasoningDelta", "ToolCall", "ToolCallDelta", "ToolDelta", "check_text"]
+__all__ = ["MarkerMachine", "ParseError", "ReasoningDelta", "ToolCall", "ToolCallDelta", "ToolCallParser", "ToolDelta",
+           "check_text"]
 
 _markers = _ext.load("stop_matcher")
 
@@ -29,6 +30,23 @@ class ToolCall(NamedTuple):
     name: str
     arguments: str  # JSON text as the model wrote it (or as built from XML parameters)
     id: str
+
+
+class ToolCallParser(Protocol):
+    """What ``ToolParser.create`` returns for every family (compiled machines and Python ones):
+    one response's streaming tool-call parser."""
+
+    def feed(self, delta: str) -> ToolDelta:
+        """Content and call pieces completed by one more delta of model output."""
+
+    def finish(self) -> ToolDelta:
+        """End of output: release held text, settle a call left open."""
+
+    def parse(self, text: str) -> tuple[str, list[ToolCall]]:
+        """Non-streaming: ``(content, calls)`` of a whole output."""
+
+    def feed_batch(self, text: str, ends: Sequence[int]):
+        """Many deltas (``text`` cut at ``ends``) in one call: a ``ToolBatch``."""
 
 
 class MarkerMachine(stop_matcher_py.MarkerMachine):

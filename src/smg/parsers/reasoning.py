@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from smg import _ext
 from smg._ext.reasoning_scan_py import BEFORE, CONTENT, REASONING
+from smg.parsers.names import canonical
 
 kernel = _ext.load("reasoning_scan")
 
@@ -95,9 +96,10 @@ class ReasoningParser(kernel.ReasoningMachine):
     def create(cls, name: str, in_reasoning: bool | None = None) -> "ReasoningParser":
         """A parser for family ``name`` (see :func:`reasoning_parser_names`); ``in_reasoning``
         says whether the prompt already opened the reasoning block (None: the family's default)."""
-        return cls(registry.reasoning_format(name), in_reasoning)
+        return cls(reasoning_format(name), in_reasoning)
 
 
-# The registry maps names to the formats above, so it comes last (an import statement inside
-# ``create`` cost ~0.8 us per parser made).
-from smg.parsers import registry  # noqa: E402
+def reasoning_format(name: str) -> ReasoningFormat:
+    """The format of family ``name`` (a parser is made per request: a canonical name is one probe)."""
+    fmt = FORMATS.get(name) if type(name) is str else None
+    return fmt if fmt is not None else FORMATS[canonical(name, FORMATS)]

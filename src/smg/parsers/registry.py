@@ -6,15 +6,9 @@ first glob (case-insensitive) that matches the model id wins; explicit names ove
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
 
-from smg.errors import InvalidRequest
 from smg.parsers import reasoning, tools
-
-_ALIASES = {"json": "llama3_json", "llama3": "llama3_json", "qwen": "hermes", "qwen25": "hermes",
-            "deepseek_v3_1": "deepseek_v31", "deepseek_v3_2": "deepseek_v32", "glm4_moe": "glm45",
-            "harmony": "gpt_oss", "llama4": "pythonic", "magistral": "mistral", "deepseek_r1_0528": "deepseek_r1"}
-_TOOL_FACTORIES = tools.factories()
+from smg.parsers.names import canonical
 
 # (model glob, reasoning parser, tool parser); the first match wins, so specific globs come first.
 MODEL_TABLE: tuple[tuple[str, str | None, str | None], ...] = (
@@ -50,33 +44,12 @@ MODEL_TABLE: tuple[tuple[str, str | None, str | None], ...] = (
 )
 
 
-def _canonical(name: str, known) -> str:
-    if not isinstance(name, str):
-        raise InvalidRequest(f"parser name must be a str, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in known:
-        raise InvalidRequest(f"unknown parser {name!r}; known: {', '.join(sorted(known))}")
-    return key
-
-
 def reasoning_parser_names() -> list[str]:
     return sorted(reasoning.FORMATS)
 
 
 def tool_parser_names() -> list[str]:
-    return sorted(_TOOL_FACTORIES)
-
-
-# A parser is made per request: canonical names skip the normalisation.
-def reasoning_format(name: str) -> reasoning.ReasoningFormat:
-    fmt = reasoning.FORMATS.get(name) if type(name) is str else None
-    return fmt if fmt is not None else reasoning.FORMATS[_canonical(name, reasoning.FORMATS)]
-
-
-def tool_parser_factory(name: str) -> Callable[..., tools.ToolParser]:
-    factory = _TOOL_FACTORIES.get(name) if type(name) is str else None
-    return factory if factory is not None else _TOOL_FACTORIES[_canonical(name, _TOOL_FACTORIES)]
+    return sorted(tools.FACTORIES)
 
 
 def parser_for_model(model: str, reasoning_parser: str | None = None,
@@ -88,6 +61,6 @@ def parser_for_model(model: str, reasoning_parser: str | None = None,
         if fnmatch.fnmatchcase(lowered, pattern):
             found = (r, t)
             break
-    r = _canonical(reasoning_parser, reasoning.FORMATS) if reasoning_parser else found[0]
-    t = _canonical(tool_parser, _TOOL_FACTORIES) if tool_parser else found[1]
+    r = canonical(reasoning_parser, reasoning.FORMATS) if reasoning_parser else found[0]
+    t = canonical(tool_parser, tools.FACTORIES) if tool_parser else found[1]
     return r, t

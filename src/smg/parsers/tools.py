@@ -33,7 +33,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from smg import _ext
 from smg._ext.tool_scan_py import CallRecorder
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
-from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolDelta, check_text
+from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolCallParser, ToolDelta, check_text
+from smg.parsers.names import canonical
 
 tool_kernel = _ext.load("tool_scan")
 BracketScanner = _ext.load("json_scan").BracketScanner
@@ -71,9 +72,13 @@ class ToolParser(WholeOutput, CallRecorder):
         self._start_output()
 
     @classmethod
-    def create(cls, name: str, tools: Iterable[Mapping[str, Any]] | None = None, **options: Any) -> "ToolParser":
-        """A parser for family ``name`` (see :func:`tool_parser_names`)."""
-        return registry.tool_parser_factory(name)(tools, **options)
+    def create(cls, name: str, tools: Iterable[Mapping[str, Any]] | None = None, **options: Any) -> ToolCallParser:
+        """A parser for family ``name`` (see :func:`tool_parser_names`): a :class:`ToolCallParser`
+        (the compiled machines are not subclasses of this class, but all have its protocol)."""
+        factory = FACTORIES.get(name) if type(name) is str else None  # a canonical name: one probe
+        if factory is None:
+            factory = FACTORIES[canonical(name, FACTORIES)]
+        return factory(tools, **options)
 
     # ---- protocol -----------------------------------------------------------------------------
 
@@ -501,9 +506,9 @@ XML_FORMATS = {
 XML_FORMATS["glm47"] = XmlFormat("glm47", XML_FORMATS["glm45"].table)
 
 
-def factories() -> dict[str, Callable[..., ToolParser]]:
+def _factories() -> dict[str, Callable[..., ToolCallParser]]:
     """name -> ``factory(tools, **options)`` for every family."""
-    out: dict[str, Callable[..., ToolParser]] = {}
+    out: dict[str, Callable[..., ToolCallParser]] = {}
     for name, fmt in JSON_FORMATS.items():
         out[name] = partial(JsonToolParser, fmt)
     for name, hfmt in HEADER_FORMATS.items():
@@ -515,10 +520,4 @@ def factories() -> dict[str, Callable[..., ToolParser]]:
     return out
 
 
-def family_names() -> Sequence[str]:
-    return sorted(factories())
-
-
-# The registry maps names to the classes above, so it comes last (an import statement inside
-# ``create`` cost ~0.8 us per parser made).
-from smg.parsers import registry  # noqa: E402
+FACTORIES = _factories()

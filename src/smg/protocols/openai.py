@@ -56,7 +56,19 @@ class ResponseFormat(_Request, kw_only=True):
     json_schema: JsonSchemaFormat | None = None
 
 
-class _SamplingFields(_Request, kw_only=True):
+class _ConstraintFields(_Request, kw_only=True):
+    """Structured-output fields vLLM and SGLang accept besides ``response_format`` (one at most)."""
+
+    regex: str | None = None
+    ebnf: str | None = None
+    structural_tag: Union[str, dict[str, Any], None] = None
+    guided_json: Union[str, dict[str, Any], None] = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
+    guided_choice: list[str] | None = None
+
+
+class _SamplingFields(_ConstraintFields, kw_only=True):
     model: str = ""
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -127,7 +139,8 @@ def decode_request(data: bytes | str | dict | msgspec.Struct, kind: type[msgspec
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
         raise InvalidRequest(f"request body is not valid UTF-8: {exc}") from None
-    _validate(request)
+    if isinstance(request, _SamplingFields):
+        _validate(request)
     return request
 
 
@@ -152,6 +165,8 @@ def _validate(r) -> None:
     if r.top_k is not None and r.top_k != -1 and r.top_k < 1:
         raise InvalidRequest("top_k must be -1 (disabled) or a positive integer")
     stops = [r.stop] if isinstance(r.stop, str) else (r.stop or [])
+    if r.stream_options is not None and r.stream_options.continuous_usage_stats:
+        raise UnsupportedFeature("stream_options.continuous_usage_stats is not supported (include_usage is)")
     if any(not s for s in stops):
         raise InvalidRequest("stop strings must be non-empty")
     if len(stops) > 64:
@@ -334,6 +349,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     created: int
     owned_by: str = "smg"
     root: str | None = None
+    parent: str | None = None  # a LoRA adapter's base model
     max_model_len: int | None = None
     object: str = "model"
 
@@ -341,6 +357,42 @@ class ModelCard(msgspec.Struct, kw_only=True):
 class ModelList(msgspec.Struct, kw_only=True):
     data: list[ModelCard]
     object: str = "list"
+
+
+# ---- vLLM's and SGLang's tokenizer routes ------------------------------------------------------
+
+class TokenizeRequest(_Request, kw_only=True):
+    """``/v1/tokenize``: a ``prompt`` (a string or strings) or chat ``messages`` (rendered with the
+    model's template first)."""
+
+    model: str = ""
+    prompt: Union[str, list[str], None] = None
+    messages: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
+    add_special_tokens: bool | None = None  # default: True for a prompt, False for messages (as vLLM)
+    add_generation_prompt: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    return_token_strs: bool = False
+
+
+class TokenizeResponse(_Response, kw_only=True):
+    tokens: Union[list[int], list[list[int]]]
+    count: Union[int, list[int]]
+    max_model_len: int | None = None
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Request, kw_only=True):
+    model: str = ""
+    tokens: Union[list[int], list[list[int]]]
+    skip_special_tokens: bool = False
+
+
+class DetokenizeResponse(msgspec.Struct, kw_only=True):
+    """vLLM answers ``prompt``, SGLang ``text``: both are given."""
+
+    prompt: Union[str, list[str]]
+    text: Union[str, list[str]]
 
 
 encode = msgspec.json.encode  # JSON bytes of a model (an alias: no wrapper frame per streamed chunk)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ from smg.errors import ChatTemplateError
 
 # jinja2 is imported on first use: `import smg` stays light.
 _environment = None
+_bounded = None
 _environment_lock = threading.Lock()
 
 
@@ -39,39 +41,115 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+# A render with limits (a request's own template) keeps them here: the bounded environment's hooks
+# run in the rendering thread.
+_bounds = threading.local()
+_UNBOUNDED = (float("inf"), float("inf"))
+
+
+def _within_bounds(size: int = 0) -> None:
+    """Raise when the current bounded render is past its deadline, or ``size`` past its output limit."""
+    from jinja2.exceptions import SecurityError
+
+    deadline, max_chars = getattr(_bounds, "limits", _UNBOUNDED)
+    if time.monotonic() > deadline:
+        raise SecurityError("the chat template took too long to render")
+    if size > max_chars:
+        raise SecurityError(f"the chat template would produce more than {max_chars} characters")
+
+
+def _bounded_environment():
+    """The environment of templates that requests bring: every call, attribute or item access
+    checks the render's deadline, and ``*`` / ``**`` refuse results past the output limit."""
+    global _bounded
+    with _environment_lock:
+        if _bounded is None:
+            from jinja2.exceptions import SecurityError
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+            class BoundedSandbox(ImmutableSandboxedEnvironment):
+                intercepted_binops = frozenset(["*", "**"])
+
+                def call_binop(self, context, operator, left, right):
+                    _within_bounds()
+                    if operator == "**" and isinstance(right, int) and abs(right) > 1024:
+                        raise SecurityError("exponent too large in the chat template")
+                    if operator == "*":
+                        for seq, times in ((left, right), (right, left)):
+                            if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
+                                _within_bounds(len(seq) * times)
+                    return super().call_binop(context, operator, left, right)
+
+                def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's signature)
+                    _within_bounds()
+                    return super().call(__context, __obj, *args, **kwargs)
+
+                def getattr(self, obj, attribute):
+                    _within_bounds()
+                    return super().getattr(obj, attribute)
+
+                def getitem(self, obj, argument):
+                    _within_bounds()
+                    return super().getitem(obj, argument)
+
+            _bounded = _configure(BoundedSandbox)
+        return _bounded
+
+
 def _get_environment():
     global _environment
     with _environment_lock:
         if _environment is None:
-            import jinja2
-            import jinja2.ext
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-            class GenerationBlock(jinja2.ext.Extension):
-                """``{% generation %}...{% endgeneration %}``: marks assistant text; renders as is."""
-
-                tags = {"generation"}
-
-                def parse(self, parser):
-                    lineno = next(parser.stream).lineno
-                    body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-                    return jinja2.nodes.CallBlock(
-                        self.call_method("_render"), [], [], body
-                    ).set_lineno(lineno)
-
-                def _render(self, caller):
-                    return caller()
-
-            env = ImmutableSandboxedEnvironment(
-                trim_blocks=True,
-                lstrip_blocks=True,
-                extensions=[GenerationBlock, jinja2.ext.loopcontrols],
-            )
-            env.filters["tojson"] = _tojson
-            env.globals["raise_exception"] = _raise_exception
-            env.globals["strftime_now"] = _strftime_now
-            _environment = env
+            _environment = _configure(ImmutableSandboxedEnvironment)
         return _environment
+
+
+def _configure(kind):
+    """An environment of class ``kind`` as transformers sets one up."""
+    import jinja2
+    import jinja2.ext
+
+    class GenerationBlock(jinja2.ext.Extension):
+        """``{% generation %}...{% endgeneration %}``: marks assistant text; renders as is."""
+
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.CallBlock(
+                self.call_method("_render"), [], [], body
+            ).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    env = kind(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[GenerationBlock, jinja2.ext.loopcontrols],
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+def _bounded_concat(pieces, limits: tuple[float, int]) -> str:
+    """Join a render's pieces within ``limits`` (the hooks of the bounded environment read them)."""
+    seconds, max_chars = limits
+    _bounds.limits = (time.monotonic() + seconds, max_chars)
+    try:
+        out, size = [], 0
+        for piece in pieces:
+            size += len(piece)
+            _within_bounds(size)
+            out.append(piece)
+        return "".join(out)
+    finally:
+        _bounds.limits = _UNBOUNDED
 
 
 class ChatTemplate:
@@ -83,12 +161,12 @@ class ChatTemplate:
         'user: hi\\n'
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, bounded: bool = False) -> None:
         import jinja2
 
         self.source = source
-        try:
-            self._template = _get_environment().from_string(source)
+        try:  # ``bounded``: a template from a request, rendered with limits (see ``render``)
+            self._template = (_bounded_environment() if bounded else _get_environment()).from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise ChatTemplateError(f"chat template does not compile: {exc} (line {exc.lineno})") from exc
         # The globals (the environment's and the template's) as one dict, taken once: jinja's
@@ -103,8 +181,11 @@ class ChatTemplate:
         documents: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
         special_tokens: Mapping[str, str] | None = None,
+        limits: tuple[float, int] | None = None,
         **template_kwargs: Any,
     ) -> str:
+        """The rendered chat; ``limits`` (``(seconds, characters)``, for a ``bounded`` template)
+        bound the render's time and its output, past which it raises ``ChatTemplateError``."""
         import jinja2
 
         if not isinstance(messages, (list, tuple)):
@@ -121,11 +202,14 @@ class ChatTemplate:
                      "tools": tools, "documents": documents, "add_generation_prompt": add_generation_prompt}
         try:
             # what Template.render does, with the globals already in `variables` (shared=True)
-            return template.environment.concat(template.root_render_func(template.new_context(variables, shared=True)))
+            pieces = template.root_render_func(template.new_context(variables, shared=True))
+            if limits is None:
+                return template.environment.concat(pieces)
+            return _bounded_concat(pieces, limits)
         except jinja2.exceptions.TemplateError as exc:
             raise ChatTemplateError(f"chat template error: {exc}") from exc
         except (TypeError, ValueError, KeyError, AttributeError, IndexError, ZeroDivisionError,
-                RecursionError) as exc:
+                RecursionError, OverflowError, MemoryError) as exc:
             raise ChatTemplateError(f"chat template failed: {type(exc).__name__}: {exc}") from exc
 
 

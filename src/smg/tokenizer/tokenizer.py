@@ -358,8 +358,10 @@ class Tokenizer:
         template = self._templates.get(key)
         if template is not None:
             return template
+        # a template that may not be a file is a request's: compiled to render within limits
         template = ChatTemplate(resolve_template_source(chat_template, self._directory,
-                                                        self._config.get("chat_template"), with_tools, allow_file))
+                                                        self._config.get("chat_template"), with_tools, allow_file),
+                                bounded=not allow_file)
         with self._templates_lock:
             if len(self._templates) >= _MAX_COMPILED_TEMPLATES:
                 self._templates.clear()  # per-request templates must not grow memory forever
@@ -374,6 +376,7 @@ class Tokenizer:
         chat_template: str | None = None,
         documents: Sequence[Mapping[str, Any]] | None = None,
         allow_template_file: bool = True,
+        limits: tuple[float, int] | None = None,
         **template_kwargs: Any,
     ) -> str:
         """Render messages with the model's chat template, as ``transformers`` does.
@@ -383,12 +386,14 @@ class Tokenizer:
         request's template), else ``chat_template.jinja`` beside the tokenizer, else ``chat_template`` in
         ``tokenizer_config.json``; without any, a ``ChatTemplateError``. A template file is read
         and compiled the first time it is used, then reused (edits need a new ``Tokenizer``). Extra keyword arguments
-        (``enable_thinking=False``, ``date_string=...``) are passed to the template.
+        (``enable_thinking=False``, ``date_string=...``) are passed to the template. ``limits``:
+        ``(seconds, characters)`` a render may take and produce (a request's own template), beyond
+        which it raises ``ChatTemplateError``.
         """
         template = self._compiled_template(chat_template, bool(tools), allow_template_file)
         return template.render(messages, tools=tools, documents=documents,
                                add_generation_prompt=add_generation_prompt,
-                               special_tokens=self._named_special, **template_kwargs)
+                               special_tokens=self._named_special, limits=limits, **template_kwargs)
 
 
 def _named_parameters(function) -> set[str]:

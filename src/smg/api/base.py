@@ -1,0 +1,82 @@
+"""What every API front end and both HTTP servers share: the incoming request as the routes see it,
+the replies they give, and the route table each front end contributes to.
+
+A front end module defines ``ROUTES``: ``{(method, path): handler}``, each handler an
+``async (gateway, HttpRequest) -> Reply | StreamReply``. ``smg.api.routes()`` merges them, and the
+ASGI app and smg's HTTP server dispatch through that one table, so a new API is a new module.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple
+
+from smg.errors import SmgError, openai_error
+
+if TYPE_CHECKING:
+    from smg.gateway import Gateway
+
+import msgspec
+
+JSON = b"application/json"
+ReadBody = Callable[[], Awaitable[bytes]]
+Sink = Callable[[bytes], bool]
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+
+class Reply(NamedTuple):
+    """A whole response."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+
+
+class StreamReply(NamedTuple):
+    """A 200 stream of SSE events: ``first`` was already produced (errors before it are a
+    :class:`Reply`); ``events`` yields the rest, the last ending with ``data: [DONE]``."""
+
+    first: bytes
+    events: AsyncIterator[bytes]
+
+
+class HttpRequest:
+    """One request as a route sees it: its headers (names lower-case), the body (read on demand,
+    may raise ``ClientGone``), the server's ``sink`` for pushed streams (see ``Gateway.chat_sse``)
+    and its request id (the client's ``X-Request-Id``, else a new one; echoed in the reply)."""
+
+    __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id")
+
+    def __init__(self, method: str, path: str, headers: Mapping[str, str], read_body: ReadBody,
+                 sink: Sink | None = None) -> None:
+        self.method, self.path, self.headers, self.read_body, self.sink = method, path, headers, read_body, sink
+        given = headers.get(REQUEST_ID_HEADER)
+        if given is not None and not (0 < len(given) <= _MAX_REQUEST_ID and given.isprintable()):
+            given = None  # not usable as an engine id prefix: a fresh id instead
+        self.client_request_id = given
+        self.request_id = given or uuid.uuid4().hex
+
+
+Handler = Callable[["Gateway", HttpRequest], Awaitable["Reply | StreamReply"]]
+
+
+def json_reply(value, status: int = 200) -> Reply:
+    return Reply(status, msgspec.json.encode(value))
+
+
+def error_reply(status: int, message: str, kind: str, code: int | str | None = None) -> Reply:
+    """An OpenAI-shaped error reply (the body ``SmgError.to_openai`` gives)."""
+    return Reply(status, msgspec.json.encode(openai_error(message, kind, status, code)))
+
+
+def smg_error_reply(error: SmgError) -> Reply:
+    return Reply(error.status_code, msgspec.json.encode(error.to_openai()))
+
+
+async def sse_reply(events: AsyncIterator[bytes]) -> StreamReply:
+    """A stream's reply once its first event exists (errors before it raise: a JSON error body)."""
+    try:
+        return StreamReply(await anext(events), events)
+    except BaseException:
+        await events.aclose()
+        raise

@@ -1,0 +1,26 @@
+"""Parser names: the aliases engines use for them, and their canonical form.
+
+Imported by the reasoning and tool modules (whose format tables hold the names) and by the
+model-name table (:mod:`smg.parsers.registry`), which imports those modules: no import cycle.
+"""
+from __future__ import annotations
+
+from typing import Container
+
+from smg.errors import InvalidRequest
+
+ALIASES = {"json": "llama3_json", "llama3": "llama3_json", "qwen": "hermes", "qwen25": "hermes",
+           "deepseek_v3_1": "deepseek_v31", "deepseek_v3_2": "deepseek_v32", "glm4_moe": "glm45",
+           "harmony": "gpt_oss", "llama4": "pythonic", "magistral": "mistral", "deepseek_r1_0528": "deepseek_r1"}
+
+
+def canonical(name: str, known: Container[str]) -> str:
+    """``name`` as its table spells it (case, ``-``/``_`` and aliases normalised); an
+    InvalidRequest naming the known ones when it is not one of them."""
+    if not isinstance(name, str):
+        raise InvalidRequest(f"parser name must be a str, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key not in known:
+        raise InvalidRequest(f"unknown parser {name!r}; known: {', '.join(sorted(known))}")
+    return key

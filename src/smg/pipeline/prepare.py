@@ -1,0 +1,303 @@
+"""Stage ``prepare``: an API's request -> messages -> chat template -> token ids (cached), with
+its sampling and stop parameters, tool-choice and structured-output constraints.
+
+Front ends call :func:`prepare_chat` (a chat: messages, tools, template) or
+:func:`prepare_prompts` (raw prompts) and get :class:`Prepared` requests, which the ``run`` stage
+takes to the engine and the ``choice`` stage's pipelines read.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from smg.engines import GenerateRequest, SamplingOptions
+from smg.errors import InvalidRequest
+from smg.models import ServedModel
+from smg.parsers.reasoning import CONTENT, REASONING, reasoning_format
+from smg.stop import StopParams
+from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
+
+
+@dataclass
+class Prepared:
+    """A validated request turned into engine terms, plus what each choice's pipeline needs."""
+
+    served: ServedModel
+    request_id: str  # the response's id
+    engine_request_id: str  # the engine's (an X-Request-Id header's value is its prefix)
+    model: str  # the name the request used (echoed)
+    created: int
+    prompt_ids: list[int]
+    sampling: SamplingOptions
+    stop: StopParams
+    lora_id: str | None = None
+    return_logprob: bool = False
+    top_logprobs: int = 0
+    reasoning: str | None = None
+    in_reasoning: bool | None = None
+    tool_parser: str | None = None
+    tools: list | None = None
+    forced_tool: str | None = None  # tool_choice naming one function: the output is its arguments
+    required_tools: bool = False  # tool_choice "required": the output is a JSON array of calls
+    single_tool_call: bool = False  # parallel_tool_calls false: at most one call is returned
+    prompt_text: str = ""
+
+    @property
+    def unparsed(self) -> bool:
+        """No reasoning or tool parsing: all of the output is content."""
+        return self.reasoning is None and self.tool_parser is None and self.forced_tool is None and not self.required_tools
+
+    @property
+    def plain(self) -> bool:
+        """One choice without parsers or logprobs: its events are the compiled pump's."""
+        return self.sampling.n == 1 and not self.return_logprob and self.unparsed
+
+    def engine_request(self) -> GenerateRequest:
+        return GenerateRequest(self.engine_request_id, self.prompt_ids, self.sampling, stream=True,
+                               return_logprob=self.return_logprob, top_logprobs=self.top_logprobs,
+                               lora_id=self.lora_id, text=self.prompt_text[:200])
+
+
+@dataclass(frozen=True)
+class RequestIds:
+    """A request's response id and engine request id."""
+
+    response: str
+    engine: str
+
+
+def request_ids(kind: str, prefix: str | None = None) -> RequestIds:
+    """Fresh ids (``kind``: ``chatcmpl``, ``cmpl``...); ``prefix`` (a client's X-Request-Id) starts
+    the engine's id, so engine logs find the client's request."""
+    suffix = uuid.uuid4().hex
+    response = f"{kind}-{suffix}"
+    return RequestIds(response, f"{prefix}-{suffix[:16]}" if prefix else response)
+
+
+# ---- sampling, stops and constraints -----------------------------------------------------------
+
+def sampling_options(served: ServedModel, r, prompt_len: int, constraint: tuple[str, str] | None
+                     ) -> tuple[SamplingOptions, StopParams]:
+    """The engine's sampling options and the gateway's stop rules for a request with OpenAI's
+    sampling fields (``r``); ``max_tokens`` is bounded by the model's context."""
+    max_tokens = getattr(r, "max_completion_tokens", None) or r.max_tokens
+    context = served.max_context_length
+    if context:
+        room = context - prompt_len
+        if room < 1:
+            raise InvalidRequest(f"the prompt has {prompt_len} tokens; the model's context is {context}")
+        if max_tokens is not None and max_tokens > room:
+            raise InvalidRequest(f"max_tokens {max_tokens} + prompt {prompt_len} tokens exceed the model's "
+                                 f"context of {context}")
+        max_tokens = max_tokens or room
+    if max_tokens is not None and r.min_tokens > max_tokens:
+        raise InvalidRequest("min_tokens must not exceed max_tokens")
+    bias = None
+    if r.logit_bias:
+        try:
+            bias = {int(k): float(v) for k, v in r.logit_bias.items()}
+        except ValueError:
+            raise InvalidRequest("logit_bias keys must be token ids") from None
+    sampling = SamplingOptions(
+        temperature=1.0 if r.temperature is None else r.temperature, top_p=1.0 if r.top_p is None else r.top_p,
+        top_k=-1 if r.top_k is None else r.top_k, min_p=r.min_p or 0.0,
+        frequency_penalty=r.frequency_penalty or 0.0, presence_penalty=r.presence_penalty or 0.0,
+        repetition_penalty=1.0 if r.repetition_penalty is None else r.repetition_penalty,
+        max_new_tokens=max_tokens, min_new_tokens=r.min_tokens, stop_token_ids=tuple(r.stop_token_ids or ()),
+        ignore_eos=r.ignore_eos, skip_special_tokens=r.skip_special_tokens,
+        spaces_between_special_tokens=r.spaces_between_special_tokens, n=r.n, seed=r.seed, logit_bias=bias,
+        constraint=constraint)
+    stop = StopParams(stop=r.stop or (), stop_token_ids=tuple(r.stop_token_ids or ()), ignore_eos=r.ignore_eos,
+                      min_tokens=r.min_tokens,
+                      include_stop_str_in_output=r.include_stop_str_in_output or r.no_stop_trim)
+    return sampling, stop
+
+
+def _json_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _choice_regex(choices: Sequence[str]) -> str:
+    """A regex matching exactly one of ``choices`` (vLLM's ``guided_choice``)."""
+    import re
+
+    if not choices or not all(isinstance(c, str) for c in choices):
+        raise InvalidRequest("guided_choice must be a non-empty list of strings")
+    return "(" + "|".join(re.escape(c) for c in choices) + ")"
+
+
+# request field -> (constraint kind, how its value becomes the constraint's text)
+_CONSTRAINT_FIELDS = {
+    "regex": ("regex", str), "guided_regex": ("regex", str),
+    "ebnf": ("ebnf", str), "guided_grammar": ("ebnf", str),
+    "guided_json": ("json_schema", _json_text),
+    "structural_tag": ("structural_tag", _json_text),
+    "guided_choice": ("regex", _choice_regex),
+}
+
+
+def output_constraint(r) -> tuple[str, str] | None:
+    """The one structured-output constraint a request names: ``response_format`` or one of the
+    vLLM/SGLang fields (``regex``, ``ebnf``, ``structural_tag``, ``guided_json``, ``guided_regex``,
+    ``guided_grammar``, ``guided_choice``); two of them are a 400."""
+    named: list[tuple[str, tuple[str, str]]] = []
+    fmt = r.response_format
+    if fmt is not None and fmt.type != "text":
+        if fmt.type == "json_object":
+            named.append(("response_format", ("json_object", "")))
+        else:
+            named.append(("response_format", ("json_schema", json.dumps(fmt.json_schema.schema))))
+    for name, (kind, text_of) in _CONSTRAINT_FIELDS.items():
+        value = getattr(r, name)
+        if value is not None:
+            named.append((name, (kind, text_of(value))))
+    if len(named) > 1:
+        raise InvalidRequest(f"a request may name one output constraint, got {', '.join(n for n, _ in named)}")
+    return named[0][1] if named else None
+
+
+# ---- chats -------------------------------------------------------------------------------------
+
+async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | None, *,
+                       trust_request_template: bool, render) -> Prepared:
+    """A chat request (OpenAI's shape: ``messages``, ``tools``, ``tool_choice``, template fields and
+    sampling fields) as a :class:`Prepared`. ``render(served, messages, tools, template, own, kwargs)``
+    renders the chat template (the facade's: a request's own template is rendered off the loop,
+    bounded)."""
+    tools = [t if isinstance(t, dict) else _to_dict(t) for t in r.tools] if r.tools else None
+    choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
+    kwargs = dict(r.chat_template_kwargs or {})
+    reserved = RESERVED_TEMPLATE_VARIABLES.intersection(kwargs)
+    if reserved:
+        raise InvalidRequest(f"chat_template_kwargs cannot set {sorted(reserved)}: the request's own fields")
+    if r.reasoning_effort is not None:
+        kwargs.setdefault("reasoning_effort", r.reasoning_effort)
+    own_template = r.chat_template is not None
+    if own_template and not trust_request_template:
+        raise InvalidRequest("chat_template in a request is off: start the gateway with "
+                             "trust_request_chat_template=True (smg serve --trust-request-chat-template)")
+    messages = [template_message(m) for m in r.messages]
+    prompt = await render(served, messages, tools, r.chat_template if own_template else served.chat_template,
+                          own_template, r.add_generation_prompt, kwargs)
+    prompt_ids = await served.encode(prompt)
+    constraint = output_constraint(r)
+    forced = None
+    required = False
+    tool_parser = None
+    if tools and choice == "auto":
+        if served.tool_parser is None:
+            raise InvalidRequest(f"tools with tool_choice 'auto' need a tool parser; none is configured for "
+                                 f"model {served.name!r} (start the gateway with tool_parser=...)")
+        tool_parser = served.tool_parser
+    elif isinstance(choice, dict) or choice == "required":
+        if constraint is not None:
+            raise InvalidRequest("tool_choice 'required' or a named function constrains the output: it cannot "
+                                 "be combined with response_format or another output constraint")
+        if isinstance(choice, dict):
+            forced = choice["function"]["name"]
+            schema = next(t["function"].get("parameters") for t in tools if t["function"]["name"] == forced)
+            constraint = ("json_schema", json.dumps(schema or {"type": "object"}))
+        else:
+            required = True
+            constraint = ("json_schema", json.dumps(required_schema(tools, single=not r.parallel_tool_calls)))
+    sampling, stop = sampling_options(served, r, len(prompt_ids), constraint)
+    reasoning = served.reasoning_parser if r.separate_reasoning else None
+    return Prepared(
+        served=served, request_id=ids.response, engine_request_id=ids.engine, model=r.model or served.name,
+        created=int(time.time()), prompt_ids=prompt_ids, sampling=sampling, stop=stop, lora_id=lora_id,
+        return_logprob=r.logprobs, top_logprobs=r.top_logprobs or 0, reasoning=reasoning,
+        in_reasoning=prompt_opens_reasoning(prompt, reasoning), tool_parser=tool_parser, tools=tools,
+        forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
+        prompt_text=prompt)
+
+
+def _to_dict(value) -> dict:
+    import msgspec
+
+    return msgspec.to_builtins(value)
+
+
+def template_message(message: Mapping[str, Any]) -> dict:
+    """A chat message as templates expect it: text parts joined, tool-call arguments as objects."""
+    out = dict(message)
+    content = out.get("content")
+    if isinstance(content, list):
+        out["content"] = "".join(part.get("text", "") for part in content)
+    if out.get("tool_calls"):
+        calls = []
+        for call in out["tool_calls"]:
+            call = dict(call)
+            fn = dict(call.get("function") or {})
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    fn["arguments"] = json.loads(fn["arguments"])
+                except ValueError:
+                    pass  # leave malformed arguments as the client sent them
+            call["function"] = fn
+            calls.append(call)
+        out["tool_calls"] = calls
+    return out
+
+
+def required_schema(tools: list[dict], single: bool = False) -> dict:
+    """JSON schema for tool_choice "required": a non-empty array of calls to the given tools (of
+    exactly one with ``single``: parallel_tool_calls false)."""
+    schema = {"type": "array", "minItems": 1, "items": {"anyOf": [
+        {"type": "object", "properties": {"name": {"type": "string", "enum": [t["function"]["name"]]},
+                                          "parameters": t["function"].get("parameters") or {"type": "object"}},
+         "required": ["name", "parameters"]} for t in tools]}}
+    if single:
+        schema["maxItems"] = 1
+    return schema
+
+
+def prompt_opens_reasoning(prompt: str, reasoning: str | None) -> bool | None:
+    """Whether the rendered prompt already opened (True) or closed (False) the reasoning block;
+    None leaves the family default (e.g. Qwen3 with ``enable_thinking=False`` ends the prompt with
+    an empty ``<think></think>``, DeepSeek-V3.1 thinking ends it with ``<think>``)."""
+    if reasoning is None:
+        return None
+    table = reasoning_format(reasoning).table
+    tail = prompt.rstrip()
+    if any(tail.endswith(m) for m, nxt, _ in table[0] if nxt == REASONING):
+        return True
+    if any(tail.endswith(m) for m, nxt, _ in table[1] if nxt == CONTENT):
+        return False
+    return None
+
+
+# ---- raw prompts -------------------------------------------------------------------------------
+
+def prepare_prompts(served: ServedModel, r, ids: RequestIds, lora_id: str | None) -> list[Prepared]:
+    """A completions request (``prompt``: a string, strings, token ids or lists of them) as one
+    :class:`Prepared` per prompt (sharing the response id)."""
+    tokenizer = served.tokenizer
+    prompts: list[list[int]]
+    texts: list[str]
+    if isinstance(r.prompt, str):
+        texts = [r.prompt]
+        prompts = [tokenizer.encode(r.prompt, add_special_tokens=True)]
+    elif all(isinstance(x, int) for x in r.prompt):
+        prompts, texts = [list(r.prompt)], [tokenizer.decode(r.prompt, skip_special_tokens=False)]
+    elif all(isinstance(x, str) for x in r.prompt):
+        texts = list(r.prompt)
+        prompts = tokenizer.encode_batch(texts, add_special_tokens=True)
+    else:
+        prompts = [list(x) for x in r.prompt]
+        texts = [tokenizer.decode(x, skip_special_tokens=False) for x in prompts]
+    if any(not p for p in prompts):
+        raise InvalidRequest("prompt must not be empty")
+    created = int(time.time())
+    constraint = output_constraint(r)
+    out = []
+    for k, (prompt_ids, text) in enumerate(zip(prompts, texts)):
+        sampling, stop = sampling_options(served, r, len(prompt_ids), constraint)
+        engine_id = ids.engine if len(prompts) == 1 else f"{ids.engine}-{k}"
+        out.append(Prepared(served=served, request_id=ids.response, engine_request_id=engine_id,
+                            model=r.model or served.name, created=created, prompt_ids=prompt_ids, sampling=sampling,
+                            stop=stop, lora_id=lora_id, return_logprob=r.logprobs is not None,
+                            top_logprobs=r.logprobs or 0, prompt_text=text))
+    return out
