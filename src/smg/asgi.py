@@ -62,8 +62,6 @@ class App:
             return await handler(self.gateway, http)
         except ClientGone:
             raise
-        except RecursionError:  # JSON nested deeper than the decoder's stack
-            return smg_error_reply(InvalidRequest("the request body is nested too deeply"))
         except SmgError as exc:
             self.gateway.metrics.inc("smg_request_errors_total", type=exc.error_type)
             return smg_error_reply(exc)

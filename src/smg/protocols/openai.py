@@ -139,6 +139,8 @@ def decode_request(data: bytes | str | dict | msgspec.Struct, kind: type[msgspec
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
         raise InvalidRequest(f"request body is not valid UTF-8: {exc}") from None
+    except RecursionError:  # nested deeper than the decoder's stack (it unwinds cleanly)
+        raise InvalidRequest("the request is nested too deeply") from None
     if isinstance(request, _SamplingFields):
         _validate(request)
     return request
@@ -279,7 +281,7 @@ class CompletionTokensDetails(_Response, kw_only=True):
     reasoning_tokens: int = 0
 
 
-class Usage(msgspec.Struct, kw_only=True):
+class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -376,7 +378,7 @@ class TokenizeRequest(_Request, kw_only=True):
 
 
 class TokenizeResponse(_Response, kw_only=True):
-    tokens: Union[list[int], list[list[int]]]
+    tokens: list[Any]  # ids, or a list of ids per prompt
     count: Union[int, list[int]]
     max_model_len: int | None = None
     token_strs: list[str] | None = None
@@ -384,7 +386,7 @@ class TokenizeResponse(_Response, kw_only=True):
 
 class DetokenizeRequest(_Request, kw_only=True):
     model: str = ""
-    tokens: Union[list[int], list[list[int]]]
+    tokens: list[Any]  # ids, or lists of ids (checked by the route)
     skip_special_tokens: bool = False
 
 
