@@ -21,12 +21,12 @@ def run(coro):
 
 
 @asynccontextmanager
-async def serving(tokenizer, keep_alive=75.0, delay_ms=0.0, shutdown_grace=30.0):
+async def serving(tokenizer, keep_alive=75.0, delay_ms=0.0, shutdown_grace=30.0, **limits):
     engine = ReferenceEngine(tokenizer, delay_ms=delay_ms, model_id="smg-demo")
     engine_server = engine.server()
     engine_port = await engine_server.start()
     gateway = Gateway([f"grpc://127.0.0.1:{engine_port}"], tokenizer, chat_template=str(template_path("llama3")))
-    server = HttpServer(create_app(gateway), port=0, keep_alive=keep_alive, shutdown_grace=shutdown_grace)
+    server = HttpServer(create_app(gateway), port=0, keep_alive=keep_alive, shutdown_grace=shutdown_grace, **limits)
     port = await server.start()
     try:
         yield server, port, engine_server
@@ -255,3 +255,78 @@ def test_close_lets_a_stream_finish_within_the_grace_then_cancels_what_is_left(l
                 await connect(port)
 
     run(scenario())
+
+
+def test_a_slow_head_or_body_times_out_counted_from_its_first_byte_not_re_armed(llama):
+    """A client sending a byte every 0.1 s keeps no connection past the head (or body) timeout,
+    though each byte comes well within the idle timeout; the timeout is a 408 in OpenAI's shape."""
+    async def drip(port, data: bytes, every: float):
+        reader, writer = await connect(port)
+        started = asyncio.get_running_loop().time()
+        for byte in data:
+            if reader.at_eof() or writer.is_closing():
+                break
+            writer.write(bytes([byte]))
+            await asyncio.sleep(every)
+            if reader._buffer:  # the server answered (and closes)
+                break
+        status, _, body = await read_response(reader)
+        assert await closed(reader)
+        writer.close()
+        return status, json.loads(body)["error"]["message"], asyncio.get_running_loop().time() - started
+
+    async def main():
+        async with serving(llama, keep_alive=0.5, head_timeout=0.6, body_timeout=0.6) as (server, port, _):
+            head = await drip(port, post("/v1/chat/completions", chat()), 0.1)
+            whole = post("/v1/chat/completions", chat())
+            cut = whole.index(b"\r\n\r\n") + 4
+            reader, writer = await connect(port)
+            writer.write(whole[:cut])  # the head at once, then the body a byte at a time
+            await writer.drain()
+            body_started = asyncio.get_running_loop().time()
+            for byte in whole[cut:]:
+                if reader._buffer:
+                    break
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+            status, _, body = await read_response(reader)
+            body_result = (status, json.loads(body)["error"]["message"], asyncio.get_running_loop().time() - body_started)
+            writer.close()
+            # a prompt client on the same server is unaffected
+            reader, writer = await connect(port)
+            writer.write(post("/v1/chat/completions", chat()))
+            good = (await read_response(reader))[0]
+            writer.close()
+            return head, body_result, good
+
+    (head_status, head_message, head_seconds), (body_status, body_message, body_seconds), good = run(main())
+    assert head_status == 408 and "head" in head_message and 0.5 < head_seconds < 2.0
+    assert body_status == 408 and "body" in body_message and 0.5 < body_seconds < 2.0
+    assert good == 200
+
+
+def test_connections_past_the_limit_are_refused_and_served_ones_are_unaffected(llama):
+    async def main():
+        async with serving(llama, max_connections=3) as (server, port, _):
+            held = [await connect(port) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            reader, writer = await connect(port)  # the fourth: refused at once
+            status, _, body = await read_response(reader)
+            refused = (status, json.loads(body)["error"]["message"], await closed(reader))
+            writer.close()
+            answered = []
+            for reader, writer in held:  # the connections within the limit are served
+                writer.write(post("/v1/chat/completions", chat()))
+                answered.append((await read_response(reader))[0])
+            for _, writer in held:
+                writer.close()
+            await asyncio.sleep(0.1)
+            reader, writer = await connect(port)  # room again once they closed
+            writer.write(post("/v1/chat/completions", chat()))
+            again = (await read_response(reader))[0]
+            writer.close()
+            return refused, answered, again
+
+    (status, message, was_closed), answered, again = run(main())
+    assert status == 503 and "too many open connections" in message and was_closed
+    assert answered == [200, 200, 200] and again == 200
