@@ -16,7 +16,7 @@ from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
 from smg.engine import ReferenceEngine
 from smg.engine.server import _sampling_from_sglang, _sampling_from_vllm
 from smg.engines import GenerateRequest, SamplingOptions, adapter_class
-from smg.engines.pool import PoolConfig, WorkerPool, parse_url
+from smg.engines.pool import PROBE_FLOOR, PoolConfig, WorkerPool, parse_url
 from smg.engines.sglang import sampling_params as sglang_params
 from smg.engines.trtllm import TrtllmAdapter
 from smg.engines.vllm import sampling_params as vllm_params
@@ -529,3 +529,67 @@ def test_chunk_layouts_come_from_the_descriptors():
     assert chunk_layout(spb) == (2, 8, frozenset({1}), frozenset({9}))
     assert chunk_layout(vpb) == (1, 7, frozenset(), frozenset())
     assert chunk_layout(tpb) is None  # TRT-LLM's chunk has another shape: always parsed by protobuf
+
+
+# ---- outages and health (review defects 3 and 4) ------------------------------------------------
+
+def test_an_outage_counts_once_and_service_returns_within_seconds_of_the_engine(llama):
+    """An engine crashing under 20 streams and coming back on the same address: one failure (not
+    20, which backed off for 30 s), and the first request after it returns finds it at once."""
+    engine = ReferenceEngine(llama, delay_ms=5)
+
+    async def main():
+        server = engine.server()
+        port = await server.start()
+        # a health loop far slower than the outage: only the on-demand probe can bring it back
+        pool = await WorkerPool([f"grpc://127.0.0.1:{port}"], PoolConfig(health_interval=60.0)).start()
+        try:
+            streams = [asyncio.create_task(collect(pool, GenerateRequest(f"r{i}", [1], SamplingOptions(
+                max_new_tokens=400)))) for i in range(20)]
+            await asyncio.sleep(0.3)
+            await server.stop(None)  # crash under 20 streams
+            results = await asyncio.gather(*streams, return_exceptions=True)
+            failures = pool.workers[0].failures
+            with pytest.raises(NoHealthyWorker):
+                await collect(pool, GenerateRequest("while-down", [1], SamplingOptions(max_new_tokens=2)))
+            revived = engine.server()
+            await revived.start(port=port)
+            back = asyncio.get_running_loop().time()
+            await asyncio.sleep(PROBE_FLOOR)  # (the probe of the request while down was just now)
+            out = await collect(pool, GenerateRequest("after", [1], SamplingOptions(max_new_tokens=2)))
+            served_after = asyncio.get_running_loop().time() - back
+            await revived.stop()
+            return results, failures, out, served_after
+        finally:
+            await pool.close()
+
+    results, failures, out, served_after = run(main())
+    assert all(isinstance(r, (EngineUnavailable, EngineError)) for r in results)
+    assert failures == 1, failures
+    assert len(stream_ids(out)) == 2 and served_after < 2.0
+
+
+def test_health_is_probed_on_the_connection_that_carries_the_streams(llama, reference):
+    """A worker whose grpc.aio channel answers but whose stream connection cannot be made is
+    unhealthy (it was 'healthy' while every stream failed)."""
+    from smg.engines.h2 import H2Channel
+
+    async def main():
+        server = reference.server()
+        port = await server.start()
+        pool = await WorkerPool([f"grpc://127.0.0.1:{port}"], PoolConfig(health_interval=60.0)).start()
+        try:
+            worker = pool.workers[0]
+            healthy_before = worker.healthy
+            streams, worker.adapter.streams = worker.adapter.streams, H2Channel("127.0.0.1:1", connect_timeout=1.0)
+            await pool._probe(worker)
+            broken = (worker.healthy, worker.last_error)
+            worker.adapter.streams = streams
+            await pool._probe(worker)
+            return healthy_before, broken, worker.healthy
+        finally:
+            await pool.close()
+            await server.stop()
+
+    before, (healthy, error), after = run(main())
+    assert before and not healthy and "cannot connect to 127.0.0.1:1" in error and after

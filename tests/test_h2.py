@@ -706,3 +706,156 @@ def test_pacing_does_not_hold_the_window_updates_a_large_request_waits_for():
 
     sent_in = run(main())
     assert sent_in is not None and sent_in < 1.0
+
+
+# ---- one stream's bad headers, the connection's limits and timeouts (review defects 1 and 2) -------
+
+def header_frames(stream, block, end_stream=True):
+    """HEADERS + CONTINUATIONs carrying ``block`` in frames of at most 16,384 bytes."""
+    pieces = [block[i:i + 16384] for i in range(0, len(block), 16384)] or [b""]
+    out = frame(1, (0x1 if end_stream else 0) | (0x4 if len(pieces) == 1 else 0), stream, pieces[0])
+    for i, piece in enumerate(pieces[1:], 1):
+        out += frame(9, 0x4 if i == len(pieces) - 1 else 0, stream, piece)
+    return out
+
+
+@pytest.mark.parametrize("message,code", [
+    ("e" * 200_000, grpc.StatusCode.INTERNAL),  # over hpack's default 64 KiB list, under the advertised 1 MiB
+    ("e" * 1_500_000, grpc.StatusCode.RESOURCE_EXHAUSTED),  # over the advertised limit
+    (b"\xff\xfe not utf-8", grpc.StatusCode.INTERNAL),  # bytes that are not UTF-8
+], ids=["200kB", "1.5MB", "not-utf8"])
+def test_one_streams_oversized_or_malformed_headers_leave_the_others_untouched(message, code):
+    import hpack
+
+    async def handle(reader, writer):
+        await reader.readexactly(24)
+        encoder = hpack.Encoder()
+        writer.write(frame(4, 0, 0))
+        frames = await read_frames(reader, 1)
+        while sum(1 for f in frames if f[0] == 1) < 2:  # both requests' HEADERS
+            frames += await read_frames(reader, 1)
+        first, second = sorted({f[2] for f in frames if f[0] == 1})
+        ok = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
+        writer.write(frame(1, 0x4, second, ok) + frame(0, 0, second, grpc_message(b"before")))
+        bad = encoder.encode([(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "13"),
+                              ("grpc-message", message)], huffman=False)  # (hpack's Huffman coder is slow)
+        writer.write(header_frames(first, bad))  # a trailers-only failure of the first stream
+        writer.write(frame(0, 0, second, grpc_message(b"after"))
+                     + frame(1, 0x5, second, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main():
+        async with raw_server(handle) as channel:
+            bad = asyncio.ensure_future(take(channel, b"one"))
+            await asyncio.sleep(0.05)
+            good = asyncio.ensure_future(take(channel, b"two"))
+            with pytest.raises(H2RpcError) as info:
+                await bad
+            return info.value, await good
+
+    error, good = run(main())
+    assert error.code() == code and good == [b"before", b"after"]
+    if code == grpc.StatusCode.INTERNAL and isinstance(message, str):
+        assert error.details() == message  # the engine's whole message, kept
+
+
+def test_a_server_that_never_completes_the_handshake_times_out():
+    async def silent(reader, writer):
+        with contextlib.suppress(Exception):
+            await reader.read()  # accepts, never sends SETTINGS
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        target = f"127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+        try:
+            loop = asyncio.get_running_loop()
+            channel = H2Channel(target, connect_timeout=0.3)
+            started = loop.time()
+            with pytest.raises(H2RpcError) as handshake:
+                await take(channel, b"x")
+            handshake_seconds = loop.time() - started
+            # a request's deadline counts while the connection is being made
+            channel = H2Channel(target, connect_timeout=30)
+            started = loop.time()
+            with pytest.raises(H2RpcError) as deadline:
+                await take(channel, b"x", timeout=0.2)
+            return handshake.value, handshake_seconds, deadline.value, loop.time() - started
+        finally:
+            srv.close()
+
+    handshake, handshake_seconds, deadline, deadline_seconds = run(main())
+    assert handshake.code() == grpc.StatusCode.UNAVAILABLE and "within 0.3 s" in handshake.details()
+    assert 0.25 < handshake_seconds < 1.5
+    assert deadline.code() == grpc.StatusCode.DEADLINE_EXCEEDED and 0.15 < deadline_seconds < 1.5
+
+
+def test_stream_ids_roll_over_to_a_new_connection():
+    from smg.engines.h2 import LAST_STREAM_ID
+
+    async def main():
+        async with server(echo) as target:
+            channel = H2Channel(target)
+            try:
+                assert await take(channel, ask(1, 3)) == [b"\0" * 3]
+                first = channel._connection
+                first.next_id = LAST_STREAM_ID  # the last id a client may use
+                assert await take(channel, ask(2, 1)) == [b"\0", b"\1"]  # on stream 2^31 - 1
+                assert await take(channel, ask(1, 1)) == [b"\0"]  # ids used up: a new connection
+                return first, channel._connection
+            finally:
+                await channel.close()
+
+    first, second = run(main())
+    assert first is not second and first.closed and second.next_id == 3
+
+
+def test_a_frame_over_the_maximum_frame_size_is_a_connection_error_not_buffered():
+    import hpack
+
+    goaway = []
+
+    async def handle(reader, writer):
+        encoder, stream, headers = await first_request(reader, writer)
+        writer.write(headers + frame(0, 0, stream, grpc_message(b"x" * 20_000)))  # 20,005 > 16,384
+        await writer.drain()
+        goaway.extend(f for f in await read_frames(reader, 7) if f[0] == 7)
+        writer.close()
+
+    async def main():
+        async with raw_server(handle) as channel:
+            with pytest.raises(H2RpcError) as info:
+                await take(channel, b"x")
+            return info.value
+
+    error = run(main())
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and "frame of 20005 bytes" in error.details()
+    assert struct.unpack(">LL", goaway[0][3][:8])[1] == 6  # FRAME_SIZE_ERROR
+
+
+def test_a_listener_that_raises_fails_its_own_call_only():
+    async def main():
+        async with server(trickle) as target:
+            channel = H2Channel(target)
+            try:
+                broken = channel.stream(PATH, ask(50, 4), identity)
+                assert await broken.__anext__() == b"\0" * 4
+
+                def listener():
+                    broken.take()
+                    raise RuntimeError("a consumer's bug")
+
+                broken.listen(listener)
+                other = await take(channel, ask(20, 2))  # the same connection goes on
+                await until_done(broken)
+                with pytest.raises(H2RpcError) as info:
+                    await broken.__anext__()
+                return other, info.value
+            finally:
+                await channel.close()
+
+    other, error = run(main())
+    assert other == [bytes([i]) * 2 for i in range(20)]
+    assert error.code() == grpc.StatusCode.INTERNAL and "a consumer's bug" in error.details()

@@ -13,6 +13,7 @@ cdef enum:
 
 cdef Py_ssize_t MAX_MESSAGE = 256 << 20
 cdef Py_ssize_t REPLENISH = 1 << 30
+cdef Py_ssize_t MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE's default, which smg's client keeps
 
 
 cdef inline Py_ssize_t _be(const unsigned char* p, int n) noexcept nogil:
@@ -51,7 +52,7 @@ cdef tuple _take(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset, dic
     while size - offset >= 9:
         length = _be(p + offset, 3)
         start, end = offset + 9, offset + 9 + length
-        if end > size or p[offset + 3] != DATA or p[offset + 4] != 0:
+        if end > size or length > MAX_FRAME or p[offset + 3] != DATA or p[offset + 4] != 0:
             break
         stream_id = <unsigned int>_be(p + offset + 5, 4) & 0x7FFFFFFF
         stream = streams.get(stream_id)

@@ -224,7 +224,22 @@ class EngineAdapter(abc.ABC):
     async def abort(self, request_id: str, timeout: float = 2.0) -> None: ...
 
     async def health(self, timeout: float) -> bool:
-        return (await self.stub.HealthCheck(self.pb.HealthCheckRequest(), timeout=timeout)).healthy
+        """The engine's HealthCheck, over the connection that carries the token streams when it is
+        smg's h2 (so a broken stream connection is an unhealthy worker, and a lost one is re-made)."""
+        request = self.pb.HealthCheckRequest()
+        if self.streams is None:
+            return self.healthy(await self.stub.HealthCheck(request, timeout=timeout))
+        call = self.streams.stream(f"/{self.service}/HealthCheck", request.SerializeToString(),
+                                   self.pb.HealthCheckResponse.FromString, timeout)
+        healthy = False
+        async for response in call:
+            healthy = self.healthy(response)
+        return healthy
+
+    @staticmethod
+    def healthy(response) -> bool:
+        """Whether a ``HealthCheckResponse`` says the engine serves (SGLang's and vLLM's shape)."""
+        return response.healthy
 
     async def model_info(self, timeout: float) -> ModelInfo:
         return proto_model_info(await self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=timeout))

@@ -40,10 +40,16 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 (S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE,
  S_MAX_HEADER_LIST_SIZE) = range(1, 7)
-NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 7, 8
+NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 6, 7, 8
 MAX_WINDOW = (1 << 31) - 1
 _REPLENISH = 1 << 30  # received bytes after which a window is opened again
 MAX_MESSAGE = 256 << 20  # as the grpc.aio channel's max_receive_message_length
+MAX_FRAME = 16384  # the largest frame the server may send: SETTINGS_MAX_FRAME_SIZE's default, kept
+MAX_HEADER_LIST = 1 << 20  # SETTINGS_MAX_HEADER_LIST_SIZE as advertised: a larger list fails its stream
+# A header block's HPACK state must be decoded whatever its size (the table is shared by every
+# stream); past this many bytes (compressed) the peer is broken, and so is the connection.
+MAX_HEADER_BLOCK = 4 << 20  # (decoding that much takes ~0.3 s on the loop)
+LAST_STREAM_ID = (1 << 31) - 1
 # A consumer that finds messages already queued takes this many before yielding to the event loop:
 # an engine can run far ahead of a busy gateway, and draining a whole response in one go made
 # every other request (a new one's first token above all) wait behind it. Measured saturated
@@ -155,8 +161,8 @@ class StreamCall:
     def listen(self, listener: Callable[[], None] | None) -> None:
         """Have the connection call ``listener()`` from its data path when messages arrive (once
         per read, after all of it is parsed) or the call ends, instead of waking an ``async for``
-        (no task runs per message); ``None`` goes back. The listener reads with :meth:`take`, must
-        not raise, and must not cancel the call."""
+        (no task runs per message); ``None`` goes back. The listener reads with :meth:`take` and
+        must not cancel the call; one that raises fails its own call (INTERNAL), no other."""
         self._listener = listener
 
     def take(self):
@@ -301,6 +307,9 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.ready = self.loop.create_future()  # the server's first SETTINGS
         self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
+        # decode every block to its end (a table left half-updated breaks every stream); the
+        # advertised limit is checked per stream after it
+        self.decoder.max_header_list_size = MAX_HEADER_BLOCK * 4
         self.max_frame = 16384
         self.max_streams = 1 << 31
         self.initial_window = 65535
@@ -324,7 +333,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         settings = (_setting.pack(S_ENABLE_PUSH, 0) + _setting.pack(S_INITIAL_WINDOW_SIZE, MAX_WINDOW)
-                    + _setting.pack(S_MAX_HEADER_LIST_SIZE, 1 << 20))
+                    + _setting.pack(S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST))
         transport.write(_PREFACE + _frame(SETTINGS, 0, 0, settings)
                         + _frame(WINDOW_UPDATE, 0, 0, _u32.pack(MAX_WINDOW - 65535)))
         self.keepalive = self.loop.call_later(KEEPALIVE_SECONDS, self._keepalive)
@@ -356,7 +365,11 @@ class _Connection(asyncio.Protocol):
             stream._queued = False
             listener = stream._listener
             if listener is not None:
-                listener()
+                try:
+                    listener()
+                except Exception as exc:  # a consumer's bug fails its own stream, not the connection
+                    stream.listen(None)
+                    stream._fail_stream(grpc.StatusCode.INTERNAL, f"the stream's listener failed: {exc!r}")
         interval = self.read_interval
         if interval and self.transport is not None:
             if messages:  # (headers alone, a new stream's above all: its first message may be next)
@@ -388,6 +401,10 @@ class _Connection(asyncio.Protocol):
                 break
             hi, lo, kind, flags, stream_id = _frame_header.unpack_from(data, offset)
             length = (hi << 8) | lo
+            if length > MAX_FRAME:  # (before waiting for it: a frame is never buffered past the limit)
+                self.go_away(FRAME_SIZE_ERROR, f"HTTP/2 frame of {length} bytes, over SETTINGS_MAX_FRAME_SIZE "
+                                               f"{MAX_FRAME}")
+                return messages
             if size - offset - 9 < length:
                 break
             offset += 9 + length
@@ -478,16 +495,24 @@ class _Connection(asyncio.Protocol):
             return self._protocol_error("CONTINUATION without its HEADERS")
         else:
             self.header_block += payload
+        if len(self.header_block) > MAX_HEADER_BLOCK:
+            return self._protocol_error(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
         if not flags & END_HEADERS:
             return
         self.header_stream = 0
         try:  # every block is decoded, whoever it is for: HPACK's table is shared
-            headers = self.decoder.decode(bytes(self.header_block))
-        except hpack.HPACKError as exc:
+            raw = self.decoder.decode(bytes(self.header_block), raw=True)
+        except hpack.HPACKError as exc:  # the shared table is lost: a connection error (RFC 9113 4.3)
             return self._protocol_error(f"bad header block: {exc}")
         stream = self.streams.get(stream_id)
-        if stream is not None:
-            stream._headers(headers, self.header_end_stream)
+        if stream is None:
+            return
+        if sum(len(name) + len(value) + 32 for name, value in raw) > MAX_HEADER_LIST:
+            return stream._fail_stream(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"response headers larger than {MAX_HEADER_LIST} bytes")
+        # values as text without failing on bytes that are not UTF-8 (a grpc-message may hold any)
+        headers = [(name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw]
+        stream._headers(headers, self.header_end_stream)
 
     def _on_settings(self, payload: memoryview) -> None:
         for i in range(0, len(payload) - len(payload) % 6, 6):
@@ -535,9 +560,13 @@ class _Connection(asyncio.Protocol):
             slot = self.loop.create_future()
             self.slots.append(slot)
             await slot
+        if stream._status is not None:  # ended (its deadline) while it waited for a slot
+            return
         if self.closed or self.transport is None:
             raise H2RpcError(grpc.StatusCode.UNAVAILABLE, self.error)
         stream.id, self.next_id = self.next_id, self.next_id + 2
+        if self.next_id > LAST_STREAM_ID:  # ids used up: later streams go to a new connection
+            self.closed, self.error = True, "stream ids exhausted"
         stream._connection = self
         stream._send_window = self.initial_window
         self.streams[stream.id] = stream
@@ -602,12 +631,14 @@ class H2Channel:
     """Server-streaming gRPC calls to one ``host:port`` over one HTTP/2 connection (re-made
     when lost or when the server goes away)."""
 
-    def __init__(self, target: str, read_interval: float = 0.0) -> None:
+    def __init__(self, target: str, read_interval: float = 0.0, connect_timeout: float = 5.0) -> None:
         """``read_interval``: seconds of the connection's read pacing (see ``_Connection``); 0
-        reads whenever data arrives."""
+        reads whenever data arrives. ``connect_timeout``: seconds for TCP connect and the
+        server's first SETTINGS."""
         host, _, port = target.rpartition(":")
         self.host, self.port, self.authority = host.strip("[]"), int(port), target
         self.read_interval = read_interval
+        self.connect_timeout = connect_timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task | None = None
 
@@ -632,10 +663,17 @@ class H2Channel:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        connection = None
         try:
-            _, connection = await loop.create_connection(
-                lambda: _Connection(self.read_interval), self.host, self.port)
-            await connection.ready
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self.read_interval), self.host, self.port)
+                await connection.ready
+        except TimeoutError:  # (an OSError too: first)
+            if connection is not None:  # connected, but no SETTINGS came
+                connection.go_away(NO_ERROR, "handshake timed out")
+            raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"no HTTP/2 connection to {self.authority} within "
+                                                          f"{self.connect_timeout:g} s") from None
         except OSError as exc:
             raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"cannot connect to {self.authority}: {exc}") from None
         self._connection = connection
@@ -644,16 +682,22 @@ class H2Channel:
     async def _start(self, stream: StreamCall) -> None:
         if stream._status is not None:  # cancelled before it started
             return
-        connection = await self._live()
         headers = [(":method", "POST"), (":scheme", "http"), (":path", stream._path), (":authority", self.authority),
                    ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smg-h2")]
-        if stream._timeout is not None:
-            loop = asyncio.get_running_loop()
-            if stream._timer is None:  # the deadline counts from the first try
-                stream._timer = loop.call_later(
-                    stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
-            headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
-        await connection.open(stream, headers)
+        if stream._timeout is None:
+            await (await self._live()).open(stream, headers)
+            return
+        loop = asyncio.get_running_loop()
+        if stream._timer is None:  # the deadline counts from the first try, connecting included
+            stream._timer = loop.call_later(
+                stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
+        try:
+            async with asyncio.timeout_at(stream._timer.when()):
+                connection = await self._live()
+                headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
+                await connection.open(stream, headers)
+        except TimeoutError:
+            stream._end(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the stream was opened")
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

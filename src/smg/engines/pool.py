@@ -40,6 +40,10 @@ _CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
 ]
 _MAX_BACKOFF = 30.0
+# A request that finds no healthy worker probes the down ones at once, each at most this often
+# (requests arriving meanwhile share the probe under way): service returns within about this
+# long of an engine, whatever the health loop's backoff.
+PROBE_FLOOR = 0.25
 
 
 def parse_url(url: str) -> str:
@@ -65,12 +69,17 @@ class Worker:
     model_info: ModelInfo | None = None
     last_error: str | None = None
     served: int = 0
+    probe: asyncio.Future | None = None  # a probe under way
+    probed_at: float = float("-inf")  # when the last probe began (time.monotonic)
 
-    def mark_down(self, reason: str) -> None:
-        self.healthy = False
-        self.failures += 1
+    def mark_down(self, reason: str, probed: bool = False) -> None:
+        """Out of rotation. An outage counts once, however many streams it fails: only a worker
+        going down, or a probe of a down one failing (``probed``), lengthens the backoff."""
         self.last_error = reason
-        self.next_probe = time.monotonic() + min(_MAX_BACKOFF, 2 ** (self.failures - 1))
+        if self.healthy or probed:
+            self.healthy = False
+            self.failures += 1
+            self.next_probe = time.monotonic() + min(_MAX_BACKOFF, 2 ** (self.failures - 1))
 
     async def close(self) -> None:
         if self.adapter.streams is not None:
@@ -131,7 +140,8 @@ class WorkerPool:
             return self._workers[url]
         engine = engine or self.config.default_engine
         channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        streams = H2Channel(target, self.config.read_interval) if self.config.stream_transport == "h2" else None
+        streams = (H2Channel(target, self.config.read_interval, self.config.connect_timeout)
+                   if self.config.stream_transport == "h2" else None)
         worker = Worker(url, engine, adapter_class(engine)(channel, streams), channel)
         self._workers[url] = worker
         await self._probe(worker, discover=True)
@@ -165,6 +175,7 @@ class WorkerPool:
 
     async def _probe(self, worker: Worker, discover: bool = False) -> None:
         timeout = self.config.health_timeout
+        worker.probed_at = time.monotonic()
         try:
             ok = await worker.adapter.health(timeout)
             if discover or worker.model_info is None:
@@ -177,12 +188,25 @@ class WorkerPool:
             except grpc.RpcError:
                 pass  # GetLoads is optional for the policies
         except grpc.RpcError as exc:
-            worker.mark_down(str(map_rpc_error(exc, worker.url)))
+            worker.mark_down(str(map_rpc_error(exc, worker.url)), probed=True)
             return
         if ok:
             worker.mark_up()
         else:
-            worker.mark_down("engine reports unhealthy")
+            worker.mark_down("engine reports unhealthy", probed=True)
+
+    async def _revive(self) -> None:
+        """No healthy worker: probe the down ones now (see ``PROBE_FLOOR``)."""
+        now = time.monotonic()
+        probes = []
+        for worker in self._workers.values():
+            if worker.probe is None and now - worker.probed_at >= PROBE_FLOOR:
+                worker.probe = asyncio.ensure_future(self._probe(worker))
+                worker.probe.add_done_callback(lambda _, w=worker: setattr(w, "probe", None))
+            if worker.probe is not None:
+                probes.append(worker.probe)
+        if probes:
+            await asyncio.wait(probes)
 
     async def _health_loop(self) -> None:
         while not self._closed:
@@ -215,7 +239,13 @@ class WorkerPool:
         attempts = 0
         while True:
             attempts += 1
-            target = worker if worker is not None else self.pick(request, tried)
+            try:
+                target = worker if worker is not None else self.pick(request, tried)
+            except NoHealthyWorker:
+                if not self._workers:
+                    raise
+                await self._revive()
+                target = self.pick(request, tried)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
             stream.call = call

@@ -64,9 +64,9 @@ class TrtllmAdapter(EngineAdapter):
     async def abort(self, request_id: str, timeout: float = 2.0) -> None:
         await self.stub.Abort(pb.AbortRequest(request_id=request_id), timeout=timeout)
 
-    async def health(self, timeout: float) -> bool:
-        status = (await self.stub.HealthCheck(pb.HealthCheckRequest(), timeout=timeout)).status
-        return status.upper() == "OK"
+    @staticmethod
+    def healthy(response) -> bool:
+        return response.status.upper() == "OK"
 
     async def model_info(self, timeout: float) -> ModelInfo:
         r = await self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
