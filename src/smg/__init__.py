@@ -2,7 +2,7 @@
 
     from smg import Gateway
 
-    async with Gateway(workers=["grpc://127.0.0.1:50051"], tokenizer="path/to/model") as gw:
+    async with Gateway(workers=["grpc://127.0.0.1:50051"], tokenizer="path/to/model", model="m") as gw:
         reply = await gw.chat({"model": "m", "messages": [{"role": "user", "content": "Hi"}]})
 
 Heavy modules (grpc, jinja2, tokenizers, msgspec) load on first use of a name below, so

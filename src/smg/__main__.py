@@ -91,7 +91,7 @@ def _serve_config(args: argparse.Namespace):
     flags that name the server (host, port, ...) override the file's."""
     import msgspec
 
-    from smg.config import GatewayConfig, convert
+    from smg.config import ConfigError, GatewayConfig, convert
 
     server = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
                                                   "request_body_timeout", "max_connections")
@@ -106,7 +106,7 @@ def _serve_config(args: argparse.Namespace):
                                            ("--tool-parser", args.tool_parser), ("--demo", args.demo),
                                            ("--lora-adapter", args.lora_adapter)) if value]
         if single:
-            raise SystemExit(f"error: --config names the models; drop {', '.join(single)}")
+            raise ConfigError(f"--config names the models; drop {', '.join(single)}")
         config = GatewayConfig.load(args.config)
         values = msgspec.to_builtins(config) if server else None
         if values is not None:

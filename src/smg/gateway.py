@@ -8,7 +8,7 @@ cache, chat template and parsers) and runs each request through the pipeline's s
     token ids -> choice (detokenize -> stop rules -> reasoning parser -> tool parser) -> the API's chunks
 
 Example:
-    >>> async with Gateway(workers=["grpc://127.0.0.1:50051"], tokenizer="path/to/model") as gw:  # doctest: +SKIP
+    >>> async with Gateway(workers=["grpc://127.0.0.1:50051"], tokenizer="path/to/model", model="m") as gw:  # doctest: +SKIP
     ...     reply = await gw.chat({"model": "m", "messages": [{"role": "user", "content": "Hi"}]})
     ...     async for chunk in gw.chat_stream({..., "stream": True}):
     ...         print(chunk.choices[0].delta.content)
@@ -21,10 +21,12 @@ import logging
 import time
 import uuid
 from pathlib import Path
+
+import msgspec
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from smg.api import openai_chat, openai_completions
-from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, convert
+from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, convert, replace
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
@@ -79,7 +81,7 @@ class Gateway:
                 "model": model, "engine": engine, "policy": policy, "reasoning_parser": reasoning_parser,
                 "tool_parser": tool_parser, "chat_template": chat_template, "max_context_length": max_context_length,
                 "trust_request_chat_template": trust_request_chat_template, "lora_adapters": list(lora_adapters),
-                "models": [m if isinstance(m, Mapping) else convert_to_builtins(m) for m in models or ()]}
+                "models": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in models or ()]}
             config = convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig,
                              "gateway arguments")
             config = _with_records(config, cache, pool_config)
@@ -303,15 +305,7 @@ class Gateway:
                 yield "smg_worker_in_flight", {"worker": worker.url, **model}, float(worker.in_flight)
 
 
-def convert_to_builtins(record) -> dict:
-    import msgspec
-
-    return msgspec.to_builtins(record)
-
-
 def _with_records(config: GatewayConfig, cache: CacheConfig | None, pool: PoolConfig | None) -> GatewayConfig:
     """``config`` with the cache and pool records given as objects (kept as they are)."""
-    from smg.config import replace
-
     changes = {k: v for k, v in (("cache", cache), ("pool", pool)) if v is not None}
     return replace(config, **changes) if changes else config

@@ -178,3 +178,29 @@ def test_compiled_tool_machines_equal_twin(tool_scan_impl, data):
     ours, ref = getattr(tool_scan_impl, machine)(fmt), getattr(twin, machine)(fmt)
     assert [without_generated_ids(ours.feed(p)) for p in pieces] == [without_generated_ids(ref.feed(p)) for p in pieces]
     assert without_generated_ids(ours.finish()) == without_generated_ids(ref.finish())
+
+
+def test_create_returns_one_documented_type_for_every_family():
+    from smg.parsers import ToolCallParser
+
+    for name in tool_parser_names():
+        parser = ToolParser.create(name, TOOLS)
+        assert isinstance(parser, ToolCallParser), name
+        content, calls = parser.parse("plain text")
+        assert isinstance(content, str) and isinstance(calls, list)
+
+
+def test_the_format_modules_do_not_import_the_model_table():
+    """No import cycle: the name table (registry) imports the format modules, never the reverse."""
+    import ast
+    import pathlib
+
+    import smg.parsers
+
+    root = pathlib.Path(smg.parsers.__file__).parent
+    for module in ("reasoning.py", "tools.py", "names.py", "base.py"):
+        tree = ast.parse((root / module).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    for alias in node.names if node.module == "smg.parsers"}
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "registry" not in imported and "smg.parsers.registry" not in modules, module

@@ -8,7 +8,7 @@ output never depends on how the stream was chunked, and no text is scanned twice
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 from smg import _ext
 from smg._ext import stop_matcher_py
@@ -32,6 +32,7 @@ class ToolCall(NamedTuple):
     id: str
 
 
+@runtime_checkable
 class ToolCallParser(Protocol):
     """What ``ToolParser.create`` returns for every family (compiled machines and Python ones):
     one response's streaming tool-call parser."""
