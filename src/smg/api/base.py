@@ -10,12 +10,13 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple
 
+import msgspec
+
 from smg.errors import SmgError, openai_error
+from smg.protocols import openai as oa
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
-
-import msgspec
 
 JSON = b"application/json"
 ReadBody = Callable[[], Awaitable[bytes]]
@@ -80,3 +81,12 @@ async def sse_reply(events: AsyncIterator[bytes]) -> StreamReply:
     except BaseException:
         await events.aclose()
         raise
+
+
+async def generation_reply(http: HttpRequest, request_type, once, stream) -> Reply | StreamReply:
+    """Decode a request of ``request_type``: the SSE events of ``stream`` if it asks to stream,
+    else the JSON of ``once`` (the gateway's calls, e.g. ``chat_sse`` and ``chat``)."""
+    request = oa.decode_request(await http.read_body(), request_type)
+    if not request.stream:
+        return Reply(200, oa.encode(await once(request, request_id=http.client_request_id)))
+    return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id))

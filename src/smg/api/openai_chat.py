@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, AsyncIterator
 
-from smg.api.base import HttpRequest, Reply, StreamReply, sse_reply
+from smg.api.base import HttpRequest, Reply, StreamReply, generation_reply
 from smg.pipeline import plain
 from smg.pipeline.choice import Choice
 from smg.pipeline.prepare import Prepared, prepare_chat, request_ids
@@ -144,10 +144,7 @@ def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None 
 
 
 async def _route(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
-    r = oa.decode_request(await http.read_body(), oa.ChatCompletionRequest)
-    if not r.stream:
-        return Reply(200, oa.encode(await chat(gw, r, http.client_request_id)))
-    return await sse_reply(gw.chat_sse(r, sink=http.sink, request_id=http.client_request_id))
+    return await generation_reply(http, oa.ChatCompletionRequest, gw.chat, gw.chat_sse)
 
 
 ROUTES = {("POST", "/v1/chat/completions"): _route}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, AsyncIterator
 
-from smg.api.base import HttpRequest, Reply, StreamReply, sse_reply
+from smg.api.base import HttpRequest, Reply, StreamReply, generation_reply
 from smg.api.openai_chat import usage, usage_wanted
 from smg.pipeline import plain
 from smg.pipeline.choice import Choice
@@ -132,10 +132,7 @@ def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None 
 
 
 async def _route(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
-    r = oa.decode_request(await http.read_body(), oa.CompletionRequest)
-    if not r.stream:
-        return Reply(200, oa.encode(await complete(gw, r, http.client_request_id)))
-    return await sse_reply(gw.complete_sse(r, sink=http.sink, request_id=http.client_request_id))
+    return await generation_reply(http, oa.CompletionRequest, gw.complete, gw.complete_sse)
 
 
 ROUTES = {("POST", "/v1/completions"): _route}
