@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, AsyncIterator
 
 from smg.api.base import HttpRequest, Reply, StreamReply, generation_reply
+from smg.api.openai_common import OpenAIShapes, usage, usage_wanted
 from smg.pipeline import plain
 from smg.pipeline.choice import Choice
 from smg.pipeline.prepare import Prepared, prepare_chat, request_ids
@@ -17,18 +18,6 @@ from smg.protocols import openai as oa
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
-
-
-def usage(prompt: int, completion: int, cached: int, reasoning: int | None = None) -> oa.Usage:
-    """OpenAI's usage (``reasoning``: the reasoning tokens, when a reasoning parser ran)."""
-    return oa.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                    prompt_tokens_details=oa.PromptTokensDetails(cached_tokens=cached),
-                    completion_tokens_details=None if reasoning is None else oa.CompletionTokensDetails(
-                        reasoning_tokens=reasoning))
-
-
-def usage_wanted(r) -> bool:
-    return bool(r.stream_options and r.stream_options.include_usage)
 
 
 async def prepare(gw: "Gateway", request, request_id: str | None) -> tuple[oa.ChatCompletionRequest, Prepared]:
@@ -104,16 +93,12 @@ async def chunks(gw: "Gateway", r: oa.ChatCompletionRequest, p: Prepared) -> Asy
                                      usage=usage(len(p.prompt_ids), tokens, cached, _reasoning_tokens(p, finished)))
 
 
-class _Shapes:
+class _Shapes(OpenAIShapes):
     """This API's chunks for ``plain.stream``."""
 
     role_first = True
-    __slots__ = ("gw", "p", "r", "plain", "_id", "_created", "_model")
-
-    def __init__(self, gw: "Gateway", r: oa.ChatCompletionRequest, p: Prepared) -> None:
-        self.gw, self.r, self.p = gw, r, p
-        self.plain = p if p.plain else None
-        self._id, self._created, self._model = p.request_id, p.created, p.model
+    chunk_type = oa.ChatCompletionChunk
+    __slots__ = ()
 
     def general(self) -> AsyncIterator[oa.ChatCompletionChunk]:
         return chunks(self.gw, self.r, self.p)
@@ -125,20 +110,13 @@ class _Shapes:
         return oa.ChatCompletionChunk(id=self._id, created=self._created, model=self._model,
                                       choices=[oa.ChunkChoice(index=0, delta=oa.Delta(content=text))])
 
-    def end_chunks(self, choice: Choice, piece: tuple, cached: int) -> list:
-        out = [chunk(self.p, choice, piece)]
-        if usage_wanted(self.r):
-            out.append(oa.ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=[],
-                                              usage=usage(len(self.p.prompt_ids), choice.tokens, cached)))
-        return out
-
 
 def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None) -> AsyncIterator:
     """A streamed chat's chunks, or with ``sse`` their events' bytes (see ``Gateway.chat_sse``)."""
     async def start() -> _Shapes:
         r, p = await prepare(gw, request, request_id)
         gw.metrics.inc("smg_requests_total", route="chat", stream="true")
-        return _Shapes(gw, r, p)
+        return _Shapes(gw, r, p, p.plain)
 
     return plain.stream(start, gw.metrics, sse, sink)
 

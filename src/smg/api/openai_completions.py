@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, AsyncIterator
 
 from smg.api.base import HttpRequest, Reply, StreamReply, generation_reply
-from smg.api.openai_chat import usage, usage_wanted
+from smg.api.openai_common import OpenAIShapes, usage, usage_wanted
 from smg.pipeline import plain
 from smg.pipeline.choice import Choice
 from smg.pipeline.prepare import Prepared, prepare_prompts, request_ids
@@ -92,16 +92,17 @@ async def chunks(gw: "Gateway", r: oa.CompletionRequest, prepared: list[Prepared
                             usage=usage(prompt_tokens, completion_tokens, cached))
 
 
-class _Shapes:
-    """This API's chunks for ``plain.stream``."""
+class _Shapes(OpenAIShapes):
+    """This API's chunks for ``plain.stream`` (the first prompt's; one plain prompt takes it)."""
 
     role_first = False
-    __slots__ = ("gw", "r", "prepared", "p", "plain", "_id", "_created", "_model")
+    chunk_type = oa.Completion
+    __slots__ = ("prepared",)
 
     def __init__(self, gw: "Gateway", r: oa.CompletionRequest, prepared: list[Prepared]) -> None:
-        self.gw, self.r, self.prepared, self.p = gw, r, prepared, prepared[0]
-        self.plain = self.p if len(prepared) == 1 and self.p.plain and not r.echo else None
-        self._id, self._created, self._model = self.p.request_id, self.p.created, self.p.model
+        p = prepared[0]
+        super().__init__(gw, r, p, len(prepared) == 1 and p.plain and not r.echo)
+        self.prepared = prepared
 
     def general(self) -> AsyncIterator[oa.Completion]:
         return chunks(self.gw, self.r, self.prepared)
@@ -112,13 +113,6 @@ class _Shapes:
     def text_chunk(self, text: str) -> oa.Completion:
         return oa.Completion(id=self._id, created=self._created, model=self._model,
                              choices=[oa.CompletionChoice(index=0, text=text, finish_reason=None)])
-
-    def end_chunks(self, choice: Choice, piece: tuple, cached: int) -> list:
-        out = [chunk(self.p, 0, choice, piece)]
-        if usage_wanted(self.r):
-            out.append(oa.Completion(id=self._id, created=self._created, model=self._model, choices=[],
-                                     usage=usage(len(self.p.prompt_ids), choice.tokens, cached)))
-        return out
 
 
 def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None) -> AsyncIterator:
