@@ -103,3 +103,17 @@ def reasoning_format(name: str) -> ReasoningFormat:
     """The format of family ``name`` (a parser is made per request: a canonical name is one probe)."""
     fmt = FORMATS.get(name) if type(name) is str else None
     return fmt if fmt is not None else FORMATS[canonical(name, FORMATS)]
+
+
+def prompt_opens_reasoning(prompt: str, name: str) -> bool | None:
+    """Whether a rendered prompt already opened (True) or closed (False) family ``name``'s
+    reasoning block; None leaves the family default (e.g. Qwen3 with ``enable_thinking=False``
+    ends the prompt with an empty ``<think></think>``, DeepSeek-V3.1 thinking ends it with
+    ``<think>``)."""
+    table = reasoning_format(name).table
+    tail = prompt.rstrip()
+    if any(tail.endswith(m) for m, nxt, _ in table[0] if nxt == REASONING):
+        return True
+    if any(tail.endswith(m) for m, nxt, _ in table[1] if nxt == CONTENT):
+        return False
+    return None

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.errors import InvalidRequest
 from smg.models import ServedModel
-from smg.parsers.reasoning import CONTENT, REASONING, reasoning_format
+from smg.parsers.reasoning import prompt_opens_reasoning
 from smg.stop import StopParams
 from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
 
@@ -209,8 +209,8 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
         served=served, request_id=ids.response, engine_request_id=ids.engine, model=r.model or served.name,
         created=int(time.time()), prompt_ids=prompt_ids, sampling=sampling, stop=stop, lora_id=lora_id,
         return_logprob=r.logprobs, top_logprobs=r.top_logprobs or 0, reasoning=reasoning,
-        in_reasoning=prompt_opens_reasoning(prompt, reasoning), tool_parser=tool_parser, tools=tools,
-        forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
+        in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
+        tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
         prompt_text=prompt)
 
 
@@ -252,21 +252,6 @@ def required_schema(tools: list[dict], single: bool = False) -> dict:
     if single:
         schema["maxItems"] = 1
     return schema
-
-
-def prompt_opens_reasoning(prompt: str, reasoning: str | None) -> bool | None:
-    """Whether the rendered prompt already opened (True) or closed (False) the reasoning block;
-    None leaves the family default (e.g. Qwen3 with ``enable_thinking=False`` ends the prompt with
-    an empty ``<think></think>``, DeepSeek-V3.1 thinking ends it with ``<think>``)."""
-    if reasoning is None:
-        return None
-    table = reasoning_format(reasoning).table
-    tail = prompt.rstrip()
-    if any(tail.endswith(m) for m, nxt, _ in table[0] if nxt == REASONING):
-        return True
-    if any(tail.endswith(m) for m, nxt, _ in table[1] if nxt == CONTENT):
-        return False
-    return None
 
 
 # ---- raw prompts -------------------------------------------------------------------------------
