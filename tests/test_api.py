@@ -283,3 +283,29 @@ def test_a_requests_own_template_renders_off_the_loop_within_limits(llama, llama
     assert bad.status_code == 400 and fragment in bad.json()["error"]["message"], bad.json()
     assert good.status_code == 200 and good_at < 1.0
     assert total < 3.0
+
+
+def test_a_thinking_model_calling_a_tool_before_closing_its_reasoning(llama, llama_dir):
+    """Qwen3 thinking: the prompt opened <think>; a <tool_call> before </think> ends the reasoning,
+    and the call is a call (streamed and not)."""
+    script = 'The user wants the weather, so I call the tool.\n<tool_call>\n' \
+             '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    engine = ReferenceEngine(llama, mode="script", scripts=[script], model_id="Qwen/Qwen3-30B-A3B-Thinking-2507",
+                             tokenizer_dir=llama_dir)
+
+    async def body(client, gw):
+        whole = (await client.post("/v1/chat/completions", json={"messages": USER, "tools": TOOLS})).json()
+        stream = await client.post("/v1/chat/completions", json={"messages": USER, "tools": TOOLS, "stream": True})
+        events = [json.loads(line[6:]) for line in stream.text.split("\n\n") if line.startswith("data: {")]
+        return whole, events
+
+    whole, events = run(serving(engine, body, tokenizer=llama_dir))
+    message = whole["choices"][0]["message"]
+    assert message["reasoning_content"] == "The user wants the weather, so I call the tool.\n"
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message["tool_calls"]] == [
+        ("get_weather", {"city": "Paris"})]
+    assert whole["choices"][0]["finish_reason"] == "tool_calls" and not message.get("content")
+    deltas = [c["delta"] for e in events for c in e["choices"]]
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == message["reasoning_content"]
+    streamed = [tc for d in deltas for tc in d.get("tool_calls") or []]
+    assert json.loads("".join(tc["function"]["arguments"] for tc in streamed)) == {"city": "Paris"}

@@ -100,6 +100,11 @@ REASONING_SAMPLES = [
     ("qwen3", "No thinking here.", None, "", "No thinking here."),
     ("qwen3", "reasoning in prompt</think>answer", True, "reasoning in prompt", "answer"),
     ("qwen3_thinking", "thought</think>\n\nanswer", None, "thought", "answer"),
+    # a tool call before </think> ends the reasoning; the call stays for the tool parser
+    ("qwen3_thinking", 'I should look it up.\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>', None,
+     "I should look it up.\n", '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>'),
+    ("qwen3", 'weather?<tool_call>{"name": "f", "arguments": {}}</tool_call>', True, "weather?",
+     '<tool_call>{"name": "f", "arguments": {}}</tool_call>'),
     ("glm45", "<think>plan</think><tool_call>get_weather", None, "plan", "<tool_call>get_weather"),
     ("kimi", "◁think▷深思◁/think▷答案", None, "深思", "答案"),
     ("kimi_k2", "<think>r</think>c<|tool_calls_section_begin|>x", None, "r", "c<|tool_calls_section_begin|>x"),

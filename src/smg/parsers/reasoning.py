@@ -59,8 +59,10 @@ THINK = ("<think>", "</think>")
 FORMATS = {
     "deepseek_r1": tag_format("deepseek_r1", *THINK, in_reasoning=True),
     "deepseek_v31": tag_format("deepseek_v31", *THINK),
-    "qwen3": tag_format("qwen3", *THINK),
-    "qwen3_thinking": tag_format("qwen3_thinking", *THINK, in_reasoning=True),
+    # A Qwen3 thinking turn may start a tool call before it closes </think> (the prompt opened the
+    # block): the reasoning ends there, and the call stays in the content for the tool parser.
+    "qwen3": tag_format("qwen3", *THINK, end_keep=("<tool_call>",)),
+    "qwen3_thinking": tag_format("qwen3_thinking", *THINK, in_reasoning=True, end_keep=("<tool_call>",)),
     "glm45": tag_format("glm45", *THINK, end_keep=("<tool_call>",)),
     "kimi": tag_format("kimi", "◁think▷", "◁/think▷"),
     "kimi_k2": tag_format("kimi_k2", *THINK, end_keep=("<|tool_calls_section_begin|>",)),
