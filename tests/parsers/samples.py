@@ -60,6 +60,14 @@ TOOL_SAMPLES = [
                     "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=search>\n"
                     '<parameter=q>\n東京 天気 ☀️ "quoted" {braces}\n</parameter>\n</function>\n</tool_call>',
      "I will call two tools.\n\n", [PARIS, TOKYO]),
+    # Python literals and JSON with escaped quotes, typed by the schema; an untyped parameter stays text
+    ("qwen3_coder", "<tool_call>\n<function=get_weather>\n<parameter=metric>\nTrue\n</parameter>\n"
+                    '<parameter=tags>\n[\\"sun\\", \\"wind\\"]\n</parameter>\n<parameter=days>\n3\n</parameter>\n'
+                    "<parameter=note>\n42\n</parameter>\n</function>\n</tool_call>", "",
+     [("get_weather", {"metric": True, "tags": ["sun", "wind"], "days": 3, "note": "42"})]),
+    ("glm45", "<tool_call>get_weather\n<arg_key>metric</arg_key>\n<arg_value>False</arg_value>\n"
+              "<arg_key>tags</arg_key>\n<arg_value>['a', None]</arg_value>\n</tool_call>", "",
+     [("get_weather", {"metric": False, "tags": ["a", None]})]),
     ("seed_oss", "<seed:tool_call>\n<function=get_weather>\n<parameter=city>Paris</parameter>\n<parameter=days>3</parameter>\n"
                  "</function>\n</seed:tool_call>", "", [PARIS]),
     ("glm45", "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n<arg_key>days</arg_key>\n"

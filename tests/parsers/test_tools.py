@@ -122,7 +122,19 @@ def test_malformed_and_edge_outputs(name, text, check):
     ("3", {"type": "integer"}, "schema", 3), ("2.5", {"type": "number"}, "schema", 2.5),
     ("True", {"type": "boolean"}, "schema", True), ("[1, 2]", {"type": "array"}, "schema", [1, 2]),
     ("['a']", {"type": "array"}, "schema", ["a"]), ("007", {"type": "string"}, "schema", "007"),
-    ("{\"a\": 1}", None, "schema", {"a": 1}), ("plain", None, "schema", "plain"),
+    ("{\"a\": 1}", {"type": "object"}, "schema", {"a": 1}), ("plain", None, "schema", "plain"),
+    # a parameter the schema does not type stays the string the model wrote
+    ("{\"a\": 1}", None, "schema", "{\"a\": 1}"), ("42", None, "schema", "42"), ("true", {}, "schema", "true"),
+    # Python literals count as JSON's, wherever JSON's are typed
+    ("False", {"type": "boolean"}, "schema", False), ("None", {"type": ["string", "null"]}, "schema", None),
+    ("null", {"type": ["integer", "null"]}, "schema", None), ("None", {"type": "string"}, "schema", "None"),
+    ("{'k': True, 'n': None, 't': (1, 2)}", {"type": "object"}, "schema", {"k": True, "n": None, "t": [1, 2]}),
+    ("None", None, "json", None), ("True", None, "json", True),
+    # JSON with escaped quotes, as models write it inside XML
+    ('{\\"city\\": \\"Paris\\", \\"days\\": [1, 2]}', {"type": "object"}, "schema", {"city": "Paris", "days": [1, 2]}),
+    ('[\\"a\\", \\"b\\"]', {"type": "array"}, "schema", ["a", "b"]),
+    # not the structure the schema asks for: the text
+    ("[1]", {"type": "object"}, "schema", "[1]"), ("{oops", {"type": "object"}, "schema", "{oops"),
     ("5", None, "string", "5"), ("5", None, "json", 5), ("x", {"type": "integer"}, "schema", "x"),
 ])
 def test_typed_values(raw, schema, mode, expected):

@@ -225,20 +225,44 @@ def xml_format(name: str, block: tuple[str, str], invoke: tuple[str, str, str] |
     return XmlFormat(name, table)
 
 
+_PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
+def _structured(text: str) -> Any:
+    """``text`` as JSON, JSON with escaped quotes (``{\\"a\\": 1}``, as models write it inside
+    XML), or a Python literal (``{'a': True}``); ``_NOT_JSON`` when none of them."""
+    for candidate in (text, text.replace('\\"', '"')):
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            pass
+    try:  # a Python literal: kept only when it is JSON data (tuples become lists)
+        return json.loads(json.dumps(ast.literal_eval(text)))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _NOT_JSON
+
+
+_NOT_JSON = object()
+
+
 def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema") -> Any:
-    """A parameter's raw text as the JSON value its schema asks for (string when unsure)."""
+    """A parameter's raw text as the JSON value its schema asks for: integers, numbers, booleans,
+    null, and arrays and objects written as JSON (or Python literals) are typed; everything else,
+    and a parameter the schema does not type, stays the string the model wrote. Python's
+    ``True``/``False``/``None`` count as JSON's literals. ``mode``: ``string`` / ``json`` when
+    the format itself says which (MiniMax's ``string="true"``)."""
     if mode == "string":
         return raw
+    text = raw.strip()
     if mode == "json":
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
+        if text in _PYTHON_LITERALS:
+            return _PYTHON_LITERALS[text]
+        value = _structured(text)
+        return raw if value is _NOT_JSON else value
     kind = schema.get("type") if isinstance(schema, Mapping) else None
     kinds = set(kind) if isinstance(kind, list) else {kind}
-    text = raw.strip()
-    if kinds & {"string"} and not kinds - {"string", "null"}:
-        return raw
+    if "null" in kinds and text in ("null", "None"):
+        return None
     if kinds & {"integer", "number"}:
         try:
             return int(text)
@@ -246,18 +270,14 @@ def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema"
             try:
                 return float(text)
             except ValueError:
-                return raw
+                pass
     if "boolean" in kinds and text.lower() in ("true", "false"):
         return text.lower() == "true"
-    try:
-        return json.loads(text)
-    except ValueError:
-        if kinds & {"object", "array"}:
-            try:
-                return ast.literal_eval(text)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                pass
-        return raw
+    if kinds & {"object", "array"}:
+        value = _structured(text)
+        if (isinstance(value, dict) and "object" in kinds) or (isinstance(value, list) and "array" in kinds):
+            return value
+    return raw
 
 
 class XmlToolParser(ToolParser):
