@@ -37,6 +37,14 @@ TOOL_SAMPLES = [
                     '{"name": "search", "parameters": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}', "", [PARIS, TOKYO]),
     ("llama3_json", '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}', "", [PARIS]),
     ("llama3_json", 'The answer is {"a": 1}.', 'The answer is {"a": 1}.', []),
+    # pythonic lists after leading text, several of them, nested literals, text between them content
+    ("pythonic", 'Let me check. [get_weather(city="Paris", days=3)] and [search(q="a")] done.',
+     "Let me check.  and  done.", [PARIS, ("search", {"q": "a"})]),
+    ("pythonic", "<|python_start|>[get_weather(city='Paris', tags=[1, {'k': [True, None]}])]<|python_end|>"
+                 "Then: <|python_start|>[search(q='x')]<|python_end|>",
+     "Then: ", [("get_weather", {"city": "Paris", "tags": [1, {"k": [True, None]}]}), ("search", {"q": "x"})]),
+    ("pythonic", "Lists like [1, 2] or [link](url) and a call [broken(a=)] stay text.",
+     "Lists like [1, 2] or [link](url) and a call [broken(a=)] stay text.", []),
     ("pythonic", '[get_weather(city="Paris", days=3), search(q=\'東京 天気 ☀️ "quoted" {braces}\')]', "", [PARIS, TOKYO]),
     ("pythonic", '<|python_start|>[get_weather(city="Paris", days=3)]<|python_end|>', "", [PARIS]),
     ("pythonic", "Just [a] list of words.", "Just [a] list of words.", []),

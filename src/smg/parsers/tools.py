@@ -341,59 +341,88 @@ class XmlToolParser(ToolParser):
 
 # ---- pythonic ------------------------------------------------------------------------------------
 
-class PythonicToolParser(ToolParser):
-    """``[f(a=1), g(b='x')]`` at the start of the output, optionally in ``<|python_start|>``."""
+_CALL_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+_MAYBE_CALL_START = re.compile(r"\[\s*(?:[A-Za-z_][\w.]*\s*)?\Z")
 
-    START, LIST, AFTER = 1, 2, 3
+
+class PythonicToolParser(ToolParser):
+    """Lists of calls, ``[f(a=1), g(b='x')]``, anywhere in the output (after leading text, several
+    of them, the text between them content), optionally wrapped in ``<|python_start|>`` /
+    ``<|python_end|>`` (Llama 4). A ``[`` is held until what follows says whether it opens a call
+    list (a name, then ``(``); a list whose text is not calls is content."""
+
+    TEXT, CANDIDATE, LIST = 1, 2, 3
     _WRAP = ("<|python_start|>", "<|python_end|>")
 
     def __init__(self, tools=None, **_: Any) -> None:
         super().__init__(tools)
-        self._machine = MarkerMachine([(), self._WRAP[:1], (), self._WRAP[1:]], self.START)
+        self._machine = MarkerMachine([(), self._WRAP, (), ()], self.TEXT)
         self._buf = ""
         self._scanner = BracketScanner()
+        self._started = False  # anything but whitespace seen: leading whitespace before a list is dropped
 
-    def _on_marker(self, index: int) -> None:
-        if self._machine.state == self.START:
-            self._lead = ""
-            self._machine.state = self.LIST
+    def _on_marker(self, index: int) -> None:  # the wrapper's markers are dropped
+        self._lead = ""
 
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
-        if state == self.START:
-            return self._opening(text, "[", self.LIST)
-        if state == self.LIST:
-            end = self._scanner.feed(text)
-            self._buf += text if end < 0 else text[:end]
-            if end >= 0:
-                self._close_list()
-                return text[end:] or None
-        elif state in (CONTENT, self.AFTER):
-            self._content += text
-        return None
+        if state == self.TEXT:
+            start = text.find("[")
+            before = text if start < 0 else text[:start]
+            if not self._started:
+                if not before.strip():
+                    self._lead += before
+                    before = ""
+                else:
+                    self._started = True
+                    before, self._lead = self._lead + before, ""
+            self._content += before
+            if start < 0:
+                return None
+            self._buf = ""
+            self._machine.state = self.CANDIDATE
+            return text[start:]
+        if state == self.CANDIDATE:
+            self._buf += text
+            if _CALL_START.match(self._buf):
+                self._machine.state, self._lead = self.LIST, ""
+                held, self._buf = self._buf, ""
+                return held
+            if _MAYBE_CALL_START.match(self._buf):
+                return None  # not decided yet: hold
+            # not a call list: its "[" is content, and the rest is read again as text
+            self._content += self._lead + "["
+            self._lead, self._started = "", True
+            rest, self._buf = self._buf[1:], ""
+            self._machine.state = self.TEXT
+            return rest or None
+        end = self._scanner.feed(text)  # LIST
+        self._buf += text if end < 0 else text[:end]
+        if end < 0:
+            return None
+        self._close_list()
+        return text[end:] or None
 
     def _close_list(self) -> None:
         calls = _pythonic_calls(self._buf)
         if calls is None:
-            self._content += self._buf
-            self._machine.state = CONTENT
+            self._content += self._lead + self._buf
         else:
             for name, args in calls:
                 self._open(name)
                 self._args(json.dumps(args, ensure_ascii=False))
-            self._machine.state = self.AFTER
+        self._lead, self._started = "", True
         self._buf = ""
         self._scanner = BracketScanner()
+        self._machine.state = self.TEXT
 
     def _finish(self) -> None:
         state = self._machine.state
-        if state == self.START:
-            self._content += self._lead
-        elif state == self.LIST:
-            self._content += self._buf
         held = self._machine.held()
-        if state in (CONTENT, self.AFTER, self.START):
-            self._content += held
+        if state in (self.CANDIDATE, self.LIST):  # an unfinished list is text
+            self._content += self._lead + self._buf
+        else:
+            self._content += self._lead + held
 
 
 def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
