@@ -31,7 +31,10 @@ context_length = 4096
 
 
 def test_toml_and_json_with_the_same_keys_load_the_same(tmp_path):
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: what smg reads TOML with there
+        import tomli as tomllib
 
     (tmp_path / "g.toml").write_text(TOML)
     (tmp_path / "g.json").write_text(json.dumps(tomllib.loads(TOML)))

@@ -202,7 +202,10 @@ class GatewayConfig(_Record, frozen=True):
             try:
                 text = path.read_text(encoding="utf-8")
                 if path.suffix.lower() == ".toml":
-                    import tomllib
+                    try:
+                        import tomllib
+                    except ImportError:  # Python 3.10
+                        import tomli as tomllib
 
                     source = tomllib.loads(text)
                 else:

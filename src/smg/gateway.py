@@ -272,7 +272,7 @@ class Gateway:
 
         try:
             return await asyncio.wait_for(asyncio.to_thread(render), self.config.template_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise ChatTemplateError(f"the request's chat template took more than {self.config.template_timeout:g} s "
                                     f"to render") from None
 

@@ -38,18 +38,20 @@ async def _readiness(gw: "Gateway", http: HttpRequest) -> Reply:
 
 async def _health_generate(gw: "Gateway", http: HttpRequest) -> Reply:
     """One greedy token from one worker of each model (concurrently), bounded in time."""
-    async def one(model) -> str | None:
+    async def first_token(model) -> str | None:
         ids = model.tokenizer.encode("Hi") or [0]
         request = GenerateRequest(f"health-{http.request_id}-{model.name}", ids,
                                   SamplingOptions(temperature=0.0, max_new_tokens=1))
+        async with contextlib.aclosing(model.pool.generate(request)) as outputs:
+            async for out in outputs:
+                if out.finished or out.token_ids:
+                    return None
+        return "the engine ended the stream without a token"
+
+    async def one(model) -> str | None:
         try:
-            async with asyncio.timeout(HEALTH_GENERATE_TIMEOUT), contextlib.aclosing(
-                    model.pool.generate(request)) as outputs:
-                async for out in outputs:
-                    if out.finished or out.token_ids:
-                        return None
-            return "the engine ended the stream without a token"
-        except TimeoutError:
+            return await asyncio.wait_for(first_token(model), HEALTH_GENERATE_TIMEOUT)
+        except asyncio.TimeoutError:
             return f"no token within {HEALTH_GENERATE_TIMEOUT:g} s"
         except SmgError as exc:
             return exc.message

@@ -663,15 +663,20 @@ class H2Channel:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        connection = None
+        made: list[_Connection] = []
+
+        async def handshake() -> _Connection:
+            _, connection = await loop.create_connection(lambda: _Connection(self.read_interval), self.host,
+                                                         self.port)
+            made.append(connection)
+            await connection.ready
+            return connection
+
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self.read_interval), self.host, self.port)
-                await connection.ready
-        except TimeoutError:  # (an OSError too: first)
-            if connection is not None:  # connected, but no SETTINGS came
-                connection.go_away(NO_ERROR, "handshake timed out")
+            connection = await asyncio.wait_for(handshake(), self.connect_timeout)
+        except asyncio.TimeoutError:  # (an OSError too from 3.11: first)
+            if made:  # connected, but no SETTINGS came
+                made[0].go_away(NO_ERROR, "handshake timed out")
             raise H2RpcError(grpc.StatusCode.UNAVAILABLE, f"no HTTP/2 connection to {self.authority} within "
                                                           f"{self.connect_timeout:g} s") from None
         except OSError as exc:
@@ -691,12 +696,15 @@ class H2Channel:
         if stream._timer is None:  # the deadline counts from the first try, connecting included
             stream._timer = loop.call_later(
                 stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
+
+        async def opened() -> None:
+            connection = await self._live()
+            headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
+            await connection.open(stream, headers)
+
         try:
-            async with asyncio.timeout_at(stream._timer.when()):
-                connection = await self._live()
-                headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
-                await connection.open(stream, headers)
-        except TimeoutError:
+            await asyncio.wait_for(opened(), max(stream._timer.when() - loop.time(), 0.0))
+        except asyncio.TimeoutError:
             stream._end(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the stream was opened")
 
     async def close(self) -> None:
