@@ -59,6 +59,10 @@ TOOL_SAMPLES = [
     ("deepseek_v31", '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Paris", "days": 3}'
                      '<｜tool▁call▁end｜><｜tool▁call▁begin｜>search<｜tool▁sep｜>{"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}'
                      "<｜tool▁call▁end｜><｜tool▁calls▁end｜> done", " done", [PARIS, TOKYO]),
+    # DSML: an invoke whose body is a JSON object rather than parameter tags
+    ("deepseek_v32", '<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">\n{"city": "Paris", "days": 3}\n'
+                     '</｜DSML｜invoke>\n<｜DSML｜invoke name="search">\n<｜DSML｜parameter name="q" string="true">x'
+                     "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜function_calls>", "", [PARIS, ("search", {"q": "x"})]),
     ("deepseek_v32", 'Sure.<｜DSML｜function_calls>\n<｜DSML｜invoke name="get_weather">\n'
                      '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
                      '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n'

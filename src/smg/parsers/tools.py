@@ -291,6 +291,7 @@ class XmlToolParser(ToolParser):
         self._fn: str | None = None
         self._pname = ""
         self._pmode = "schema"
+        self._body = ""  # a call's text outside parameter tags (a JSON-object body, as DSML allows)
 
     def _on_text(self, text: str) -> None:
         state = self._machine.state
@@ -298,6 +299,8 @@ class XmlToolParser(ToolParser):
             self._content += text
         elif state in (NAME, PNAME, PVALUE):
             self._buf += text
+        elif state == PARAMS and self._in_call and self._first_param:
+            self._body += text
 
     def _on_marker(self, index: int) -> None:
         _, nxt, actions = self._fmt.table[self._machine.state][index]
@@ -306,18 +309,33 @@ class XmlToolParser(ToolParser):
                 self._fn = self._buf.strip()
                 self._open(self._fn)
                 self._args("{")
-                self._in_call, self._first_param = True, True
+                self._in_call, self._first_param, self._body = True, True, ""
             elif action.startswith("pname"):
                 self._pname = self._buf.strip()
                 self._pmode = {"pname": "schema", "pname_str": "string", "pname_json": "json"}[action]
             elif action == "value" and self._in_call and self._machine.state == PVALUE:
                 self._emit_param(self._buf)
             elif action == "close" and self._in_call:
+                if self._first_param:  # no parameter tags: the body may be the arguments as JSON
+                    self._json_body()
                 self._args("}")
                 self._in_call = False
         if nxt != self._machine.state or actions:
             self._buf = ""
         self._machine.state = nxt
+
+    def _json_body(self) -> None:
+        """A call written as ``invoke`` + a JSON object (DeepSeek V3.2's DSML allows it): its
+        members are the arguments (the ``{`` was sent when the call opened)."""
+        body, self._body = self._body.strip(), ""
+        if not body.startswith("{"):
+            return
+        try:
+            arguments = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(arguments, dict) and arguments:
+            self._args(json.dumps(arguments, ensure_ascii=False)[1:-1])
 
     def _emit_param(self, raw: str) -> None:
         if raw.startswith("\n"):
