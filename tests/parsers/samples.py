@@ -33,6 +33,9 @@ TOOL_SAMPLES = [
                '<tool_call>\n{"name": "search", "arguments": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}\n</tool_call>',
      "Let me check.\n\n", [PARIS, TOKYO]),
     ("hermes", "No tools needed, just text with <b>tags</b>.", "No tools needed, just text with <b>tags</b>.", []),
+    # a call after leading text, behind the python tag (as the Rust gateway's own test has it)
+    ("llama3_json", 'Here are some results: <|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", '
+                    '"days": 3}}', "Here are some results: ", [PARIS]),
     ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}; '
                     '{"name": "search", "parameters": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}', "", [PARIS, TOKYO]),
     ("llama3_json", '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}', "", [PARIS]),
