@@ -9,22 +9,15 @@ from pathlib import Path
 from smg.errors import SmgError
 
 
-def _load_tokenizer(spec: str):
-    from smg.tokenizer import Tokenizer
-    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
-
-    return Tokenizer.load(bundled_tokenizer_dir(spec) if spec in BUNDLED else Path(spec))
-
-
 def _tokenize(args: argparse.Namespace) -> int:
-    from smg.tokenizer.templates import TEMPLATES, template_path
+    from smg.tokenizer import Tokenizer
+    from smg.tokenizer.bundled import resolve_tokenizer
+    from smg.tokenizer.templates import resolve_template
 
-    tokenizer = _load_tokenizer(args.tokenizer)
+    tokenizer = Tokenizer.load(resolve_tokenizer(args.tokenizer))
     text = args.text if args.text != "-" else sys.stdin.read()
     if args.chat:
-        template = args.chat_template
-        if template in TEMPLATES:
-            template = str(template_path(template))
+        template = resolve_template(args.chat_template)
         messages = [{"role": "user", "content": text}]
         if args.system:
             messages.insert(0, {"role": "system", "content": args.system})
@@ -44,15 +37,16 @@ def _engine(args: argparse.Namespace) -> int:
     import logging
 
     from smg.engine import ReferenceEngine
-    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
+    from smg.tokenizer import Tokenizer
+    from smg.tokenizer.bundled import resolve_tokenizer
 
     if not args.reference:
         print("error: only --reference is available from the command line; embed EngineServer for your own "
               "generator", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    directory = bundled_tokenizer_dir(args.tokenizer) if args.tokenizer in BUNDLED else Path(args.tokenizer)
-    tokenizer = _load_tokenizer(args.tokenizer)
+    directory = resolve_tokenizer(args.tokenizer)
+    tokenizer = Tokenizer.load(directory)
     scripts = [Path(p).read_text(encoding="utf-8") for p in args.script]
     engine = ReferenceEngine(tokenizer, mode=args.mode, scripts=scripts, delay_ms=args.delay_ms,
                              tokens_per_chunk=args.tokens_per_chunk, seed=args.seed, model_id=args.model_id,
@@ -132,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     from smg.config import replace
     from smg.gateway import Gateway
     from smg.http_server import HttpServer
-    from smg.models import resolve_tokenizer
+    from smg.tokenizer.bundled import resolve_tokenizer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.demo and not args.worker and not args.config:

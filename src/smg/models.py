@@ -22,22 +22,10 @@ from smg.errors import InvalidRequest, ModelNotFound, TokenizerLoadError
 from smg.parsers import parser_for_model
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
+from smg.tokenizer.bundled import resolve_tokenizer
+from smg.tokenizer.templates import resolve_template
 
 log = logging.getLogger("smg.models")
-
-
-def resolve_template(template: str | None) -> str | None:
-    """A bundled template's name (``llama3``, ...) as its file; anything else as given."""
-    from smg.tokenizer.templates import TEMPLATES, template_path
-
-    return str(template_path(template)) if template in TEMPLATES else template
-
-
-def resolve_tokenizer(spec: str | Path) -> Path:
-    """A bundled tokenizer's name (``llama3.2``, ``deepseek``) as its directory, else the path."""
-    from smg.tokenizer.bundled import BUNDLED, bundled_tokenizer_dir
-
-    return bundled_tokenizer_dir(spec) if spec in BUNDLED else Path(spec)
 
 
 class ServedModel:

@@ -27,3 +27,8 @@ def bundled_tokenizer_dir(name: str) -> Path:
     if not (directory / "tokenizer.json").is_file():
         raise TokenizerLoadError(f"{distribution} is installed but has no tokenizer.json in {directory}")
     return directory
+
+
+def resolve_tokenizer(spec: str | Path) -> Path:
+    """A bundled tokenizer's name (``llama3.2``, ``deepseek``) as its directory, else ``spec`` as a path."""
+    return bundled_tokenizer_dir(spec) if spec in BUNDLED else Path(spec)

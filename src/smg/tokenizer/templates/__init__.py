@@ -14,3 +14,8 @@ def template_path(name: str) -> Path:
     if name not in TEMPLATES:
         raise KeyError(f"unknown bundled chat template {name!r}; known: {sorted(TEMPLATES)}")
     return _HERE / TEMPLATES[name]
+
+
+def resolve_template(template: str | None) -> str | None:
+    """A bundled template's name (``llama3``, ...) as its file; anything else as given."""
+    return str(template_path(template)) if template in TEMPLATES else template
