@@ -30,7 +30,7 @@ from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, conv
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
-from smg.errors import ChatTemplateError, InvalidRequest, SmgError
+from smg.errors import InvalidRequest, SmgError
 from smg.metrics import Metrics
 from smg.models import ModelRegistry, ServedModel
 from smg.protocols import openai as oa
@@ -86,7 +86,9 @@ class Gateway:
                              "gateway arguments")
             config = _with_records(config, cache, pool_config)
         self.config = config
-        self.trust_request_chat_template = config.trust_request_chat_template
+        # what bounds a request's own chat template (None: requests may not bring one)
+        self.template_limits = ((config.template_timeout, config.template_max_chars)
+                                if config.trust_request_chat_template else None)
         self.metrics = Metrics()
         self._describe_metrics()
         self.models = ModelRegistry()
@@ -250,31 +252,6 @@ class Gateway:
         async with contextlib.aclosing(served.pool.generate(request)) as outputs:
             async for out in outputs:
                 yield out
-
-    # ---- chat templates ---------------------------------------------------------------------------
-
-    async def render_chat_template(self, served: ServedModel, messages: list, tools: list | None,
-                                   template: str | None, own: bool, add_generation_prompt: bool,
-                                   kwargs: dict) -> str:
-        """Render a chat. The operator's template renders on the loop (compiled once, ~5 µs for a
-        short chat); a request's own template renders in a thread within the configured time and
-        output size, so a hostile one is a 400 and never stalls other requests."""
-        tokenizer = served.tokenizer
-        if not own:
-            return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                                                 chat_template=template, **kwargs)
-        limits = (self.config.template_timeout, self.config.template_max_chars)
-
-        def render() -> str:
-            return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                                                 chat_template=template, allow_template_file=False,
-                                                 limits=limits, **kwargs)
-
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(render), self.config.template_timeout)
-        except asyncio.TimeoutError:
-            raise ChatTemplateError(f"the request's chat template took more than {self.config.template_timeout:g} s "
-                                    f"to render") from None
 
     # ---- metrics ---------------------------------------------------------------------------------
 

@@ -24,8 +24,7 @@ async def prepare(gw: "Gateway", request, request_id: str | None) -> tuple[oa.Ch
     gw.require_started()
     r = oa.decode_request(request, oa.ChatCompletionRequest)
     served, lora = gw.models.resolve(r.model)
-    p = await prepare_chat(served, r, request_ids("chatcmpl", request_id), lora,
-                           trust_request_template=gw.trust_request_chat_template, render=gw.render_chat_template)
+    p = await prepare_chat(served, r, request_ids("chatcmpl", request_id), lora, gw.template_limits)
     return r, p
 
 

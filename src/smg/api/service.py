@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from smg.api.base import HttpRequest, Reply, json_reply
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.errors import InvalidRequest, SmgError
-from smg.pipeline.prepare import template_message
+from smg.pipeline.prepare import render_chat, template_kwargs, template_message
 from smg.protocols import openai as oa
 
 if TYPE_CHECKING:
@@ -76,10 +76,8 @@ async def _tokenize(gw: "Gateway", http: HttpRequest) -> Reply:
         raise InvalidRequest("give exactly one of prompt and messages")
     if r.messages is not None:
         tools = [oa.to_dict(t) for t in r.tools] if r.tools else None
-        text = await gw.render_chat_template(served, [template_message(m) for m in r.messages], tools,
-                                             served.chat_template, False, r.add_generation_prompt,
-                                             dict(r.chat_template_kwargs or {}))
-        texts: list[str] | str = text
+        texts: list[str] | str = await render_chat(served, [template_message(m) for m in r.messages], tools,
+                                                   template_kwargs(r.chat_template_kwargs), r.add_generation_prompt)
         special = bool(r.add_special_tokens)
     else:
         texts = r.prompt

@@ -7,6 +7,7 @@ takes to the engine and the ``choice`` stage's pipelines read.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from smg.engines import GenerateRequest, SamplingOptions
-from smg.errors import InvalidRequest
+from smg.errors import ChatTemplateError, InvalidRequest
 from smg.models import ServedModel
 from smg.parsers.reasoning import prompt_opens_reasoning
+from smg.protocols import openai as oa
 from smg.stop import StopParams
 from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
 
@@ -161,27 +163,57 @@ def output_constraint(r) -> tuple[str, str] | None:
 
 # ---- chats -------------------------------------------------------------------------------------
 
-async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | None, *,
-                       trust_request_template: bool, render) -> Prepared:
-    """A chat request (OpenAI's shape: ``messages``, ``tools``, ``tool_choice``, template fields and
-    sampling fields) as a :class:`Prepared`. ``render(served, messages, tools, template, own, kwargs)``
-    renders the chat template (the facade's: a request's own template is rendered off the loop,
-    bounded)."""
-    tools = [t if isinstance(t, dict) else _to_dict(t) for t in r.tools] if r.tools else None
-    choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
-    kwargs = dict(r.chat_template_kwargs or {})
+TemplateLimits = tuple[float, int]  # (seconds, characters) a request's own template may take and produce
+
+
+def template_kwargs(chat_template_kwargs: Mapping[str, Any] | None, reasoning_effort: str | None = None) -> dict:
+    """A request's extra template variables; the request's own fields cannot be set through them."""
+    kwargs = dict(chat_template_kwargs or {})
     reserved = RESERVED_TEMPLATE_VARIABLES.intersection(kwargs)
     if reserved:
         raise InvalidRequest(f"chat_template_kwargs cannot set {sorted(reserved)}: the request's own fields")
-    if r.reasoning_effort is not None:
-        kwargs.setdefault("reasoning_effort", r.reasoning_effort)
-    own_template = r.chat_template is not None
-    if own_template and not trust_request_template:
+    if reasoning_effort is not None:
+        kwargs.setdefault("reasoning_effort", reasoning_effort)
+    return kwargs
+
+
+async def render_chat(served: ServedModel, messages: list, tools: list | None, kwargs: dict,
+                      add_generation_prompt: bool = True, own_template: str | None = None,
+                      limits: TemplateLimits | None = None) -> str:
+    """The chat as the model's prompt. The model's template renders on the loop (compiled once,
+    ~5 µs for a short chat); a request's ``own_template`` (allowed only with ``limits``: the
+    gateway trusts requests' templates) renders in a thread within ``limits``, so a hostile one is
+    a 400 and never stalls other requests."""
+    tokenizer = served.tokenizer
+    if own_template is None:
+        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                             chat_template=served.chat_template, **kwargs)
+    if limits is None:
         raise InvalidRequest("chat_template in a request is off: start the gateway with "
                              "trust_request_chat_template=True (smg serve --trust-request-chat-template)")
+
+    def render() -> str:
+        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                             chat_template=own_template, allow_template_file=False, limits=limits,
+                                             **kwargs)
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(render), limits[0])
+    except asyncio.TimeoutError:  # (the render's own checks stop it; this bounds the wait in any case)
+        raise ChatTemplateError(f"the request's chat template took more than {limits[0]:g} s to render") from None
+
+
+async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | None,
+                       template_limits: TemplateLimits | None) -> Prepared:
+    """A chat request (OpenAI's shape: ``messages``, ``tools``, ``tool_choice``, template fields and
+    sampling fields) as a :class:`Prepared`; ``template_limits`` bound a request's own chat
+    template (None: requests may not bring one)."""
+    tools = [oa.to_dict(t) for t in r.tools] if r.tools else None
+    choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
+    kwargs = template_kwargs(r.chat_template_kwargs, r.reasoning_effort)
     messages = [template_message(m) for m in r.messages]
-    prompt = await render(served, messages, tools, r.chat_template if own_template else served.chat_template,
-                          own_template, r.add_generation_prompt, kwargs)
+    prompt = await render_chat(served, messages, tools, kwargs, r.add_generation_prompt, r.chat_template,
+                               template_limits)
     prompt_ids = await served.encode(prompt)
     constraint = output_constraint(r)
     forced = None
@@ -212,12 +244,6 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
         in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
         tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
         prompt_text=prompt)
-
-
-def _to_dict(value) -> dict:
-    import msgspec
-
-    return msgspec.to_builtins(value)
 
 
 def template_message(message: Mapping[str, Any]) -> dict:
