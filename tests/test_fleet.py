@@ -249,3 +249,32 @@ policy = "least_load"
     assert engines[0].requests[1].request_id.startswith("client-42-")  # X-Request-Id prefixes the engine's id
     assert missing.value.status_code == 404 and missing.value.body["code"] == "model_not_found"
     assert raw.headers["x-request-id"] == "trace-7" and json.loads(raw.content)["model"] == "llama"
+
+
+def test_a_gateway_starts_its_models_together_once(llama, llama_dir, deepseek, deepseek_dir):
+    """Models start concurrently and keep their configured order (the first is the default); the
+    gauges are listed once; a closed Gateway does not pretend to start again."""
+    from smg.errors import SmgError
+
+    engines = [Recording(llama, llama_dir, "a", "a"), Recording(deepseek, deepseek_dir, "b", "b")]
+
+    async def main():
+        servers = [e.server() for e in engines]
+        ports = [await s.start() for s in servers]
+        gw = Gateway(models=[{"name": "first", "workers": [f"grpc://127.0.0.1:{ports[0]}"], "tokenizer": str(llama_dir)},
+                             {"name": "second", "workers": [f"grpc://127.0.0.1:{ports[1]}"],
+                              "tokenizer": str(deepseek_dir)}])
+        try:
+            async with gw:
+                default = gw.default_model.name
+                metrics = gw.metrics.render()
+            with pytest.raises(SmgError, match="closed"):
+                await gw.start()
+            return default, metrics
+        finally:
+            for s in servers:
+                await s.stop()
+
+    default, metrics = run(main())
+    assert default == "first"
+    assert sum(line.startswith("smg_worker_healthy{") for line in metrics.splitlines()) == 2

@@ -6,8 +6,6 @@ map any failure to an OpenAI-shaped body without a lookup table.
 """
 from __future__ import annotations
 
-import json
-
 
 def openai_error(message: str, error_type: str, status: int, code: int | str | None = None,
                  param: str | None = None) -> dict:
@@ -31,10 +29,6 @@ class SmgError(Exception):
     def to_openai(self) -> dict:
         """The error as an OpenAI-style response body."""
         return openai_error(self.message, self.error_type, self.status_code, self.code)
-
-    def body(self) -> bytes:
-        """:meth:`to_openai` as JSON bytes (what the HTTP servers send)."""
-        return json.dumps(self.to_openai(), ensure_ascii=False).encode()
 
 
 class InvalidRequest(SmgError):

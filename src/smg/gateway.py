@@ -21,25 +21,23 @@ import logging
 import time
 import uuid
 from pathlib import Path
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 import msgspec
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from smg.api import openai_chat, openai_completions
-from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, convert, replace
+from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, convert
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, SmgError
 from smg.metrics import Metrics
 from smg.models import ModelRegistry, ServedModel
+from smg.pipeline.plain import Sink
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
 
 log = logging.getLogger("smg.gateway")
-
-Sink = Callable[[bytes], bool]
-
 
 class Gateway:
     """Models (tokenizer + chat template + worker pool + parsers each) behind OpenAI-shaped calls.
@@ -81,16 +79,17 @@ class Gateway:
                 "model": model, "engine": engine, "policy": policy, "reasoning_parser": reasoning_parser,
                 "tool_parser": tool_parser, "chat_template": chat_template, "max_context_length": max_context_length,
                 "trust_request_chat_template": trust_request_chat_template, "lora_adapters": list(lora_adapters),
-                "models": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in models or ()]}
+                "models": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in models or ()],
+                "cache": cache, "pool": pool_config}  # (records given as objects are taken as they are)
             config = convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig,
                              "gateway arguments")
-            config = _with_records(config, cache, pool_config)
         self.config = config
         # what bounds a request's own chat template (None: requests may not bring one)
         self.template_limits = ((config.template_timeout, config.template_max_chars)
                                 if config.trust_request_chat_template else None)
         self.metrics = Metrics()
         self._describe_metrics()
+        self.metrics.gauge_source(self._gauges)  # (once: they read the models served at render time)
         self.models = ModelRegistry()
         self._pending = [ServedModel(m, config.pool, config.cache, own_tokenizer if i == 0 else None)
                          for i, m in enumerate(config.model_configs())]
@@ -105,26 +104,28 @@ class Gateway:
     # ---- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> "Gateway":
+        """Connect every model's workers and load its tokenizer (the models concurrently). A
+        Gateway starts once; one that failed to start, or was closed, is replaced by a new one."""
         if self._started:
             return self
+        if not self._pending:
+            raise SmgError("this Gateway was closed (or failed to start): make a new one")
         pending, self._pending = self._pending, []
+        results = await asyncio.gather(*(m.start() for m in pending), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
         try:
-            for model in pending:
-                await model.start()
+            if failed is not None:
+                raise failed
+            for model in pending:  # in the configured order: the first is the default
                 self.models.add(model)
         except BaseException:
             await asyncio.gather(*(m.close() for m in pending), return_exceptions=True)
-            self.models = ModelRegistry()
-            self._pending = pending
             raise
-        self.metrics.gauge_source(self._gauges)
         self._started = True
         return self
 
     async def close(self) -> None:
         await asyncio.gather(*(m.close() for m in self.models), return_exceptions=True)
-        self._pending = [*self.models, *self._pending]
-        self.models = ModelRegistry()
         self._started = False
 
     async def __aenter__(self) -> "Gateway":
@@ -280,9 +281,3 @@ class Gateway:
             for worker in served.pool.workers:
                 yield "smg_worker_healthy", {"worker": worker.url, **model}, float(worker.healthy)
                 yield "smg_worker_in_flight", {"worker": worker.url, **model}, float(worker.in_flight)
-
-
-def _with_records(config: GatewayConfig, cache: CacheConfig | None, pool: PoolConfig | None) -> GatewayConfig:
-    """``config`` with the cache and pool records given as objects (kept as they are)."""
-    changes = {k: v for k, v in (("cache", cache), ("pool", pool)) if v is not None}
-    return replace(config, **changes) if changes else config

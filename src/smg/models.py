@@ -53,7 +53,6 @@ class ServedModel:
         self.eos_token_ids: tuple[int, ...] = ()
         self._cache = config.cache or cache
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self.started = False
 
     async def start(self) -> "ServedModel":
         await self.pool.start()
@@ -66,7 +65,6 @@ class ServedModel:
         self.eos_token_ids = tuple(dict.fromkeys([*self.tokenizer.eos_token_ids, *info.eos_token_ids]))
         self.reasoning_parser, self.tool_parser = parser_for_model(self.name, self.config.reasoning_parser,
                                                                    self.config.tool_parser)
-        self.started = True
         log.info("model %s: %d worker(s), reasoning=%s tools=%s", self.name, len(self.pool.workers),
                  self.reasoning_parser, self.tool_parser)
         return self
@@ -76,7 +74,6 @@ class ServedModel:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-        self.started = False
 
     async def _load_tokenizer(self, info: ModelInfo) -> Tokenizer:
         if self.config.tokenizer is not None:
@@ -136,9 +133,6 @@ class ModelRegistry:
 
     def __len__(self) -> int:
         return len(self._models)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._names
 
     def add(self, model: ServedModel) -> None:
         names = [model.name, *model.aliases]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, N
 import msgspec
 
 from smg.errors import SmgError, openai_error
+from smg.pipeline.plain import Sink
 from smg.protocols import openai as oa
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 JSON = b"application/json"
 ReadBody = Callable[[], Awaitable[bytes]]
-Sink = Callable[[bytes], bool]
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 

@@ -317,9 +317,6 @@ class EngineStream:
     def __aiter__(self) -> AsyncIterator[EngineOutput]:
         return self._outputs  # iterated directly: no frame of this class per output
 
-    def __anext__(self):
-        return self._outputs.__anext__()
-
     async def aclose(self) -> None:
         await self._outputs.aclose()
 
