@@ -28,6 +28,13 @@ class ConfigError(InvalidRequest, ValueError):
     with the path of the key)."""
 
 
+def check_lora_engine(model: str | None, adapters, engine: str) -> None:
+    """A ConfigError when a model lists LoRA adapters but its engine protocol cannot name one."""
+    if adapters and engine not in LORA_ENGINES:
+        raise ConfigError(f"model {model!r}: the {engine} protocol carries no LoRA adapter id (lora_adapters "
+                          f"needs engine {' or '.join(LORA_ENGINES)})")
+
+
 class _Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -125,9 +132,8 @@ class ModelConfig(_Record, frozen=True):
             if name is not None and (not name or ":" in name):
                 raise ConfigError(f"model names, aliases and adapter names must be non-empty and hold no ':', "
                                   f"got {name!r}")
-        if self.lora_adapters and self.engine is not None and self.engine not in LORA_ENGINES:
-            raise ConfigError(f"model {self.name!r}: the {self.engine} protocol carries no LoRA adapter id "
-                              f"(lora_adapters needs engine {' or '.join(LORA_ENGINES)})")
+        if self.engine is not None:
+            check_lora_engine(self.name, self.lora_adapters, self.engine)
 
 
 class GatewayConfig(_Record, frozen=True):

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-from smg.config import LORA_ENGINES, CacheConfig, ConfigError, ModelConfig, PoolConfig, replace
+from smg.config import CacheConfig, ModelConfig, PoolConfig, check_lora_engine, replace
 from smg.engines.base import ModelInfo
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, ModelNotFound, TokenizerLoadError
@@ -37,8 +37,7 @@ class ServedModel:
     def __init__(self, config: ModelConfig, pool_config: PoolConfig, cache: CacheConfig,
                  tokenizer: Tokenizer | None = None) -> None:
         engine = config.engine or pool_config.default_engine
-        if config.lora_adapters and engine not in LORA_ENGINES:
-            raise ConfigError(f"model {config.name!r}: the {engine} protocol carries no LoRA adapter id")
+        check_lora_engine(config.name, config.lora_adapters, engine)
         self.config = config
         self.pool = WorkerPool(config.workers, replace(pool_config, policy=config.policy or pool_config.policy,
                                                        default_engine=engine))
