@@ -87,11 +87,11 @@ def _serve_config(args: argparse.Namespace):
 
     from smg.config import ConfigError, GatewayConfig, convert
 
-    server = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
-                                                  "request_body_timeout", "max_connections")
-              if getattr(args, key) is not None}
-    if args.engine_read_interval_ms is not None:
-        server["pool"] = {"read_interval": args.engine_read_interval_ms / 1000}
+    overrides = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
+                                                     "request_body_timeout", "max_connections")
+                 if getattr(args, key) is not None}
+    if args.trust_request_chat_template:
+        overrides["trust_request_chat_template"] = True
     if args.config:
         single = [flag for flag, value in (("--worker", args.worker), ("--tokenizer", args.tokenizer),
                                            ("--model", args.model), ("--engine", args.engine),
@@ -101,21 +101,16 @@ def _serve_config(args: argparse.Namespace):
                                            ("--lora-adapter", args.lora_adapter)) if value]
         if single:
             raise ConfigError(f"--config names the models; drop {', '.join(single)}")
-        config = GatewayConfig.load(args.config)
-        values = msgspec.to_builtins(config) if server else None
-        if values is not None:
-            pool = {**values.get("pool", {}), **server.pop("pool", {})}
-            config = convert({**values, **server, "pool": pool}, GatewayConfig, "gateway config")
-        if args.trust_request_chat_template:
-            from smg.config import replace
-
-            config = replace(config, trust_request_chat_template=True)
-        return config
-    values = {"workers": list(args.worker), "tokenizer": args.tokenizer, "model": args.model, "engine": args.engine,
-              "policy": args.policy, "reasoning_parser": args.reasoning_parser, "tool_parser": args.tool_parser,
-              "chat_template": args.chat_template, "lora_adapters": list(args.lora_adapter),
-              "trust_request_chat_template": args.trust_request_chat_template, **server}
-    return convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig, "command line")
+        values, source = msgspec.to_builtins(GatewayConfig.load(args.config)), "gateway config"
+    else:
+        values, source = {"workers": list(args.worker), "tokenizer": args.tokenizer, "model": args.model,
+                          "engine": args.engine, "policy": args.policy, "reasoning_parser": args.reasoning_parser,
+                          "tool_parser": args.tool_parser, "chat_template": args.chat_template,
+                          "lora_adapters": list(args.lora_adapter)}, "command line"
+    values = {k: v for k, v in values.items() if v not in (None, [])} | overrides
+    if args.engine_read_interval_ms is not None:
+        values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
+    return convert(values, GatewayConfig, source)
 
 
 def _serve(args: argparse.Namespace) -> int:
