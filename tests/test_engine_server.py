@@ -2,6 +2,7 @@
 stops it promptly and drops what was generated ahead, and max_new_tokens past the context is
 refused. Driven with the generated grpc.aio stub (SGLang's protocol)."""
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -33,21 +34,25 @@ def _request(rid: str, max_new: int, prompt=(1, 2, 3)) -> spb.GenerateRequest:
                                sampling_params=spb.SamplingParams(temperature=1.0, max_new_tokens=max_new))
 
 
-async def _serve(generate, context_length: int):
-    """An engine server and a stub whose channel keeps HTTP/2's 64 KiB window (no BDP probing,
-    which grows it while nobody reads), so what the reader has not taken is bounded."""
+@contextlib.asynccontextmanager
+async def serving(generate, context_length: int):
+    """(an engine server, a stub to it); the stub's channel keeps HTTP/2's 64 KiB window (no BDP
+    probing, which grows it while nobody reads), so what the reader has not taken is bounded."""
     server = EngineServer(generate, ModelInfo(model_id="flood", max_context_length=context_length))
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.http2.bdp_probe", 0)])
-    return server, channel, spbg.SglangSchedulerStub(channel)
+    try:
+        yield server, spbg.SglangSchedulerStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
 
 
 def test_a_fast_generator_waits_for_its_reader_and_an_abort_stops_it_promptly():
     flood = Flood()
 
     async def main():
-        server, channel, stub = await _serve(flood.generate, 0)
-        try:
+        async with serving(flood.generate, 0) as (server, stub):
             call = stub.Generate(_request("r1", 1_000_000))
             read = 0
             async for _ in call:
@@ -63,9 +68,6 @@ def test_a_fast_generator_waits_for_its_reader_and_an_abort_stops_it_promptly():
             async for response in call:
                 after.append(response)
             return read, produced_while_paused, after, time.monotonic() - started, server.aborted
-        finally:
-            await channel.close()
-            await server.stop()
 
     read, produced, after, seconds, aborted = asyncio.run(asyncio.wait_for(main(), 30))
     # Ahead of the reader: the buffer, plus what HTTP/2's flow-control windows (64 KiB each way,
@@ -82,16 +84,12 @@ def test_generation_is_bounded_by_the_reader_not_run_ahead():
     flood = Flood()
 
     async def main():
-        server, channel, stub = await _serve(flood.generate, 0)
-        try:
+        async with serving(flood.generate, 0) as (server, stub):
             call = stub.Generate(_request("r2", 1_000_000))
             await asyncio.sleep(1.0)
             produced = flood.produced
             call.cancel()
             return produced
-        finally:
-            await channel.close()
-            await server.stop()
 
     produced = asyncio.run(asyncio.wait_for(main(), 30))
     assert produced < STREAM_BUFFER + (1 << 16) // 16, produced  # the buffer and the flow-control window
@@ -101,16 +99,12 @@ def test_max_new_tokens_past_the_context_is_refused():
     flood = Flood()
 
     async def main():
-        server, channel, stub = await _serve(flood.generate, 100)
-        try:
+        async with serving(flood.generate, 100) as (server, stub):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 async for _ in stub.Generate(_request("r3", 98)):
                     pass
             fits = [r async for r in stub.Generate(_request("r4", 97))]
             return info.value, fits
-        finally:
-            await channel.close()
-            await server.stop()
 
     error, fits = asyncio.run(asyncio.wait_for(main(), 30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "context length (100)" in error.details()
