@@ -228,6 +228,9 @@ def xml_format(name: str, block: tuple[str, str], invoke: tuple[str, str, str] |
 _PYTHON_LITERALS = {"True": True, "False": False, "None": None}
 
 
+_NOT_JSON = object()  # what _structured returns for text that is no JSON value
+
+
 def _structured(text: str) -> Any:
     """``text`` as JSON, JSON with escaped quotes (``{\\"a\\": 1}``, as models write it inside
     XML), or a Python literal (``{'a': True}``); ``_NOT_JSON`` when none of them."""
@@ -240,9 +243,6 @@ def _structured(text: str) -> Any:
         return json.loads(json.dumps(ast.literal_eval(text)))
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return _NOT_JSON
-
-
-_NOT_JSON = object()
 
 
 def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema") -> Any:

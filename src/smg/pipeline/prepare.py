@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -124,8 +125,6 @@ def _json_text(value: Any) -> str:
 
 def _choice_regex(choices: Sequence[str]) -> str:
     """A regex matching exactly one of ``choices`` (vLLM's ``guided_choice``)."""
-    import re
-
     if not choices or not all(isinstance(c, str) for c in choices):
         raise InvalidRequest("guided_choice must be a non-empty list of strings")
     return "(" + "|".join(re.escape(c) for c in choices) + ")"
