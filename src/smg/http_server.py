@@ -36,8 +36,10 @@ MAX_HEAD = 64 << 10  # request line + headers
 MAX_QUEUED = 16  # pipelined requests waiting behind the one being answered before reading pauses
 LINGER_S = 2.0  # after a final reply, how long input is still read (and dropped) before closing
 _CHUNKED_END = b"0\r\n\r\n"
+_TOO_MANY = error_reply(503, "too many open connections", "server_overloaded").body
+# what a connection past --max-connections gets (after its status and date lines), then it is closed
 _REFUSED = (b"content-type: application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%b"
-            % (len(_TOO_MANY := error_reply(503, "too many open connections", "server_overloaded").body), _TOO_MANY))
+            % (len(_TOO_MANY), _TOO_MANY))
 _SSE_HEAD = b"content-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n"
 _STATUS_LINES: dict[int, bytes] = {}
 _date = [0, b""]  # second, header line
