@@ -110,6 +110,45 @@ TOOL_SAMPLES = [
     ("internlm", 'Sure<|action_start|><|plugin|>\n{"name": "get_weather", "parameters": {"city": "Paris", "days": 3}}'
                  "<|action_end|>", "Sure", [PARIS]),
     ("hunyuan", '<tool_calls>[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]</tool_calls>', "", [PARIS]),
+    # DeepSeek V4: DSML in a tool_calls block
+    ("deepseek_v4", 'Sure.<｜DSML｜tool_calls>\n<｜DSML｜invoke name="get_weather">\n'
+                    '<｜DSML｜parameter name="city" string="true">Paris</｜DSML｜parameter>\n'
+                    '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n'
+                    '<｜DSML｜invoke name="search">\n<｜DSML｜parameter name="q" string="true">東京 天気 ☀️ "quoted" {braces}'
+                    "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>", "Sure.", [PARIS, TOKYO]),
+    # Kimi K3 (XTML): a response channel (content) and a tools channel with typed arguments
+    ("kimi_k3", "<|open|>response<|sep|>Let me look.<|close|>response<|sep|><|open|>tools<|sep|>"
+                '<|open|>call tool="get_weather" index="0"<|sep|><|open|>argument key="city" type="string"<|sep|>Paris'
+                '<|close|>argument<|sep|><|open|>argument key="days" type="integer"<|sep|>3<|close|>argument<|sep|>'
+                '<|close|>call<|sep|><|open|>call tool="search" index="1"<|sep|><|open|>argument key="q" type="string"<|sep|>'
+                '東京 天気 ☀️ "quoted" {braces}<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>',
+     "Let me look.", [PARIS, TOKYO]),
+    # Gemma 4: call:NAME{...} with <|"|> quoting strings; FunctionGemma the same with <escape>
+    ("gemma4", 'Checking.<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,days:3}<tool_call|>'
+               '<|tool_call>call:search{q:<|"|>東京 天気 ☀️ "quoted" {braces}<|"|>}<tool_call|>', "Checking.", [PARIS, TOKYO]),
+    ("gemma4", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,tags:[<|"|>a, b<|"|>,{k:true,n:null}],metric:false}'
+               "<tool_call|>", "", [("get_weather", {"city": "Paris", "tags": ["a, b", {"k": True, "n": None}], "metric": False})]),
+    ("functiongemma", "<start_function_call>call:get_weather{city:<escape>Paris<escape>,days:3}<end_function_call>"
+                      '<start_function_call>call:search{q:<escape>東京 天気 ☀️ "quoted" {braces}<escape>}<end_function_call>',
+     "", [PARIS, TOKYO]),
+    # MiniMax M3: every tag behind the namespace token (spacing after it ignored); nested values
+    ("minimax_m3", "Let me check.]<]minimax[>[<tool_call>\n]<]minimax[>[<invoke name=\"get_weather\">\n"
+                   "]<]minimax[>[<city>Paris]<]minimax[>[</city>\n]<]minimax[>[ <days>3]<]minimax[>[</days>\n"
+                   "]<]minimax[>[<tags>]<]minimax[>[<item>sun]<]minimax[>[</item>]<]minimax[>[<item>wind]<]minimax[>[</item>"
+                   "]<]minimax[>[</tags>\n]<]minimax[>[</invoke>\n]<]minimax[>[<invoke name=\"search\">"
+                   ']<]minimax[>[<q>東京 天気 ☀️ "quoted" {braces}]<]minimax[>[</q>]<]minimax[>[</invoke>\n'
+                   "]<]minimax[>[</tool_call>", "Let me check.",
+     [("get_weather", {"city": "Paris", "days": 3, "tags": ["sun", "wind"]}), TOKYO]),
+    # OLMo 3: one Python call per line; JSON literals too
+    ("olmo3", "I'll check.<function_calls>\nget_weather(city=\"Paris\", days=3)\n"
+              "search(q='東京 天気 ☀️ \"quoted\" {braces}')\n</function_calls>", "I'll check.", [PARIS, TOKYO]),
+    ("olmo3", "<function_calls>\nget_weather(city='Paris', metric=true, tags=null)\n</function_calls>", "",
+     [("get_weather", {"city": "Paris", "metric": True, "tags": None})]),
+    # xLAM: a JSON array bare at the start, or in a ```json block
+    ("xlam", '[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}, '
+             '{"name": "search", "arguments": {"q": "東京 天気 ☀️ \\"quoted\\" {braces}"}}]', "", [PARIS, TOKYO]),
+    ("xlam", 'Sure: ```json\n[{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}]\n```', "Sure: ", [PARIS]),
+    ("xlam", "[1, 2] is a list, not a call.", "[1, 2] is a list, not a call.", []),
 ]
 
 # (family, output, in_reasoning option, expected reasoning, expected content)
@@ -144,4 +183,14 @@ REASONING_SAMPLES = [
     ("mistral", "[THINK]hmm[/THINK]answer", None, "hmm", "answer"),
     ("granite", "Here is my thought process:\nthink\nHere is my response:\nanswer", None, "think\n", "answer"),
     ("granite", "Here's my thought process: a Here's my response: b", None, "a ", "b"),
+    ("kimi_thinking", "deep</think>answer", None, "deep", "answer"),
+    ("kimi_k3", "<|open|>think<|sep|>plan<|close|>think<|sep|><|open|>response<|sep|>answer<|close|>response<|sep|>", None,
+     "plan", "answer"),
+    ("kimi_k3", "<|open|>think<|sep|>plan<|open|>tools<|sep|>x", None, "plan", "<|open|>tools<|sep|>x"),
+    ("gemma4", "<|channel>thought\nplan<channel|>answer", None, "plan", "answer"),
+    ("gemma4", '<|channel>thought\nneed a tool<|tool_call>call:f{a:1}<tool_call|>', None, "need a tool",
+     "<|tool_call>call:f{a:1}<tool_call|>"),
+    ("nemotron", "thinking<tool_call>\n<function=f>", True, "thinking", "<tool_call>\n<function=f>"),
+    ("think", "<think>r</think>c", None, "r", "c"),
+    ("passthrough", "<think>r</think>c", None, "", "<think>r</think>c"),
 ]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smg.parsers import (ParseError, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, collect, feed_batches,
+from smg.parsers import (ParseError, ToolCallDelta, ReasoningBatch, ReasoningParser, ToolBatch, ToolParser, collect, feed_batches,
                          join_deltas, reasoning_parser_names, tool_parser_names)
 from smg.parsers.reasoning import FORMATS
 from smg.parsers.tools import HEADER_FORMATS, JSON_FORMATS
@@ -111,11 +111,11 @@ def test_batch_records_are_columnar():
     batch = parser.feed_batch(*join_deltas(pieces))
     assert isinstance(batch, ToolBatch) and len(batch) == 6
     assert batch.content == "hi " and list(batch.content_ends) == [3, 3, 3, 3, 3, 3]
-    assert [(d, h.index, h.id, h.name) for d, h in batch.headers] == [(2, 0, "functions.search:0", "search")]
-    assert batch.arguments == '{"q": "x"}'
-    # the space after the colon waits for more arguments, so it goes out with the next piece
-    assert list(batch.piece_delta) == [3, 4] and list(batch.piece_end) == [5, 10]
-    assert batch[2].calls[0].name == "search" and batch[4].calls[0].arguments == ' "x"}'
+    # a call goes out whole, in the delta where it closed
+    assert [(d, h.index, h.id, h.name) for d, h in batch.headers] == [(5, 0, "functions.search:0", "search")]
+    assert batch.arguments == '{"q": "x"}' and list(batch.piece_delta) == [5] and list(batch.piece_end) == [10]
+    assert batch[5].calls == (ToolCallDelta(0, "functions.search:0", "search", '{"q": "x"}'),)
+    assert not any(batch[i].calls for i in range(5))
     assert batch[-1] == batch[5] and batch[0].content == "hi "
     reasoning = ReasoningParser.create("qwen3").feed_batch("<think>ab</think>cd", array("q", [9, 17, 19]))
     assert isinstance(reasoning, ReasoningBatch)

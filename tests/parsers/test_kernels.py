@@ -90,7 +90,8 @@ def test_records_from_the_kernels_hold_no_extra_reference():
     reasoning = ReasoningParser.create("qwen3")
     assert owned_by_caller(reasoning.feed("<think>a</thi"))
     assert owned_by_caller(reasoning.finish())  # the held "</thi"
-    for name, text in [("kimi_k2", "x<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{"),
+    for name, text in [("kimi_k2", "x<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}"
+                                   "<|tool_call_end|>"),
                        ("hermes", 'x<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>')]:
         parser = ToolParser.create(name)
         delta = parser.feed(text)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from smg.errors import InvalidRequest
 from smg.parsers import ParseError, ToolParser, collect, parser_for_model, tool_parser_names
-from smg.parsers.tools import HEADER_FORMATS, JSON_FORMATS, XML_FORMATS, typed_value
+from smg.parsers.tools import HEADER_FORMATS, JSON_FORMATS, typed_value
 
 from .samples import TOOL_SAMPLES, TOOLS, split, without_generated_ids
 
@@ -45,28 +45,28 @@ def test_any_chunking_equals_one_shot(data):
     assert_streamed_equals_parsed(name, text, split(data, text, 15))
 
 
-def test_streaming_shape_name_first_then_argument_fragments():
+def test_streaming_shape_each_call_whole_once_it_closed():
+    """A call goes out in one piece (id, name, arguments) in the delta that closed it: it was
+    decoded first, so a client never receives a call it cannot execute."""
     parser = ToolParser.create("hermes", TOOLS)
     text = TOOL_SAMPLES[0][1]
+    object_end = text.index("}}") + 2  # where the first call object closes
     deltas = [parser.feed(text[i:i + 4]) for i in range(0, len(text), 4)] + [parser.finish()]
-    calls = [c for d in deltas for c in d.calls]
-    firsts = {}
-    for c in calls:
-        if c.index not in firsts:
-            firsts[c.index] = c
-            assert c.name is not None and c.id.startswith("call_")
-        else:
-            assert c.name is None and c.id is None
-    assert sorted(firsts) == [0, 1]
-    assert sum(1 for c in calls if c.index == 0) > 2  # arguments really streamed in pieces
+    calls = [(i, c) for i, d in enumerate(deltas) for c in d.calls]
+    assert [c.index for _, c in calls] == [0, 1]
+    assert all(c.name and c.id.startswith("call_") and json.loads(c.arguments) for _, c in calls)
+    assert calls[0][0] == (object_end - 1) // 4  # the delta that holds the object's last "}"
 
 
 def fuzz_text(name):
-    fmt = JSON_FORMATS.get(name) or HEADER_FORMATS.get(name) or XML_FORMATS.get(name)
+    fmt = JSON_FORMATS.get(name) or HEADER_FORMATS.get(name)
     markers = []
-    if fmt is not None:
-        for value in vars(fmt).values():
-            if isinstance(value, tuple):
+    decode = getattr(fmt, "decode", None)
+    for part in (fmt, decode if hasattr(decode, "__dataclass_fields__") else None):  # (XML parameter tags too)
+        for value in vars(part).values() if part is not None else ():
+            if isinstance(value, str) and value and part is decode:
+                markers.append(value)
+            elif isinstance(value, tuple):
                 for item in value:
                     if isinstance(item, str):
                         markers.append(item)
@@ -87,16 +87,39 @@ def test_fuzz_never_raises_and_is_chunking_invariant(data):
     assert_streamed_equals_parsed(name, text, split(data, text))
 
 
-@pytest.mark.parametrize("name, text, check", [
-    # stream ends mid-call: what was sent stays, an XML call is closed
-    ("qwen3_coder", "<tool_call>\n<function=get_weather>\n<parameter=city>\nPar", lambda c, k: k[0].arguments == "{}"),
-    ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',
-     lambda c, k: k[0].name == "get_weather" and k[0].arguments == '{"city": "Pa'),
+EDGE_CASES = [
+    # stream ends mid-call: a call cut short does not decode and is dropped
+    ("qwen3_coder", "<tool_call>\n<function=get_weather>\n<parameter=city>\nPar", lambda c, k: not k and not c),
+    ("qwen3_coder", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n",
+     lambda c, k: json.loads(k[0].arguments) == {"city": "Paris"}),  # closed parameters, end markers left out
+    ("hermes", 'Sure.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa', lambda c, k: c == "Sure." and not k),
+    # an opening marker with nothing after it is no call
+    ("hermes", "Sure.<tool_call>", lambda c, k: c == "Sure." and not k),
+    ("kimi_k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>",
+     lambda c, k: not c and not k),
+    # a call whose arguments do not decode is dropped; the others keep their order
+    ("hermes", '<tool_call>{"name": "search", "arguments": {bad}}</tool_call><tool_call>{"name": "get_weather", '
+               '"arguments": {"city": "Paris"}}</tool_call><tool_call>{"name": "search", "arguments": {"q": 1}}</tool_call>',
+     lambda c, k: [(x.name, json.loads(x.arguments)) for x in k] == [("get_weather", {"city": "Paris"}),
+                                                                      ("search", {"q": 1})] and not c),
+    ("hermes", '<tool_call>{"name": "f", "arguments": [1, 2]}</tool_call>', lambda c, k: not c and not k),
+    ("deepseek_v31", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{oops}<｜tool▁call▁end｜>"
+                     '<｜tool▁call▁begin｜>g<｜tool▁sep｜>{"a": 1}<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+     lambda c, k: [(x.name, x.arguments) for x in k] == [("g", '{"a": 1}')]),
+    # arguments quoted as a JSON string holding an object are that object; none at all are {}
+    ("hermes", '<tool_call>{"name": "search", "arguments": "{\\"q\\": \\"x\\"}"}</tool_call>',
+     lambda c, k: json.loads(k[0].arguments) == {"q": "x"}),
+    ("hermes", '<tool_call>{"name": "f"}</tool_call>', lambda c, k: k[0].arguments == "{}"),
+    # the end marker may be the engine's stop token, left out of the text: a complete call still counts
+    ("gpt_oss", '<|channel|>commentary to=functions.search <|constrain|>json<|message|>{"q": "x"}',
+     lambda c, k: json.loads(k[0].arguments) == {"q": "x"}),
     # a JSON object without a name is not a call: its text is content
     ("hermes", '<tool_call>{"foo": 1}</tool_call>', lambda c, k: c == '{"foo": 1}' and not k),
-    # nesting too deep for json.loads is bad output like any other
-    ("hermes", '<tool_call>{"a": ' + "[" * 100_000 + "]" * 100_000 + "}</tool_call>",
-     lambda c, k: not k and c.startswith('{"a": [[')),
+    # nesting too deep for json.loads is bad output like any other: dropped inside markers
+    ("hermes", 'a<tool_call>{"a": ' + "[" * 100_000 + "]" * 100_000 + "}</tool_call>b", lambda c, k: not k and c == "ab"),
+    # without markers (Llama 3 bare JSON), text that is not a valid call stays content
+    ("llama3_json", '{"name": "f", "parameters": {oops}}', lambda c, k: c == '{"name": "f", "parameters": {oops}}' and not k),
+    ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Pa', lambda c, k: c.startswith('{"name"') and not k),
     # pythonic that does not parse is content
     ("pythonic", "[not python(", lambda c, k: c == "[not python(" and not k),
     # calls to tools not in the request are reported (as vLLM does)
@@ -105,17 +128,44 @@ def test_fuzz_never_raises_and_is_chunking_invariant(data):
     # arguments before the name: sent whole when the object closes
     ("hermes", '<tool_call>{"arguments": {"q": "x"}, "name": "search"}</tool_call>',
      lambda c, k: (k[0].name, json.loads(k[0].arguments)) == ("search", {"q": "x"})),
-    # a name with an invalid JSON escape is kept as written, never an exception
-    ("llama3_json", '{"name": "bad\\ name", "parameters": {}}', lambda c, k: k[0].name == "bad\\ name"),
+    # a name with an invalid JSON escape does not decode: the text stays content, never an exception
+    ("llama3_json", '{"name": "bad\\ name", "parameters": {}}', lambda c, k: c.startswith('{"name"') and not k),
     # an end marker inside a JSON string is data
     ("hermes", '<tool_call>{"name": "search", "arguments": {"q": "</tool_call>"}}</tool_call>after',
      lambda c, k: json.loads(k[0].arguments) == {"q": "</tool_call>"} and c == "after"),
+    # the new families: a call that does not decode is dropped, the others kept in order
+    ("gemma4", '<|tool_call>call:f{a:<|"|>unterminated}<tool_call|><|tool_call>call:g{b:2}<tool_call|>',
+     lambda c, k: [(x.name, json.loads(x.arguments)) for x in k] == [("g", {"b": 2})]),
+    ("gemma4", "<|tool_call>call:f{a:1}", lambda c, k: k[0].name == "f"),  # <tool_call|> left out as a stop token
+    ("gemma4", "<|tool_call>call:f{a:1", lambda c, k: not k and not c),  # cut short
+    ("functiongemma", "<start_function_call>nonsense<end_function_call>after", lambda c, k: not k and c == "after"),
+    ("olmo3", "<function_calls>\nf(a=1)\ng(\n</function_calls>", lambda c, k: not k),
+    ("olmo3", "<function_calls>\nimport os\n</function_calls>", lambda c, k: not k),
+    ("kimi_k3", '<|open|>tools<|sep|><|open|>call tool="a&amp;b" index="0"<|sep|><|open|>argument key="x" type="object"'
+                '<|sep|>{"k": [1]}<|close|>argument<|sep|><|close|>call<|sep|><|close|>tools<|sep|>',
+     lambda c, k: k[0].name == "a&b" and json.loads(k[0].arguments) == {"x": {"k": [1]}}),
+    ("minimax_m3", "]<]minimax[>[<tool_call>]<]minimax[>[<invoke name=\"f\">]<]minimax[>[<a>1]<]minimax[>[</b>"
+                   "]<]minimax[>[</invoke>]<]minimax[>[<invoke name=\"g\">]<]minimax[>[<a>1]<]minimax[>[</a>"
+                   "]<]minimax[>[</invoke>]<]minimax[>[</tool_call>",
+     lambda c, k: [(x.name, json.loads(x.arguments)) for x in k] == [("g", {"a": "1"})]),
+    ("xlam", '[{"name": "f", "arguments": {bad}}] tail', lambda c, k: not k and c.startswith('[{"name"')),
     ("kimi_k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:7<|tool_call_argument_begin|>{}"
                 "<|tool_call_end|><|tool_calls_section_end|>", lambda c, k: k[0].id == "functions.get_weather:7"),
-])
+]
+
+
+@pytest.mark.parametrize("name, text, check", EDGE_CASES)
 def test_malformed_and_edge_outputs(name, text, check):
     content, calls = ToolParser.create(name, TOOLS).parse(text)
     assert check(content, calls), (content, calls)
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_malformed_and_edge_outputs_at_any_chunking(data):
+    name, text, check = data.draw(st.sampled_from([case for case in EDGE_CASES if len(case[1]) < 10_000]))
+    assert_streamed_equals_parsed(name, text, split(data, text, 12))
+    assert check(*stream(name, split(data, text, 12)))
 
 
 @pytest.mark.parametrize("raw, schema, mode, expected", [
@@ -164,6 +214,19 @@ def test_misuse_is_typed():
     ("openai/gpt-oss-20b", ("gpt_oss", "gpt_oss")),
     ("meta-llama/Llama-3.2-1B-Instruct", (None, "llama3_json")),
     ("meta-llama/Llama-4-Scout-17B-16E-Instruct", (None, "pythonic")),
+    ("deepseek-ai/DeepSeek-V4-Flash", ("deepseek_v31", "deepseek_v4")),
+    ("moonshotai/Kimi-K2.5", ("kimi_k2", "kimi_k2")),
+    ("moonshotai/Kimi-K2-Thinking", ("kimi_thinking", "kimi_k2")),
+    ("moonshotai/Kimi-K3", ("kimi_k3", "kimi_k3")),
+    ("zai-org/GLM-5", ("glm45", "glm47")),
+    ("google/gemma-4-31B-it", ("gemma4", "gemma4")),
+    ("google/functiongemma-270m-it", (None, "functiongemma")),
+    ("MiniMaxAI/MiniMax-M3", ("minimax", "minimax_m3")),
+    ("MiniMaxAI/MiniMax-M2.5", ("minimax", "minimax_m2")),
+    ("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", ("nemotron", "qwen3_coder")),
+    ("nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-FP8", ("nemotron", "qwen3_coder")),
+    ("allenai/Olmo-3-7B-Think", ("think", "olmo3")),
+    ("Salesforce/Llama-xLAM-2-8b-fc-r", (None, "xlam")),
     ("some/unknown-model", (None, None)),
 ])
 def test_parser_for_model(model, expected):

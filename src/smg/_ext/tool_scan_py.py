@@ -1,35 +1,37 @@
 """Reference twin of ``tool_scan.pyx``: the two compiled tool-call machines.
 
-:class:`HeaderMachine` — calls are a marker, a header naming the function, a separator, the
-arguments as raw JSON, and an end marker (deepseek_v3/v31, kimi_k2, gpt_oss Harmony, mistral v11).
-States: 0 content, 1 inside a section of calls, 2 reading the header, 3 streaming arguments.
-Arguments stream as written, without their leading whitespace; trailing whitespace is held until
-more arguments follow (so it is dropped before the end marker).
+:class:`HeaderMachine` — calls are a marker, a header naming the function, a separator, a body,
+and an end marker. The body is the arguments as raw JSON (deepseek_v3/v31, kimi_k2, gpt_oss
+Harmony, mistral v11) or is read by the format's ``decode`` (XML parameters, Gemma's syntax...;
+a format without a header has its whole call in the body). States: 0 content, 1 inside a section
+of calls, 2 reading the header, 3 reading the body.
 
 :class:`JsonMachine` — calls are JSON objects (``{"name": N, "arguments": {...}}``) inside
 markers, or a JSON array of them (hermes/qwen, llama3 json, mistral's old form, cohere, granite,
 internlm, hunyuan). States: 0 content, 1 start of an output that may open with a bare call,
 2 inside a block of calls, 3 inside an object. The object's end is found by the JSON scanner
-(depth/string/escape state); the name is sent as soon as ``_NAME_RE`` reads it, then the
-arguments value as written, its end found by a second scanner. An object that closes before its
-name or arguments were read is parsed whole (``settle_object``): no name makes it content.
+(depth/string/escape state), and the object is then decoded whole (``settle_object``).
+
+A call goes out whole (id, name and arguments in one ``ToolCallDelta``) once it has closed and
+its arguments decode to a JSON object (``settle_arguments``): a call whose arguments do not
+decode, or that the output cut short, is dropped, and the calls after it keep their order. So
+no client ever receives a call it cannot execute, and the result is the same at any chunking.
 
 Each state's markers are found by the stop-string kernel's Aho–Corasick matcher (``split``),
 text between markers goes out at once, and a tail that may still become a marker is held, so any
 chunking gives the same output.
 
-Output per delta: ``ToolDelta(content, calls)`` where a call's first ``ToolCallDelta`` carries its
-``id`` and ``name`` and later ones argument fragments (consecutive fragments of one call merged).
+Output per delta: ``ToolDelta(content, calls)``, each call one ``ToolCallDelta`` with its ``id``,
+``name`` and ``arguments``.
 """
 from __future__ import annotations
 
 import json
 import random
-import re
 from array import array
 from itertools import accumulate
 from bisect import bisect_left, bisect_right
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from smg._ext import stop_matcher_py as markers
 from smg._ext.json_scan_py import JsonScanner
@@ -128,6 +130,27 @@ def state_markers(fmt) -> list[tuple[str, ...]]:
     return [fmt.section_start + fmt.call_start + fmt.drop, fmt.call_start + fmt.section_end, fmt.name_end, args]
 
 
+def tool_schemas(tools) -> dict[str, dict]:
+    """name -> parameters schema, from OpenAI ``tools`` (``{"type": "function", "function": {...}}``)."""
+    out: dict[str, dict] = {}
+    for tool in tools or ():
+        fn = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            params = fn.get("parameters")
+            out[fn["name"]] = params if isinstance(params, dict) else {}
+    return out
+
+
+def settle_call(fmt, header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, str | None, str]]:
+    """The calls of one closed call (its header and body texts): ``[(name, id, arguments JSON)]``,
+    empty when it does not decode. A format's ``decode`` reads its own body syntax (XML
+    parameters, Gemma's...); by default the header names the call and the body is its JSON."""
+    if fmt.decode is not None:
+        return fmt.decode(header, body, schemas)
+    arguments = settle_arguments(body)
+    return [] if arguments is None else [(*fmt.parse_header(header), arguments)]
+
+
 
 class CallRecorder:
     """What every Python tool machine shares (these twins, and the XML, pythonic and mistral
@@ -141,16 +164,16 @@ class CallRecorder:
         self._finished = False
         self._lead = ""  # leading whitespace held by _opening
 
-    def _opening(self, text: str, opener: str, opened: int) -> str | None:
+    def _opening(self, text: str, openers: str, opened: int) -> str | None:
         """Leading whitespace is held until the first other character says whether the output
-        opens with ``opener`` (then state ``opened``, the whitespace dropped) or is content.
+        opens with one of ``openers`` (then state ``opened``, the whitespace dropped) or is content.
         Returns the text to scan again in the new state (None: all held)."""
         stripped = text.lstrip()
         if not stripped:
             self._lead += text
             return None
         lead, self._lead = self._lead, ""
-        if stripped[0] == opener:
+        if stripped[0] in openers:
             self._machine.state = opened
             return stripped
         self._machine.state = CONTENT
@@ -200,15 +223,34 @@ class ToolMachine(CallRecorder):
         return self._take()
 
 
+def settle_arguments(text: str) -> str | None:
+    """A closed call's arguments as JSON text, or None when they do not decode to a JSON object
+    (the call is dropped). Written as an object, they are kept as the model wrote them; nothing
+    at all is no arguments (``{}``); a JSON string that holds an object (some models quote
+    their arguments) is that object."""
+    text = text.strip()
+    if not text:
+        return "{}"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # deep nesting is bad output too, not a crash
+        return None
+    if isinstance(value, str):
+        return settle_arguments(value) if value.lstrip().startswith("{") else None
+    return text if isinstance(value, dict) else None
+
+
 class HeaderMachine(ToolMachine):
-    # ``tools`` and other options: the tool parsers' common signature (these machines need neither)
+    # ``tools``: the request's, for formats whose values are typed by schema; other options: the
+    # tool parsers' common signature
     def __init__(self, fmt, tools=None, state: int = CONTENT, **options: Any) -> None:
         super().__init__(state_markers(fmt), state)
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
-        self._parse_header = fmt.parse_header
-        self._header = self._space = ""
-        self._args_started = False
+        self._fmt = fmt
+        self._schemas = tool_schemas(tools) if fmt.decode is not None else {}
+        self._call_state = NAME if fmt.name_end else ARGS  # no header: the body is the whole call
+        self._header = self._arguments = ""
 
     def _on_text(self, text: str) -> None:
         state = self._machine.state
@@ -217,17 +259,7 @@ class HeaderMachine(ToolMachine):
         elif state == NAME:
             self._header += text
         elif state == ARGS:
-            if not self._args_started:
-                text = text.lstrip()
-                if not text:
-                    return
-                self._args_started = True
-            body = text.rstrip()
-            if body:
-                self._args(self._space + body)
-                self._space = text[len(body):]
-            else:
-                self._space += text
+            self._arguments += text
 
     def _on_marker(self, index: int) -> None:
         machine = self._machine
@@ -236,56 +268,62 @@ class HeaderMachine(ToolMachine):
             if index < self._n_section:
                 machine.state = SECTION
             elif index < self._n_section + self._n_call_start:
-                machine.state = NAME
+                machine.state = self._call_state
         elif state == SECTION:
-            machine.state = NAME if index < self._n_call_start else CONTENT
+            machine.state = self._call_state if index < self._n_call_start else CONTENT
         elif state == NAME:
-            self._open(*self._parse_header(self._header))
-            self._header, self._space, self._args_started = "", "", False
             machine.state = ARGS
-        elif index >= self._n_args_end:
-            machine.state = NAME
         else:
-            machine.state = SECTION if self._n_section else CONTENT
+            self._close_call()
+            if index >= self._n_args_end:
+                machine.state = self._call_state
+            else:
+                machine.state = SECTION if self._n_section else CONTENT
+
+    def _close_call(self) -> None:
+        for name, given_id, arguments in settle_call(self._fmt, self._header, self._arguments, self._schemas):
+            self._open(name, given_id)
+            self._args(arguments)
+        self._header = self._arguments = ""
 
     def _on_finish(self, held: str) -> None:
-        if held and self._machine.state in (CONTENT, ARGS):
-            self._on_text(held)
+        state = self._machine.state
+        if state == CONTENT:
+            self._content += held
+        elif state == ARGS:  # the end marker may be the engine's stop token, left out of the text
+            self._arguments += held
+            if self._arguments.strip():  # (a call opened with nothing after it is none)
+                self._close_call()
 
 
 # ---- JSON objects ------------------------------------------------------------------------------
 
-_NAME_RE = {key: re.compile(r'"%s"\s*:\s*"((?:[^"\\]|\\.)*)"' % key) for key in ("name", "tool_name")}
-_ARGS_RE = {key: re.compile(r'"%s"\s*:\s*' % key) for key in ("arguments", "parameters")}
 START, BLOCK, OBJECT = 1, 2, 3  # JsonMachine's states after CONTENT
 _SEPARATORS = frozenset(" \t\r\n,;[]")
 
 
-def json_name(raw: str) -> tuple[str, None]:
-    """A call's name as ``_NAME_RE`` read it (a JSON string's body), decoded; kept as written when
-    its escapes are invalid. Shaped as a header parser's result (no call id)."""
-    try:
-        return json.loads(f'"{raw}"'), None
-    except ValueError:
-        return raw, None
-
-
-def settle_object(obj: str, fmt, opened: bool) -> tuple[str | None, str | None, str]:
-    """A call object that closed before its name (``opened`` False) or its arguments were read,
-    parsed whole: ``(content, name, arguments)``. ``content`` is the object's text when it names
-    no function (not a call); ``name`` the call to open (None when already open); ``arguments``
-    the JSON text to send."""
+def settle_object(obj: str, fmt, tagged: bool) -> tuple[str, str | None, str]:
+    """A closed call object, decoded: ``(content, name, arguments)``. A call has a ``name`` (the
+    first of ``fmt.name_keys`` that is a string) and arguments that decode (the first of
+    ``fmt.args_keys`` present, ``{}`` when none is). An object that names no function is not a
+    call: its text is content. One that does not decode is dropped inside markers (``tagged``)
+    and content without them (a Llama 3 bare object)."""
     try:
         data: Any = json.loads(obj)
-    except (ValueError, RecursionError):  # deep nesting is bad output too, not a crash
-        data = None
-    if not isinstance(data, dict):
-        data = {}
+    except (ValueError, RecursionError):
+        return ("" if tagged else obj), None, ""
     name = next((data[k] for k in fmt.name_keys if isinstance(data.get(k), str)), None)
-    if not opened and name is None:
+    if name is None:
         return obj, None, ""
-    args = next((data[k] for k in fmt.args_keys if k in data), {})
-    return None, None if opened else name, args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+    args = next((data[k] for k in fmt.args_keys if k in data), None)
+    if args is None:
+        return "", name, "{}"
+    if isinstance(args, str):
+        arguments = settle_arguments(args)
+        return ("", None, "") if arguments is None else ("", name, arguments)
+    if not isinstance(args, dict):
+        return "", None, ""
+    return "", name, json.dumps(args, ensure_ascii=False)
 
 
 class JsonMachine(ToolMachine):
@@ -296,99 +334,76 @@ class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         super().__init__([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
-        self._reset_object()
-
-    def _reset_object(self) -> None:
         self._obj = ""
         self._scanner = JsonScanner()
-        self._opened = False
-        self._args_at = -1  # offset of the arguments value in self._obj
-        self._args_scanner: JsonScanner | None = None
-        self._args_sent = 0  # chars of self._obj sent as arguments
-        self._args_begun = False
+        self._tagged = True  # the object being read was opened by a marker (else a bare one)
+        self._holding = False  # a bare block has read no object yet: its separators may be text
 
     def _on_marker(self, index: int) -> None:
         state = self._machine.state
         if state in (CONTENT, START):
             self._machine.state = BLOCK
             self._lead = ""
+            self._tagged = True
         elif state == BLOCK:
             self._machine.state = CONTENT
+            self._lead, self._holding = "", False
 
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
         if state == START:
-            return self._opening(text, "{", BLOCK)
+            rest = self._opening(text, self._fmt.bare_open, BLOCK)
+            if self._machine.state == BLOCK:
+                self._tagged = False
+                self._holding = True
+            return rest
         if state == CONTENT:
             self._content += text
         elif state == BLOCK:
             for i, c in enumerate(text):
-                if c == "{":
+                if c == "{":  # (a bare block's separators wait for the object's verdict)
                     self._machine.state = OBJECT
                     return text[i:]
                 if c not in _SEPARATORS:
-                    if not self._fmt.end:  # an untagged block ends at the first non-JSON text
+                    # a block no end marker can close (none in the format, or opened bare) ends
+                    # at the first non-JSON text, and a bare one's separators were text too
+                    if not self._fmt.end or not self._tagged:
+                        self._content += self._lead
+                        self._lead = ""
                         self._machine.state = CONTENT
                         return text[i:]
                     self._content += c
+                elif self._holding:
+                    self._lead += c
         else:
             end = self._scanner.feed(text)
             self._obj += text if end < 0 else text[:end]
-            self._advance()
             if end >= 0:
-                self._close_object()
-                self._machine.state = BLOCK
+                self._machine.state = self._close_object()
                 return text[end:] or None
         return None
 
-    def _advance(self) -> None:
-        obj = self._obj
-        if self._args_at < 0:
-            for key in self._fmt.args_keys:
-                m = _ARGS_RE[key].search(obj)
-                if m:
-                    self._args_at = m.end()
-                    break
-        if not self._opened:
-            head = obj if self._args_at < 0 else obj[: self._args_at]
-            for key in self._fmt.name_keys:
-                m = _NAME_RE[key].search(head)
-                if m:
-                    self._open(*json_name(m.group(1)))
-                    self._opened = True
-                    break
-        if self._opened and self._args_at >= 0 and (self._args_scanner is None or not self._args_scanner.done):
-            if self._args_scanner is None:
-                self._args_scanner = JsonScanner()
-                self._args_sent = self._args_at
-            new = obj[self._args_sent:]
-            end = self._args_scanner.feed(new)
-            piece = new if end < 0 else new[:end]
-            if not self._args_scanner.started:
-                piece = ""  # only whitespace so far
-            elif not self._args_begun:
-                piece = piece.lstrip()
-            if piece:
-                self._args_begun = True
-                self._args(piece)
-            self._args_sent += len(new) if end < 0 else end
-
-    def _close_object(self) -> None:
-        if not self._opened or self._args_scanner is None:
-            content, name, args = settle_object(self._obj, self._fmt, self._opened)
-            if content is not None:
-                self._content += content
-            else:
-                if name is not None:
-                    self._open(name)
-                self._args(args)
-        self._reset_object()
+    def _close_object(self) -> int:
+        """Settle the object; the state after it (a bare object that is no call was text, and
+        so is the rest of its block)."""
+        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged)
+        self._obj = ""
+        self._scanner = JsonScanner()
+        lead, self._lead, self._holding = self._lead, "", False
+        if name is None and not self._tagged:
+            self._content += lead + content
+            return CONTENT
+        self._content += content
+        if name is not None:
+            self._open(name)
+            self._args(arguments)
+        return BLOCK
 
     def _on_finish(self, held: str) -> None:
         state = self._machine.state
-        if state == OBJECT and not self._opened:
-            self._content += self._obj
-        elif state == START:
+        if state == OBJECT and not self._tagged:  # an unfinished bare object is text
+            self._content += self._lead + self._obj
+        elif state == START or self._holding:
             self._content += self._lead
         if state in (CONTENT, START):
             self._content += held

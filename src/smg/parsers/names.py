@@ -11,7 +11,11 @@ from smg.errors import InvalidRequest
 
 ALIASES = {"json": "llama3_json", "llama3": "llama3_json", "qwen": "hermes", "qwen25": "hermes",
            "deepseek_v3_1": "deepseek_v31", "deepseek_v3_2": "deepseek_v32", "glm4_moe": "glm45",
-           "harmony": "gpt_oss", "llama4": "pythonic", "magistral": "mistral", "deepseek_r1_0528": "deepseek_r1"}
+           "harmony": "gpt_oss", "llama4": "pythonic", "magistral": "mistral", "deepseek_r1_0528": "deepseek_r1",
+           "deepseekv4": "deepseek_v4", "kimi_k25": "kimi_k2", "kimik2": "kimi_k2",
+           "glm5": "glm47", "glm47_moe": "glm47", "glm45_moe": "glm45", "nano_v3": "nemotron",
+           "qwen_xml": "qwen3_coder", "qwen3_xml": "qwen3_coder", "olmo3_pythonic": "olmo3", "function_gemma": "functiongemma",
+           "base": "think"}
 
 
 def canonical(name: str, known: Container[str]) -> str:

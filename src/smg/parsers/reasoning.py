@@ -66,12 +66,26 @@ FORMATS = {
     "glm45": tag_format("glm45", *THINK, end_keep=("<tool_call>",)),
     "kimi": tag_format("kimi", "◁think▷", "◁/think▷"),
     "kimi_k2": tag_format("kimi_k2", *THINK, end_keep=("<|tool_calls_section_begin|>",)),
+    # Kimi K2 Thinking: the prompt opens the block
+    "kimi_thinking": tag_format("kimi_thinking", *THINK, in_reasoning=True, end_keep=("<|tool_calls_section_begin|>",)),
+    # Kimi K3 (XTML channels): a think channel; the response/message wrappers are dropped and a
+    # tools channel stays in the content for the tool parser
+    "kimi_k3": tag_format("kimi_k3", "<|open|>think<|sep|>", "<|close|>think<|sep|>", end_keep=("<|open|>tools<|sep|>",),
+                          content_drop=("<|open|>response<|sep|>", "<|close|>response<|sep|>",
+                                        "<|open|>message<|sep|>", "<|close|>message<|sep|>")),
+    # Gemma 4: a thought channel; a tool call ends it
+    "gemma4": tag_format("gemma4", "<|channel>thought", "<channel|>", end_keep=("<|tool_call>",)),
     "minimax": tag_format("minimax", *THINK, in_reasoning=True),
     "step3": tag_format("step3", *THINK, in_reasoning=True),
     "gpt_oss": HARMONY,
     "cohere": tag_format("cohere", "<|START_THINKING|>", "<|END_THINKING|>",
                          content_drop=("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>")),
-    "nemotron": tag_format("nemotron", *THINK),
+    # Nemotron 3 (nano/super) calls tools in Qwen3-Coder's <tool_call>, which may end reasoning too
+    "nemotron": tag_format("nemotron", *THINK, end_keep=("<tool_call>",)),
+    # plain <think> blocks, open by default only when the prompt opened them (OLMo 3 Think, ...)
+    "think": tag_format("think", *THINK),
+    # no reasoning markers: all output is content (a model whose reasoning parser is turned off)
+    "passthrough": ReasoningFormat("passthrough", ((), (), ())),
     "seed_oss": tag_format("seed_oss", "<seed:think>", "</seed:think>"),
     "mistral": tag_format("mistral", "[THINK]", "[/THINK]"),
     "granite": tag_format("granite", ("Here is my thought process:", "Here's my thought process:"),

@@ -1,29 +1,29 @@
 """Streaming tool-call parsers: model output in, ``content`` and OpenAI-shaped call deltas out.
 
-Four base machines, each driven by marker matchers plus family tables. The first two run
-entirely in the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``), and their ``feed_batch``
-scans without the GIL:
+Three base machines, driven by marker matchers plus family tables. The first two run entirely in
+the compiled ``smg._ext.tool_scan`` (twin ``tool_scan_py``), and their ``feed_batch`` scans without
+the GIL:
 
 * :class:`JsonToolParser` — calls are JSON objects (``{"name": N, "arguments": {...}}``) inside
   markers, or a JSON array of them: hermes/qwen, llama3 json, mistral (old form), cohere,
-  granite, internlm, hunyuan. The name is sent as soon as it is read; the arguments value is then
-  streamed as written, its end found by the JSON scanner (depth/string/escape state).
-* :class:`HeaderToolParser` — a marker, the name, a separator, raw JSON arguments, an end marker:
-  deepseek_v3/v31, kimi_k2, mistral (v11 ``[TOOL_CALLS]N[ARGS]{}``), gpt_oss (Harmony).
-* :class:`XmlToolParser` — the name and each parameter in tags, values typed by the request's
-  tool schema and sent as JSON as each parameter closes: qwen3_coder, seed_oss, glm45/47,
-  minimax_m2, step3, deepseek_v32 (DSML).
+  granite, internlm, hunyuan, xlam. An object's end is found by the JSON scanner, then decoded.
+* :class:`HeaderToolParser` — a marker, a header naming the call, a separator, the call's body,
+  an end marker. The body is raw JSON (deepseek_v3/v31, kimi_k2, mistral v11, gpt_oss) or is read
+  by the format's ``decode``: XML parameters typed by the request's tool schema (qwen3_coder,
+  seed_oss, glm45/47, minimax_m2/m3, step3, DSML, Kimi K3) or a whole call in its own syntax
+  (Gemma 4, FunctionGemma, OLMo 3).
 * :class:`PythonicToolParser` — ``[f(a=1), g(b='x')]`` (Llama 4, Llama 3.2 pythonic), parsed with
   ``ast`` when the list closes.
 
-Behaviour on bad output (never an exception): a stream that ends inside a call keeps what was
-sent (an XML call is closed with ``}``; JSON arguments stay as the model wrote them); a JSON call
-object without a name is returned as content; calls to tools not in the request are reported, as
-vLLM's parsers do.
+Every call goes out whole (id, name, arguments) once it closed and decoded. Bad output never
+raises: a call that does not decode (or that the output cut short) is dropped and the others keep
+their order; a JSON call object without a name is content; calls to tools not in the request are
+reported, as vLLM's parsers do.
 """
 from __future__ import annotations
 
 import ast
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -42,17 +42,6 @@ BracketScanner = _ext.load("json_scan").BracketScanner
 CONTENT = 0
 
 
-def _tool_schemas(tools: Iterable[Mapping[str, Any]] | None) -> dict[str, dict]:
-    """name -> parameters schema, from OpenAI ``tools`` (``{"type": "function", "function": {...}}``)."""
-    out: dict[str, dict] = {}
-    for tool in tools or ():
-        fn = tool.get("function", tool) if isinstance(tool, Mapping) else None
-        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
-            params = fn.get("parameters")
-            out[fn["name"]] = params if isinstance(params, dict) else {}
-    return out
-
-
 class WholeOutput:
     """``parse``: the non-streaming use of a streaming parser."""
 
@@ -64,11 +53,10 @@ class WholeOutput:
 
 
 class ToolParser(WholeOutput, CallRecorder):
-    """Base of the Python tool parsers (XML, pythonic, mistral): the feed/finish/parse protocol
-    over ``CallRecorder``'s call bookkeeping."""
+    """Base of the Python tool parsers (pythonic, mistral): the feed/finish/parse protocol over
+    ``CallRecorder``'s call bookkeeping."""
 
     def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
-        self._schemas = _tool_schemas(tools)
         self._start_output()
 
     @classmethod
@@ -126,7 +114,8 @@ class JsonFormat:
     name: str
     start: tuple[str, ...]  # markers that open a block of calls (dropped)
     end: tuple[str, ...] = ()  # markers that close it (dropped)
-    bare_at_start: bool = False  # output whose first non-space char is "{" is a block (llama3)
+    bare_at_start: bool = False  # output whose first non-space char is in bare_open is a block (llama3)
+    bare_open: str = "{"
     name_keys: tuple[str, ...] = ("name",)
     args_keys: tuple[str, ...] = ("arguments", "parameters")
 
@@ -151,6 +140,9 @@ class HeaderFormat:
     drop: tuple[str, ...] = ()  # markers removed from content
     next_call_ends_args: bool = False  # mistral v11: "[TOOL_CALLS]" both ends a call and starts the next
     parse_header: Callable[[str], tuple[str, str | None]] = lambda h: (h.strip(), None)
+    # (header, body, tool schemas) -> [(name, id, arguments JSON)]: a body that is not the raw JSON
+    # arguments (XML parameters, Gemma's syntax...); with no ``name_end``, the body is the whole call
+    decode: Callable[[str, str, Mapping[str, dict]], list[tuple[str, str | None, str]]] | None = None
 
 
 class HeaderToolParser(WholeOutput, tool_kernel.HeaderMachine):
@@ -179,50 +171,6 @@ def _mistral_header(header: str) -> tuple[str, str | None]:
     name, _, call_id = header.partition("[CALL_ID]")
     return name.strip(), (call_id.strip() or None)
 
-
-# ---- XML parameters -----------------------------------------------------------------------------
-
-# States of the XML machine.
-BLOCK, NAME, PARAMS, PNAME, PGAP, PVALUE = 1, 2, 3, 4, 5, 6
-
-
-@dataclass(frozen=True)
-class XmlFormat:
-    """``table[state]`` = ((marker, next state, actions), ...); actions among ``call`` (the NAME
-    text is the function name), ``pname``/``pname_str``/``pname_json`` (the PNAME text is a
-    parameter name; its value typed by schema / a string / JSON), ``value`` (the PVALUE text is the
-    value) and ``close`` (end the call)."""
-
-    name: str
-    table: tuple[tuple[tuple[str, int, tuple[str, ...]], ...], ...]
-
-
-def xml_format(name: str, block: tuple[str, str], invoke: tuple[str, str, str] | None,
-               param: tuple[str, str, str], value_start: str | None = None,
-               name_ends: tuple[tuple[str, int, tuple[str, ...]], ...] = (),
-               param_name_ends: tuple[tuple[str, str], ...] | None = None) -> XmlFormat:
-    """Build the table of the usual layout: ``block[0]`` (invoke_start NAME invoke_name_end
-    (param_start PNAME param_name_end [value_start] VALUE param_end)* invoke_end)* ``block[1]``."""
-    block_start, block_end = block
-    p_start, p_name_end, p_end = param
-    after_pname = PGAP if value_start else PVALUE
-    name_end_markers = tuple((m, after_pname, (a,)) for m, a in param_name_ends) if param_name_ends else \
-        ((p_name_end, after_pname, ("pname",)),)
-    if invoke is not None:
-        i_start, i_name_end, i_end = invoke
-        content = ((block_start, BLOCK, ()),)
-        block_row = ((i_start, NAME, ()), (block_end, CONTENT, ()))
-        name_row = ((i_name_end, PARAMS, ("call",)),) + name_ends
-        params_row = ((p_start, PNAME, ()), (i_end, BLOCK, ("close",)), (block_end, CONTENT, ("close",)))
-    else:  # the name follows the block marker directly (GLM)
-        content = ((block_start, NAME, ()),)
-        block_row = ()
-        name_row = name_ends
-        params_row = ((p_start, PNAME, ()), (block_end, CONTENT, ("close",)))
-    table = (content, block_row, name_row, params_row, name_end_markers,
-             (((value_start, PVALUE, ()),) if value_start else ()),
-             ((p_end, PARAMS, ("value",)), (block_end, CONTENT, ("value", "close"))))
-    return XmlFormat(name, table)
 
 
 _PYTHON_LITERALS = {"True": True, "False": False, "None": None}
@@ -280,81 +228,252 @@ def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema"
     return raw
 
 
-class XmlToolParser(ToolParser):
-    def __init__(self, fmt: XmlFormat, tools=None, **_: Any) -> None:
-        super().__init__(tools)
-        self._fmt = fmt
-        self._machine = MarkerMachine([[m for m, _, _ in row] for row in fmt.table])
-        self._buf = ""
-        self._in_call = False
-        self._first_param = True
-        self._fn: str | None = None
-        self._pname = ""
-        self._pmode = "schema"
-        self._body = ""  # a call's text outside parameter tags (a JSON-object body, as DSML allows)
 
-    def _on_text(self, text: str) -> None:
-        state = self._machine.state
-        if state == CONTENT:
-            self._content += text
-        elif state in (NAME, PNAME, PVALUE):
-            self._buf += text
-        elif state == PARAMS and self._in_call and self._first_param:
-            self._body += text
+# ---- call bodies decoded when the call closes -----------------------------------------------------
 
-    def _on_marker(self, index: int) -> None:
-        _, nxt, actions = self._fmt.table[self._machine.state][index]
-        for action in actions:
-            if action == "call":
-                self._fn = self._buf.strip()
-                self._open(self._fn)
-                self._args("{")
-                self._in_call, self._first_param, self._body = True, True, ""
-            elif action.startswith("pname"):
-                self._pname = self._buf.strip()
-                self._pmode = {"pname": "schema", "pname_str": "string", "pname_json": "json"}[action]
-            elif action == "value" and self._in_call and self._machine.state == PVALUE:
-                self._emit_param(self._buf)
-            elif action == "close" and self._in_call:
-                if self._first_param:  # no parameter tags: the body may be the arguments as JSON
-                    self._json_body()
-                self._args("}")
-                self._in_call = False
-        if nxt != self._machine.state or actions:
-            self._buf = ""
-        self._machine.state = nxt
+@dataclass(frozen=True)
+class XmlParams:
+    """A ``HeaderFormat.decode`` for calls whose arguments are parameter tags: ``start`` NAME
+    (one of ``name_ends``: the marker and how its value is typed) [``value_start``] VALUE ``end``,
+    each value typed by :func:`typed_value` against the tool's schema. ``name_in_body``: the
+    function name opens the body, up to one of these (GLM); ``attribute_names``: names are
+    attribute values, up to the first ``"`` and XML-escaped (Kimi K3). A body with no parameter
+    tags may be one JSON object (DSML allows it). A parameter left unclosed drops the call."""
 
-    def _json_body(self) -> None:
-        """A call written as ``invoke`` + a JSON object (DeepSeek V3.2's DSML allows it): its
-        members are the arguments (the ``{`` was sent when the call opened)."""
-        body, self._body = self._body.strip(), ""
-        if not body.startswith("{"):
-            return
+    start: str
+    name_ends: tuple[tuple[str, str], ...]
+    end: str
+    value_start: str = ""
+    name_in_body: tuple[str, ...] = ()
+    attribute_names: bool = False
+
+    def __call__(self, header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, None, str]]:
+        if self.name_in_body:
+            cut = min((i for i in (body.find(m) for m in self.name_in_body) if i >= 0), default=len(body))
+            header, body = body[:cut], body[cut:]
+        name = self._name(header)
+        if not name:
+            return []
+        schema = schemas.get(name)
+        properties = schema.get("properties") if isinstance(schema, Mapping) else None
+        properties = properties if isinstance(properties, Mapping) else {}
+        arguments: dict[str, Any] = {}
+        at = 0
+        while (start := body.find(self.start, at)) >= 0:
+            found = None  # the earliest name end (the longest first where two start together)
+            for marker, mode in self.name_ends:
+                i = body.find(marker, start + len(self.start))
+                if i >= 0 and (found is None or i < found[0]):
+                    found = (i, marker, mode)
+            if found is None:
+                return []
+            i, marker, mode = found
+            value_at = i + len(marker)
+            if self.value_start:
+                value_at = body.find(self.value_start, value_at)
+                if value_at < 0:
+                    return []
+                value_at += len(self.value_start)
+            end = body.find(self.end, value_at)
+            if end < 0:
+                return []
+            raw = body[value_at:end]
+            raw = raw[1:] if raw.startswith("\n") else raw
+            raw = raw[:-1] if raw.endswith("\n") else raw
+            pname = self._name(body[start + len(self.start):i])
+            arguments[pname] = typed_value(raw, properties.get(pname), mode)
+            at = end + len(self.end)
+        if not arguments and body.strip():  # no parameter tags: the body must be one JSON object
+            try:
+                arguments = json.loads(body)
+            except (ValueError, RecursionError):
+                return []
+            if not isinstance(arguments, dict):
+                return []
+        return [(name, None, json.dumps(arguments, ensure_ascii=False))]
+
+    def _name(self, text: str) -> str:
+        if self.attribute_names:  # 'get_weather" index="0': the attribute's value
+            return html.unescape(text.partition('"')[0].strip())
+        return text.strip()
+
+
+@dataclass(frozen=True)
+class GemmaCalls:
+    """A ``HeaderFormat.decode`` for Gemma's call syntax, ``call:NAME{key:QUOTE text QUOTE,n:42,
+    o:{k:[1,2]}}``: bare keys, strings between a quote token, other scalars as written (Gemma 4
+    quotes with ``<|"|>``, FunctionGemma with ``<escape>``)."""
+
+    quote: str
+    max_depth: int = 64
+
+    def __call__(self, header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, None, str]]:
+        text = body.strip()
+        if not text.startswith("call:"):
+            return []
+        brace = text.find("{")
+        name = text[len("call:"):brace].strip() if brace > 0 else ""
+        if not name:
+            return []
         try:
-            arguments = json.loads(body)
+            arguments, end = self._value(text, brace, 0)
         except ValueError:
-            return
-        if isinstance(arguments, dict) and arguments:
-            self._args(json.dumps(arguments, ensure_ascii=False)[1:-1])
+            return []
+        if end != len(text) or not isinstance(arguments, dict):
+            return []
+        return [(name, None, json.dumps(arguments, ensure_ascii=False))]
 
-    def _emit_param(self, raw: str) -> None:
-        if raw.startswith("\n"):
-            raw = raw[1:]
-        if raw.endswith("\n"):
-            raw = raw[:-1]
-        schema = self._schemas.get(self._fn or "", {}).get("properties", {}).get(self._pname)
-        value = typed_value(raw, schema, self._pmode)
-        sep = "" if self._first_param else ", "
-        self._args(f"{sep}{json.dumps(self._pname, ensure_ascii=False)}: {json.dumps(value, ensure_ascii=False)}")
-        self._first_param = False
+    def _value(self, text: str, at: int, depth: int) -> tuple[Any, int]:
+        """The value starting at ``at`` (after whitespace) and the index after it; ValueError
+        when the text is not one."""
+        if depth > self.max_depth:
+            raise ValueError("nested too deep")
+        at = _skip_space(text, at)
+        if text.startswith(self.quote, at):
+            close = text.find(self.quote, at + len(self.quote))
+            if close < 0:
+                raise ValueError("unterminated string")
+            return text[at + len(self.quote):close], close + len(self.quote)
+        if text.startswith("{", at) or text.startswith("[", at):
+            return self._container(text, at, depth)
+        end = at
+        while end < len(text) and text[end] not in ",}]":
+            end += 1
+        return _gemma_scalar(text[at:end].strip()), end
 
-    def _finish(self) -> None:
-        held = self._machine.held()
-        if self._machine.state == CONTENT:
-            self._content += held
-        if self._in_call:  # truncated inside a call: close what was sent
-            self._args("}")
-            self._in_call = False
+    def _container(self, text: str, at: int, depth: int) -> tuple[Any, int]:
+        is_object = text[at] == "{"
+        close = "}" if is_object else "]"
+        out: Any = {} if is_object else []
+        at = _skip_space(text, at + 1)
+        if text.startswith(close, at):
+            return out, at + 1
+        while True:
+            if is_object:
+                at = _skip_space(text, at)
+                if text.startswith(self.quote, at):
+                    key, at = self._value(text, at, depth + 1)
+                    colon = _skip_space(text, at)
+                else:
+                    colon = text.find(":", at)
+                    key = text[at:colon].strip() if colon > 0 else ""
+                if not key or not text.startswith(":", colon):
+                    raise ValueError("object member without a key")
+                out[key], at = self._value(text, colon + 1, depth + 1)
+            else:
+                item, at = self._value(text, at, depth + 1)
+                out.append(item)
+            at = _skip_space(text, at)
+            if text.startswith(close, at):
+                return out, at + 1
+            if not text.startswith(",", at):
+                raise ValueError("expected a comma")
+            at += 1
+
+
+def olmo3_calls(header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, None, str]]:
+    """A ``HeaderFormat.decode`` for OLMo 3: one Python call per line (``f(a=1)``), JSON's
+    ``true``/``false``/``null`` allowed beside Python's literals; a block that does not parse
+    as calls is dropped whole."""
+    try:
+        tree = ast.parse(body.strip(), mode="exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return []
+    if not all(isinstance(stmt, ast.Expr) for stmt in tree.body):
+        return []
+    calls = _calls_of([stmt.value for stmt in tree.body], json_names=True) or []
+    return [(name, None, json.dumps(arguments, ensure_ascii=False)) for name, arguments in calls]
+
+
+MINIMAX_NS = "]<]minimax[>["  # MiniMax M3 writes it before every tag of a call
+
+
+def minimax_m3_arguments(header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, None, str]]:
+    """A ``HeaderFormat.decode`` for MiniMax M3's ``invoke`` body: ``<KEY>value</KEY>`` tags, each
+    behind the namespace token; a value is text typed by the tool's schema, or nested tags for an
+    object (``<k>``) or an array (``<item>``, also for an untyped container that opens with one)."""
+    name = header.strip()
+    try:
+        arguments = _m3_value(body, schemas.get(name)) if name else None
+    except ValueError:
+        return []
+    return [(name, None, json.dumps(arguments, ensure_ascii=False))] if isinstance(arguments, dict) else []
+
+
+def _m3_value(body: str, schema: Any) -> Any:
+    """The parameters of one MiniMax M3 ``invoke`` as JSON data; ValueError when the tags do not nest."""
+    frames: list[list] = [["", schema, {}]]  # [tag, schema, value] from the root down
+    for chunk in body.split(MINIMAX_NS):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        if not chunk.startswith("<") or ">" not in chunk:
+            raise ValueError("text outside a tag")
+        if chunk.startswith("</"):
+            tag = chunk[2:chunk.index(">")].strip()
+            if len(frames) == 1 or frames[-1][0] != tag:
+                raise ValueError(f"unexpected closing tag {tag!r}")
+            tag, _, value = frames.pop()
+            _m3_assign(frames[-1], tag, value)
+            continue
+        tag, text = chunk[1:chunk.index(">")].strip(), chunk[chunk.index(">") + 1:]
+        parent = frames[-1]
+        if tag == "item" and parent[2] == {} and _m3_kind(parent[1]) != "object":
+            parent[2] = []  # an array's elements (an untyped container opening with <item> is one)
+        child = _m3_child_schema(parent[1], tag, isinstance(parent[2], list))
+        kind = _m3_kind(child)
+        value = typed_value(text, child) if text or kind not in ("object", "array") else ([] if kind == "array" else {})
+        frames.append([tag, child, value])
+    if len(frames) != 1:
+        raise ValueError("unclosed tag")
+    return frames[0][2]
+
+
+def _m3_kind(schema: Any) -> str | None:
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _m3_child_schema(schema: Any, tag: str, in_array: bool) -> Any:
+    if not isinstance(schema, Mapping):
+        return None
+    if in_array:
+        return schema.get("items")
+    properties = schema.get("properties")
+    return properties.get(tag) if isinstance(properties, Mapping) else None
+
+
+def _m3_assign(frame: list, tag: str, value: Any) -> None:
+    """Put a closed tag's value into its parent: appended to an array; a repeated key of an object
+    becomes a list of its values."""
+    parent = frame[2]
+    if isinstance(parent, list):
+        parent.append(value)
+    elif isinstance(parent, dict):
+        if tag in parent:
+            previous = parent[tag]
+            parent[tag] = (previous if isinstance(previous, list) else [previous]) + [value]
+        else:
+            parent[tag] = value
+    else:  # a scalar's text followed by child tags
+        raise ValueError(f"tag {tag!r} inside a scalar")
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at
+
+
+def _gemma_scalar(text: str) -> Any:
+    """An unquoted value: a JSON number or literal (or Python's), else the text itself."""
+    if text in _PYTHON_LITERALS:
+        return _PYTHON_LITERALS[text]
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if value is None or isinstance(value, (bool, int, float)) else text
 
 
 # ---- pythonic ------------------------------------------------------------------------------------
@@ -444,14 +563,30 @@ class PythonicToolParser(ToolParser):
 
 
 def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
+    """The calls of a Python list of calls (``[f(a=1), g(b='x')]``), or None when it is not one."""
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
     if not isinstance(tree.body, ast.List):
         return None
+    return _calls_of(tree.body.elts, json_names=False)
+
+
+class _JsonNames(ast.NodeTransformer):
+    """JSON's ``true``/``false``/``null`` written in a Python call (OLMo 3 does): their values."""
+
+    VALUES = {"true": True, "false": False, "null": None}
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(self.VALUES[node.id]) if node.id in self.VALUES else node
+
+
+def _calls_of(nodes: Sequence[ast.AST], json_names: bool) -> list[tuple[str, dict]] | None:
+    """``(name, keyword arguments)`` of each call node; None when any is not a call whose
+    arguments are all keyword literals (the whole list is then not calls)."""
     calls = []
-    for node in tree.body.elts:
+    for node in nodes:
         if not isinstance(node, ast.Call) or node.args:
             return None
         func = node.func
@@ -460,7 +595,8 @@ def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
         if name is None:
             return None
         try:
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+            kwargs = {kw.arg: ast.literal_eval(_JsonNames().visit(kw.value) if json_names else kw.value)
+                      for kw in node.keywords if kw.arg}
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return None
         calls.append((name, kwargs))
@@ -532,10 +668,24 @@ JSON_FORMATS = {
     "granite": JsonFormat("granite", ("<|tool_call|>",)),
     "internlm": JsonFormat("internlm", ("<|action_start|><|plugin|>",), ("<|action_end|>",)),
     "hunyuan": JsonFormat("hunyuan", ("<tool_calls>",), ("</tool_calls>",)),
+    # xLAM: a JSON array of calls, bare at the start or in a ```json block or a tag
+    "xlam": JsonFormat("xlam", ("```json", "<tool_call>", "[TOOL_CALLS]"), ("```", "</tool_call>"), bare_at_start=True,
+                       bare_open="[{"),
 }
 
 _DS_CALLS = ("<｜tool▁calls▁begin｜>",), ("<｜tool▁calls▁end｜>",)
+_DSML_PARAMS = XmlParams('<｜DSML｜parameter name="', (('" string="true">', "string"), ('" string="false">', "json"),
+                                                      ('">', "schema")), "</｜DSML｜parameter>")
+_CODER_PARAMS = XmlParams("<parameter=", ((">", "schema"),), "</parameter>")
+_NAMED_PARAMS = XmlParams('<parameter name="', (('">', "schema"),), "</parameter>")
+_GLM_PARAMS = XmlParams("<arg_key>", (("</arg_key>", "schema"),), "</arg_value>", value_start="<arg_value>",
+                        name_in_body=("<arg_key>", "\n"))
+_M3_SPACING = ("", " ", "\n")  # what MiniMax M3 may write between the namespace token and a tag
+_XTML_WRAPPERS = ("<|open|>response<|sep|>", "<|close|>response<|sep|>", "<|open|>message<|sep|>",
+                  "<|close|>message<|sep|>")
+
 HEADER_FORMATS = {
+    # raw JSON arguments after a header
     "deepseek_v3": HeaderFormat("deepseek_v3", ("<｜tool▁call▁begin｜>",), ("```json",),
                                 ("```<｜tool▁call▁end｜>", "<｜tool▁call▁end｜>"), *_DS_CALLS,
                                 parse_header=_after_sep("<｜tool▁sep｜>")),
@@ -548,29 +698,38 @@ HEADER_FORMATS = {
                             drop=("<|channel|>commentary", "<|message|>", "<|end|>", "<|start|>assistant",
                                   "<|channel|>final", "<|return|>"),
                             parse_header=_harmony_header),
+    # XML parameters, typed by the tool's schema
+    "qwen3_coder": HeaderFormat("qwen3_coder", ("<function=",), (">",), ("</function>",), ("<tool_call>",),
+                                ("</tool_call>",), decode=_CODER_PARAMS),
+    "seed_oss": HeaderFormat("seed_oss", ("<function=",), (">",), ("</function>",), ("<seed:tool_call>",),
+                             ("</seed:tool_call>",), decode=_CODER_PARAMS),
+    "minimax_m2": HeaderFormat("minimax_m2", ('<invoke name="',), ('">',), ("</invoke>",), ("<minimax:tool_call>",),
+                               ("</minimax:tool_call>",), decode=_NAMED_PARAMS),
+    "step3": HeaderFormat("step3", ('<steptml:invoke name="',), ('">',), ("</steptml:invoke>",),
+                          ("<｜tool_calls_begin｜>",), ("<｜tool_calls_end｜>",),
+                          decode=XmlParams('<steptml:parameter name="', (('">', "schema"),), "</steptml:parameter>")),
+    **{name: HeaderFormat(name, ('<｜DSML｜invoke name="',), ('">',), ("</｜DSML｜invoke>",), (f"<｜DSML｜{block}>",),
+                          (f"</｜DSML｜{block}>",), decode=_DSML_PARAMS)
+       for name, block in (("deepseek_v32", "function_calls"), ("deepseek_v4", "tool_calls"))},
+    "glm45": HeaderFormat("glm45", ("<tool_call>",), (), ("</tool_call>",), decode=_GLM_PARAMS),
+    # Kimi K3 (XTML): typed arguments in a tools channel; the response/message wrappers are dropped
+    "kimi_k3": HeaderFormat("kimi_k3", ('<|open|>call tool="',), ("<|sep|>",), ("<|close|>call<|sep|>",),
+                            ("<|open|>tools<|sep|>",), ("<|close|>tools<|sep|>",), drop=_XTML_WRAPPERS,
+                            decode=XmlParams('<|open|>argument key="', (('" type="string"<|sep|>', "string"),
+                                                                        ("<|sep|>", "json")),
+                                             "<|close|>argument<|sep|>", attribute_names=True)),
+    "minimax_m3": HeaderFormat("minimax_m3", tuple(f'{MINIMAX_NS}{s}<invoke name="' for s in _M3_SPACING), ('">',),
+                               tuple(f"{MINIMAX_NS}{s}</invoke>" for s in _M3_SPACING),
+                               tuple(f"{MINIMAX_NS}{s}<tool_call>" for s in _M3_SPACING),
+                               tuple(f"{MINIMAX_NS}{s}</tool_call>" for s in _M3_SPACING),
+                               decode=minimax_m3_arguments),
+    # a whole call in its own syntax between two markers
+    "gemma4": HeaderFormat("gemma4", ("<|tool_call>",), (), ("<tool_call|>",), decode=GemmaCalls('<|"|>')),
+    "functiongemma": HeaderFormat("functiongemma", ("<start_function_call>",), (), ("<end_function_call>",),
+                                  decode=GemmaCalls("<escape>")),
+    "olmo3": HeaderFormat("olmo3", ("<function_calls>",), (), ("</function_calls>",), decode=olmo3_calls),
 }
-
-XML_FORMATS = {
-    "qwen3_coder": xml_format("qwen3_coder", ("<tool_call>", "</tool_call>"), ("<function=", ">", "</function>"),
-                              ("<parameter=", ">", "</parameter>")),
-    "seed_oss": xml_format("seed_oss", ("<seed:tool_call>", "</seed:tool_call>"), ("<function=", ">", "</function>"),
-                           ("<parameter=", ">", "</parameter>")),
-    "minimax_m2": xml_format("minimax_m2", ("<minimax:tool_call>", "</minimax:tool_call>"),
-                             ('<invoke name="', '">', "</invoke>"), ('<parameter name="', '">', "</parameter>")),
-    "step3": xml_format("step3", ("<｜tool_calls_begin｜>", "<｜tool_calls_end｜>"),
-                        ('<steptml:invoke name="', '">', "</steptml:invoke>"),
-                        ('<steptml:parameter name="', '">', "</steptml:parameter>")),
-    "deepseek_v32": xml_format("deepseek_v32", ("<｜DSML｜function_calls>", "</｜DSML｜function_calls>"),
-                               ('<｜DSML｜invoke name="', '">', "</｜DSML｜invoke>"),
-                               ('<｜DSML｜parameter name="', '">', "</｜DSML｜parameter>"),
-                               param_name_ends=(('" string="true">', "pname_str"), ('" string="false">', "pname_json"),
-                                                ('">', "pname"))),
-    "glm45": xml_format("glm45", ("<tool_call>", "</tool_call>"), None, ("<arg_key>", "</arg_key>", "</arg_value>"),
-                        value_start="<arg_value>",
-                        name_ends=(("\n", PARAMS, ("call",)), ("<arg_key>", PNAME, ("call",)),
-                                   ("</tool_call>", CONTENT, ("call", "close")))),
-}
-XML_FORMATS["glm47"] = XmlFormat("glm47", XML_FORMATS["glm45"].table)
+HEADER_FORMATS["glm47"] = HeaderFormat("glm47", ("<tool_call>",), (), ("</tool_call>",), decode=_GLM_PARAMS)  # GLM-4.7, 5
 
 
 def _factories() -> dict[str, Callable[..., ToolCallParser]]:
@@ -580,8 +739,6 @@ def _factories() -> dict[str, Callable[..., ToolCallParser]]:
         out[name] = partial(JsonToolParser, fmt)
     for name, hfmt in HEADER_FORMATS.items():
         out[name] = partial(HeaderToolParser, hfmt)
-    for name, xfmt in XML_FORMATS.items():
-        out[name] = lambda tools=None, _f=xfmt, **o: XmlToolParser(_f, tools, **o)
     out["pythonic"] = PythonicToolParser
     out["mistral"] = MistralToolParser
     return out
