@@ -86,8 +86,9 @@ def test_compiled_batches_equal_twin(reasoning_impl, tool_scan_impl, data):
 
 
 def test_json_batch_with_an_object_only_python_can_settle():
-    """An object closing before its name or arguments were read is parsed by ``json.loads``: the
-    compiled batch meets it without the GIL, so it redoes the batch with ``feed`` (same result)."""
+    """Call objects are decoded when the batch completes; one that names no function is content,
+    which only ``feed`` can put in its place, so that batch is redone with ``feed`` (same result).
+    Decoded arguments go out as compact JSON, as OpenAI writes them."""
     text = ('a<tool_call>{"foo": 1}</tool_call>b<tool_call>{"name": "f"}</tool_call>'
             '<tool_call>{"name": "g", "arguments": {"x": [1, 2]}}</tool_call>c')
     pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
@@ -101,7 +102,7 @@ def test_json_batch_with_an_object_only_python_can_settle():
     assert [without_generated_ids(d) for d in both[0]] == expected[:20]
     assert [without_generated_ids(d) for d in second.feed_batch(*join_deltas(pieces[20:]))] == expected[20:]
     content, calls = collect(reference)
-    assert content == 'a{"foo": 1}bc' and [(c.name, c.arguments) for c in calls] == [("f", "{}"), ("g", '{"x": [1, 2]}')]
+    assert content == 'a{"foo": 1}bc' and [(c.name, c.arguments) for c in calls] == [("f", "{}"), ("g", '{"x":[1,2]}')]
 
 
 def test_batch_records_are_columnar():

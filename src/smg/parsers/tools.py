@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smg import _ext
-from smg._ext.tool_scan_py import CallRecorder
+from smg._ext.tool_scan_py import CallRecorder, decode_json, encode_json
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
 from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolCallParser, ToolDelta, check_text
 from smg.parsers.names import canonical
@@ -285,12 +285,12 @@ class XmlParams:
             at = end + len(self.end)
         if not arguments and body.strip():  # no parameter tags: the body must be one JSON object
             try:
-                arguments = json.loads(body)
+                arguments = decode_json(body)
             except (ValueError, RecursionError):
                 return []
             if not isinstance(arguments, dict):
                 return []
-        return [(name, None, json.dumps(arguments, ensure_ascii=False))]
+        return [(name, None, encode_json(arguments))]
 
     def _name(self, text: str) -> str:
         if self.attribute_names:  # 'get_weather" index="0': the attribute's value
@@ -321,7 +321,7 @@ class GemmaCalls:
             return []
         if end != len(text) or not isinstance(arguments, dict):
             return []
-        return [(name, None, json.dumps(arguments, ensure_ascii=False))]
+        return [(name, None, encode_json(arguments))]
 
     def _value(self, text: str, at: int, depth: int) -> tuple[Any, int]:
         """The value starting at ``at`` (after whitespace) and the index after it; ValueError
@@ -381,8 +381,7 @@ def olmo3_calls(header: str, body: str, schemas: Mapping[str, dict]) -> list[tup
         return []
     if not all(isinstance(stmt, ast.Expr) for stmt in tree.body):
         return []
-    calls = _calls_of([stmt.value for stmt in tree.body], json_names=True) or []
-    return [(name, None, json.dumps(arguments, ensure_ascii=False)) for name, arguments in calls]
+    return [(name, None, arguments) for name, arguments in _calls_of([stmt.value for stmt in tree.body], True) or ()]
 
 
 MINIMAX_NS = "]<]minimax[>["  # MiniMax M3 writes it before every tag of a call
@@ -397,7 +396,7 @@ def minimax_m3_arguments(header: str, body: str, schemas: Mapping[str, dict]) ->
         arguments = _m3_value(body, schemas.get(name)) if name else None
     except ValueError:
         return []
-    return [(name, None, json.dumps(arguments, ensure_ascii=False))] if isinstance(arguments, dict) else []
+    return [(name, None, encode_json(arguments))] if isinstance(arguments, dict) else []
 
 
 def _m3_value(body: str, schema: Any) -> Any:
@@ -547,7 +546,7 @@ class PythonicToolParser(ToolParser):
         else:
             for name, args in calls:
                 self._open(name)
-                self._args(json.dumps(args, ensure_ascii=False))
+                self._args(args)
         self._lead, self._started = "", True
         self._buf = ""
         self._scanner = BracketScanner()
@@ -562,7 +561,7 @@ class PythonicToolParser(ToolParser):
             self._content += self._lead + held
 
 
-def _pythonic_calls(source: str) -> list[tuple[str, dict]] | None:
+def _pythonic_calls(source: str) -> list[tuple[str, str]] | None:
     """The calls of a Python list of calls (``[f(a=1), g(b='x')]``), or None when it is not one."""
     try:
         tree = ast.parse(source.strip(), mode="eval")
@@ -582,9 +581,9 @@ class _JsonNames(ast.NodeTransformer):
         return ast.Constant(self.VALUES[node.id]) if node.id in self.VALUES else node
 
 
-def _calls_of(nodes: Sequence[ast.AST], json_names: bool) -> list[tuple[str, dict]] | None:
-    """``(name, keyword arguments)`` of each call node; None when any is not a call whose
-    arguments are all keyword literals (the whole list is then not calls)."""
+def _calls_of(nodes: Sequence[ast.AST], json_names: bool) -> list[tuple[str, str]] | None:
+    """``(name, keyword arguments as JSON)`` of each call node; None when any is not a call whose
+    arguments are all keyword literals of JSON's kinds (the whole list is then not calls)."""
     calls = []
     for node in nodes:
         if not isinstance(node, ast.Call) or node.args:
@@ -594,12 +593,12 @@ def _calls_of(nodes: Sequence[ast.AST], json_names: bool) -> list[tuple[str, dic
             ast.unparse(func) if isinstance(func, ast.Attribute) else None)
         if name is None:
             return None
-        try:
-            kwargs = {kw.arg: ast.literal_eval(_JsonNames().visit(kw.value) if json_names else kw.value)
-                      for kw in node.keywords if kw.arg}
+        try:  # (json, not msgspec: a set, bytes or complex literal is no JSON and must fail)
+            arguments = json.dumps({kw.arg: ast.literal_eval(_JsonNames().visit(kw.value) if json_names else kw.value)
+                                    for kw in node.keywords if kw.arg}, ensure_ascii=False)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return None
-        calls.append((name, kwargs))
+        calls.append((name, arguments))
     return calls
 
 
