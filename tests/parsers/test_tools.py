@@ -120,7 +120,8 @@ EDGE_CASES = [
     # without markers (Llama 3 bare JSON), text that is not a valid call stays content
     ("llama3_json", '{"name": "f", "parameters": {oops}}', lambda c, k: c == '{"name": "f", "parameters": {oops}}' and not k),
     ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Pa', lambda c, k: c.startswith('{"name"') and not k),
-    # pythonic that does not parse is content
+    # pythonic that does not parse is content, and so is a literal JSON has no kind for (a set, bytes)
+    ("pythonic", "[f(a={1, 2})] and [g(b=b'x')]", lambda c, k: c == "[f(a={1, 2})] and [g(b=b'x')]" and not k),
     ("pythonic", "[not python(", lambda c, k: c == "[not python(" and not k),
     # calls to tools not in the request are reported (as vLLM does)
     ("hermes", '<tool_call>{"name": "unknown_tool", "arguments": {}}</tool_call>',
