@@ -10,6 +10,7 @@ This is benchmark-only scaffolding, never imported by smg.
 from __future__ import annotations
 
 import enum
+import importlib
 import os
 import sys
 import types
@@ -83,4 +84,14 @@ def load(site: str | None = None):
 
     detectors = {"hermes": HermesDetector, "deepseek_v3": DeepSeekV3Detector, "kimi_k2": KimiK2Detector,
                  "gpt_oss": GptOssDetector}
+    # families of newer SGLang releases, where this one has them
+    for name, module, cls in (("deepseek_v4", "deepseekv4_detector", "DeepSeekV4Detector"),
+                              ("gemma4", "gemma4_detector", "Gemma4Detector"),
+                              ("glm47", "glm47_moe_detector", "Glm47MoeDetector"),
+                              ("minimax_m3", "minimax_m3", "MinimaxM3Detector"),
+                              ("qwen3_coder", "qwen3_coder_detector", "Qwen3CoderDetector")):
+        try:
+            detectors[name] = getattr(importlib.import_module(f"sglang.srt.function_call.{module}"), cls)
+        except (ImportError, AttributeError):
+            pass
     return ReasoningParser, detectors, _tool

@@ -7,7 +7,8 @@ Each stream: ~2,000 reasoning tokens, ~100 content tokens and 2 tool calls with 
 arguments, in the family's format, cut into token-sized deltas by the real tokenizer (smg's
 decode_stream over the encoded text). Per delta, the reasoning parser runs first and the tool
 parser gets its content, as a gateway does. Families: qwen3 + hermes, deepseek_r1 + deepseek_v3,
-kimi_k2, gpt_oss.
+kimi_k2, gpt_oss, and current releases: deepseek_v4 (DSML), gemma4, glm47 (GLM-5), minimax_m3,
+nemotron 3 (qwen3_coder XML). A family the loaded SGLang lacks shows n/a.
 
 Two smg modes: ``feed`` per delta, and ``feed_batch`` with the same deltas (the stream's text and
 each delta's end; the result still says what each delta produced). "2 thr" runs the same work in
@@ -51,6 +52,18 @@ def streams(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
                          for i, a in enumerate(args))
     harmony_calls = "".join(f"<|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json"
                             f"<|message|>{a}<|call|>" for a in args)
+    queries = [json.loads(a)["query"] for a in args]
+    dsml_calls = "".join(f'<｜DSML｜invoke name="search">\n<｜DSML｜parameter name="query" string="true">{q}'
+                         '</｜DSML｜parameter>\n<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n'
+                         "</｜DSML｜invoke>\n" for q in queries)
+    gemma_calls = "".join(f'<|tool_call>call:search{{query:<|"|>{q}<|"|>,days:3}}<tool_call|>' for q in queries)
+    glm_calls = "".join(f"<tool_call>search<arg_key>query</arg_key><arg_value>{q}</arg_value>"
+                        "<arg_key>days</arg_key><arg_value>3</arg_value></tool_call>" for q in queries)
+    ns = "]<]minimax[>["
+    m3_calls = "".join(f'{ns}<invoke name="search">\n{ns}<query>{q}{ns}</query>\n{ns}<days>3{ns}</days>\n{ns}</invoke>\n'
+                       for q in queries)
+    coder_calls = "".join(f"<tool_call>\n<function=search>\n<parameter=query>\n{q}\n</parameter>\n"
+                          "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>\n" for q in queries)
     return {
         "qwen3+hermes": ("llama3.2", f"<think>\n{reasoning}\n</think>\n\n{content}\n{hermes}", "qwen3", "hermes"),
         "deepseek_r1+v3": ("deepseek", f"{reasoning}\n</think>\n\n{content}<｜tool▁calls▁begin｜>{ds_calls}"
@@ -59,11 +72,21 @@ def streams(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
                                 "<|tool_calls_section_end|>", "kimi_k2", "kimi_k2"),
         "gpt_oss": ("llama3.2", f"<|channel|>analysis<|message|>{reasoning}<|end|><|start|>assistant<|channel|>final"
                                 f"<|message|>{content}<|end|>{harmony_calls}", "gpt_oss", "gpt_oss"),
+        "deepseek_v4": ("deepseek", f"<think>{reasoning}</think>{content}<｜DSML｜tool_calls>\n{dsml_calls}"
+                                    "</｜DSML｜tool_calls>", "deepseek_v31", "deepseek_v4"),
+        "gemma4": ("llama3.2", f"<|channel>thought\n{reasoning}<channel|>{content}{gemma_calls}", "gemma4", "gemma4"),
+        "glm47": ("llama3.2", f"<think>{reasoning}</think>{content}{glm_calls}", "glm45", "glm47"),
+        "minimax_m3": ("llama3.2", f"<think>{reasoning}</think>{content}{ns}<tool_call>\n{m3_calls}{ns}</tool_call>",
+                       "qwen3", "minimax_m3"),
+        "nemotron3": ("llama3.2", f"<think>{reasoning}</think>{content}{coder_calls}", "nemotron", "qwen3_coder"),
     }
 
 
 SGLANG_NAMES = {"qwen3+hermes": ("qwen3", "hermes"), "deepseek_r1+v3": ("deepseek-r1", "deepseek_v3"),
-                "kimi_k2": ("kimi_k2", "kimi_k2"), "gpt_oss": ("gpt-oss", "gpt_oss")}
+                "kimi_k2": ("kimi_k2", "kimi_k2"), "gpt_oss": ("gpt-oss", "gpt_oss"),
+                "deepseek_v4": ("deepseek-v4", "deepseek_v4"), "gemma4": ("gemma4", "gemma4"),
+                "glm47": ("glm45", "glm47"), "minimax_m3": ("qwen3", "minimax_m3"),
+                "nemotron3": ("nemotron_3", "qwen3_coder")}
 TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {
     "type": "object", "properties": {"query": {"type": "string"}, "days": {"type": "integer"}}}}}]
 
@@ -161,7 +184,7 @@ def main() -> None:
         assert run_smg_streams(*joined, r_name, t_name) == 16
         smg_rate = n / seconds_per_call(lambda: run_smg(deltas, r_name, t_name), repeat)
         batch_rate = n / seconds_per_call(lambda: run_smg_batch(*joined, r_name, t_name), repeat)
-        if sglang is not None:
+        if sglang is not None and SGLANG_NAMES[family][1] in sglang[1]:
             sg_rate = n / median_seconds(lambda: run_sglang(sglang, deltas, family), max(1, repeat // 2))
             sg_cell, ratio, batch_ratio = f"{sg_rate:>15.0f}", f"{smg_rate / sg_rate:>9.1f}x", f"{batch_rate / sg_rate:>11.1f}x"
         else:
