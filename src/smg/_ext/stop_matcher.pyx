@@ -77,11 +77,12 @@ cdef class StopStringMatcher:
         cdef const uint8_t* classes = a.classes
         cdef uint32_t cp
         cdef uint8_t utf8[4]
-        cdef int k, width
+        cdef int k, width, kind = PyUnicode_KIND(text)
+        cdef const void* data = PyUnicode_DATA(text)
         cdef str combined
         index[0] = -1
         for i in range(n):
-            cp = <uint32_t>(<Py_UCS4>text[i])
+            cp = <uint32_t>PyUnicode_READ(kind, data, i)
             if cp < 0x80:
                 state = delta[state * n_classes + classes[cp]]
             else:

@@ -207,7 +207,7 @@ def typed_value(raw: str, schema: Mapping[str, Any] | None, mode: str = "schema"
             return _PYTHON_LITERALS[text]
         value = _structured(text)
         return raw if value is _NOT_JSON else value
-    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    kind = schema.get("type") if isinstance(schema, dict) else None
     kinds = set(kind) if isinstance(kind, list) else {kind}
     if "null" in kinds and text in ("null", "None"):
         return None
@@ -255,8 +255,8 @@ class XmlParams:
         if not name:
             return []
         schema = schemas.get(name)
-        properties = schema.get("properties") if isinstance(schema, Mapping) else None
-        properties = properties if isinstance(properties, Mapping) else {}
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        properties = properties if isinstance(properties, dict) else {}
         arguments: dict[str, Any] = {}
         at = 0
         while (start := body.find(self.start, at)) >= 0:
@@ -429,17 +429,17 @@ def _m3_value(body: str, schema: Any) -> Any:
 
 
 def _m3_kind(schema: Any) -> str | None:
-    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    kind = schema.get("type") if isinstance(schema, dict) else None
     return kind if isinstance(kind, str) else None
 
 
 def _m3_child_schema(schema: Any, tag: str, in_array: bool) -> Any:
-    if not isinstance(schema, Mapping):
+    if not isinstance(schema, dict):
         return None
     if in_array:
         return schema.get("items")
     properties = schema.get("properties")
-    return properties.get(tag) if isinstance(properties, Mapping) else None
+    return properties.get(tag) if isinstance(properties, dict) else None
 
 
 def _m3_assign(frame: list, tag: str, value: Any) -> None:
@@ -459,20 +459,24 @@ def _m3_assign(frame: list, tag: str, value: Any) -> None:
 
 
 def _skip_space(text: str, at: int) -> int:
-    while at < len(text) and text[at].isspace():
-        at += 1
-    return at
+    return _SPACES.match(text, at).end()
+
+
+_SPACES = re.compile(r"\s*")
+
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
+_SCALAR_LITERALS = {**_PYTHON_LITERALS, "true": True, "false": False, "null": None}
 
 
 def _gemma_scalar(text: str) -> Any:
     """An unquoted value: a JSON number or literal (or Python's), else the text itself."""
-    if text in _PYTHON_LITERALS:
-        return _PYTHON_LITERALS[text]
-    try:
-        value = json.loads(text)
-    except ValueError:
+    if text in _SCALAR_LITERALS:
+        return _SCALAR_LITERALS[text]
+    number = _JSON_NUMBER.match(text)
+    if number is None:
         return text
-    return value if value is None or isinstance(value, (bool, int, float)) else text
+    return float(text) if number.group(1) or number.group(2) else int(text)
 
 
 # ---- pythonic ------------------------------------------------------------------------------------
