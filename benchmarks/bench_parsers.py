@@ -76,8 +76,8 @@ def streams(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
                                     "</｜DSML｜tool_calls>", "deepseek_v31", "deepseek_v4"),
         "gemma4": ("llama3.2", f"<|channel>thought\n{reasoning}<channel|>{content}{gemma_calls}", "gemma4", "gemma4"),
         "glm47": ("llama3.2", f"<think>{reasoning}</think>{content}{glm_calls}", "glm45", "glm47"),
-        "minimax_m3": ("llama3.2", f"<think>{reasoning}</think>{content}{ns}<tool_call>\n{m3_calls}{ns}</tool_call>",
-                       "qwen3", "minimax_m3"),
+        "minimax_m3": ("llama3.2", f"<mm:think>{reasoning}</mm:think>{content}{ns}<tool_call>\n{m3_calls}"
+                                   f"{ns}</tool_call>", "minimax_m3", "minimax_m3"),
         "nemotron3": ("llama3.2", f"<think>{reasoning}</think>{content}{coder_calls}", "nemotron", "qwen3_coder"),
     }
 
@@ -85,7 +85,7 @@ def streams(rng: random.Random) -> dict[str, tuple[str, str, str, str]]:
 SGLANG_NAMES = {"qwen3+hermes": ("qwen3", "hermes"), "deepseek_r1+v3": ("deepseek-r1", "deepseek_v3"),
                 "kimi_k2": ("kimi_k2", "kimi_k2"), "gpt_oss": ("gpt-oss", "gpt_oss"),
                 "deepseek_v4": ("deepseek-v4", "deepseek_v4"), "gemma4": ("gemma4", "gemma4"),
-                "glm47": ("glm45", "glm47"), "minimax_m3": ("qwen3", "minimax_m3"),
+                "glm47": ("glm45", "glm47"), "minimax_m3": ("minimax-m3", "minimax_m3"),
                 "nemotron3": ("nemotron_3", "qwen3_coder")}
 TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {
     "type": "object", "properties": {"query": {"type": "string"}, "days": {"type": "integer"}}}}}]

@@ -192,5 +192,8 @@ REASONING_SAMPLES = [
      "<|tool_call>call:f{a:1}<tool_call|>"),
     ("nemotron", "thinking<tool_call>\n<function=f>", True, "thinking", "<tool_call>\n<function=f>"),
     ("think", "<think>r</think>c", None, "r", "c"),
+    ("minimax_m3", "<mm:think>plan</mm:think>answer", None, "plan", "answer"),
+    ("minimax_m3", "</mm:think>answer", None, "", "answer"),  # a stray closer opening a non-thinking reply
+    ("minimax_m3", "deep</mm:think>answer", True, "deep", "answer"),
     ("passthrough", "<think>r</think>c", None, "", "<think>r</think>c"),
 ]

@@ -222,7 +222,7 @@ def test_misuse_is_typed():
     ("zai-org/GLM-5", ("glm45", "glm47")),
     ("google/gemma-4-31B-it", ("gemma4", "gemma4")),
     ("google/functiongemma-270m-it", (None, "functiongemma")),
-    ("MiniMaxAI/MiniMax-M3", ("minimax", "minimax_m3")),
+    ("MiniMaxAI/MiniMax-M3", ("minimax_m3", "minimax_m3")),
     ("MiniMaxAI/MiniMax-M2.5", ("minimax", "minimax_m2")),
     ("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", ("nemotron", "qwen3_coder")),
     ("nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-FP8", ("nemotron", "qwen3_coder")),

@@ -76,6 +76,9 @@ FORMATS = {
     # Gemma 4: a thought channel; a tool call ends it
     "gemma4": tag_format("gemma4", "<|channel>thought", "<channel|>", end_keep=("<|tool_call>",)),
     "minimax": tag_format("minimax", *THINK, in_reasoning=True),
+    # MiniMax M3: its own tags, open only when the prompt opened them; a non-thinking reply may
+    # start with a stray closer (the template writes one into earlier turns), which is dropped
+    "minimax_m3": tag_format("minimax_m3", "<mm:think>", "</mm:think>", content_drop=("</mm:think>",)),
     "step3": tag_format("step3", *THINK, in_reasoning=True),
     "gpt_oss": HARMONY,
     "cohere": tag_format("cohere", "<|START_THINKING|>", "<|END_THINKING|>",

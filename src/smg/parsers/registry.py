@@ -30,7 +30,7 @@ MODEL_TABLE: tuple[tuple[str, str | None, str | None], ...] = (
     ("*kimi-k2*thinking*", "kimi_thinking", "kimi_k2"),
     ("*kimi-k2*", "kimi_k2", "kimi_k2"),  # K2 and K2.5
     ("*kimi-vl*", "kimi", None),
-    ("*minimax-m3*", "minimax", "minimax_m3"),
+    ("*minimax-m3*", "minimax_m3", "minimax_m3"),
     ("*minimax-m2*", "minimax", "minimax_m2"),  # M2 and M2.5
     ("*step3*", "step3", "step3"),
     ("*step-3*", "step3", "step3"),
