@@ -16,14 +16,14 @@ def summary(content, calls):
     return content, [(c.name, json.loads(c.arguments)) for c in calls]
 
 
-def stream(name, pieces):
-    parser = ToolParser.create(name, TOOLS)
+def stream(name, pieces, tools=TOOLS):
+    parser = ToolParser.create(name, tools)
     return collect([parser.feed(p) for p in pieces] + [parser.finish()])
 
 
-def assert_streamed_equals_parsed(name, text, pieces):
-    content, calls = stream(name, pieces)
-    one_content, one_calls = ToolParser.create(name, TOOLS).parse(text)
+def assert_streamed_equals_parsed(name, text, pieces, tools=TOOLS):
+    content, calls = stream(name, pieces, tools)
+    one_content, one_calls = ToolParser.create(name, tools).parse(text)
     assert content == one_content
     assert [(c.name, c.arguments) for c in calls] == [(c.name, c.arguments) for c in one_calls]
 
@@ -123,7 +123,7 @@ EDGE_CASES = [
     # pythonic that does not parse is content, and so is a literal JSON has no kind for (a set, bytes)
     ("pythonic", "[f(a={1, 2})] and [g(b=b'x')]", lambda c, k: c == "[f(a={1, 2})] and [g(b=b'x')]" and not k),
     ("pythonic", "[not python(", lambda c, k: c == "[not python(" and not k),
-    # calls to tools not in the request are reported (as vLLM does)
+    # with no tools declared, no call is refused
     ("hermes", '<tool_call>{"name": "unknown_tool", "arguments": {}}</tool_call>',
      lambda c, k: k[0].name == "unknown_tool" and k[0].arguments == "{}"),
     # arguments before the name: sent whole when the object closes
@@ -157,7 +157,7 @@ EDGE_CASES = [
 
 @pytest.mark.parametrize("name, text, check", EDGE_CASES)
 def test_malformed_and_edge_outputs(name, text, check):
-    content, calls = ToolParser.create(name, TOOLS).parse(text)
+    content, calls = ToolParser.create(name).parse(text)  # no tools declared: none refused
     assert check(content, calls), (content, calls)
 
 
@@ -165,8 +165,27 @@ def test_malformed_and_edge_outputs(name, text, check):
 @settings(max_examples=300, deadline=None)
 def test_malformed_and_edge_outputs_at_any_chunking(data):
     name, text, check = data.draw(st.sampled_from([case for case in EDGE_CASES if len(case[1]) < 10_000]))
-    assert_streamed_equals_parsed(name, text, split(data, text, 12))
-    assert check(*stream(name, split(data, text, 12)))
+    assert_streamed_equals_parsed(name, text, split(data, text, 12), None)
+    assert check(*stream(name, split(data, text, 12), None))
+
+
+@pytest.mark.parametrize("name, text", [
+    ("hermes", '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call><tool_call>{"name": "search", '
+               '"arguments": {"q": "x"}}</tool_call>'),
+    ("llama3_json", '<|python_tag|>{"name": "rm_rf", "parameters": {}}; {"name": "search", "parameters": {"q": "x"}}'),
+    ("deepseek_v31", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>rm_rf<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
+                     '<｜tool▁call▁begin｜>search<｜tool▁sep｜>{"q": "x"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>'),
+    ("qwen3_coder", "<tool_call>\n<function=rm_rf>\n</function>\n</tool_call>\n<tool_call>\n<function=search>\n"
+                    "<parameter=q>\nx\n</parameter>\n</function>\n</tool_call>"),
+    ("gemma4", '<|tool_call>call:rm_rf{}<tool_call|><|tool_call>call:search{q:<|"|>x<|"|>}<tool_call|>'),
+    ("pythonic", "[rm_rf(), search(q='x')]"),
+    ("mistral", '[TOOL_CALLS] [{"name": "rm_rf", "arguments": {}}, {"name": "search", "arguments": {"q": "x"}}]'),
+])
+def test_a_call_to_a_tool_the_request_did_not_declare_is_dropped(name, text):
+    """As SGLang and the Rust gateway do (vLLM reports it): the majority."""
+    content, calls = ToolParser.create(name, TOOLS).parse(text)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("search", {"q": "x"})] and not content.strip()
+    assert [c.name for c in ToolParser.create(name).parse(text)[1]] == ["rm_rf", "search"]  # none declared
 
 
 @pytest.mark.parametrize("raw, schema, mode, expected", [

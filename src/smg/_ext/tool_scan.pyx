@@ -212,7 +212,7 @@ cdef class HeaderMachine(ToolMachine):
     def __init__(self, fmt, tools=None, int state=CONTENT, **options):
         self._init_tool(state_markers(fmt), state)
         self._fmt = fmt
-        self._schemas = tool_schemas(tools) if fmt.decode is not None else {}
+        self._schemas = tool_schemas(tools)
         self._call_state = NAME if fmt.name_end else ARGS
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
@@ -327,7 +327,7 @@ cdef inline int _block_char(Py_UCS4 c) noexcept nogil:
 cdef class JsonMachine(ToolMachine):
     """See ``tool_scan_py.JsonMachine``."""
 
-    cdef object _fmt
+    cdef object _fmt, _names
     cdef bint _no_end  # the format has no end marker: a block ends at the first non-JSON text
     cdef bint _tagged  # the block being read was opened by a marker (else a bare one, which ends so too)
     cdef Py_UCS4 _bare_open[2]  # the characters that open a bare block at the output's start
@@ -343,6 +343,7 @@ cdef class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         self._init_tool([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
+        self._names = frozenset(tool_schemas(tools))
         self._no_end = not fmt.end
         self._tagged = True
         self._holding = False
@@ -410,7 +411,7 @@ cdef class JsonMachine(ToolMachine):
 
     cdef int _close_object(self) except -1:
         """Settle the object; the state after it (see the twin)."""
-        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged)
+        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._names)
         self._obj = ""
         json_scan_reset(&self._scan)
         lead, self._lead, self._holding = self._lead, "", False
@@ -505,7 +506,7 @@ cdef class JsonMachine(ToolMachine):
         return 0
 
     cdef object _settle(self, str source, const int64_t* row):
-        content, name, arguments = settle_object(source[row[1]:row[2]], self._fmt, True)
+        content, name, arguments = settle_object(source[row[1]:row[2]], self._fmt, True, self._names)
         if content:  # an object that names no function is content: only feed puts it in place
             return None
         return [] if name is None else [(name, None, arguments)]

@@ -30,7 +30,7 @@ import random
 from array import array
 from itertools import accumulate
 from bisect import bisect_left, bisect_right
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Container, Mapping, NamedTuple, Sequence
 
 import msgspec
 
@@ -144,12 +144,15 @@ def tool_schemas(tools) -> dict[str, dict]:
 
 def settle_call(fmt, header: str, body: str, schemas: Mapping[str, dict]) -> list[tuple[str, str | None, str]]:
     """The calls of one closed call (its header and body texts): ``[(name, id, arguments JSON)]``,
-    empty when it does not decode. A format's ``decode`` reads its own body syntax (XML
-    parameters, Gemma's...); by default the header names the call and the body is its JSON."""
+    empty when it does not decode or names a tool the request did not declare (``schemas``: the
+    declared ones; none declared, none refused). A format's ``decode`` reads its own body syntax
+    (XML parameters, Gemma's...); by default the header names the call and the body is its JSON."""
     if fmt.decode is not None:
-        return fmt.decode(header, body, schemas)
-    arguments = settle_arguments(body)
-    return [] if arguments is None else [(*fmt.parse_header(header), arguments)]
+        calls = fmt.decode(header, body, schemas)
+    else:
+        arguments = settle_arguments(body)
+        calls = [] if arguments is None else [(*fmt.parse_header(header), arguments)]
+    return calls if not schemas else [call for call in calls if call[0] in schemas]
 
 
 
@@ -258,7 +261,7 @@ class HeaderMachine(ToolMachine):
         self._n_section, self._n_call_start = len(fmt.section_start), len(fmt.call_start)
         self._n_args_end = len(fmt.args_end)
         self._fmt = fmt
-        self._schemas = tool_schemas(tools) if fmt.decode is not None else {}
+        self._schemas = tool_schemas(tools)
         self._call_state = NAME if fmt.name_end else ARGS  # no header: the body is the whole call
         self._header = self._arguments = ""
 
@@ -312,12 +315,13 @@ START, BLOCK, OBJECT = 1, 2, 3  # JsonMachine's states after CONTENT
 _SEPARATORS = frozenset(" \t\r\n,;[]")
 
 
-def settle_object(obj: str, fmt, tagged: bool) -> tuple[str, str | None, str]:
+def settle_object(obj: str, fmt, tagged: bool, names: Container[str] = ()) -> tuple[str, str | None, str]:
     """A closed call object, decoded: ``(content, name, arguments)``. A call has a ``name`` (the
     first of ``fmt.name_keys`` that is a string) and arguments that decode (the first of
     ``fmt.args_keys`` present, ``{}`` when none is). An object that names no function is not a
     call: its text is content. One that does not decode is dropped inside markers (``tagged``)
-    and content without them (a Llama 3 bare object)."""
+    and content without them (a Llama 3 bare object); so is a call to a tool not in ``names``
+    (the request's tools; none declared, none refused)."""
     try:
         data: Any = decode_json(obj)
     except (ValueError, RecursionError):
@@ -325,6 +329,8 @@ def settle_object(obj: str, fmt, tagged: bool) -> tuple[str, str | None, str]:
     name = next((data[k] for k in fmt.name_keys if isinstance(data.get(k), str)), None)
     if name is None:
         return obj, None, ""
+    if names and name not in names:
+        return ("" if tagged else obj), None, ""
     args = next((data[k] for k in fmt.args_keys if k in data), None)
     if args is None:
         return "", name, "{}"
@@ -344,6 +350,7 @@ class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         super().__init__([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
+        self._names = frozenset(tool_schemas(tools))
         self._obj = ""
         self._scanner = JsonScanner()
         self._tagged = True  # the object being read was opened by a marker (else a bare one)
@@ -396,7 +403,7 @@ class JsonMachine(ToolMachine):
     def _close_object(self) -> int:
         """Settle the object; the state after it (a bare object that is no call was text, and
         so is the rest of its block)."""
-        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged)
+        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._names)
         self._obj = ""
         self._scanner = JsonScanner()
         lead, self._lead, self._holding = self._lead, "", False

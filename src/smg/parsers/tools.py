@@ -17,8 +17,8 @@ the GIL:
 
 Every call goes out whole (id, name, arguments) once it closed and decoded. Bad output never
 raises: a call that does not decode (or that the output cut short) is dropped and the others keep
-their order; a JSON call object without a name is content; calls to tools not in the request are
-reported, as vLLM's parsers do.
+their order; a JSON call object without a name is content; a call to a tool the request did not
+declare is dropped, as SGLang and the Rust gateway do (vLLM reports it).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from smg import _ext
-from smg._ext.tool_scan_py import CallRecorder, decode_json, encode_json
+from smg._ext.tool_scan_py import CallRecorder, decode_json, encode_json, tool_schemas
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
 from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolCallParser, ToolDelta, check_text
 from smg.parsers.names import canonical
@@ -57,6 +57,7 @@ class ToolParser(WholeOutput, CallRecorder):
     ``CallRecorder``'s call bookkeeping."""
 
     def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
+        self._names = frozenset(tool_schemas(tools))  # the request's tools (none: none refused)
         self._start_output()
 
     @classmethod
@@ -549,8 +550,9 @@ class PythonicToolParser(ToolParser):
             self._content += self._lead + self._buf
         else:
             for name, args in calls:
-                self._open(name)
-                self._args(args)
+                if not self._names or name in self._names:  # a tool the request did not declare: dropped
+                    self._open(name)
+                    self._args(args)
         self._lead, self._started = "", True
         self._buf = ""
         self._scanner = BracketScanner()
