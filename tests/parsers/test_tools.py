@@ -46,16 +46,16 @@ def test_any_chunking_equals_one_shot(data):
 
 
 def test_streaming_shape_each_call_whole_once_it_closed():
-    """A call goes out in one piece (id, name, arguments) in the delta that closed it: it was
-    decoded first, so a client never receives a call it cannot execute."""
+    """A call goes out in one piece (id, name, arguments) in the delta that closed it (for hermes,
+    its </tool_call>): it was decoded first, so a client never receives a call it cannot execute."""
     parser = ToolParser.create("hermes", TOOLS)
     text = TOOL_SAMPLES[0][1]
-    object_end = text.index("}}") + 2  # where the first call object closes
+    block_end = text.index("</tool_call>") + len("</tool_call>")  # where the first call's block closes
     deltas = [parser.feed(text[i:i + 4]) for i in range(0, len(text), 4)] + [parser.finish()]
     calls = [(i, c) for i, d in enumerate(deltas) for c in d.calls]
     assert [c.index for _, c in calls] == [0, 1]
     assert all(c.name and c.id.startswith("call_") and json.loads(c.arguments) for _, c in calls)
-    assert calls[0][0] == (object_end - 1) // 4  # the delta that holds the object's last "}"
+    assert calls[0][0] == (block_end - 1) // 4  # the delta that completes its end marker
 
 
 def fuzz_text(name):
@@ -93,6 +93,10 @@ EDGE_CASES = [
     ("qwen3_coder", "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n",
      lambda c, k: json.loads(k[0].arguments) == {"city": "Paris"}),  # closed parameters, end markers left out
     ("hermes", 'Sure.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa', lambda c, k: c == "Sure." and not k),
+    # hermes: a call counts once its </tool_call> came (SGLang and the Rust gateway; vLLM takes it without)
+    ("hermes", 'Sure.<tool_call>\n{"name": "search", "arguments": {"q": "x"}}', lambda c, k: c == "Sure." and not k),
+    # Llama 3: an object after <|python_tag|> that is no call is text, the tag included (vLLM, the Rust gateway)
+    ("llama3_json", '<|python_tag|>{"name": invalid}', lambda c, k: c == '<|python_tag|>{"name": invalid}' and not k),
     # an opening marker with nothing after it is no call
     ("hermes", "Sure.<tool_call>", lambda c, k: c == "Sure." and not k),
     ("kimi_k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>",

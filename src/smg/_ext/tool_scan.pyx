@@ -120,6 +120,7 @@ cdef class ToolMachine(MarkerDriven):
         free(self._rows)
         self._content_ends = self._rows = NULL
         self._content_out = NULL
+        self._n_rows = 0  # (feed shares _marker with the batch: no rows outside a batch)
 
     cdef void _call_row(self, Py_ssize_t header_start, Py_ssize_t header_end, Py_ssize_t body_start,
                         Py_ssize_t body_end) noexcept nogil:
@@ -161,6 +162,9 @@ cdef class ToolMachine(MarkerDriven):
             raise MemoryError()
         if not self._needs_gil:
             for r in range(self._n_rows):
+                if self._rows[r * ROW_WIDTH] < 0:  # its block is still open: feed keeps it pending
+                    self._needs_gil = True
+                    break
                 calls = self._settle(source, self._rows + r * ROW_WIDTH)
                 if calls is None:
                     self._needs_gil = True
@@ -334,6 +338,8 @@ cdef class JsonMachine(ToolMachine):
     cdef bint _holding  # a bare block has read no object yet: its separators may be text
     cdef JsonScan _scan, _saved_scan
     cdef str _obj, _lead
+    cdef list _pending  # calls waiting for their block's end marker: (name, arguments)
+    cdef bint _needs_end, _marker_is_text
     # feed_batch: where the object and the held leading whitespace begin in the source
     cdef Py_ssize_t _obj_start, _lead_start
     cdef bint _saved_tagged, _saved_holding
@@ -344,6 +350,8 @@ cdef class JsonMachine(ToolMachine):
         self._init_tool([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
         self._names = frozenset(tool_schemas(tools))
+        self._pending = []
+        self._needs_end, self._marker_is_text = fmt.needs_end, fmt.marker_is_text
         self._no_end = not fmt.end
         self._tagged = True
         self._holding = False
@@ -359,9 +367,16 @@ cdef class JsonMachine(ToolMachine):
         return c == self._bare_open[0] or c == self._bare_open[1]
 
     cdef int _on_marker(self, int index) except -1:
-        if self._state == START or self._state == BLOCK:
+        cdef int before = self._state
+        if before == START or before == BLOCK:
             self._lead = ""
         self._marker(index, 0, 0)
+        if before == BLOCK:
+            for name, arguments in self._pending:
+                self._call(name, None, arguments)
+            self._pending = []
+        elif self._marker_is_text:  # read like a bare block, the marker its first text
+            self._lead = self._fmt.start[index]
         return 0
 
     cdef Py_ssize_t _on_text(self, str text) except -1:
@@ -415,16 +430,19 @@ cdef class JsonMachine(ToolMachine):
         self._obj = ""
         json_scan_reset(&self._scan)
         lead, self._lead, self._holding = self._lead, "", False
-        if name is None and not self._tagged:
+        if name is None and content and not self._tagged:  # (a dropped call leaves no content)
             self._content += lead + content
             return CONTENT
         if content:
             self._content += content
-        if name is not None:
+        if name is not None and self._needs_end:
+            self._pending.append((name, arguments))
+        elif name is not None:
             self._call(name, None, arguments)
         return BLOCK
 
     cdef int _on_finish(self, str held) except -1:
+        self._pending = []  # their block never closed
         if self._state == OBJECT and not self._tagged:  # an unfinished bare object is text
             self._content += self._lead + self._obj
         elif self._state == START or self._holding:
@@ -445,6 +463,7 @@ cdef class JsonMachine(ToolMachine):
         self._obj_start = 0
         self._lead_start = 0 if (self._state == START or self._state == BLOCK) and self._lead else -1
         self._saved_scan, self._saved_tagged, self._saved_holding = self._scan, self._tagged, self._holding
+        self._needs_gil = bool(self._pending)  # calls held by feed go out where their block closes
         return 0
 
     cdef void _batch_undo(self) noexcept nogil:
@@ -500,6 +519,8 @@ cdef class JsonMachine(ToolMachine):
                     self._needs_gil = True
                     return 0
                 self._call_row(self._obj_start, stop, 0, 0)  # decoded when the batch completes
+                if self._needs_end:  # it goes out with its block's end marker
+                    self._rows[(self._n_rows - 1) * ROW_WIDTH] = -1
                 json_scan_reset(&self._scan)
                 self._state = BLOCK
                 return end - stop
@@ -513,14 +534,19 @@ cdef class JsonMachine(ToolMachine):
 
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
         """The only markers open a block (content, start) or close it."""
+        cdef Py_ssize_t r
         if self._state == CONTENT or self._state == START:
             self._state = BLOCK
-            self._tagged = True
-            self._lead_start = -1
+            self._tagged = not self._marker_is_text
+            self._holding = self._marker_is_text
+            self._lead_start = start if self._marker_is_text else -1
         elif self._state == BLOCK:
             self._state = CONTENT
             self._holding = False
             self._lead_start = -1
+            for r in range(self._n_rows):  # the block's calls go out with its end marker
+                if self._rows[r * ROW_WIDTH] < 0:
+                    self._rows[r * ROW_WIDTH] = self._delta_index
 
     cdef int _batch_keep(self, str source, Py_ssize_t released) except -1:
         self._obj = source[self._obj_start:released] if self._state == OBJECT else ""

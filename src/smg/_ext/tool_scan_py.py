@@ -329,8 +329,8 @@ def settle_object(obj: str, fmt, tagged: bool, names: Container[str] = ()) -> tu
     name = next((data[k] for k in fmt.name_keys if isinstance(data.get(k), str)), None)
     if name is None:
         return obj, None, ""
-    if names and name not in names:
-        return ("" if tagged else obj), None, ""
+    if names and name not in names:  # a call to a tool the request did not declare: dropped
+        return "", None, ""
     args = next((data[k] for k in fmt.args_keys if k in data), None)
     if args is None:
         return "", name, "{}"
@@ -355,16 +355,23 @@ class JsonMachine(ToolMachine):
         self._scanner = JsonScanner()
         self._tagged = True  # the object being read was opened by a marker (else a bare one)
         self._holding = False  # a bare block has read no object yet: its separators may be text
+        self._pending: list[tuple[str, str]] = []  # calls waiting for their block's end marker
 
     def _on_marker(self, index: int) -> None:
         state = self._machine.state
         if state in (CONTENT, START):
             self._machine.state = BLOCK
-            self._lead = ""
-            self._tagged = True
+            if self._fmt.marker_is_text:  # read like a bare block, the marker its first text
+                self._lead, self._tagged, self._holding = self._fmt.start[index], False, True
+            else:
+                self._lead, self._tagged = "", True
         elif state == BLOCK:
             self._machine.state = CONTENT
             self._lead, self._holding = "", False
+            for name, arguments in self._pending:
+                self._open(name)
+                self._args(arguments)
+            self._pending = []
 
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
@@ -407,17 +414,20 @@ class JsonMachine(ToolMachine):
         self._obj = ""
         self._scanner = JsonScanner()
         lead, self._lead, self._holding = self._lead, "", False
-        if name is None and not self._tagged:
+        if name is None and content and not self._tagged:  # (a dropped call leaves no content)
             self._content += lead + content
             return CONTENT
         self._content += content
-        if name is not None:
+        if name is not None and self._fmt.needs_end:
+            self._pending.append((name, arguments))
+        elif name is not None:
             self._open(name)
             self._args(arguments)
         return BLOCK
 
     def _on_finish(self, held: str) -> None:
         state = self._machine.state
+        self._pending = []  # their block never closed
         if state == OBJECT and not self._tagged:  # an unfinished bare object is text
             self._content += self._lead + self._obj
         elif state == START or self._holding:

@@ -117,6 +117,8 @@ class JsonFormat:
     end: tuple[str, ...] = ()  # markers that close it (dropped)
     bare_at_start: bool = False  # output whose first non-space char is in bare_open is a block (llama3)
     bare_open: str = "{"
+    marker_is_text: bool = False  # a block's marker, then an object that is no call, are content (llama3)
+    needs_end: bool = False  # a block's calls count only once its end marker came (hermes)
     name_keys: tuple[str, ...] = ("name",)
     args_keys: tuple[str, ...] = ("arguments", "parameters")
 
@@ -665,8 +667,8 @@ class MistralToolParser(ToolParser):
 # ---- the family tables ---------------------------------------------------------------------------
 
 JSON_FORMATS = {
-    "hermes": JsonFormat("hermes", ("<tool_call>",), ("</tool_call>",)),
-    "llama3_json": JsonFormat("llama3_json", ("<|python_tag|>",), bare_at_start=True,
+    "hermes": JsonFormat("hermes", ("<tool_call>",), ("</tool_call>",), needs_end=True),
+    "llama3_json": JsonFormat("llama3_json", ("<|python_tag|>",), bare_at_start=True, marker_is_text=True,
                               args_keys=("parameters", "arguments")),
     "cohere": JsonFormat("cohere", ("<|START_ACTION|>",), ("<|END_ACTION|>",), name_keys=("tool_name", "name"),
                          args_keys=("parameters", "arguments")),
