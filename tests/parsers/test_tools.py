@@ -95,6 +95,11 @@ EDGE_CASES = [
     ("hermes", 'Sure.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa', lambda c, k: c == "Sure." and not k),
     # hermes: a call counts once its </tool_call> came (SGLang and the Rust gateway; vLLM takes it without)
     ("hermes", 'Sure.<tool_call>\n{"name": "search", "arguments": {"q": "x"}}', lambda c, k: c == "Sure." and not k),
+    # an array of calls that never closed was cut short: no call (SGLang, vLLM, the Rust gateway)
+    ("mistral", '[TOOL_CALLS] [{"name": "search", "arguments": {}}', lambda c, k: not k),
+    ("granite", '<|tool_call|>[{"name": "search", "arguments": {}}, {"name": "f", "arguments"', lambda c, k: not k),
+    ("mistral", '[TOOL_CALLS] [{"name": "search", "arguments": {}}]\n\nText after.',
+     lambda c, k: [x.name for x in k] == ["search"]),
     # Llama 3: an object after <|python_tag|> that is no call is text, the tag included (vLLM, the Rust gateway)
     ("llama3_json", '<|python_tag|>{"name": invalid}', lambda c, k: c == '<|python_tag|>{"name": invalid}' and not k),
     # an opening marker with nothing after it is no call

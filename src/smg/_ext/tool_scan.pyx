@@ -363,6 +363,19 @@ cdef class JsonMachine(ToolMachine):
         self._obj = self._lead = ""
         json_scan_reset(&self._scan)
 
+    cdef int _emit_pending(self) except -1:
+        for name, arguments in self._pending:
+            self._call(name, None, arguments)
+        self._pending = []
+        return 0
+
+    cdef void _date_pending_rows(self) noexcept nogil:
+        """The calls waiting for their block's end go out in this delta."""
+        cdef Py_ssize_t r
+        for r in range(self._n_rows):
+            if self._rows[r * ROW_WIDTH] < 0:
+                self._rows[r * ROW_WIDTH] = self._delta_index
+
     cdef inline bint _opens_bare(self, Py_UCS4 c) noexcept nogil:
         return c == self._bare_open[0] or c == self._bare_open[1]
 
@@ -372,9 +385,7 @@ cdef class JsonMachine(ToolMachine):
             self._lead = ""
         self._marker(index, 0, 0)
         if before == BLOCK:
-            for name, arguments in self._pending:
-                self._call(name, None, arguments)
-            self._pending = []
+            self._emit_pending()
         elif self._marker_is_text:  # read like a bare block, the marker its first text
             self._lead = self._fmt.start[index]
         return 0
@@ -414,8 +425,11 @@ cdef class JsonMachine(ToolMachine):
                         self._state = CONTENT
                         return n - i
                     self._content += text[i]
-                elif self._holding:
-                    self._lead += text[i]
+                else:  # a separator
+                    if self._holding:
+                        self._lead += text[i]
+                    if self._pending and PyUnicode_READ(kind, data, i) == u"]":  # the array of calls closed
+                        self._emit_pending()
         else:
             end = json_scan(&self._scan, kind, data, 0, n)
             self._obj += text if end < 0 else text[:end]
@@ -435,7 +449,7 @@ cdef class JsonMachine(ToolMachine):
             return CONTENT
         if content:
             self._content += content
-        if name is not None and self._needs_end:
+        if name is not None and self._needs_end and self._tagged:  # (a bare call stands alone)
             self._pending.append((name, arguments))
         elif name is not None:
             self._call(name, None, arguments)
@@ -510,8 +524,11 @@ cdef class JsonMachine(ToolMachine):
                         self._state = CONTENT
                         return end - i
                     self._copy(i, i + 1)
-                elif self._holding and self._lead_start < 0:
-                    self._lead_start = i
+                else:  # a separator
+                    if self._holding and self._lead_start < 0:
+                        self._lead_start = i
+                    if self._needs_end and PyUnicode_READ(self._kind, self._data, i) == u"]":
+                        self._date_pending_rows()  # the array of calls closed
         else:
             stop = json_scan(&self._scan, self._kind, self._data, start, end)
             if stop >= 0:
@@ -534,7 +551,6 @@ cdef class JsonMachine(ToolMachine):
 
     cdef void _marker(self, int index, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
         """The only markers open a block (content, start) or close it."""
-        cdef Py_ssize_t r
         if self._state == CONTENT or self._state == START:
             self._state = BLOCK
             self._tagged = not self._marker_is_text
@@ -544,9 +560,7 @@ cdef class JsonMachine(ToolMachine):
             self._state = CONTENT
             self._holding = False
             self._lead_start = -1
-            for r in range(self._n_rows):  # the block's calls go out with its end marker
-                if self._rows[r * ROW_WIDTH] < 0:
-                    self._rows[r * ROW_WIDTH] = self._delta_index
+            self._date_pending_rows()  # the block's calls go out with its end marker
 
     cdef int _batch_keep(self, str source, Py_ssize_t released) except -1:
         self._obj = source[self._obj_start:released] if self._state == OBJECT else ""

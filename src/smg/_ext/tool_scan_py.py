@@ -368,10 +368,13 @@ class JsonMachine(ToolMachine):
         elif state == BLOCK:
             self._machine.state = CONTENT
             self._lead, self._holding = "", False
-            for name, arguments in self._pending:
-                self._open(name)
-                self._args(arguments)
-            self._pending = []
+            self._emit_pending()
+
+    def _emit_pending(self) -> None:
+        for name, arguments in self._pending:
+            self._open(name)
+            self._args(arguments)
+        self._pending = []
 
     def _on_text(self, text: str) -> str | None:
         state = self._machine.state
@@ -397,8 +400,11 @@ class JsonMachine(ToolMachine):
                         self._machine.state = CONTENT
                         return text[i:]
                     self._content += c
-                elif self._holding:
-                    self._lead += c
+                else:  # a separator
+                    if self._holding:
+                        self._lead += c
+                    if c == "]" and self._pending:  # the array of calls closed
+                        self._emit_pending()
         else:
             end = self._scanner.feed(text)
             self._obj += text if end < 0 else text[:end]
@@ -418,7 +424,7 @@ class JsonMachine(ToolMachine):
             self._content += lead + content
             return CONTENT
         self._content += content
-        if name is not None and self._fmt.needs_end:
+        if name is not None and self._fmt.needs_end and self._tagged:  # (a bare call stands alone)
             self._pending.append((name, arguments))
         elif name is not None:
             self._open(name)

@@ -118,7 +118,7 @@ class JsonFormat:
     bare_at_start: bool = False  # output whose first non-space char is in bare_open is a block (llama3)
     bare_open: str = "{"
     marker_is_text: bool = False  # a block's marker, then an object that is no call, are content (llama3)
-    needs_end: bool = False  # a block's calls count only once its end marker came (hermes)
+    needs_end: bool = False  # a block's calls count once it closed: its end marker, or its array's "]"
     name_keys: tuple[str, ...] = ("name",)
     args_keys: tuple[str, ...] = ("arguments", "parameters")
 
@@ -612,7 +612,7 @@ def _calls_of(nodes: Sequence[ast.AST], json_names: bool) -> list[tuple[str, str
 
 # ---- mistral: two syntaxes behind one marker -----------------------------------------------------
 
-MISTRAL_JSON = JsonFormat("mistral", ("[TOOL_CALLS]",))
+MISTRAL_JSON = JsonFormat("mistral", ("[TOOL_CALLS]",), needs_end=True)
 MISTRAL_V11 = HeaderFormat("mistral", ("[TOOL_CALLS]",), ("[ARGS]",), (), next_call_ends_args=True,
                            parse_header=_mistral_header)
 
@@ -671,13 +671,13 @@ JSON_FORMATS = {
     "llama3_json": JsonFormat("llama3_json", ("<|python_tag|>",), bare_at_start=True, marker_is_text=True,
                               args_keys=("parameters", "arguments")),
     "cohere": JsonFormat("cohere", ("<|START_ACTION|>",), ("<|END_ACTION|>",), name_keys=("tool_name", "name"),
-                         args_keys=("parameters", "arguments")),
-    "granite": JsonFormat("granite", ("<|tool_call|>",)),
-    "internlm": JsonFormat("internlm", ("<|action_start|><|plugin|>",), ("<|action_end|>",)),
-    "hunyuan": JsonFormat("hunyuan", ("<tool_calls>",), ("</tool_calls>",)),
+                         args_keys=("parameters", "arguments"), needs_end=True),
+    "granite": JsonFormat("granite", ("<|tool_call|>",), needs_end=True),
+    "internlm": JsonFormat("internlm", ("<|action_start|><|plugin|>",), ("<|action_end|>",), needs_end=True),
+    "hunyuan": JsonFormat("hunyuan", ("<tool_calls>",), ("</tool_calls>",), needs_end=True),
     # xLAM: a JSON array of calls, bare at the start or in a ```json block or a tag
     "xlam": JsonFormat("xlam", ("```json", "<tool_call>", "[TOOL_CALLS]"), ("```", "</tool_call>"), bare_at_start=True,
-                       bare_open="[{"),
+                       bare_open="[{", needs_end=True),
 }
 
 _DS_CALLS = ("<｜tool▁calls▁begin｜>",), ("<｜tool▁calls▁end｜>",)
