@@ -45,3 +45,26 @@ def test_import_smg_is_light():
             "import json; print(json.dumps([m for m in heavy if m in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == []
+
+
+STUBS = sorted(Path(_ext.__file__).parent.glob("*.pyi"))
+
+
+@pytest.mark.compiled_only
+@pytest.mark.parametrize("stub", STUBS, ids=lambda p: p.stem)
+def test_a_type_stub_names_only_what_its_compiled_module_has(stub):
+    """A stub that drifts from its kernel misleads type checkers: each public class and method it
+    names exists on the compiled module."""
+    import ast
+
+    module = _ext.load(stub.stem)
+    for node in ast.parse(stub.read_text()).body:
+        if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            cls = getattr(module, node.name)
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):
+                    assert hasattr(cls, item.name), (stub.stem, node.name, item.name)
+
+
+def test_the_parser_kernels_have_type_stubs():
+    assert {"json_scan", "reasoning_scan", "tool_scan"} <= {p.stem for p in STUBS}

@@ -1,0 +1,26 @@
+"""Types of the compiled JSON and bracket scanners (``json_scan.pyx``; twin ``json_scan_py``)."""
+
+class JsonScanner:
+    """Where one JSON value ends in streamed text: ``feed`` returns the index just past it, or -1."""
+
+    @property
+    def started(self) -> bool: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def in_string(self) -> bool: ...
+    @property
+    def escape(self) -> bool: ...
+    @property
+    def done(self) -> bool: ...
+    def feed(self, text: str) -> int: ...
+
+class BracketScanner:
+    """Where a Python list literal that starts at the first character ends (quotes and nesting)."""
+
+    depth: int
+    escape: bool
+    done: bool
+    @property
+    def quote(self) -> str: ...
+    def feed(self, text: str) -> int: ...
