@@ -1,0 +1,16 @@
+"""Types of the compiled prefix-cache kernels (``token_cache.pyx``; twin ``token_cache_py``)."""
+from typing import Iterable
+
+from smg._ext.token_cache_py import Cut as Cut
+from smg._ext.token_cache_py import Entry as Entry
+
+class BoundaryScanner:
+    """Where a text can be cut between tokens for the L1 cache (special tokens, template markers)."""
+
+    def __init__(self, raw_tokens: Iterable[tuple[str, int, bool]],
+                 normalized_tokens: Iterable[tuple[str, int, bool]] = ()) -> None: ...
+    def scan(self, text: str) -> list[Cut]: ...
+
+def find_longest_prefix(cuts: list[Cut], text: str, table: dict) -> tuple[int, Entry | None, int]: ...
+def cut_positions(ids: list[int], cuts: list[Cut], cut_ids: bytes) -> list[int] | None: ...
+def splice(prefix_ids: list[int], n_prefix: int, tail_ids: list[int], skip: int) -> list[int]: ...
