@@ -130,7 +130,7 @@ class JsonToolParser(WholeOutput, tool_kernel.JsonMachine):
     START, BLOCK, OBJECT = 1, 2, 3
 
 
-# ---- header + raw arguments ---------------------------------------------------------------------
+# ---- header + body ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class HeaderFormat:
@@ -149,7 +149,7 @@ class HeaderFormat:
 
 
 class HeaderToolParser(WholeOutput, tool_kernel.HeaderMachine):
-    """The header + raw-arguments machine (compiled ``smg._ext.tool_scan``; see its twin)."""
+    """The header + body machine (compiled ``smg._ext.tool_scan``; see its twin)."""
 
     __slots__ = ()  # no instance dict: attribute lookups on the per-token path stay short
     SECTION, NAME, ARGS = 1, 2, 3
