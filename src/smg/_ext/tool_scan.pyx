@@ -286,7 +286,7 @@ cdef class HeaderMachine(ToolMachine):
         return settle_call(self._fmt, source[row[1]:row[2]], source[row[3]:row[4]], self._schemas)
 
     cdef Py_ssize_t _span(self, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
-        if self._state == CONTENT and not self._needs_gil:
+        if self._state == CONTENT:
             self._copy(start, end)
         # NAME, ARGS: the span from the opening marker to the closing one; SECTION: dropped
         return 0
@@ -331,7 +331,7 @@ cdef inline int _block_char(Py_UCS4 c) noexcept nogil:
 cdef class JsonMachine(ToolMachine):
     """See ``tool_scan_py.JsonMachine``."""
 
-    cdef object _fmt, _names
+    cdef object _fmt, _declared  # the request's tools: name -> schema (see tool_schemas)
     cdef bint _no_end  # the format has no end marker: a block ends at the first non-JSON text
     cdef bint _tagged  # the block being read was opened by a marker (else a bare one, which ends so too)
     cdef Py_UCS4 _bare_open[2]  # the characters that open a bare block at the output's start
@@ -349,7 +349,7 @@ cdef class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         self._init_tool([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
-        self._names = frozenset(tool_schemas(tools))
+        self._declared = tool_schemas(tools)
         self._pending = []
         self._needs_end, self._marker_is_text = fmt.needs_end, fmt.marker_is_text
         self._no_end = not fmt.end
@@ -440,7 +440,7 @@ cdef class JsonMachine(ToolMachine):
 
     cdef int _close_object(self) except -1:
         """Settle the object; the state after it (see the twin)."""
-        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._names)
+        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._declared)
         self._obj = ""
         json_scan_reset(&self._scan)
         lead, self._lead, self._holding = self._lead, "", False
@@ -544,7 +544,7 @@ cdef class JsonMachine(ToolMachine):
         return 0
 
     cdef object _settle(self, str source, const int64_t* row):
-        content, name, arguments = settle_object(source[row[1]:row[2]], self._fmt, True, self._names)
+        content, name, arguments = settle_object(source[row[1]:row[2]], self._fmt, True, self._declared)
         if content:  # an object that names no function is content: only feed puts it in place
             return None
         return [] if name is None else [(name, None, arguments)]

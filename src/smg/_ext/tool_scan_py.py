@@ -132,11 +132,13 @@ def state_markers(fmt) -> list[tuple[str, ...]]:
 
 
 def tool_schemas(tools) -> dict[str, dict]:
-    """name -> parameters schema, from OpenAI ``tools`` (``{"type": "function", "function": {...}}``)."""
+    """name -> parameters schema, from OpenAI ``tools`` (``{"type": "function", "function": {...}}``,
+    decoded JSON: dicts, so no ABC check per tool on a request's path). Its keys are the declared
+    tools a parser refuses others against (none declared: none refused)."""
     out: dict[str, dict] = {}
     for tool in tools or ():
-        fn = tool.get("function", tool) if isinstance(tool, Mapping) else None
-        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+        fn = tool.get("function", tool) if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             params = fn.get("parameters")
             out[fn["name"]] = params if isinstance(params, dict) else {}
     return out
@@ -350,7 +352,7 @@ class JsonMachine(ToolMachine):
             state = START if fmt.bare_at_start else CONTENT
         super().__init__([fmt.start, fmt.start, fmt.end, ()], state)
         self._fmt = fmt
-        self._names = frozenset(tool_schemas(tools))
+        self._declared = tool_schemas(tools)
         self._obj = ""
         self._scanner = JsonScanner()
         self._tagged = True  # the object being read was opened by a marker (else a bare one)
@@ -416,7 +418,7 @@ class JsonMachine(ToolMachine):
     def _close_object(self) -> int:
         """Settle the object; the state after it (a bare object that is no call was text, and
         so is the rest of its block)."""
-        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._names)
+        content, name, arguments = settle_object(self._obj, self._fmt, self._tagged, self._declared)
         self._obj = ""
         self._scanner = JsonScanner()
         lead, self._lead, self._holding = self._lead, "", False

@@ -57,7 +57,7 @@ class ToolParser(WholeOutput, CallRecorder):
     ``CallRecorder``'s call bookkeeping."""
 
     def __init__(self, tools: Iterable[Mapping[str, Any]] | None = None) -> None:
-        self._names = frozenset(tool_schemas(tools))  # the request's tools (none: none refused)
+        self._declared = tool_schemas(tools)  # the request's tools (none: none refused)
         self._start_output()
 
     @classmethod
@@ -552,7 +552,7 @@ class PythonicToolParser(ToolParser):
             self._content += self._lead + self._buf
         else:
             for name, args in calls:
-                if not self._names or name in self._names:  # a tool the request did not declare: dropped
+                if not self._declared or name in self._declared:  # a tool the request did not declare: dropped
                     self._open(name)
                     self._args(args)
         self._lead, self._started = "", True
