@@ -339,9 +339,7 @@ class GemmaCalls:
             return text[at + len(self.quote):close], close + len(self.quote)
         if text.startswith("{", at) or text.startswith("[", at):
             return self._container(text, at, depth)
-        end = at
-        while end < len(text) and text[end] not in ",}]":
-            end += 1
+        end = _SCALAR.match(text, at).end()
         return _gemma_scalar(text[at:end].strip()), end
 
     def _container(self, text: str, at: int, depth: int) -> tuple[Any, int]:
@@ -466,6 +464,7 @@ def _skip_space(text: str, at: int) -> int:
 
 
 _SPACES = re.compile(r"\s*")
+_SCALAR = re.compile(r"[^,}\]]*")  # an unquoted value runs to the next separator
 
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
@@ -718,7 +717,8 @@ HEADER_FORMATS = {
     **{name: HeaderFormat(name, ('<｜DSML｜invoke name="',), ('">',), ("</｜DSML｜invoke>",), (f"<｜DSML｜{block}>",),
                           (f"</｜DSML｜{block}>",), decode=_DSML_PARAMS)
        for name, block in (("deepseek_v32", "function_calls"), ("deepseek_v4", "tool_calls"))},
-    "glm45": HeaderFormat("glm45", ("<tool_call>",), (), ("</tool_call>",), decode=_GLM_PARAMS),
+    # GLM-4.5/4.6 write newlines between the tags, GLM-4.7 and 5 none: one reading serves both
+    **{name: HeaderFormat(name, ("<tool_call>",), (), ("</tool_call>",), decode=_GLM_PARAMS) for name in ("glm45", "glm47")},
     # Kimi K3 (XTML): typed arguments in a tools channel; the response/message wrappers are dropped
     "kimi_k3": HeaderFormat("kimi_k3", ('<|open|>call tool="',), ("<|sep|>",), ("<|close|>call<|sep|>",),
                             ("<|open|>tools<|sep|>",), ("<|close|>tools<|sep|>",), drop=_XTML_WRAPPERS,
@@ -736,7 +736,6 @@ HEADER_FORMATS = {
                                   decode=GemmaCalls("<escape>")),
     "olmo3": HeaderFormat("olmo3", ("<function_calls>",), (), ("</function_calls>",), decode=olmo3_calls),
 }
-HEADER_FORMATS["glm47"] = HeaderFormat("glm47", ("<tool_call>",), (), ("</tool_call>",), decode=_GLM_PARAMS)  # GLM-4.7, 5
 
 
 def _factories() -> dict[str, Callable[..., ToolCallParser]]:
