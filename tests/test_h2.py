@@ -41,6 +41,17 @@ async def server(handler, **options):
         await srv.stop(0)
 
 
+@contextlib.asynccontextmanager
+async def channel_to(handler, channel_options=None, **server_options):
+    """An H2Channel to a :func:`server` of ``handler``, closed before the server stops."""
+    async with server(handler, **server_options) as target:
+        channel = H2Channel(target, **(channel_options or {}))
+        try:
+            yield channel
+        finally:
+            await channel.close()
+
+
 async def echo(request: bytes, context):
     """Replies ``count`` messages of ``size`` bytes (from the 8-byte request), then OK."""
     count, size = struct.unpack(">LL", request[:8])
@@ -58,14 +69,10 @@ async def take(channel: H2Channel, request: bytes, timeout=None):
 
 def test_messages_of_any_size_arrive_whole_and_in_order():
     async def main():
-        async with server(echo) as target:
-            channel = H2Channel(target)
-            try:
-                for count, size in [(0, 0), (1, 0), (300, 7), (3, 70_000), (2, 1_000_000)]:
-                    got = await take(channel, ask(count, size))
-                    assert got == [bytes([i % 256]) * size for i in range(count)]
-            finally:
-                await channel.close()
+        async with channel_to(echo) as channel:
+            for count, size in [(0, 0), (1, 0), (300, 7), (3, 70_000), (2, 1_000_000)]:
+                got = await take(channel, ask(count, size))
+                assert got == [bytes([i % 256]) * size for i in range(count)]
     run(main())
 
 
@@ -77,27 +84,19 @@ def test_requests_larger_than_the_flow_control_windows_are_sent_whole():
         yield struct.pack(">L", len(request))
 
     async def main():
-        async with server(length) as target:
-            channel = H2Channel(target)
-            try:
-                sizes = [10, 200_000, 1_500_000]  # over the 65,535-byte initial windows
-                replies = await asyncio.gather(*(take(channel, b"r" * n) for n in sizes))
-                assert [struct.unpack(">L", r[0])[0] for r in replies] == sizes
-            finally:
-                await channel.close()
+        async with channel_to(length) as channel:
+            sizes = [10, 200_000, 1_500_000]  # over the 65,535-byte initial windows
+            replies = await asyncio.gather(*(take(channel, b"r" * n) for n in sizes))
+            assert [struct.unpack(">L", r[0])[0] for r in replies] == sizes
         assert sorted(seen) == sorted(sizes)
     run(main())
 
 
 def test_many_concurrent_streams_share_one_connection():
     async def main():
-        async with server(echo) as target:
-            channel = H2Channel(target)
-            try:
-                results = await asyncio.gather(*(take(channel, ask(50, i)) for i in range(200)))
-                assert all(r == [bytes([k % 256]) * i for k in range(50)] for i, r in enumerate(results))
-            finally:
-                await channel.close()
+        async with channel_to(echo) as channel:
+            results = await asyncio.gather(*(take(channel, ask(50, i)) for i in range(200)))
+            assert all(r == [bytes([k % 256]) * i for k in range(50)] for i, r in enumerate(results))
     run(main())
 
 
@@ -113,13 +112,9 @@ def test_the_servers_stream_limit_queues_the_rest():
         yield b"done"
 
     async def main():
-        async with server(slow, **{"grpc.max_concurrent_streams": 3}) as target:
-            channel = H2Channel(target)
-            try:
-                results = await asyncio.gather(*(take(channel, b"") for _ in range(12)))
-                assert results == [[b"done"]] * 12
-            finally:
-                await channel.close()
+        async with channel_to(slow, **{"grpc.max_concurrent_streams": 3}) as channel:
+            results = await asyncio.gather(*(take(channel, b"") for _ in range(12)))
+            assert results == [[b"done"]] * 12
         assert peak <= 3
     run(main())
 
@@ -164,26 +159,22 @@ def test_deadline_and_cancellation_reach_the_server():
             ended[-1].set()
 
     async def main():
-        async with server(forever) as target:
-            channel = H2Channel(target)
-            try:
-                ended.append(asyncio.Event())
-                with pytest.raises(H2RpcError) as info:
-                    await take(channel, b"", timeout=0.1)
-                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                await asyncio.wait_for(ended[-1].wait(), 5)
+        async with channel_to(forever) as channel:
+            ended.append(asyncio.Event())
+            with pytest.raises(H2RpcError) as info:
+                await take(channel, b"", timeout=0.1)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.wait_for(ended[-1].wait(), 5)
 
-                ended.append(asyncio.Event())
-                call = channel.stream(PATH, b"", identity)
-                assert await call.__anext__() == b"tick"
-                assert not call.done() and call.cancel() and call.done() and not call.cancel()
-                await asyncio.wait_for(ended[-1].wait(), 5)  # RST_STREAM: the server's handler is cancelled
-                with pytest.raises(H2RpcError) as info:
-                    await call.__anext__()
-                assert info.value.code() == grpc.StatusCode.CANCELLED
-                assert await take(channel, b"still") == [b"still"]  # the connection still serves
-            finally:
-                await channel.close()
+            ended.append(asyncio.Event())
+            call = channel.stream(PATH, b"", identity)
+            assert await call.__anext__() == b"tick"
+            assert not call.done() and call.cancel() and call.done() and not call.cancel()
+            await asyncio.wait_for(ended[-1].wait(), 5)  # RST_STREAM: the server's handler is cancelled
+            with pytest.raises(H2RpcError) as info:
+                await call.__anext__()
+            assert info.value.code() == grpc.StatusCode.CANCELLED
+            assert await take(channel, b"still") == [b"still"]  # the connection still serves
     run(main())
 
 
@@ -422,17 +413,13 @@ def test_an_undecodable_message_fails_the_call_as_internal():
     parse = failing_on(b"\0")
 
     async def main():
-        async with server(echo) as target:
-            channel = H2Channel(target)
-            try:
-                got = []
-                with pytest.raises(H2RpcError) as info:
-                    async for message in channel.stream(PATH, ask(3, 1), parse):
-                        got.append(message)
-                assert got == [] and info.value.code() == grpc.StatusCode.INTERNAL
-                assert await take(channel, ask(1, 2)) == [b"\0\0"]  # the connection is fine
-            finally:
-                await channel.close()
+        async with channel_to(echo) as channel:
+            got = []
+            with pytest.raises(H2RpcError) as info:
+                async for message in channel.stream(PATH, ask(3, 1), parse):
+                    got.append(message)
+            assert got == [] and info.value.code() == grpc.StatusCode.INTERNAL
+            assert await take(channel, ask(1, 2)) == [b"\0\0"]  # the connection is fine
     run(main())
 
 
@@ -518,22 +505,18 @@ async def listened(call, runs=None):
 
 def test_a_listener_reads_a_call_from_the_data_path_in_order_and_sees_its_end():
     async def main():
-        async with server(trickle) as target:
-            channel = H2Channel(target)
-            try:
-                call = channel.stream(PATH, ask(40, 3), identity)
-                assert await call.__anext__() == b"\0" * 3  # started by the first step, as a consumer would
-                got, end = await listened(call)
-                assert got == [bytes([i]) * 3 for i in range(1, 40)] and isinstance(end, StopAsyncIteration)
-                with pytest.raises(StopAsyncIteration):  # the end stays for the async for
-                    await call.__anext__()
-
-                call = channel.stream(PATH, ask(5, 2, padding=1), identity)
+        async with channel_to(trickle) as channel:
+            call = channel.stream(PATH, ask(40, 3), identity)
+            assert await call.__anext__() == b"\0" * 3  # started by the first step, as a consumer would
+            got, end = await listened(call)
+            assert got == [bytes([i]) * 3 for i in range(1, 40)] and isinstance(end, StopAsyncIteration)
+            with pytest.raises(StopAsyncIteration):  # the end stays for the async for
                 await call.__anext__()
-                got, end = await listened(call)
-                assert len(got) == 4 and isinstance(end, H2RpcError) and end.code() == grpc.StatusCode.ABORTED
-            finally:
-                await channel.close()
+
+            call = channel.stream(PATH, ask(5, 2, padding=1), identity)
+            await call.__anext__()
+            got, end = await listened(call)
+            assert len(got) == 4 and isinstance(end, H2RpcError) and end.code() == grpc.StatusCode.ABORTED
     run(main())
 
 
@@ -614,12 +597,8 @@ def test_a_paced_connection_reads_many_streams_messages_at_once(monkeypatch):
     monkeypatch.setattr(h2, "_Connection", Counting)
 
     async def main():
-        async with server(spaced) as target:
-            channel = H2Channel(target, read_interval=0.05)
-            try:
-                return await asyncio.gather(*(take(channel, ask(10, i + 1)) for i in range(4)))
-            finally:
-                await channel.close()
+        async with channel_to(spaced, channel_options={"read_interval": 0.05}) as channel:
+            return await asyncio.gather(*(take(channel, ask(10, i + 1)) for i in range(4)))
 
     assert run(main()) == [[bytes([k]) * (i + 1) for k in range(10)] for i in range(4)]
     assert len(reads) <= 12, reads  # unpaced: about one read per message (40) plus the setup's
@@ -629,20 +608,16 @@ def test_pacing_does_not_hold_a_new_streams_first_message():
     """Opening a stream while reading is paused resumes it: the new stream's first message is not
     kept waiting for the rest of the interval (here 2 s), nor by a read of its headers alone."""
     async def main():
-        async with server(trickle) as target:
-            channel = H2Channel(target, read_interval=2.0)
-            try:
-                busy = channel.stream(PATH, ask(100_000, 1), identity)  # a message every 2 ms
-                waits = []
-                for _ in range(3):
-                    await busy.__anext__()  # just read: from now on reading is paused
-                    started = asyncio.get_running_loop().time()
-                    await channel.stream(PATH, ask(1, 1), identity).__anext__()
-                    waits.append(asyncio.get_running_loop().time() - started)
-                busy.cancel()
-                return waits
-            finally:
-                await channel.close()
+        async with channel_to(trickle, channel_options={"read_interval": 2.0}) as channel:
+            busy = channel.stream(PATH, ask(100_000, 1), identity)  # a message every 2 ms
+            waits = []
+            for _ in range(3):
+                await busy.__anext__()  # just read: from now on reading is paused
+                started = asyncio.get_running_loop().time()
+                await channel.stream(PATH, ask(1, 1), identity).__anext__()
+                waits.append(asyncio.get_running_loop().time() - started)
+            busy.cancel()
+            return waits
 
     assert max(run(main())) < 1.0
 
@@ -796,17 +771,13 @@ def test_stream_ids_roll_over_to_a_new_connection():
     from smg.engines.h2 import LAST_STREAM_ID
 
     async def main():
-        async with server(echo) as target:
-            channel = H2Channel(target)
-            try:
-                assert await take(channel, ask(1, 3)) == [b"\0" * 3]
-                first = channel._connection
-                first.next_id = LAST_STREAM_ID  # the last id a client may use
-                assert await take(channel, ask(2, 1)) == [b"\0", b"\1"]  # on stream 2^31 - 1
-                assert await take(channel, ask(1, 1)) == [b"\0"]  # ids used up: a new connection
-                return first, channel._connection
-            finally:
-                await channel.close()
+        async with channel_to(echo) as channel:
+            assert await take(channel, ask(1, 3)) == [b"\0" * 3]
+            first = channel._connection
+            first.next_id = LAST_STREAM_ID  # the last id a client may use
+            assert await take(channel, ask(2, 1)) == [b"\0", b"\1"]  # on stream 2^31 - 1
+            assert await take(channel, ask(1, 1)) == [b"\0"]  # ids used up: a new connection
+            return first, channel._connection
 
     first, second = run(main())
     assert first is not second and first.closed and second.next_id == 3
@@ -837,24 +808,20 @@ def test_a_frame_over_the_maximum_frame_size_is_a_connection_error_not_buffered(
 
 def test_a_listener_that_raises_fails_its_own_call_only():
     async def main():
-        async with server(trickle) as target:
-            channel = H2Channel(target)
-            try:
-                broken = channel.stream(PATH, ask(50, 4), identity)
-                assert await broken.__anext__() == b"\0" * 4
+        async with channel_to(trickle) as channel:
+            broken = channel.stream(PATH, ask(50, 4), identity)
+            assert await broken.__anext__() == b"\0" * 4
 
-                def listener():
-                    broken.take()
-                    raise RuntimeError("a consumer's bug")
+            def listener():
+                broken.take()
+                raise RuntimeError("a consumer's bug")
 
-                broken.listen(listener)
-                other = await take(channel, ask(20, 2))  # the same connection goes on
-                await until_done(broken)
-                with pytest.raises(H2RpcError) as info:
-                    await broken.__anext__()
-                return other, info.value
-            finally:
-                await channel.close()
+            broken.listen(listener)
+            other = await take(channel, ask(20, 2))  # the same connection goes on
+            await until_done(broken)
+            with pytest.raises(H2RpcError) as info:
+                await broken.__anext__()
+            return other, info.value
 
     other, error = run(main())
     assert other == [bytes([i]) * 2 for i in range(20)]
