@@ -44,6 +44,13 @@ class UnsupportedFeature(InvalidRequest):
     error_type = "unsupported_feature"
 
 
+class InvalidImage(InvalidRequest):
+    """An image input that cannot be used: unreachable, refused by the fetch policy, not an image,
+    truncated, too large, or a shape its model's processor refuses. The message names the image."""
+
+    code = "invalid_image"
+
+
 class ModelNotFound(SmgError):
     """The request names a model (or adapter) the gateway does not serve."""
 

@@ -1,0 +1,320 @@
+"""The implemented processor families (each matches transformers' PIL/NumPy backend)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from smg.errors import InvalidImage
+from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
+                                      as_rgb_array, kernels, normalize_table)
+from smg.multimodal.kernels_py import BICUBIC
+
+
+def _table(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> np.ndarray:
+    get = lambda key: config.get(key, defaults.get(key))  # noqa: E731
+    return normalize_table(get("rescale_factor") if get("do_rescale") else None,
+                           (get("image_mean") or CLIP_MEAN) if get("do_normalize") else None,
+                           get("image_std") or CLIP_STD)
+
+
+class QwenVLProcessor(ImageProcessor):
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: resize to a multiple of ``patch * merge`` keeping the pixel
+    count within bounds (``smart_resize``), then cut into patch rows grouped by merge blocks.
+    ``qwen3_vl`` differs only in its defaults (16-pixel patches, mean and std 0.5, larger bounds)."""
+
+    families = ("qwen2_vl", "qwen3_vl")
+    image_token = "<|image_pad|>"
+    DEFAULTS = {
+        "qwen2_vl": {"patch_size": 14, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280,
+                     "image_mean": CLIP_MEAN, "image_std": CLIP_STD},
+        "qwen3_vl": {"patch_size": 16, "min_pixels": 65536, "max_pixels": 16777216,
+                     "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5)},
+    }
+    COMMON = {"temporal_patch_size": 2, "merge_size": 2, "resample": BICUBIC, "do_resize": True,
+              "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True}
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, config)
+        defaults = {**self.COMMON, **self.DEFAULTS[family]}
+        get = lambda key: config.get(key) if config.get(key) is not None else defaults[key]  # noqa: E731
+        size = config.get("size") or {}
+        self.min_pixels = config.get("min_pixels") or size.get("shortest_edge") or defaults["min_pixels"]
+        self.max_pixels = config.get("max_pixels") or size.get("longest_edge") or defaults["max_pixels"]
+        self.patch, self.merge, self.temporal = get("patch_size"), get("merge_size"), get("temporal_patch_size")
+        self.resample, self.do_resize, self.convert_rgb = get("resample"), get("do_resize"), get("do_convert_rgb")
+        self.table = _table(config, defaults)
+        self._kernels = kernels()
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """transformers' ``smart_resize``: each side a multiple of patch * merge, pixels in bounds."""
+        factor = self.patch * self.merge
+        if max(height, width) / min(height, width) > 200:
+            raise InvalidImage(f"image aspect ratio {max(height, width) / min(height, width):.1f} is over 200, "
+                               f"which the {self.family} processor refuses")
+        h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+        if h_bar * w_bar > self.max_pixels:
+            beta = math.sqrt(height * width / self.max_pixels)
+            h_bar = max(factor, math.floor(height / beta / factor) * factor)
+            w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        elif h_bar * w_bar < self.min_pixels:
+            beta = math.sqrt(self.min_pixels / (height * width))
+            h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+        return h_bar, w_bar
+
+    def process_one(self, image) -> ProcessedImage:
+        array = as_rgb_array(image, self.convert_rgb)
+        height, width = array.shape[:2]
+        if self.do_resize:
+            height, width = self.target_size(height, width)
+            array = self._kernels.resize(array, height, width, self.resample)
+        elif height % self.patch or width % self.patch:
+            raise InvalidImage(f"image of {width}x{height} is not a multiple of the {self.patch}-pixel patch")
+        rows = self._kernels.flatten_patches(array, self.table, self.patch, self.merge, self.temporal)
+        grid = np.array([[1, height // self.patch, width // self.patch]], np.int64)
+        return ProcessedImage({"pixel_values": rows, "image_grid_thw": grid}, len(rows) // self.merge ** 2)
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        return {key: np.concatenate([image.arrays[key] for image in images]) for key in ("pixel_values",
+                                                                                          "image_grid_thw")}
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        """Patch rows of all images in one tensor, cut per image by ``patches_per_image``."""
+        sizes = np.array([len(image.arrays["pixel_values"]) for image in images], np.int64)
+        return EngineLayout({"patches_per_image": sizes}, ("image_grid_thw", "patches_per_image"),
+                            {"pixel_values": "patches_per_image"})
+
+
+class LlavaProcessor(ImageProcessor):
+    """LLaVA-1.5 (CLIP preprocessing): optional pad to square with the mean colour, resize the
+    shortest edge, centre crop (zero padding a smaller image), normalise to (3, H, W)."""
+
+    families = ("llava",)
+    image_token = "<image>"
+    DEFAULTS = {"do_pad": False, "do_resize": True, "size": {"shortest_edge": 224}, "resample": BICUBIC,
+                "do_center_crop": True, "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
+                "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": CLIP_MEAN, "image_std": CLIP_STD,
+                "do_convert_rgb": True,
+                # the model processor's (processor_config.json), as llava-hf ships them: the vision
+                # tower's patch, its CLS token, and "default" dropping that token from the features
+                "patch_size": 14, "num_additional_image_tokens": 1, "vision_feature_select_strategy": "default"}
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, config)
+        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
+        self.do_pad, self.do_resize, self.do_crop = get("do_pad"), get("do_resize"), get("do_center_crop")
+        self.size, self.resample, self.convert_rgb = self._size(get("size")), get("resample"), get("do_convert_rgb")
+        crop = get("crop_size")
+        self.crop = (crop, crop) if isinstance(crop, int) else (crop["height"], crop["width"])
+        self.background = tuple(int(x * 255) for x in get("image_mean"))
+        self.patch = get("patch_size")
+        self.extra_tokens = get("num_additional_image_tokens") - (get("vision_feature_select_strategy") == "default")
+        self.table = _table(config, self.DEFAULTS)
+        self._kernels = kernels()
+
+    @staticmethod
+    def _size(size) -> int | tuple[int, int]:
+        if isinstance(size, int):
+            return size
+        if "shortest_edge" in size:
+            return size["shortest_edge"]
+        return size["height"], size["width"]
+
+    def _resized(self, height: int, width: int) -> tuple[int, int]:
+        if isinstance(self.size, tuple):
+            return self.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+
+    def _pad_to_square(self, array: np.ndarray) -> np.ndarray:
+        height, width, channels = array.shape
+        if height == width:
+            return array
+        side = max(height, width)
+        square = np.empty((side, side, channels), np.uint8)
+        square[:] = np.asarray(self.background[:channels], np.uint8)
+        top, left = ((side - height) // 2, 0) if width > height else (0, (side - width) // 2)
+        square[top:top + height, left:left + width] = array
+        return square
+
+    def _center_crop(self, array: np.ndarray) -> np.ndarray:
+        height, width, channels = array.shape
+        crop_h, crop_w = self.crop
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        if top >= 0 and left >= 0:
+            return np.ascontiguousarray(array[top:top + crop_h, left:left + crop_w])
+        # Smaller than the crop: transformers pads with zeros around the image, then crops.
+        padded_h, padded_w = max(crop_h, height), max(crop_w, width)
+        pad_top, pad_left = math.ceil((padded_h - height) / 2), math.ceil((padded_w - width) / 2)
+        padded = np.zeros((padded_h, padded_w, channels), np.uint8)
+        padded[pad_top:pad_top + height, pad_left:pad_left + width] = array
+        top, left = top + pad_top, left + pad_left
+        return np.ascontiguousarray(padded[max(0, top):min(padded_h, top + crop_h),
+                                           max(0, left):min(padded_w, left + crop_w)])
+
+    def _tile(self, array: np.ndarray) -> np.ndarray:
+        """CLIP's steps for one tile: resize the shortest edge, centre crop, normalise to (C, H, W)."""
+        if self.do_resize:
+            array = self._kernels.resize(array, *self._resized(*array.shape[:2]), self.resample)
+        if self.do_crop:
+            array = self._center_crop(array)
+        return self._kernels.normalize_chw(array, self.table)
+
+    def process_one(self, image) -> ProcessedImage:
+        array = as_rgb_array(image, self.convert_rgb)
+        if self.do_pad:
+            array = self._pad_to_square(array)
+        pixels = self._tile(array)
+        tokens = (pixels.shape[1] // self.patch) * (pixels.shape[2] // self.patch) + self.extra_tokens
+        return ProcessedImage({"pixel_values": pixels[None]}, tokens)
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        shapes = {image.arrays["pixel_values"].shape for image in images}
+        if len(shapes) > 1:
+            raise InvalidImage(f"the {self.family} processor gave images of different shapes {sorted(shapes)}")
+        return {"pixel_values": np.concatenate([image.arrays["pixel_values"] for image in images])}
+
+
+def select_best_resolution(height: int, width: int, resolutions) -> tuple[int, int]:
+    """The candidate resolution keeping the most of the image's pixels, then wasting the fewest
+    (transformers' ``select_best_resolution``)."""
+    best, most, least_waste = None, 0, float("inf")
+    for target_h, target_w in resolutions:
+        scale = min(target_w / width, target_h / height)
+        effective = min(int(width * scale) * int(height * scale), width * height)
+        waste = target_w * target_h - effective
+        if effective > most or (effective == most and waste < least_waste):
+            best, most, least_waste = (target_h, target_w), effective, waste
+    return best
+
+
+def fit_within(height: int, width: int, target_h: int, target_w: int) -> tuple[int, int]:
+    """The size keeping the aspect ratio that fills ``target`` along its tighter side."""
+    scale_w, scale_h = target_w / width, target_h / height
+    if scale_w < scale_h:
+        return min(math.ceil(height * scale_w), target_h), target_w
+    return target_h, min(math.ceil(width * scale_h), target_w)
+
+
+class LlavaNextProcessor(LlavaProcessor):
+    """LLaVA-NeXT ("anyres"): the image resized into the best of ``image_grid_pinpoints``, centred on
+    a zero canvas of that size and cut into crop-sized tiles, after a global view of the whole image
+    resized to a square; each tile then goes through CLIP's steps. A batch's images are padded with
+    all-zero tiles to the same tile count."""
+
+    families = ("llava_next",)
+    DEFAULTS = {**LlavaProcessor.DEFAULTS, "do_pad": True,
+                "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]}
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, {**config, "do_pad": False})  # (do_pad means the batch padding here)
+        self.pad_batch = config.get("do_pad", True) is not False
+        self.pinpoints = [tuple(p) for p in (config.get("image_grid_pinpoints") or self.DEFAULTS["image_grid_pinpoints"])]
+        self.global_side = self.size if isinstance(self.size, int) else min(self.size)
+
+    def process_one(self, image) -> ProcessedImage:
+        array = as_rgb_array(image, self.convert_rgb)
+        height, width = array.shape[:2]
+        best_h, best_w = select_best_resolution(height, width, self.pinpoints)
+        fit_h, fit_w = fit_within(height, width, best_h, best_w)
+        canvas = np.zeros((best_h, best_w, array.shape[2]), np.uint8)
+        top, left = (best_h - fit_h) // 2, (best_w - fit_w) // 2
+        canvas[top:top + fit_h, left:left + fit_w] = self._kernels.resize(array, fit_h, fit_w, self.resample)
+        side = self.crop[0]
+        tiles = [self._kernels.resize(array, self.global_side, self.global_side, self.resample)]
+        tiles += [np.ascontiguousarray(canvas[y:y + side, x:x + side])
+                  for y in range(0, best_h, side) for x in range(0, best_w, side)]
+        pixels = np.stack([self._tile(tile) for tile in tiles])
+        tokens = self.num_tokens(height, width, best_h, best_w, pixels.shape[2], pixels.shape[3])
+        return ProcessedImage({"pixel_values": pixels, "image_sizes": np.array([[height, width]], np.int64)}, tokens)
+
+    def num_tokens(self, height: int, width: int, best_h: int, best_w: int, tile_h: int, tile_w: int) -> int:
+        """The global view's features, plus the tiles' features with the padding rows or columns
+        cut away and one newline feature per row (transformers' LlavaNextProcessor)."""
+        patches_h, patches_w = tile_h // self.patch, tile_w // self.patch
+        grid_h, grid_w = patches_h * (best_h // tile_h), patches_w * (best_w // tile_w)
+        if width / height > grid_w / grid_h:
+            grid_h -= (grid_h - int(round(height * (grid_w / width), 7))) // 2 * 2
+        else:
+            grid_w -= (grid_w - int(round(width * (grid_h / height), 7))) // 2 * 2
+        return grid_h * grid_w + grid_h + patches_h * patches_w + self.extra_tokens
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        tiles = [image.arrays["pixel_values"] for image in images]
+        if self.pad_batch:
+            most = max(len(t) for t in tiles)
+            tiles = [np.concatenate([t, np.zeros((most - len(t), *t.shape[1:]), t.dtype)]) if len(t) < most else t
+                     for t in tiles]
+        elif len({len(t) for t in tiles}) > 1:
+            raise InvalidImage("images with different tile counts need do_pad")
+        return {"pixel_values": np.stack(tiles),
+                "image_sizes": np.concatenate([image.arrays["image_sizes"] for image in images])}
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        return EngineLayout({}, ("pixel_values", "image_sizes"), {})
+
+
+class PixtralProcessor(ImageProcessor):
+    """Pixtral / Mistral Small 3.x: transparent pixels over white, shrink to fit ``longest_edge``
+    then round each side up to whole patches, normalise; a batch is zero-padded to its largest
+    image. An image's placeholder is a row of ``[IMG]`` per patch row, each row closed by
+    ``[IMG_BREAK]`` and the last by ``[IMG_END]``."""
+
+    families = ("pixtral",)
+    image_token = "[IMG]"
+    structure_tokens = ("[IMG_BREAK]", "[IMG_END]")
+    DEFAULTS = {"do_resize": True, "size": {"longest_edge": 1024}, "patch_size": {"height": 16, "width": 16},
+                "resample": BICUBIC, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "do_convert_rgb": True,
+                "spatial_merge_size": 1}  # (the model processor's: patches merged per token side)
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, config)
+        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
+        size, patch = get("size"), get("patch_size")
+        self.max_size = (size["longest_edge"],) * 2 if "longest_edge" in size else (size["height"], size["width"])
+        patch = (patch, patch) if isinstance(patch, int) else (patch["height"], patch["width"])
+        merge = get("spatial_merge_size")
+        self.patch = (patch[0] * merge, patch[1] * merge)
+        self.do_resize, self.resample, self.convert_rgb = get("do_resize"), get("resample"), get("do_convert_rgb")
+        self.table = _table(config, self.DEFAULTS)
+        self._kernels = kernels()
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        ratio = max(height / self.max_size[0], width / self.max_size[1])
+        if ratio > 1:
+            height, width = int(math.floor(height / ratio)), int(math.floor(width / ratio))
+        patch_h, patch_w = self.patch
+        return ((height - 1) // patch_h + 1) * patch_h, ((width - 1) // patch_w + 1) * patch_w
+
+    def process_one(self, image) -> ProcessedImage:
+        array = as_rgb_array(image, self.convert_rgb, on_white=True)
+        if self.do_resize:
+            array = self._kernels.resize(array, *self.target_size(*array.shape[:2]), self.resample)
+        pixels = self._kernels.normalize_chw(array, self.table)
+        rows, cols = pixels.shape[1] // self.patch[0], pixels.shape[2] // self.patch[1]
+        return ProcessedImage({"pixel_values": pixels, "image_sizes": np.array([pixels.shape[1:]], np.int64)},
+                              rows * (cols + 1))
+
+    def placeholder_ids(self, image: ProcessedImage, token_ids: Mapping[str, int]) -> list[int]:
+        height, width = image.arrays["image_sizes"][0]
+        cols = int(width) // self.patch[1]
+        row = [token_ids[self.image_token]] * cols + [token_ids["[IMG_BREAK]"]]
+        ids = row * (int(height) // self.patch[0])
+        ids[-1] = token_ids["[IMG_END]"]
+        return ids
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        sizes = np.concatenate([image.arrays["image_sizes"] for image in images])
+        height, width = sizes.max(axis=0)
+        pixels = np.zeros((len(images), 3, height, width), np.float32)
+        for i, image in enumerate(images):
+            _, h, w = image.arrays["pixel_values"].shape
+            pixels[i, :, :h, :w] = image.arrays["pixel_values"]
+        return {"pixel_values": pixels, "image_sizes": sizes}
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        return EngineLayout({}, ("pixel_values", "image_sizes"), {})

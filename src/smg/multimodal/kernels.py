@@ -1,0 +1,208 @@
+"""Numba kernels for image preprocessing (twins: :mod:`smg.multimodal.kernels_py`).
+
+Every kernel is compiled for its one signature when this module is imported (``nogil=True`` so
+images of one request run on several threads, ``cache=True`` so a restart loads the machine code
+from ``__pycache__`` instead of compiling again); :func:`smg.multimodal.warm_up` imports it at
+gateway start, so no request pays for compilation.
+"""
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from smg.multimodal import kernels_py
+from smg.multimodal.kernels_py import BICUBIC, BILINEAR, BOX, HAMMING_A, HAMMING_B, LANCZOS, PRECISION_BITS
+
+_JIT = {"nogil": True, "cache": True}
+# Input images are typed read-only and of any layout: a view of Pillow's memory (RGBX rows read
+# as RGB) is both; writable and contiguous arrays match too.
+_IMAGE = nb.types.Array(nb.uint8, 3, "A", readonly=True)
+_U8_3D = nb.uint8[:, :, ::1]
+_LUT = nb.types.Array(nb.float32, 2, "C", readonly=True)
+_HALF = 1 << (PRECISION_BITS - 1)
+_ONE = float(1 << PRECISION_BITS)
+_horizontal_first = nb.njit("boolean(int64, int64, int64, int64)", **_JIT)(kernels_py.horizontal_first)
+_SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
+
+
+@nb.njit("float64(int64, float64)", **_JIT)
+def _filter(filter_id, x):
+    if filter_id == BOX:
+        return 1.0 if -0.5 < x <= 0.5 else 0.0
+    if filter_id == LANCZOS:
+        if not -3.0 <= x < 3.0:
+            return 0.0
+        s = 1.0
+        if x != 0.0:
+            t = x * math.pi
+            s = math.sin(t) / t
+        y = x / 3.0
+        if y != 0.0:
+            t = y * math.pi
+            s *= math.sin(t) / t
+        return s
+    if x < 0.0:
+        x = -x
+    if filter_id == BILINEAR:
+        return 1.0 - x if x < 1.0 else 0.0
+    if filter_id == BICUBIC:
+        if x < 1.0:
+            return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1
+        if x < 2.0:
+            return (((x - 5) * x + 8) * x - 4) * -0.5
+        return 0.0
+    # HAMMING
+    if x == 0.0:
+        return 1.0
+    if x >= 1.0:
+        return 0.0
+    x = x * math.pi
+    return math.sin(x) / x * (HAMMING_A + HAMMING_B * math.cos(x))
+
+
+@nb.njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64, int64, int64, float64)", **_JIT)
+def _coeffs(in_size, out_size, filter_id, base_support):
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = base_support * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    bounds = np.zeros((out_size, 2), np.int64)
+    weights = np.zeros((out_size, ksize), np.int64)
+    row = np.empty(ksize, np.float64)
+    ss = 1.0 / filterscale
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        count = min(int(center + support + 0.5), in_size) - xmin
+        ww = 0.0
+        for x in range(count):
+            row[x] = _filter(filter_id, (x + xmin - center + 0.5) * ss)
+            ww += row[x]
+        for x in range(count):
+            w = row[x] / ww if ww != 0.0 else row[x]
+            weights[xx, x] = int(-0.5 + w * _ONE) if w < 0 else int(0.5 + w * _ONE)
+        bounds[xx, 0] = xmin
+        bounds[xx, 1] = count
+    return bounds, weights
+
+
+@nb.njit("uint8(int32)", **_JIT, inline="always")
+def _clip8(acc):
+    v = acc >> PRECISION_BITS
+    return 0 if v < 0 else (255 if v > 255 else v)
+
+
+_ROWS = 16  # rows the horizontal pass handles at once
+
+
+@nb.njit([_U8_3D(_IMAGE, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
+def _horizontal(src, out_w, filter_id):
+    # A horizontal tap reads pixels a few bytes apart, which does not vectorise. So the pass copies
+    # _ROWS rows at a time column-major into a small buffer (x, row * C + channel), where each tap is
+    # a contiguous run over all those rows and channels, like the vertical pass's (1.5-1.9x the
+    # straightforward loop). The sums are the same integers, so the result stays Pillow's.
+    h, w, channels = src.shape
+    bounds, weights64 = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id])
+    weights = weights64.astype(np.int32)  # int32 sums, as Pillow's: the weights leave them room
+    out = np.empty((h, out_w, channels), np.uint8)
+    columns = np.empty((w, _ROWS * channels), np.uint8)
+    acc = np.empty(_ROWS * channels, np.int32)
+    for y0 in range(0, h, _ROWS):
+        rows = min(_ROWS, h - y0)
+        lanes = rows * channels
+        for r in range(rows):
+            line = src[y0 + r]
+            for x in range(w):
+                for c in range(channels):
+                    columns[x, r * channels + c] = line[x, c]
+        for xx in range(out_w):
+            xmin, count = bounds[xx, 0], bounds[xx, 1]
+            acc[:lanes] = _HALF
+            for tap in range(count):
+                k = weights[xx, tap]
+                column = columns[xmin + tap]
+                for i in range(lanes):
+                    acc[i] += np.int32(column[i]) * k
+            for r in range(rows):
+                for c in range(channels):
+                    out[y0 + r, xx, c] = _clip8(acc[r * channels + c])
+    return out
+
+
+@nb.njit([_U8_3D(_IMAGE, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
+def _vertical(src, out_h, filter_id):
+    h, w, channels = src.shape
+    bounds, weights = _coeffs(h, out_h, filter_id, _SUPPORT[filter_id])
+    out = np.empty((out_h, w, channels), np.uint8)
+    acc = np.empty(w * channels, np.int32)
+    for yy in range(out_h):
+        ymin, count = bounds[yy, 0], bounds[yy, 1]
+        acc[:] = _HALF
+        # Row by row, so the inner loop runs along contiguous memory (and vectorises).
+        for y in range(count):
+            k = np.int32(weights[yy, y])
+            row = src[ymin + y].ravel()
+            for i in range(w * channels):
+                acc[i] += np.int32(row[i]) * k
+        flat = out[yy].ravel()
+        for i in range(w * channels):
+            flat[i] = _clip8(acc[i])
+    return out
+
+
+@nb.njit(_U8_3D(_IMAGE, nb.int64, nb.int64, nb.int64), **_JIT)
+def resize(image, out_h, out_w, filter_id):
+    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, bit for bit."""
+    h, w = image.shape[0], image.shape[1]
+    if _horizontal_first(h, w, out_h, out_w):
+        if out_w != w:
+            wide = _horizontal(image, out_w, filter_id)
+            return _vertical(wide, out_h, filter_id) if out_h != h else wide
+        if out_h != h:
+            return _vertical(image, out_h, filter_id)
+    else:
+        if out_h != h:
+            tall = _vertical(image, out_h, filter_id)
+            return _horizontal(tall, out_w, filter_id) if out_w != w else tall
+        if out_w != w:
+            return _horizontal(image, out_w, filter_id)
+    return image.copy()
+
+
+@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT), **_JIT)
+def normalize_chw(image, lut):
+    """(H, W, C) uint8 -> (C, H, W) float32 through ``lut[c, value]`` (rescale and normalise fused)."""
+    h, w, channels = image.shape
+    out = np.empty((channels, h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            for c in range(channels):
+                out[c, y, x] = lut[c, image[y, x, c]]
+    return out
+
+
+@nb.njit(nb.float32[:, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64), **_JIT)
+def flatten_patches(image, lut, patch, merge, temporal):
+    """Qwen-VL's patch rows (see the twin), written straight from the uint8 image."""
+    h, w, channels = image.shape
+    gh, gw = h // patch, w // patch
+    area = patch * patch
+    out = np.empty((gh * gw, channels * temporal * area), np.float32)
+    row = 0
+    for bh in range(gh // merge):
+        for bw in range(gw // merge):
+            for mh in range(merge):
+                for mw in range(merge):
+                    y0 = (bh * merge + mh) * patch
+                    x0 = (bw * merge + mw) * patch
+                    for c in range(channels):
+                        base = c * temporal * area
+                        for py in range(patch):
+                            for px in range(patch):
+                                out[row, base + py * patch + px] = lut[c, image[y0 + py, x0 + px, c]]
+                        for t in range(1, temporal):
+                            out[row, base + t * area:base + (t + 1) * area] = out[row, base:base + area]
+                    row += 1
+    return out

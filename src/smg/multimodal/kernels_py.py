@@ -1,0 +1,132 @@
+"""Plain NumPy twins of the image kernels in :mod:`smg.multimodal.kernels` (their specification).
+
+The resampling reproduces Pillow's ``Image.resize`` for 8-bit images bit for bit, because that is
+what transformers' PIL backend runs: per output pixel a window of input pixels weighted by the
+filter (stretched by the scale factor when shrinking, which is the antialiasing), weights normalised
+to sum 1 and rounded to 22-bit fixed point, a horizontal pass then a vertical pass, each rounded and
+clipped to uint8.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Pillow's resampling filter ids (``PIL.Image.Resampling``) and their supports.
+NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING = 0, 1, 2, 3, 4, 5
+FILTER_SUPPORT = {BOX: 0.5, BILINEAR: 1.0, HAMMING: 1.0, BICUBIC: 2.0, LANCZOS: 3.0}
+PRECISION_BITS = 32 - 8 - 2
+#: Pillow writes Hamming's constants as C floats (0.54f, 0.46f): these are those floats as doubles.
+HAMMING_A, HAMMING_B = float(np.float32(0.54)), float(np.float32(0.46))
+
+
+def _sinc(x: float) -> float:
+    if x == 0.0:
+        return 1.0
+    x *= math.pi
+    return math.sin(x) / x
+
+
+def filter_weight(filter_id: int, x: float) -> float:
+    """The filter's value at ``x`` (same operation order as Pillow, so the doubles agree)."""
+    if filter_id == BOX:
+        return 1.0 if -0.5 < x <= 0.5 else 0.0
+    if x < 0.0 and filter_id != LANCZOS:
+        x = -x
+    if filter_id == BILINEAR:
+        return 1.0 - x if x < 1.0 else 0.0
+    if filter_id == BICUBIC:
+        a = -0.5
+        if x < 1.0:
+            return ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+        if x < 2.0:
+            return (((x - 5) * x + 8) * x - 4) * a
+        return 0.0
+    if filter_id == HAMMING:
+        if x == 0.0:
+            return 1.0
+        if x >= 1.0:
+            return 0.0
+        x = x * math.pi
+        return math.sin(x) / x * (HAMMING_A + HAMMING_B * math.cos(x))
+    if filter_id == LANCZOS:
+        return _sinc(x) * _sinc(x / 3.0) if -3.0 <= x < 3.0 else 0.0
+    raise ValueError(f"unknown resampling filter {filter_id}")
+
+
+def resample_coeffs(in_size: int, out_size: int, filter_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output index: ``bounds[i] = (first input index, count)`` and fixed-point weights
+    ``weights[i, :count]`` (int64, sum ~ 2**22)."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = FILTER_SUPPORT[filter_id] * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    bounds = np.zeros((out_size, 2), np.int64)
+    weights = np.zeros((out_size, ksize), np.int64)
+    ss = 1.0 / filterscale
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size) - xmin
+        k = [filter_weight(filter_id, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
+        ww = sum(k)
+        for x, w in enumerate(k):
+            if ww != 0.0:
+                w /= ww
+            weights[xx, x] = int(-0.5 + w * (1 << PRECISION_BITS)) if w < 0 else int(0.5 + w * (1 << PRECISION_BITS))
+        bounds[xx] = xmin, xmax
+    return bounds, weights
+
+
+def _pass(image: np.ndarray, bounds: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """One separable pass along ``axis`` (0: rows, 1: columns) of an (H, W, C) uint8 image."""
+    source = image.astype(np.int64)
+    shape = list(image.shape)
+    shape[axis] = len(bounds)
+    acc = np.full(shape, 1 << (PRECISION_BITS - 1), np.int64)
+    for tap in range(weights.shape[1]):
+        index = np.minimum(bounds[:, 0] + tap, image.shape[axis] - 1)
+        taps = np.where(tap < bounds[:, 1], weights[:, tap], 0)
+        taps = taps[:, None, None] if axis == 0 else taps[None, :, None]
+        acc += np.take(source, index, axis=axis) * taps
+    return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def horizontal_first(h: int, w: int, out_h: int, out_w: int) -> bool:
+    """Pillow (13+) runs the vertical pass first when the height shrinks by more than twice as
+    many pixels as the width does; the passes round in between, so the order shows in the result."""
+    return not (h - out_h > 0 and h - out_h > (w - out_w) * 2)
+
+
+def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does."""
+    if filter_id not in FILTER_SUPPORT:
+        raise ValueError(f"resampling filter {filter_id} is not supported")
+    h, w = image.shape[:2]
+    out = image
+    passes = [(1, w, out_w), (0, h, out_h)]
+    if not horizontal_first(h, w, out_h, out_w):
+        passes.reverse()
+    for axis, size, out_size in passes:
+        if out_size != size:
+            out = _pass(out, *resample_coeffs(size, out_size, filter_id), axis=axis)
+    return np.ascontiguousarray(out) if out is not image else image.copy()
+
+
+def normalize_chw(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8 -> (C, H, W) float32 through a per-channel table ``lut[c, value]``."""
+    channels = image.shape[2]
+    return np.stack([lut[c][image[:, :, c]] for c in range(channels)])
+
+
+def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, temporal: int) -> np.ndarray:
+    """Qwen-VL's patch rows from one (H, W, C) uint8 image, normalised through ``lut``: rows in
+    merge-block order, each ``C * temporal * patch * patch`` values (the frame repeated ``temporal``
+    times, as the processor pads a single image)."""
+    h, w, c = image.shape
+    gh, gw = h // patch, w // patch
+    chw = normalize_chw(image, lut)  # (C, H, W)
+    frames = np.broadcast_to(chw[None], (temporal, c, h, w))
+    blocks = frames.reshape(temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    blocks = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7)
+    return np.ascontiguousarray(blocks.reshape(gh * gw, c * temporal * patch * patch))

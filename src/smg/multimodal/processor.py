@@ -1,0 +1,159 @@
+"""Image processors: one class per model family, each equal to its transformers processor.
+
+``ImageProcessor.create(family, config)`` takes the model's ``preprocessor_config.json`` (a dict,
+the file, or the model directory holding it); what the file omits takes transformers' defaults for
+that family. Calling a processor with PIL images returns transformers' keys as NumPy arrays. Each
+image is processed on its own (:meth:`ImageProcessor.process_one`, which runs in compiled kernels
+with the GIL released), so several images of one request run on several threads; :meth:`collate`
+joins them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from smg.errors import InvalidImage, UnsupportedFeature
+from smg.multimodal.pixels import pixels
+
+#: transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD, the default of most processors.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def kernels():
+    """The Numba kernels, or their NumPy twins under ``SMG_NO_EXTENSIONS=1``."""
+    from smg._ext import USE_TWINS
+
+    if USE_TWINS:
+        from smg.multimodal import kernels_py as module
+    else:
+        from smg.multimodal import kernels as module
+    return module
+
+
+def load_config(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any]:
+    """A processor config as a dict: given, read from a JSON file, or from a model directory."""
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = os.fspath(config)
+    if os.path.isdir(path):
+        path = os.path.join(path, "preprocessor_config.json")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def normalize_table(scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None,
+                    channels: int = 3) -> np.ndarray:
+    """``lut[c, v]``: what rescale (float64 product cast to float32) then normalise (float32, as
+    transformers computes both) make of the uint8 value ``v`` in channel ``c``."""
+    values = np.arange(256, dtype=np.float64)
+    values = (values * scale).astype(np.float32) if scale is not None else values.astype(np.float32)
+    table = np.repeat(values[None], channels, axis=0)
+    if mean is not None:
+        mean32 = np.broadcast_to(np.asarray(mean, np.float32), (channels,))[:, None]
+        std32 = np.broadcast_to(np.asarray(std, np.float32), (channels,))[:, None]
+        table = (table - mean32) / std32
+    return np.ascontiguousarray(table, dtype=np.float32)
+
+
+def as_rgb_array(image, convert_rgb: bool, on_white: bool = False) -> np.ndarray:
+    """A PIL image as an (H, W, C) uint8 array (a view of Pillow's memory when it can be), converted
+    to RGB as transformers does
+    (``on_white``: transparent pixels composited over white first, as Pixtral's processor does)."""
+    if convert_rgb and image.mode != "RGB":
+        if on_white:
+            import PIL.Image
+
+            rgba = image.convert("RGBA")
+            canvas = PIL.Image.new("RGBA", rgba.size, "WHITE")
+            canvas.paste(rgba, (0, 0), rgba)
+            image = canvas
+        image = image.convert("RGB")
+    array = pixels(image)
+    if array.dtype != np.uint8:
+        raise InvalidImage(f"image mode {image.mode!r} is not 8-bit; enable do_convert_rgb")
+    return array
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """One image's arrays (keyed as transformers keys them) and its placeholder token count."""
+
+    arrays: Mapping[str, np.ndarray]
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineLayout:
+    """How a batch's tensors split per image, for vLLM's protocol: extra tensors, the keys whose
+    first axis is per image, and the keys cut per image by a sizes tensor (key -> sizes key)."""
+
+    extra: Mapping[str, np.ndarray]
+    batched_keys: tuple[str, ...]
+    flat_keys: Mapping[str, str]
+
+
+class ImageProcessor(ABC):
+    """The preprocessing of one model family. Subclasses register under ``families``."""
+
+    families: ClassVar[tuple[str, ...]] = ()
+    #: the placeholder the family's chat template renders once per image (expanded by the stage)
+    image_token: ClassVar[str]
+    #: other tokens the expansion of a placeholder uses (row breaks, ends)
+    structure_tokens: ClassVar[tuple[str, ...]] = ()
+    _registry: ClassVar[dict[str, type[ImageProcessor]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for family in cls.families:
+            ImageProcessor._registry[family] = cls
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        self.family = family
+        self.config = config
+
+    @staticmethod
+    def create(family: str, config: Mapping[str, Any] | str | os.PathLike | None = None) -> ImageProcessor:
+        """The processor of ``family`` for this ``preprocessor_config.json`` (dict, file or directory)."""
+        from smg.multimodal import PLANNED_FAMILIES, families  # noqa: F401  (registers the families)
+
+        cls = ImageProcessor._registry.get(family)
+        if cls is None:
+            if family in PLANNED_FAMILIES:
+                raise UnsupportedFeature(f"the {family!r} image processor is not implemented yet")
+            raise ValueError(f"unknown image processor family {family!r}; known: {sorted(ImageProcessor._registry)}")
+        return cls(family, load_config(config))
+
+    @abstractmethod
+    def process_one(self, image) -> ProcessedImage:
+        """Preprocess one PIL image."""
+
+    @abstractmethod
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        """Join per-image arrays into the batch transformers returns."""
+
+    def placeholder_ids(self, image: ProcessedImage, token_ids: Mapping[str, int]) -> list[int]:
+        """The tokens one image's placeholder expands to (``token_ids``: this family's tokens' ids)."""
+        return [token_ids[self.image_token]] * image.num_tokens
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        """One ``pixel_values`` entry per image (the first axis)."""
+        return EngineLayout({}, ("pixel_values",), {})
+
+    def __call__(self, images: Sequence, executor: Executor | None = None) -> dict[str, np.ndarray]:
+        """Preprocess ``images`` (PIL images), on ``executor``'s threads when given."""
+        if executor is None:
+            processed = [self.process_one(image) for image in images]
+        else:
+            processed = list(executor.map(self.process_one, images))
+        return self.collate(processed)
+

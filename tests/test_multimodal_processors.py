@@ -1,0 +1,293 @@
+"""Image kernels and processors against Pillow and transformers' PIL/NumPy backend.
+
+The reference is transformers' own processor class, called with ``input_data_format="channels_last"``
+(for a 1x1 or 3-pixel-wide image it would otherwise guess the channel axis wrong and fail or
+mangle it, which is its inference, not its preprocessing)."""
+import io
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg._ext import USE_TWINS
+from smg.errors import InvalidImage, UnsupportedFeature
+from smg.multimodal import kernels_py
+from smg.multimodal.processor import ImageProcessor, kernels
+
+transformers_qwen = pytest.importorskip("transformers.models.qwen2_vl.image_processing_qwen2_vl")
+transformers_llava = pytest.importorskip("transformers.models.llava.image_processing_llava")
+transformers_llava_next = pytest.importorskip("transformers.models.llava_next.image_processing_llava_next")
+transformers_pixtral = pytest.importorskip("transformers.models.pixtral.image_processing_pixtral")
+
+FILTERS = [kernels_py.LANCZOS, kernels_py.BILINEAR, kernels_py.BICUBIC, kernels_py.BOX, kernels_py.HAMMING]
+
+
+def _pil_resize(array, out_h, out_w, filter_id):
+    image = PIL.Image.fromarray(array if array.shape[2] == 3 else array[:, :, 0])
+    return np.asarray(image.resize((out_w, out_h), resample=filter_id)).reshape(out_h, out_w, array.shape[2])
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), out_h=st.integers(1, 90), out_w=st.integers(1, 90),
+       filter_id=st.sampled_from(FILTERS), channels=st.sampled_from([1, 3]), seed=st.integers(0, 2**32 - 1))
+def test_resize_is_pillow_bit_for_bit(h, w, out_h, out_w, filter_id, channels, seed):
+    array = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+    assert np.array_equal(kernels().resize(array, out_h, out_w, filter_id), _pil_resize(array, out_h, out_w, filter_id))
+
+
+def test_resize_pass_order_follows_pillow():
+    # Height shrinks by more than twice what the width does: Pillow runs the vertical pass first.
+    array = np.random.default_rng(7).integers(0, 256, (30, 26, 3), dtype=np.uint8)
+    assert not kernels_py.horizontal_first(30, 26, 8, 39)
+    assert np.array_equal(kernels().resize(array, 8, 39, kernels_py.BILINEAR), _pil_resize(array, 8, 39, 2))
+
+
+def test_resize_large_photo_matches_pillow():
+    array = np.random.default_rng(1).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    for out_h, out_w in [(868, 1148), (4000, 3000)]:
+        assert np.array_equal(kernels().resize(array, out_h, out_w, kernels_py.BICUBIC),
+                              _pil_resize(array, out_h, out_w, kernels_py.BICUBIC))
+
+
+@pytest.mark.compiled_only
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
+       patch=st.sampled_from([2, 4, 14]), merge=st.sampled_from([1, 2]))
+def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
+    from smg.multimodal import kernels as compiled
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    lut = rng.standard_normal((3, 256)).astype(np.float32)
+    assert np.array_equal(compiled.normalize_chw(image, lut), kernels_py.normalize_chw(image, lut))
+    side = patch * merge
+    tiled = rng.integers(0, 256, (side * (1 + h % 3), side * (1 + w % 3), 3), dtype=np.uint8)
+    assert np.array_equal(compiled.flatten_patches(tiled, lut, patch, merge, 2),
+                          kernels_py.flatten_patches(tiled, lut, patch, merge, 2))
+    for filter_id in FILTERS:
+        assert np.array_equal(compiled.resize(image, w, h, filter_id), kernels_py.resize(image, w, h, filter_id))
+
+
+QWEN3 = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+         "size": {"longest_edge": 16777216, "shortest_edge": 65536}}
+LLAVA_15 = {"size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}}
+
+FAMILIES = {
+    "qwen2_vl": ({}, lambda c: transformers_qwen.Qwen2VLImageProcessor(**c)),
+    "qwen3_vl": ({}, lambda c: transformers_qwen.Qwen2VLImageProcessor(**{**QWEN3, **c})),
+    "llava": (LLAVA_15, lambda c: transformers_llava.LlavaImageProcessor(**c)),
+    "llava-pad": ({**LLAVA_15, "do_pad": True}, lambda c: transformers_llava.LlavaImageProcessor(**c)),
+    "llava-small-crop": ({"size": {"shortest_edge": 20}, "crop_size": {"height": 32, "width": 24}},
+                         lambda c: transformers_llava.LlavaImageProcessor(**c)),
+    "qwen2_vl-bilinear-bounds": ({"resample": 2, "min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 64},
+                                 lambda c: transformers_qwen.Qwen2VLImageProcessor(**c)),
+    "llava_next": (LLAVA_15, lambda c: transformers_llava_next.LlavaNextImageProcessor(**c)),
+    "llava_next-defaults": ({}, lambda c: transformers_llava_next.LlavaNextImageProcessor(**c)),
+    "pixtral": ({}, lambda c: transformers_pixtral.PixtralImageProcessor(**c)),
+    "pixtral-mistral3": ({"patch_size": {"height": 14, "width": 14}, "size": {"longest_edge": 1540}},
+                         lambda c: transformers_pixtral.PixtralImageProcessor(**c)),
+}
+
+MODES = ["RGB", "RGBA", "LA", "P", "PA", "L", "1", "I;16", "CMYK"]
+SIZES = [(1, 1), (3, 2), (7, 5), (33, 1000), (640, 480), (1280, 720), (4000, 3000), (1000, 6)]
+
+
+def _image(width, height, mode, seed, fmt=None):
+    rng = np.random.default_rng(seed)
+    base = PIL.Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    if mode == "P":
+        image = base.convert("RGB").quantize(64)
+    elif mode == "PA":  # palette with a transparent index
+        image = base.convert("RGB").quantize(16)
+        image.info["transparency"] = 3
+    elif mode == "I;16":
+        image = PIL.Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+        assert image.mode == "I;16"
+    else:
+        image = base.convert(mode)
+    if fmt is not None:  # through an encoder and back, as a fetched image arrives
+        buffer = io.BytesIO()
+        (image.convert("RGB") if fmt == "JPEG" else image).save(buffer, fmt)
+        image = PIL.Image.open(io.BytesIO(buffer.getvalue()))
+        image.load()
+    return image
+
+
+def _compare(family, images):
+    config, make_reference = FAMILIES[family]
+    ours = ImageProcessor.create(family.split("-")[0], config)
+    reference = make_reference(dict(config))
+    expected = reference(images, return_tensors="np", input_data_format="channels_last")
+    got = ours(images)
+    assert set(got) == set(expected)
+    for key in expected:
+        want = np.asarray(expected[key])
+        assert got[key].shape == want.shape and got[key].dtype == want.dtype, key
+        if np.issubdtype(want.dtype, np.integer):
+            assert np.array_equal(got[key], want), key
+        else:
+            assert float(np.abs(got[key].astype(np.float64) - want).max()) <= 1e-5, key
+    return got
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_processor_matches_transformers_across_sizes(family, size):
+    width, height = size
+    images = [_image(width, height, "RGB", 1), _image(height, width, "RGB", 2)]
+    if USE_TWINS and width * height > 2_000_000:
+        images = images[:1]  # the NumPy twins are slow on a 12-megapixel photo; one is enough
+    _compare(family, images)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava", "llava_next", "pixtral"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt", [None, "PNG", "JPEG"])
+def test_processor_matches_transformers_for_every_mode(family, mode, fmt):
+    if fmt == "PNG" and mode in ("CMYK",):
+        fmt = "TIFF"  # PNG cannot hold CMYK
+    _compare(family, [_image(45, 31, mode, 3, fmt), _image(17, 60, mode, 4, fmt)])
+
+
+def test_qwen_outputs_and_token_counts():
+    processor = ImageProcessor.create("qwen2_vl")
+    processed = processor.process_one(_image(640, 480, "RGB", 5))
+    grid = processed.arrays["image_grid_thw"]
+    assert grid.tolist() == [[1, 34, 46]]  # 476x644 -> 34x46 patches of 14
+    assert processed.num_tokens == 34 * 46 // 4
+    assert processed.arrays["pixel_values"].shape == (34 * 46, 3 * 2 * 14 * 14)
+
+
+def test_llava_token_count_is_patch_grid():
+    processed = ImageProcessor.create("llava", LLAVA_15).process_one(_image(500, 300, "RGB", 6))
+    assert processed.arrays["pixel_values"].shape == (1, 3, 336, 336)
+    assert processed.num_tokens == 24 * 24
+
+
+def test_extreme_aspect_ratio_is_refused_like_transformers():
+    image = _image(1000, 4, "RGB", 8)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        transformers_qwen.Qwen2VLImageProcessor()([image], return_tensors="np", input_data_format="channels_last")
+    with pytest.raises(InvalidImage, match="aspect ratio"):
+        ImageProcessor.create("qwen2_vl")([image])
+
+
+def test_config_from_dict_file_or_directory(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"patch_size": 16, "merge_size": 2}))
+    for source in (tmp_path, tmp_path / "preprocessor_config.json", str(tmp_path), {"patch_size": 16}):
+        processor = ImageProcessor.create("qwen2_vl", source)
+        assert processor.patch == 16
+
+
+def test_planned_and_unknown_families():
+    with pytest.raises(UnsupportedFeature, match="llama4"):
+        ImageProcessor.create("llama4")
+    with pytest.raises(ValueError, match="unknown image processor family"):
+        ImageProcessor.create("no-such-family")
+
+
+def test_threads_give_the_same_batch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    processor = ImageProcessor.create("qwen2_vl")
+    images = [_image(300 + 40 * i, 200 + 30 * i, "RGB", 10 + i) for i in range(4)]
+    with ThreadPoolExecutor(2) as pool:
+        threaded = processor(images, executor=pool)
+    serial = processor(images)
+    assert all(np.array_equal(threaded[key], serial[key]) for key in serial)
+
+
+# ---- placeholder token counts against transformers' model processors ---------------------------
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(tmp_path_factory):
+    """A transformers tokenizer (the shipped Llama 3.2 one) holding every family's image tokens."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from smg.tokenizer.bundled import bundled_tokenizer_dir
+
+    raw = HFTokenizer.from_file(str(bundled_tokenizer_dir("llama3.2") / "tokenizer.json"))
+    raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in
+                            ("<image>", "<|image_pad|>", "[IMG]", "[IMG_BREAK]", "[IMG_END]")])
+    path = tmp_path_factory.mktemp("hf-tok") / "tokenizer.json"
+    raw.save(str(path))
+    return PreTrainedTokenizerFast(tokenizer_file=str(path))
+
+
+def _reference_ids(hf_tokenizer, family, config, image, placeholder):
+    from transformers.models.llava.processing_llava import LlavaProcessor
+    from transformers.models.llava_next.processing_llava_next import LlavaNextProcessor
+    from transformers.models.pixtral.processing_pixtral import PixtralProcessor
+
+    clip = {"patch_size": 14, "vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+    make = {
+        "llava": lambda: LlavaProcessor(transformers_llava.LlavaImageProcessor(**config), hf_tokenizer, **clip),
+        "llava_next": lambda: LlavaNextProcessor(transformers_llava_next.LlavaNextImageProcessor(**config),
+                                                 hf_tokenizer, **clip),
+        "pixtral": lambda: PixtralProcessor(transformers_pixtral.PixtralImageProcessor(**config), hf_tokenizer,
+                                            patch_size=16),
+    }[family]()
+    out = make(text=placeholder, images=[image], return_tensors="np", add_special_tokens=False,
+               images_kwargs={"input_data_format": "channels_last"})
+    return out["input_ids"][0].tolist()
+
+
+# (Qwen2-VL's model processor needs its video processor, which needs torchvision: its count, grid
+# t*h*w over merge**2, is pinned by test_qwen_outputs_and_token_counts.)
+@pytest.mark.parametrize("family, config", [("llava", LLAVA_15), ("llava_next", LLAVA_15), ("pixtral", {})])
+@pytest.mark.parametrize("size", [(1, 1), (640, 480), (33, 1000), (1000, 6), (719, 1283)], ids=str)
+def test_placeholder_expansion_equals_transformers_processors(hf_tokenizer, family, config, size):
+    ours = ImageProcessor.create(family, config)
+    image = _image(*size, "RGB", 12)
+    token_ids = {t: hf_tokenizer.convert_tokens_to_ids(t) for t in (ours.image_token, *ours.structure_tokens)}
+    expected = _reference_ids(hf_tokenizer, family, config, image, ours.image_token)
+    assert ours.placeholder_ids(ours.process_one(image), token_ids) == expected
+
+
+def test_registry_matches_the_family_names():
+    from smg.multimodal import FAMILIES
+    from smg.multimodal.processor import ImageProcessor as Base
+
+    ImageProcessor.create("llava")  # (imports the families)
+    assert sorted(Base._registry) == sorted(FAMILIES)
+
+
+def _over_pillow_memory(array) -> bool:
+    import ctypes
+
+    while array is not None:
+        if isinstance(array, ctypes.Array):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+@pytest.mark.parametrize("single_block", [True, False])
+def test_pixels_view_pillow_memory_when_one_block(single_block):
+    from PIL.Image import core
+
+    from smg.multimodal.pixels import pixels
+
+    previous = core.get_use_block_allocator()
+    core.set_use_block_allocator(int(single_block))
+    try:
+        for mode in ("RGB", "RGBA", "L", "P", "I;16"):
+            image = _image(37, 23, mode, 20)
+            got, want = pixels(image), np.asarray(image)
+            want = want[:, :, None] if want.ndim == 2 else want
+            assert got.shape == want.shape and np.array_equal(got, want), mode
+            assert _over_pillow_memory(got) == (single_block and mode in ("RGB", "RGBA", "L")), mode
+            del image  # the view keeps Pillow's memory alive
+            assert np.array_equal(got, want)
+        processor = ImageProcessor.create("qwen2_vl")
+        images = [_image(300, 200, "RGB", 21), _image(90, 300, "RGBA", 22)]
+        reference = transformers_qwen.Qwen2VLImageProcessor()(images, return_tensors="np",
+                                                              input_data_format="channels_last")
+        assert float(np.abs(processor(images)["pixel_values"] - reference["pixel_values"]).max()) <= 1e-5
+    finally:
+        core.set_use_block_allocator(previous)
