@@ -9,6 +9,8 @@ from pathlib import Path
 from smg.errors import SmgError
 
 
+from smg.multimodal import FAMILIES as MULTIMODAL_FAMILIES
+
 def _tokenize(args: argparse.Namespace) -> int:
     from smg.tokenizer import Tokenizer
     from smg.tokenizer.bundled import resolve_tokenizer
@@ -98,7 +100,8 @@ def _serve_config(args: argparse.Namespace):
                                            ("--policy", args.policy), ("--chat-template", args.chat_template),
                                            ("--reasoning-parser", args.reasoning_parser),
                                            ("--tool-parser", args.tool_parser), ("--demo", args.demo),
-                                           ("--lora-adapter", args.lora_adapter)) if value]
+                                           ("--lora-adapter", args.lora_adapter),
+                                           ("--image-processor", args.image_processor)) if value]
         if single:
             raise ConfigError(f"--config names the models; drop {', '.join(single)}")
         values, source = msgspec.to_builtins(GatewayConfig.load(args.config)), "gateway config"
@@ -106,8 +109,15 @@ def _serve_config(args: argparse.Namespace):
         values, source = {"workers": list(args.worker), "tokenizer": args.tokenizer, "model": args.model,
                           "engine": args.engine, "policy": args.policy, "reasoning_parser": args.reasoning_parser,
                           "tool_parser": args.tool_parser, "chat_template": args.chat_template,
-                          "lora_adapters": list(args.lora_adapter)}, "command line"
+                          "lora_adapters": list(args.lora_adapter),
+                          "image_processor": args.image_processor}, "command line"
     values = {k: v for k, v in values.items() if v not in (None, [])} | overrides
+    # the allow-list and media directories add to the file's
+    if args.allow_url_host:
+        values["url_allow_list"] = [*values.get("url_allow_list", []), *args.allow_url_host]
+    if args.allowed_media_dir:
+        media = values.get("media", {})
+        values["media"] = {**media, "allowed_dirs": [*media.get("allowed_dirs", []), *args.allowed_media_dir]}
     if args.engine_read_interval_ms is not None:
         values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
     return convert(values, GatewayConfig, source)
@@ -222,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a LoRA adapter the workers serve, requested as MODEL:ADAPTER (repeatable)")
     srv.add_argument("--trust-request-chat-template", action="store_true",
                      help="let requests bring their own chat_template (a template, never a file path)")
+    srv.add_argument("--image-processor", default=None, choices=MULTIMODAL_FAMILIES,
+                     help="take image inputs, preprocessed as this model family's processor does (its "
+                          "preprocessor_config.json from the tokenizer directory)")
+    srv.add_argument("--allow-url-host", action="append", default=[], metavar="HOST_OR_CIDR",
+                     help="fetch image URLs from this host or network although it is private, loopback or "
+                          "link-local (refused by default against SSRF; repeatable)")
+    srv.add_argument("--allowed-media-dir", action="append", default=[], metavar="DIR",
+                     help="allow file:// image URLs inside this directory (repeatable; none by default)")
     srv.add_argument("--host", default=None, help="default 127.0.0.1")
     srv.add_argument("--port", type=int, default=None, help="default 8000")
     srv.add_argument("--server", default=None, choices=["smg", "uvicorn"],

@@ -101,6 +101,32 @@ class PoolConfig(_Record, frozen=True):
             _number("PoolConfig", "request_timeout", self.request_timeout, 0.001)
 
 
+def _is_network(entry: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return True
+    except ValueError:
+        return False
+
+
+class MediaConfig(_Record, frozen=True):
+    """Image inputs: where they may come from and how big they may be (the SSRF allow-list is the
+    gateway's ``url_allow_list``, shared by every outbound fetch)."""
+
+    allowed_dirs: list[str] = []  # file:// URLs must point inside one of these (none: file:// is off)
+    fetch_timeout: float = 10.0
+    max_image_bytes: int = 20 * MiB
+    max_image_pixels: int = 50_000_000
+    max_images: int = 16  # per request
+
+    def __post_init__(self) -> None:
+        _number("MediaConfig", "fetch_timeout", self.fetch_timeout, 0.001)
+        for name in ("max_image_bytes", "max_image_pixels", "max_images"):
+            _number("MediaConfig", name, getattr(self, name), 1, integer=True)
+
+
 class ModelConfig(_Record, frozen=True):
     """One served model: the name requests use (and aliases), its workers and how to talk to them,
     its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
@@ -118,6 +144,8 @@ class ModelConfig(_Record, frozen=True):
     context_length: int | None = None  # default: the engine's max_context_length
     lora_adapters: list[str] = []
     cache: CacheConfig | None = None  # default: the gateway's
+    image_processor: str | None = None  # a family of smg.multimodal (qwen2_vl, llava, ...): takes images
+    preprocessor_config: str | None = None  # default: the tokenizer directory's preprocessor_config.json
 
     def __post_init__(self) -> None:
         from smg.policies import POLICIES
@@ -134,6 +162,13 @@ class ModelConfig(_Record, frozen=True):
                                   f"got {name!r}")
         if self.engine is not None:
             check_lora_engine(self.name, self.lora_adapters, self.engine)
+        if self.image_processor is not None:
+            from smg.multimodal import FAMILIES, PLANNED_FAMILIES
+
+            if self.image_processor in PLANNED_FAMILIES:
+                raise ConfigError(f"the {self.image_processor!r} image processor is not implemented yet")
+            if self.image_processor not in FAMILIES:
+                raise ConfigError(f"unknown image_processor {self.image_processor!r}; known: {', '.join(FAMILIES)}")
 
 
 class GatewayConfig(_Record, frozen=True):
@@ -153,10 +188,15 @@ class GatewayConfig(_Record, frozen=True):
     chat_template: str | None = None
     max_context_length: int | None = None
     lora_adapters: list[str] = []
+    image_processor: str | None = None
     # shared by every model
     cache: CacheConfig = CacheConfig()
     pool: PoolConfig = PoolConfig()
     trust_request_chat_template: bool = False
+    # outbound fetches (image URLs): hosts or CIDR networks opened despite resolving to private,
+    # loopback or link-local addresses
+    url_allow_list: list[str] = []
+    media: MediaConfig = MediaConfig()
     # a request's own chat template: time and output-size bounds of its rendering
     template_timeout: float = 5.0
     template_max_chars: int = 16 * MiB
@@ -170,7 +210,10 @@ class GatewayConfig(_Record, frozen=True):
     max_connections: int = 10_000
 
     def __post_init__(self) -> None:
-        shorthand = self.workers or self.tokenizer or self.model or self.lora_adapters
+        shorthand = self.workers or self.tokenizer or self.model or self.lora_adapters or self.image_processor
+        for entry in self.url_allow_list:
+            if not entry or "/" in entry and not _is_network(entry):
+                raise ConfigError(f"url_allow_list entries are host names or CIDR networks, got {entry!r}")
         if self.models and shorthand:
             raise ConfigError("give either models or the single-model keys (workers, tokenizer, model, ...), "
                               "not both")
@@ -196,7 +239,7 @@ class GatewayConfig(_Record, frozen=True):
                             tokenizer=self.tokenizer, chat_template=self.chat_template,
                             reasoning_parser=self.reasoning_parser, tool_parser=self.tool_parser,
                             policy=self.policy, context_length=self.max_context_length,
-                            lora_adapters=list(self.lora_adapters))]
+                            lora_adapters=list(self.lora_adapters), image_processor=self.image_processor)]
 
     @classmethod
     def load(cls, source: "GatewayConfig | Mapping[str, Any] | str | Path") -> "GatewayConfig":

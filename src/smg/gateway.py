@@ -33,6 +33,7 @@ from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, SmgError
 from smg.metrics import Metrics
 from smg.models import ModelRegistry, ServedModel
+from smg.multimodal.media import MediaPolicy
 from smg.pipeline.plain import Sink
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
@@ -91,7 +92,8 @@ class Gateway:
         self._describe_metrics()
         self.metrics.gauge_source(self._gauges)  # (once: they read the models served at render time)
         self.models = ModelRegistry()
-        self._pending = [ServedModel(m, config.pool, config.cache, own_tokenizer if i == 0 else None)
+        self._pending = [ServedModel(m, config.pool, config.cache, own_tokenizer if i == 0 else None,
+                                     *self._media_policy())
                          for i, m in enumerate(config.model_configs())]
         self._started = False
         self._created = int(time.time())
@@ -134,6 +136,13 @@ class Gateway:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
+    def _media_policy(self) -> tuple[MediaPolicy, int]:
+        """Where image inputs may come from, and how many one request may hold (from the config)."""
+        media = self.config.media
+        return MediaPolicy(url_allow_list=tuple(self.config.url_allow_list), allowed_dirs=tuple(media.allowed_dirs),
+                           fetch_timeout=media.fetch_timeout, max_bytes=media.max_image_bytes,
+                           max_pixels=media.max_image_pixels), media.max_images
+
     def require_started(self) -> None:
         if not self._started:
             raise SmgError("the Gateway is not started: use `async with Gateway(...)` or `await gw.start()`")
@@ -145,7 +154,7 @@ class Gateway:
         """Serve one more model (its workers are connected and its tokenizer loaded first)."""
         self.require_started()
         config = model if isinstance(model, ModelConfig) else convert(dict(model), ModelConfig, "model config")
-        served = ServedModel(config, self.config.pool, self.config.cache, tokenizer)
+        served = ServedModel(config, self.config.pool, self.config.cache, tokenizer, *self._media_policy())
         await served.start()
         try:
             self.models.add(served)

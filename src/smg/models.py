@@ -13,17 +13,21 @@ import logging
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from smg.config import CacheConfig, ModelConfig, PoolConfig, check_lora_engine, replace
 from smg.engines.base import ModelInfo
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, ModelNotFound, TokenizerLoadError
+from smg.multimodal.media import MediaPolicy
 from smg.parsers import parser_for_model
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import resolve_tokenizer
 from smg.tokenizer.templates import resolve_template
+
+if TYPE_CHECKING:
+    from smg.multimodal.stage import ImageStage
 
 log = logging.getLogger("smg.models")
 
@@ -35,7 +39,8 @@ class ServedModel:
     engine (model id, context length, tokenizer path, EOS ids)."""
 
     def __init__(self, config: ModelConfig, pool_config: PoolConfig, cache: CacheConfig,
-                 tokenizer: Tokenizer | None = None) -> None:
+                 tokenizer: Tokenizer | None = None, media: MediaPolicy | None = None,
+                 max_images: int = 16) -> None:
         engine = config.engine or pool_config.default_engine
         check_lora_engine(config.name, config.lora_adapters, engine)
         self.config = config
@@ -52,6 +57,8 @@ class ServedModel:
         self.eos_token_ids: tuple[int, ...] = ()
         self._cache = config.cache or cache
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._media = (media or MediaPolicy(), max_images)
+        self.images: ImageStage | None = None  # set by start() when the model takes images
 
     async def start(self) -> "ServedModel":
         await self.pool.start()
@@ -64,12 +71,38 @@ class ServedModel:
         self.eos_token_ids = tuple(dict.fromkeys([*self.tokenizer.eos_token_ids, *info.eos_token_ids]))
         self.reasoning_parser, self.tool_parser = parser_for_model(self.name, self.config.reasoning_parser,
                                                                    self.config.tool_parser)
+        if self.config.image_processor is not None:
+            self.images = await asyncio.to_thread(self._image_stage)
         log.info("model %s: %d worker(s), reasoning=%s tools=%s", self.name, len(self.pool.workers),
                  self.reasoning_parser, self.tool_parser)
         return self
 
+    def _image_stage(self) -> ImageStage:
+        """The model's image path; the kernels load here, not on the first request's time."""
+        from smg.multimodal import warm_up
+        from smg.multimodal.processor import ImageProcessor
+        from smg.multimodal.stage import ImageStage
+
+        source = self.config.preprocessor_config
+        if source is None and self.config.tokenizer is not None:
+            candidate = Path(resolve_tokenizer(self.config.tokenizer))
+            candidate = (candidate if candidate.is_dir() else candidate.parent) / "preprocessor_config.json"
+            source = str(candidate) if candidate.exists() else None
+        processor = ImageProcessor.create(self.config.image_processor, source)
+        token_ids = {}
+        for token in (processor.image_token, *processor.structure_tokens):
+            token_ids[token] = self.tokenizer.token_to_id(token)
+            if token_ids[token] is None:
+                raise TokenizerLoadError(f"model {self.name}: the tokenizer has no {token!r} token, which the "
+                                         f"{self.config.image_processor} processor's prompts use")
+        warm_up()
+        policy, max_images = self._media
+        return ImageStage(processor, token_ids, policy, max_images)
+
     async def close(self) -> None:
         await self.pool.close()
+        if self.images is not None:
+            await self.images.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -42,6 +42,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
 from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
 
+from smg.engine.multimodal_check import check_multimodal
 from smg.engines.base import ModelInfo, SamplingOptions
 
 log = logging.getLogger("smg.engine")
@@ -354,6 +355,10 @@ class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
         if not request.tokenized.input_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tokenized.input_ids is empty")
         rid, prompt = request.request_id, len(request.tokenized.input_ids)
+        if request.HasField("mm_inputs"):
+            problem = check_multimodal(list(request.tokenized.input_ids), request.mm_inputs, "data", vllm=False)
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mm_inputs: {problem}")
         top = request.top_logprobs_num if request.return_logprob else -1
         chunk, complete = _builders(spb, rid, prompt, top)
         async for response in _serve_generate(self.core, context, rid, list(request.tokenized.input_ids),
@@ -408,6 +413,12 @@ class _VllmServicer(_Shared, vpbg.VllmEngineServicer):
     async def Generate(self, request, context):
         if request.WhichOneof("input") != "tokenized" or not request.tokenized.input_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine takes tokenized input only")
+        if request.HasField("mm_inputs"):
+            if request.mm_inputs.pixel_values.WhichOneof("payload") not in (None, "inline"):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "mm_inputs: only inline tensors are taken")
+            problem = check_multimodal(list(request.tokenized.input_ids), request.mm_inputs, "inline", vllm=True)
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mm_inputs: {problem}")
         sp = request.sampling_params
         top = sp.logprobs if sp.HasField("logprobs") else -1
         chunk, complete = _builders(vpb, None, len(request.tokenized.input_ids), top)

@@ -63,6 +63,9 @@ class MultimodalTensors:
     extra: Mapping[str, Any] = field(default_factory=dict)
     image_token_id: int | None = None
     placeholders: Sequence[tuple[int, int]] = ()
+    # vLLM: tensors whose first axis is per image, and tensors cut per image by a sizes tensor
+    batched_keys: Sequence[str] = ()
+    flat_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 def tensor_fields(array) -> tuple[bytes, list[int], str]:

@@ -54,7 +54,9 @@ class VllmAdapter(EngineAdapter):
         if request.data_parallel_rank is not None:
             message.data_parallel_rank = request.data_parallel_rank
         if request.multimodal is not None:
-            message.mm_inputs.CopyFrom(proto_mm_inputs(pb, request.multimodal, "inline"))
+            mm = request.multimodal
+            message.mm_inputs.CopyFrom(proto_mm_inputs(pb, mm, "inline", batched_keys=list(mm.batched_keys),
+                                                       flat_keys=dict(mm.flat_keys)))
         return message
 
     async def abort(self, request_id: str, timeout: float = 2.0) -> None:

@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from smg.engines import GenerateRequest, SamplingOptions
-from smg.errors import ChatTemplateError, InvalidRequest
+from smg.engines import GenerateRequest, MultimodalTensors, SamplingOptions
+from smg.errors import ChatTemplateError, InvalidRequest, UnsupportedFeature
 from smg.models import ServedModel
 from smg.parsers.reasoning import prompt_opens_reasoning
 from smg.protocols import openai as oa
@@ -47,6 +47,7 @@ class Prepared:
     required_tools: bool = False  # tool_choice "required": the output is a JSON array of calls
     single_tool_call: bool = False  # parallel_tool_calls false: at most one call is returned
     prompt_text: str = ""
+    multimodal: MultimodalTensors | None = None
 
     @property
     def unparsed(self) -> bool:
@@ -61,7 +62,7 @@ class Prepared:
     def engine_request(self) -> GenerateRequest:
         return GenerateRequest(self.engine_request_id, self.prompt_ids, self.sampling, stream=True,
                                return_logprob=self.return_logprob, top_logprobs=self.top_logprobs,
-                               lora_id=self.lora_id, text=self.prompt_text[:200])
+                               lora_id=self.lora_id, text=self.prompt_text[:200], multimodal=self.multimodal)
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,21 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
     choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
     kwargs = template_kwargs(r.chat_template_kwargs, r.reasoning_effort)
     messages = [template_message(m) for m in r.messages]
-    prompt = await render_chat(served, messages, tools, kwargs, r.add_generation_prompt, r.chat_template,
-                               template_limits)
-    prompt_ids = await served.encode(prompt)
+    refs = image_refs(r.messages)
+    if refs and served.images is None:
+        raise UnsupportedFeature(f"model {served.name!r} does not take images (serve it with an image_processor)")
+    # the images are fetched and preprocessed while the prompt renders and encodes
+    images = asyncio.ensure_future(served.images.process(refs)) if refs else None
+    multimodal = None
+    try:
+        prompt = await render_chat(served, messages, tools, kwargs, r.add_generation_prompt, r.chat_template,
+                                   template_limits)
+        prompt_ids = await served.encode(prompt)
+        if images is not None:
+            prompt_ids, multimodal = served.images.expand(prompt_ids, await images)
+    finally:
+        if images is not None and not images.done():
+            images.cancel()
     constraint = output_constraint(r)
     forced = None
     required = False
@@ -242,15 +255,36 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
         return_logprob=r.logprobs, top_logprobs=r.top_logprobs or 0, reasoning=reasoning,
         in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
         tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
-        prompt_text=prompt)
+        prompt_text=prompt, multimodal=multimodal)
+
+
+def image_refs(messages: Sequence[Mapping[str, Any]]) -> list:
+    """The ``image_url`` parts of a chat, in order, each named for error messages."""
+    from smg.multimodal.stage import ImageRef
+
+    refs = []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if part.get("type") == "image_url":
+                image = part["image_url"] if isinstance(part["image_url"], dict) else {"url": part["image_url"]}
+                refs.append(ImageRef(image["url"], image.get("detail", "auto"),
+                                     f"image {len(refs) + 1} (messages[{i}].content[{j}])"))
+    return refs
 
 
 def template_message(message: Mapping[str, Any]) -> dict:
-    """A chat message as templates expect it: text parts joined, tool-call arguments as objects."""
+    """A chat message as templates expect it: text parts joined (or, beside images, kept as
+    ``{"type": "text"}`` parts with ``{"type": "image"}`` where each image goes), tool-call
+    arguments as objects."""
     out = dict(message)
     content = out.get("content")
     if isinstance(content, list):
-        out["content"] = "".join(part.get("text", "") for part in content)
+        if any(part.get("type") == "image_url" for part in content):
+            out["content"] = [{"type": "image"} if part.get("type") == "image_url"
+                              else {"type": "text", "text": part.get("text", "")} for part in content]
+        else:
+            out["content"] = "".join(part.get("text", "") for part in content)
     if out.get("tool_calls"):
         calls = []
         for call in out["tool_calls"]:

@@ -146,6 +146,18 @@ def decode_request(data: bytes | str | dict | msgspec.Struct, kind: type[msgspec
     return request
 
 
+def _check_image_part(part: dict, where: str) -> None:
+    """An ``image_url`` part's shape: ``{"url": str, "detail": "auto" | "low" | "high"}`` (or the URL
+    as a plain string, as some clients send it)."""
+    image = part.get("image_url")
+    if isinstance(image, str):
+        image = {"url": image}
+    if not isinstance(image, dict) or not isinstance(image.get("url"), str) or not image["url"]:
+        raise InvalidRequest(f"{where}: an image_url part needs image_url.url, a non-empty string")
+    if image.get("detail", "auto") not in ("auto", "low", "high"):
+        raise InvalidRequest(f"{where}: image_url.detail must be 'auto', 'low' or 'high'")
+
+
 def _check_range(name: str, value, low, high, inclusive_low: bool = True) -> None:
     if value is None:
         return
@@ -190,8 +202,11 @@ def _validate(r) -> None:
             for part in content if isinstance(content, list) else ():
                 if not isinstance(part, dict) or "type" not in part:
                     raise InvalidRequest(f"messages[{i}].content parts must be objects with a type")
-                if part["type"] not in ("text", "input_text"):
-                    raise UnsupportedFeature(f"content part type {part['type']!r} (multimodal input) is not supported yet")
+                if part["type"] == "image_url":
+                    _check_image_part(part, f"messages[{i}].content")
+                elif part["type"] not in ("text", "input_text"):
+                    raise UnsupportedFeature(f"content part type {part['type']!r} is not supported (text and "
+                                             f"image_url are)")
         if isinstance(r.tool_choice, str) and r.tool_choice not in ("none", "auto", "required"):
             raise InvalidRequest("tool_choice must be 'none', 'auto', 'required' or a named function")
         if r.tool_choice not in (None, "none", "auto") and not r.tools:
