@@ -13,7 +13,7 @@ import numba as nb
 import numpy as np
 
 from smg.multimodal import kernels_py
-from smg.multimodal.kernels_py import BICUBIC, BILINEAR, BOX, HAMMING_A, HAMMING_B, LANCZOS, PRECISION_BITS
+from smg.multimodal.kernels_py import PRECISION_BITS
 
 _JIT = {"nogil": True, "cache": True}
 # Input images are typed read-only and of any layout: a view of Pillow's memory (RGBX rows read
@@ -27,39 +27,7 @@ _horizontal_first = nb.njit("boolean(int64, int64, int64, int64)", **_JIT)(kerne
 _SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
 
 
-@nb.njit("float64(int64, float64)", **_JIT)
-def _filter(filter_id, x):
-    if filter_id == BOX:
-        return 1.0 if -0.5 < x <= 0.5 else 0.0
-    if filter_id == LANCZOS:
-        if not -3.0 <= x < 3.0:
-            return 0.0
-        s = 1.0
-        if x != 0.0:
-            t = x * math.pi
-            s = math.sin(t) / t
-        y = x / 3.0
-        if y != 0.0:
-            t = y * math.pi
-            s *= math.sin(t) / t
-        return s
-    if x < 0.0:
-        x = -x
-    if filter_id == BILINEAR:
-        return 1.0 - x if x < 1.0 else 0.0
-    if filter_id == BICUBIC:
-        if x < 1.0:
-            return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1
-        if x < 2.0:
-            return (((x - 5) * x + 8) * x - 4) * -0.5
-        return 0.0
-    # HAMMING
-    if x == 0.0:
-        return 1.0
-    if x >= 1.0:
-        return 0.0
-    x = x * math.pi
-    return math.sin(x) / x * (HAMMING_A + HAMMING_B * math.cos(x))
+_filter = nb.njit("float64(int64, float64)", **_JIT)(kernels_py.filter_weight)
 
 
 @nb.njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64, int64, int64, float64)", **_JIT)

@@ -20,15 +20,9 @@ PRECISION_BITS = 32 - 8 - 2
 HAMMING_A, HAMMING_B = float(np.float32(0.54)), float(np.float32(0.46))
 
 
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x *= math.pi
-    return math.sin(x) / x
-
-
 def filter_weight(filter_id: int, x: float) -> float:
-    """The filter's value at ``x`` (same operation order as Pillow, so the doubles agree)."""
+    """The filter's value at ``x`` (same operation order as Pillow, so the doubles agree). Plain
+    enough for Numba: the kernels compile this very function."""
     if filter_id == BOX:
         return 1.0 if -0.5 < x <= 0.5 else 0.0
     if x < 0.0 and filter_id != LANCZOS:
@@ -50,8 +44,15 @@ def filter_weight(filter_id: int, x: float) -> float:
         x = x * math.pi
         return math.sin(x) / x * (HAMMING_A + HAMMING_B * math.cos(x))
     if filter_id == LANCZOS:
-        return _sinc(x) * _sinc(x / 3.0) if -3.0 <= x < 3.0 else 0.0
-    raise ValueError(f"unknown resampling filter {filter_id}")
+        if not -3.0 <= x < 3.0:
+            return 0.0
+        weight = 1.0
+        for t in (x, x / 3.0):  # sinc(x) * sinc(x / 3)
+            if t != 0.0:
+                t *= math.pi
+                weight *= math.sin(t) / t
+        return weight
+    raise ValueError("unknown resampling filter")
 
 
 def resample_coeffs(in_size: int, out_size: int, filter_id: int) -> tuple[np.ndarray, np.ndarray]:
