@@ -88,6 +88,9 @@ class ServedModel:
             candidate = Path(resolve_tokenizer(self.config.tokenizer))
             candidate = (candidate if candidate.is_dir() else candidate.parent) / "preprocessor_config.json"
             source = str(candidate) if candidate.exists() else None
+        if source is None:
+            log.warning("model %s: no preprocessor_config.json; the %s processor uses its defaults", self.name,
+                        self.config.image_processor)
         processor = ImageProcessor.create(self.config.image_processor, source)
         token_ids = {}
         for token in (processor.image_token, *processor.structure_tokens):

@@ -225,8 +225,11 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
         if images is not None:
             prompt_ids, multimodal = served.images.expand(prompt_ids, await images)
     finally:
-        if images is not None and not images.done():
-            images.cancel()
+        if images is not None:
+            if not images.done():
+                images.cancel()
+            elif not images.cancelled():
+                images.exception()  # (retrieved: when the render failed too, its error is the one answered)
     constraint = output_constraint(r)
     forced = None
     required = False
