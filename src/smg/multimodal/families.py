@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
 
 from smg.errors import InvalidImage
 from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
-                                      as_rgb_array, kernels, normalize_table)
+                                      as_rgb_array, join, kernels, normalize_table)
 from smg.multimodal.kernels_py import BICUBIC
 
 
@@ -64,21 +65,52 @@ class QwenVLProcessor(ImageProcessor):
             h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
         return h_bar, w_bar
 
-    def process_one(self, image) -> ProcessedImage:
-        array = as_rgb_array(image, self.convert_rgb)
-        height, width = array.shape[:2]
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(height, width) the image is processed at."""
         if self.do_resize:
-            height, width = self.target_size(height, width)
-            array = self._kernels.resize(array, height, width, self.resample)
-        elif height % self.patch or width % self.patch:
+            return self.target_size(height, width)
+        if height % self.patch or width % self.patch:
             raise InvalidImage(f"image of {width}x{height} is not a multiple of the {self.patch}-pixel patch")
-        rows = self._kernels.flatten_patches(array, self.table, self.patch, self.merge, self.temporal)
+        return height, width
+
+    def _row_count(self, image) -> int:
+        height, width = self.output_size(*image.size)
+        return (height // self.patch) * (width // self.patch)
+
+    def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
+        """One image's patch rows, written into ``out`` (its rows of a batch) when given."""
+        array = as_rgb_array(image, self.convert_rgb)
+        height, width = self.output_size(array.shape[1], array.shape[0])
+        if (height, width) != array.shape[:2]:
+            array = self._kernels.resize(array, height, width, self.resample)
+        if out is None:
+            out = self._kernels.empty_rows((height // self.patch) * (width // self.patch),
+                                           array.shape[2] * self.temporal * self.patch ** 2)
+        rows = self._kernels.flatten_patches(array, self.table, self.patch, self.merge, self.temporal, out)
         grid = np.array([[1, height // self.patch, width // self.patch]], np.int64)
         return ProcessedImage({"pixel_values": rows, "image_grid_thw": grid}, len(rows) // self.merge ** 2)
 
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """Every image writes its rows straight into one batch array: a batch of patch rows is
+        tens of MB an image, and joining per-image arrays afterwards would copy it all on one
+        thread (at 4 images, a third of the 2-thread time)."""
+        if len(images) < 2:
+            return super().process(images, executor)
+        counts = [self._row_count(image) for image in images]
+        channels = {3 if self.convert_rgb and image.mode != "RGB" else len(image.getbands()) for image in images}
+        if len(channels) != 1:
+            raise InvalidImage(f"images with different channel counts {sorted(channels)} (do_convert_rgb is off)")
+        batch = self._kernels.empty_rows(sum(counts), channels.pop() * self.temporal * self.patch ** 2)
+        starts = np.cumsum([0, *counts])
+        jobs = [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)]
+        run = lambda job: self.process_one(*job)  # noqa: E731
+        processed = list(executor.map(run, jobs) if executor else map(run, jobs))
+        return processed, {"pixel_values": batch,
+                           "image_grid_thw": join([image.arrays["image_grid_thw"] for image in processed])}
+
     def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
-        return {key: np.concatenate([image.arrays[key] for image in images]) for key in ("pixel_values",
-                                                                                          "image_grid_thw")}
+        return {key: join([image.arrays[key] for image in images]) for key in ("pixel_values", "image_grid_thw")}
 
     def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
         """Patch rows of all images in one tensor, cut per image by ``patches_per_image``."""
@@ -175,7 +207,7 @@ class LlavaProcessor(ImageProcessor):
         shapes = {image.arrays["pixel_values"].shape for image in images}
         if len(shapes) > 1:
             raise InvalidImage(f"the {self.family} processor gave images of different shapes {sorted(shapes)}")
-        return {"pixel_values": np.concatenate([image.arrays["pixel_values"] for image in images])}
+        return {"pixel_values": join([image.arrays["pixel_values"] for image in images])}
 
 
 def select_best_resolution(height: int, width: int, resolutions) -> tuple[int, int]:
@@ -250,8 +282,8 @@ class LlavaNextProcessor(LlavaProcessor):
                      for t in tiles]
         elif len({len(t) for t in tiles}) > 1:
             raise InvalidImage("images with different tile counts need do_pad")
-        return {"pixel_values": np.stack(tiles),
-                "image_sizes": np.concatenate([image.arrays["image_sizes"] for image in images])}
+        return {"pixel_values": join(tiles, stack=True),
+                "image_sizes": join([image.arrays["image_sizes"] for image in images])}
 
     def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
         return EngineLayout({}, ("pixel_values", "image_sizes"), {})
@@ -308,7 +340,9 @@ class PixtralProcessor(ImageProcessor):
         return ids
 
     def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
-        sizes = np.concatenate([image.arrays["image_sizes"] for image in images])
+        sizes = join([image.arrays["image_sizes"] for image in images])
+        if len(images) == 1:
+            return {"pixel_values": images[0].arrays["pixel_values"][None], "image_sizes": sizes}
         height, width = sizes.max(axis=0)
         pixels = np.zeros((len(images), 3, height, width), np.float32)
         for i, image in enumerate(images):

@@ -114,14 +114,21 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndar
     return np.ascontiguousarray(out) if out is not image else image.copy()
 
 
+def empty_rows(rows: int, columns: int) -> np.ndarray:
+    """An uninitialised float32 batch (the kernel's allocates it outside NumPy: see there)."""
+    return np.empty((rows, columns), np.float32)
+
+
 def normalize_chw(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(H, W, C) uint8 -> (C, H, W) float32 through a per-channel table ``lut[c, value]``."""
     channels = image.shape[2]
     return np.stack([lut[c][image[:, :, c]] for c in range(channels)])
 
 
-def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, temporal: int) -> np.ndarray:
-    """Qwen-VL's patch rows from one (H, W, C) uint8 image, normalised through ``lut``: rows in
+def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, temporal: int,
+                    out: np.ndarray) -> np.ndarray:
+    """Qwen-VL's patch rows from one (H, W, C) uint8 image, normalised through ``lut``, written into
+    ``out`` (``(H / patch) * (W / patch)`` rows, of a caller's batch maybe) and returned: rows in
     merge-block order, each ``C * temporal * patch * patch`` values (the frame repeated ``temporal``
     times, as the processor pads a single image)."""
     h, w, c = image.shape
@@ -130,4 +137,5 @@ def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, 
     frames = np.broadcast_to(chw[None], (temporal, c, h, w))
     blocks = frames.reshape(temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
     blocks = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7)
-    return np.ascontiguousarray(blocks.reshape(gh * gw, c * temporal * patch * patch))
+    out[...] = blocks.reshape(gh * gw, c * temporal * patch * patch)
+    return out

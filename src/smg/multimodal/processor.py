@@ -84,6 +84,14 @@ def as_rgb_array(image, convert_rgb: bool, on_white: bool = False) -> np.ndarray
     return array
 
 
+def join(arrays: Sequence[np.ndarray], stack: bool = False) -> np.ndarray:
+    """``np.concatenate`` (``np.stack``) of per-image arrays, without the copy for a single image:
+    a one-image batch of Qwen patch rows is tens of MB, and its copy cost as much as computing it."""
+    if len(arrays) == 1:
+        return arrays[0][None] if stack else arrays[0]
+    return np.stack(arrays) if stack else np.concatenate(arrays)
+
+
 @dataclass(frozen=True)
 class ProcessedImage:
     """One image's arrays (keyed as transformers keys them) and its placeholder token count."""
@@ -149,11 +157,13 @@ class ImageProcessor(ABC):
         """One ``pixel_values`` entry per image (the first axis)."""
         return EngineLayout({}, ("pixel_values",), {})
 
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """Each image processed (on ``executor``'s threads when given) and the batch."""
+        processed = list(executor.map(self.process_one, images) if executor else map(self.process_one, images))
+        return processed, self.collate(processed)
+
     def __call__(self, images: Sequence, executor: Executor | None = None) -> dict[str, np.ndarray]:
         """Preprocess ``images`` (PIL images), on ``executor``'s threads when given."""
-        if executor is None:
-            processed = [self.process_one(image) for image in images]
-        else:
-            processed = list(executor.map(self.process_one, images))
-        return self.collate(processed)
+        return self.process(images, executor)[1]
 
