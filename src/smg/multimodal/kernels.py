@@ -67,44 +67,13 @@ def _clip8(acc):
 _ROWS = 16  # rows the horizontal pass handles at once
 
 
-@nb.njit([_U8_3D(_IMAGE, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
+@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
 def _horizontal(src, out_w, filter_id):
     # A horizontal tap reads pixels a few bytes apart, which does not vectorise. So the pass copies
-    # _ROWS rows at a time column-major into a small buffer (x, row * C + channel), where each tap is
-    # a contiguous run over all those rows and channels, like the vertical pass's (1.5-1.9x the
-    # straightforward loop). The sums are the same integers, so the result stays Pillow's.
-    h, w, channels = src.shape
-    bounds, weights64 = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id])
-    weights = weights64.astype(np.int32)  # int32 sums, as Pillow's: the weights leave them room
-    out = np.empty((h, out_w, channels), np.uint8)
-    columns = np.empty((w, _ROWS * channels), np.uint8)
-    acc = np.empty(_ROWS * channels, np.int32)
-    for y0 in range(0, h, _ROWS):
-        rows = min(_ROWS, h - y0)
-        lanes = rows * channels
-        for r in range(rows):
-            line = src[y0 + r]
-            for x in range(w):
-                for c in range(channels):
-                    columns[x, r * channels + c] = line[x, c]
-        for xx in range(out_w):
-            xmin, count = bounds[xx, 0], bounds[xx, 1]
-            acc[:lanes] = _HALF
-            for tap in range(count):
-                k = weights[xx, tap]
-                column = columns[xmin + tap]
-                for i in range(lanes):
-                    acc[i] += np.int32(column[i]) * k
-            for r in range(rows):
-                for c in range(channels):
-                    out[y0 + r, xx, c] = _clip8(acc[r * channels + c])
-    return out
-
-
-@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
-def _horizontal_packed(src, out_w, filter_id):
-    # _horizontal for four-byte pixels: the column copy moves one 32-bit word a pixel, not four
-    # bytes, and the results go out a word at a time (1.2-1.6x _horizontal on a Pillow RGB image).
+    # _ROWS rows at a time column-major into a small buffer (x, row * 4 + channel), where each tap is
+    # a contiguous run over all those rows and channels, like the vertical pass's; a pixel is four
+    # bytes, so the copy moves one 32-bit word a pixel and the results go out a word at a time
+    # (1.5-2x the straightforward loop). The sums are the same integers, so the result stays Pillow's.
     h, w, _ = src.shape
     words = src.view(np.uint32)  # (H, W, 1)
     bounds, weights64 = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id])
@@ -136,9 +105,7 @@ def _horizontal_packed(src, out_w, filter_id):
     return out
 
 
-# (the contiguous signatures matter: on an "A"-layout array, a row's ravel() is a copy)
-@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64),
-          _U8_3D(_IMAGE, nb.int64, nb.int64)], **_JIT)
+@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
 def _vertical(src, out_h, filter_id):
     h, w, channels = src.shape
     bounds, weights = _coeffs(h, out_h, filter_id, _SUPPORT[filter_id])
@@ -159,9 +126,9 @@ def _vertical(src, out_h, filter_id):
     return out
 
 
-@nb.njit(_U8_3D(_IMAGE, nb.int64, nb.int64, nb.int64), **_JIT)
-def _resize(image, out_h, out_w, filter_id):
-    """``resize`` for pixels of any size and layout."""
+@nb.njit(_U8_3D(_PACKED, nb.int64, nb.int64, nb.int64), **_JIT)
+def _resize_packed(image, out_h, out_w, filter_id):
+    """``resize`` of four-byte pixels."""
     h, w = image.shape[0], image.shape[1]
     if _horizontal_first(h, w, out_h, out_w):
         if out_w != w:
@@ -178,44 +145,23 @@ def _resize(image, out_h, out_w, filter_id):
     return image.copy()
 
 
-@nb.njit(_U8_3D(_PACKED, nb.int64, nb.int64, nb.int64), **_JIT)
-def _resize_packed(image, out_h, out_w, filter_id):
-    """``resize`` for four-byte pixels (see :func:`resize`)."""
-    h, w = image.shape[0], image.shape[1]
-    if _horizontal_first(h, w, out_h, out_w):
-        if out_w != w:
-            wide = _horizontal_packed(image, out_w, filter_id)
-            return _vertical(wide, out_h, filter_id) if out_h != h else wide
-        if out_h != h:
-            return _vertical(image, out_h, filter_id)
-    else:
-        if out_h != h:
-            tall = _vertical(image, out_h, filter_id)
-            return _horizontal_packed(tall, out_w, filter_id) if out_w != w else tall
-        if out_w != w:
-            return _horizontal_packed(image, out_w, filter_id)
-    return image.copy()
-
-
 def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndarray:
-    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, bit for bit. Four-byte
-    pixels take the word-wise path: RGBA, and RGB inside four-byte rows (a Pillow image's memory,
-    see smg.multimodal.pixels), whose fourth byte is resampled along and dropped by the view."""
-    packed = _four_byte_pixels(image)
-    if packed is None:
-        return _resize(image, out_h, out_w, filter_id)
-    out = _resize_packed(packed, out_h, out_w, filter_id)
-    return out if image.shape[2] == 4 else out[:, :, :image.shape[2]]
-
-
-def _four_byte_pixels(image: np.ndarray) -> np.ndarray | None:
-    """The (H, W, 4) contiguous array over ``image``'s memory when its pixels are 4 bytes apart."""
+    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, bit for bit. The passes
+    work on four-byte pixels, as Pillow's do: RGBA as it is, RGB inside four-byte rows (a Pillow
+    image's memory, see smg.multimodal.pixels) in place, other layouts through a padded copy; the
+    extra bytes are resampled along and dropped by the returned view."""
     h, w, channels = image.shape
-    if image.strides != (4 * w, 4, 1) or channels not in (3, 4) or w == 0:
-        return None
-    if channels == 4:
-        return image
-    return np.lib.stride_tricks.as_strided(image, shape=(h, w, 4), strides=(4 * w, 4, 1))
+    if channels == 4 and image.flags.c_contiguous:
+        packed = image
+    elif channels == 3 and image.strides == (4 * w, 4, 1):
+        packed = np.lib.stride_tricks.as_strided(image, shape=(h, w, 4), strides=(4 * w, 4, 1))
+    elif channels <= 4:
+        packed = np.zeros((h, w, 4), np.uint8)
+        packed[:, :, :channels] = image
+    else:
+        raise ValueError(f"images of {channels} channels are not supported")
+    out = _resize_packed(packed, out_h, out_w, filter_id)
+    return out if channels == 4 else out[:, :, :channels]
 
 
 @nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT), **_JIT)
