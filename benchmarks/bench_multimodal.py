@@ -7,16 +7,14 @@ photos on one thread and on two (smg runs each image's kernels with the GIL rele
 
     python -m benchmarks.bench_multimodal [--repeat N]
 
-torchvision: PyPI's Linux wheels are CUDA builds that fail to import beside the CPU torch wheel
-(``operator torchvision::nms does not exist``). Install one aside (``pip install --no-deps
---target DIR torchvision==0.28.*``) and set ``TORCHVISION_SITE=DIR``: the two operator schemas the
-wheel's missing library would register are declared first, which is enough for the transforms.
+torchvision: the test extra installs it; ``TORCHVISION_SITE=DIR`` adds a copy installed aside
+(``pip install --no-deps --target DIR torchvision==0.28.*``). See benchmarks/_torchvision.py for
+how it imports beside the CPU torch wheel.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +22,7 @@ import numpy as np
 import PIL.Image
 
 from benchmarks._common import median_seconds
+from benchmarks._torchvision import import_torchvision
 from smg.multimodal import warm_up
 from smg.multimodal.processor import ImageProcessor
 
@@ -35,7 +34,9 @@ FAMILIES = {"qwen2_vl": ({}, "Qwen2VLImageProcessor", "qwen2_vl"),
             "qwen3_vl": (QWEN3, "Qwen2VLImageProcessor", "qwen2_vl"),
             "llava": (LLAVA, "LlavaImageProcessor", "llava"),
             "llava_next": (LLAVA, "LlavaNextImageProcessor", "llava_next"),
-            "pixtral": ({}, "PixtralImageProcessor", "pixtral")}
+            "pixtral": ({}, "PixtralImageProcessor", "pixtral"),
+            "llama4": ({}, "Llama4ImageProcessor", "llama4")}  # (torchvision only: no PIL backend)
+HAS_PIL_BACKEND = {"llama4": False}
 
 
 def photo(width: int, height: int, seed: int) -> PIL.Image.Image:
@@ -47,29 +48,13 @@ def photo(width: int, height: int, seed: int) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.clip(base + grain, 0, 255).astype(np.uint8))
 
 
-def torchvision_available() -> bool:
-    site = os.environ.get("TORCHVISION_SITE")
-    if site:
-        import torch
-
-        sys.path.insert(0, site)
-        for name in ("nms", "qnms"):
-            try:
-                torch.library.define(f"torchvision::{name}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            except RuntimeError:
-                pass  # already declared
-    try:
-        import torchvision  # noqa: F401
-        import torchvision.transforms.v2.functional  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def reference(family: str, fast: bool):
+    """transformers' processor of ``family`` (``fast``: its torchvision one), or None when it has none."""
     import importlib
 
     config, class_name, module = FAMILIES[family]
+    if not fast and not HAS_PIL_BACKEND.get(family, True):
+        return None
     package = importlib.import_module(f"transformers.models.{module}")
     cls = getattr(package, class_name + ("Fast" if fast else ""))
     processor = cls(**config)
@@ -77,12 +62,22 @@ def reference(family: str, fast: bool):
                                     **({} if fast else {"input_data_format": "channels_last"}))
 
 
+def _columns(reference_ms: float | None, ours_ms: float, width: int = 9, digits: int = 2) -> str:
+    """A reference's time and smg's speed-up over it, or dashes where there is no such reference."""
+    if reference_ms is None:
+        return f"{'-':>{width}} {'-':>7}"
+    return f"{reference_ms:{width}.{digits}f} {reference_ms / ours_ms:7.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     warm_up()  # as a gateway does at start: kernels loaded, Pillow images in one block
-    with_tv = torchvision_available()
+    try:
+        with_tv = import_torchvision(os.environ.get("TORCHVISION_SITE"))
+    except Exception:  # installed but not importable here
+        with_tv = False
     if with_tv:
         import torch
 
@@ -91,24 +86,25 @@ def main() -> None:
     print(f"{'family':9} {'image':>10} {'smg ms':>9} {'PIL ms':>9} {'x PIL':>7} {'tv ms':>9} {'x tv':>7}")
     for family, (config, _, _) in FAMILIES.items():
         ours = ImageProcessor.create(family, config)
-        pil = reference(family, fast=False)
-        tv = reference(family, fast=True) if with_tv else None
+        backends = [reference(family, fast=False), reference(family, fast=True) if with_tv else None]
+        if backends == [None, None]:
+            continue
         totals = [0.0, 0.0, 0.0]
         for seed, (width, height) in enumerate(SIZES):
             image = [photo(width, height, seed)]
             ours(image)  # (first call: any lazy set-up out of the timing)
-            times = [median_seconds(lambda: ours(image), args.repeat), median_seconds(lambda: pil(image), args.repeat)]
-            if tv is not None:
-                tv(image)
-                times.append(median_seconds(lambda: tv(image), args.repeat))
+            times = [median_seconds(lambda: ours(image), args.repeat)]
+            for backend in backends:
+                if backend is not None:
+                    backend(image)
+                times.append(median_seconds(lambda: backend(image), args.repeat) if backend else None)
             for i, value in enumerate(times):
-                totals[i] += value
-            tv_cols = f"{times[2] * 1e3:9.2f} {times[2] / times[0]:7.2f}" if tv is not None else f"{'-':>9} {'-':>7}"
-            print(f"{family:9} {f'{width}x{height}':>10} {times[0] * 1e3:9.2f} {times[1] * 1e3:9.2f} "
-                  f"{times[1] / times[0]:7.2f} {tv_cols}")
-        tv_total = f"{totals[2] * 1e3:9.1f} {totals[2] / totals[0]:7.2f}" if tv is not None else f"{'-':>9} {'-':>7}"
-        print(f"{family:9} {'sum':>10} {totals[0] * 1e3:9.1f} {totals[1] * 1e3:9.1f} {totals[1] / totals[0]:7.2f} "
-              f"{tv_total}")
+                totals[i] += value or 0.0
+            print(f"{family:9} {f'{width}x{height}':>10} {times[0] * 1e3:9.2f} "
+                  + " ".join(_columns(t * 1e3 if t else None, times[0] * 1e3) for t in times[1:]))
+        print(f"{family:9} {'sum':>10} {totals[0] * 1e3:9.1f} "
+              + " ".join(_columns(totals[i] * 1e3 if backends[i - 1] else None, totals[0] * 1e3, digits=1)
+                         for i in (1, 2)))
         batch = [photo(1920, 1080, 40 + i) for i in range(4)]  # four photos of one request
         with ThreadPoolExecutor(2) as pool:
             one = median_seconds(lambda: ours(batch), args.repeat)

@@ -5,7 +5,13 @@ import random
 import pytest
 from hypothesis import settings
 
+from benchmarks._torchvision import import_torchvision
 from smg import _ext
+
+# Before anything imports transformers: with torchvision installed (the test extra installs it, for
+# the torchvision-only processors), transformers imports it, and PyPI's wheel needs this beside the
+# CPU torch wheel (benchmarks/_torchvision.py).
+HAS_TORCHVISION = import_torchvision()
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 

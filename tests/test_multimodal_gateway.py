@@ -29,7 +29,8 @@ from smg.multimodal.processor import ImageProcessor
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 
-IMAGE_MARKUP = {"qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "pixtral": "[IMG]", "llava_next": "<image>"}
+IMAGE_MARKUP = {"qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "pixtral": "[IMG]", "llava_next": "<image>",
+                "llama4": "<|image|>"}
 TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
             "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
             "{% if p.type == 'image' %}IMAGE{% else %}{{ p.text }}{% endif %}"
@@ -38,7 +39,8 @@ TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_
 PREPROCESSOR = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16}  # 4 to 16 tokens per image (qwen2_vl)
 FAMILY_CONFIG = {"qwen2_vl": PREPROCESSOR, "pixtral": {"size": {"longest_edge": 64}},
                  "llava_next": {"size": {"shortest_edge": 28}, "crop_size": {"height": 28, "width": 28},
-                                "image_grid_pinpoints": [[28, 56], [56, 28], [56, 56]]}}
+                                "image_grid_pinpoints": [[28, 56], [56, 28], [56, 56]]},
+                "llama4": {"size": {"height": 28, "width": 28}, "max_patches": 4}}  # 1 token a tile
 
 
 def png(width, height, seed=0, mode="RGB", fmt="PNG"):
@@ -65,7 +67,8 @@ def vl_dir(tmp_path_factory):
     hf = HFTokenizer.from_file(str(directory / "tokenizer.json"))
     hf.add_special_tokens([AddedToken(t, special=True, normalized=False)
                            for t in ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<image>", "[IMG]",
-                                     "[IMG_BREAK]", "[IMG_END]")])
+                                     "[IMG_BREAK]", "[IMG_END]", "<|image|>", "<|image_start|>", "<|image_end|>",
+                                     "<|patch|>", "<|tile_x_separator|>", "<|tile_y_separator|>")])
     hf.save(str(directory / "tokenizer.json"))
     (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
     for family, markup in IMAGE_MARKUP.items():
@@ -208,8 +211,8 @@ def test_file_urls_only_inside_allowed_dirs(tmp_path):
 
 
 def test_config_checks_media_keys():
-    with pytest.raises(ConfigError, match="'llama4' image processor is not implemented yet"):
-        GatewayConfig.load({"workers": ["grpc://127.0.0.1:1"], "image_processor": "llama4"})
+    with pytest.raises(ConfigError, match="'phi4_multimodal' image processor is not implemented yet"):
+        GatewayConfig.load({"workers": ["grpc://127.0.0.1:1"], "image_processor": "phi4_multimodal"})
     with pytest.raises(ConfigError, match="unknown image_processor 'qwen9'"):
         GatewayConfig.load({"workers": ["grpc://127.0.0.1:1"], "image_processor": "qwen9"})
     with pytest.raises(ConfigError, match="url_allow_list"):
@@ -263,7 +266,7 @@ def expected_prompt_tokens(vl_dir, text_parts, image_bytes, family="qwen2_vl"):
     return len(tokenizer.encode(prompt)) - len(counts) + sum(counts)
 
 
-@pytest.mark.parametrize("family, engine", [("pixtral", "vllm"), ("llava_next", "sglang")])
+@pytest.mark.parametrize("family, engine", [("pixtral", "vllm"), ("llava_next", "sglang"), ("llama4", "vllm")])
 def test_other_families_through_the_gateway(vl_dir, family, engine):
     async def main():
         async with vl_gateway(vl_dir, engine, image_processor=family, chat_template=str(vl_dir / f"{family}.jinja"),
@@ -451,3 +454,38 @@ def socket_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+def test_engine_check_of_tiled_images():
+    """Llama 4's tiles: pixel_values rows must be the aspect ratios' tiles (and a global tile when
+    several), with the same number of image tokens per tile."""
+    from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
+
+    from smg.engine.multimodal_check import check_multimodal
+    from smg.engines.base import proto_mm_inputs
+
+    processor = ImageProcessor.create("llama4", FAMILY_CONFIG["llama4"])
+    images = [processor.process_one(PIL.Image.open(io.BytesIO(png(*size)))) for size in ((60, 30), (20, 20))]
+    names = ("<|image|>", *processor.structure_tokens)
+    token_ids = {name: 500 + i for i, name in enumerate(names)}
+    ids, placeholders = [1], []
+    for image in images:
+        expansion = processor.placeholder_ids(image, token_ids)
+        placeholders.append((len(ids), len(expansion)))
+        ids += expansion + [2]
+    batch = processor.collate(images)
+    layout = processor.layout(images)
+
+    def check(pixel_values=batch["pixel_values"], aspect_ratios=batch["aspect_ratios"], prompt=ids):
+        mm = MultimodalTensors(pixel_values=pixel_values, extra={"aspect_ratios": aspect_ratios, **layout.extra},
+                               image_token_id=token_ids["<|patch|>"], placeholders=placeholders,
+                               batched_keys=layout.batched_keys, flat_keys=layout.flat_keys)
+        message = proto_mm_inputs(vpb, mm, "inline", batched_keys=list(mm.batched_keys), flat_keys=dict(mm.flat_keys))
+        return check_multimodal(prompt, message, "inline", vllm=True)
+
+    assert batch["aspect_ratios"].tolist() == [[1, 2], [1, 1]]  # 60x30 in 2 tiles + a global one; 20x20 in 1
+    assert check() is None
+    assert "aspect_ratios says" in check(aspect_ratios=np.array([[1, 1], [1, 1]], np.int64))
+    assert "tiles" in check(pixel_values=batch["pixel_values"][:-1])
+    patch = token_ids["<|patch|>"]
+    assert "outside the placeholders" in check(prompt=ids + [patch])

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import HAS_TORCHVISION
 from smg._ext import USE_TWINS
 from smg.errors import InvalidImage, UnsupportedFeature
 from smg.multimodal import kernels_py
@@ -72,6 +73,14 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
     assert np.array_equal(into[0], into[1], equal_nan=True) and not np.isnan(into[0][1:-1]).any()
     for filter_id in FILTERS:
         assert np.array_equal(compiled.resize(image, w, h, filter_id), kernels_py.resize(image, w, h, filter_id))
+        assert np.array_equal(compiled.resize(image, w, h, filter_id, True),
+                              kernels_py.resize(image, w, h, filter_id, True))
+    tiles = [np.full((5, 3, patch, patch), np.nan, np.float32) for _ in range(2)]
+    rows, cols = -(-h // patch), -(-w // patch)  # the canvas covers the image
+    if rows * cols <= 4:
+        compiled.normalize_tiles(image, lut, patch, rows, cols, tiles[0][1:1 + rows * cols])
+        kernels_py.normalize_tiles(image, lut, patch, rows, cols, tiles[1][1:1 + rows * cols])
+        assert np.array_equal(tiles[0], tiles[1], equal_nan=True)
 
 
 QWEN3 = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
@@ -186,8 +195,8 @@ def test_config_from_dict_file_or_directory(tmp_path):
 
 
 def test_planned_and_unknown_families():
-    with pytest.raises(UnsupportedFeature, match="llama4"):
-        ImageProcessor.create("llama4")
+    with pytest.raises(UnsupportedFeature, match="phi4_multimodal"):
+        ImageProcessor.create("phi4_multimodal")
     with pytest.raises(ValueError, match="unknown image processor family"):
         ImageProcessor.create("no-such-family")
 
@@ -216,7 +225,9 @@ def hf_tokenizer(tmp_path_factory):
 
     raw = HFTokenizer.from_file(str(bundled_tokenizer_dir("llama3.2") / "tokenizer.json"))
     raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in
-                            ("<image>", "<|image_pad|>", "[IMG]", "[IMG_BREAK]", "[IMG_END]")])
+                            ("<image>", "<|image_pad|>", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<|image|>",
+                             "<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
+                             "<|tile_y_separator|>")])
     path = tmp_path_factory.mktemp("hf-tok") / "tokenizer.json"
     raw.save(str(path))
     return PreTrainedTokenizerFast(tokenizer_file=str(path))
@@ -234,15 +245,20 @@ def _reference_ids(hf_tokenizer, family, config, image, placeholder):
                                                  hf_tokenizer, **clip),
         "pixtral": lambda: PixtralProcessor(transformers_pixtral.PixtralImageProcessor(**config), hf_tokenizer,
                                             patch_size=16),
+        "llama4": lambda: _llama4_processor(config, hf_tokenizer),
     }[family]()
-    out = make(text=placeholder, images=[image], return_tensors="np", add_special_tokens=False,
-               images_kwargs={"input_data_format": "channels_last"})
+    if family == "llama4":  # (a torchvision processor: tensors only)
+        out = make(text=placeholder, images=[image], return_tensors="pt", add_special_tokens=False)
+    else:
+        out = make(text=placeholder, images=[image], return_tensors="np", add_special_tokens=False,
+                   images_kwargs={"input_data_format": "channels_last"})
     return out["input_ids"][0].tolist()
 
 
 # (Qwen2-VL's model processor needs its video processor, which needs torchvision: its count, grid
 # t*h*w over merge**2, is pinned by test_qwen_outputs_and_token_counts.)
-@pytest.mark.parametrize("family, config", [("llava", LLAVA_15), ("llava_next", LLAVA_15), ("pixtral", {})])
+@pytest.mark.parametrize("family, config", [("llava", LLAVA_15), ("llava_next", LLAVA_15), ("pixtral", {}),
+                                            ("llama4", {})])
 @pytest.mark.parametrize("size", [(1, 1), (640, 480), (33, 1000), (1000, 6), (719, 1283)], ids=str)
 def test_placeholder_expansion_equals_transformers_processors(hf_tokenizer, family, config, size):
     ours = ImageProcessor.create(family, config)
@@ -294,3 +310,67 @@ def test_pixels_view_pillow_memory_when_one_block(single_block):
         assert float(np.abs(processor(images)["pixel_values"] - reference["pixel_values"]).max()) <= 1e-5
     finally:
         core.set_use_block_allocator(previous)
+
+
+
+# ---- Llama 4: transformers has only a torchvision processor ------------------------------------
+
+def _llama4_reference(config):
+    if not HAS_TORCHVISION:
+        pytest.skip("torchvision is not installed (the test extra installs it)")
+    from transformers.models.llama4.image_processing_llama4_fast import Llama4ImageProcessorFast
+
+    return Llama4ImageProcessorFast(**config)
+
+
+def _llama4_processor(config, tokenizer):
+    from transformers.models.llama4.processing_llama4 import Llama4Processor
+
+    return Llama4Processor(_llama4_reference(config), tokenizer, chat_template=None)
+
+
+@settings(max_examples=80, deadline=None)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), out_h=st.integers(1, 120), out_w=st.integers(1, 120),
+       bicubic=st.booleans(), channels=st.sampled_from([1, 3, 4]), seed=st.integers(0, 2**32 - 1))
+def test_resize_with_torch_weights_is_torchvision_bit_for_bit(h, w, out_h, out_w, bicubic, channels, seed):
+    if not HAS_TORCHVISION:
+        pytest.skip("torchvision is not installed")
+    import torch
+    import torchvision.transforms.v2.functional as tvF
+    from torchvision.transforms import InterpolationMode
+
+    array = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+    mode = InterpolationMode.BICUBIC if bicubic else InterpolationMode.BILINEAR
+    expected = tvF.resize(torch.from_numpy(array).permute(2, 0, 1).contiguous(), [out_h, out_w],
+                          interpolation=mode, antialias=True).permute(1, 2, 0).numpy()
+    filter_id = kernels_py.BICUBIC if bicubic else kernels_py.BILINEAR
+    assert np.array_equal(kernels().resize(array, out_h, out_w, filter_id, True), expected)
+
+
+@pytest.mark.parametrize("config", [{}, {"max_patches": 4}, {"resample": 3}], ids=["default", "4-tiles", "bicubic"])
+@pytest.mark.parametrize("size", SIZES + [(336, 336), (700, 500), (1500, 300)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_llama4_matches_transformers_in_bfloat16(config, size):
+    reference = _llama4_reference(config)
+    images = [_image(*size, "RGB", 30)]
+    if USE_TWINS and size[0] * size[1] > 2_000_000:
+        pytest.skip("the NumPy twins are slow on a 12-megapixel photo; the compiled pass covers it")
+    expected = reference(images, return_tensors="pt")
+    got = ImageProcessor.create("llama4", config)(images)
+    want = expected["pixel_values"].float().numpy()  # bfloat16 values, exactly representable
+    assert got["pixel_values"].shape == want.shape and got["pixel_values"].dtype == np.float32
+    assert np.array_equal(got["pixel_values"], want)
+    assert np.array_equal(got["aspect_ratios"], expected["aspect_ratios"].numpy())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_llama4_every_mode(mode):
+    reference = _llama4_reference({})
+    images = [_image(45, 31, mode, 3, "PNG" if mode != "CMYK" else "TIFF"), _image(700, 400, mode, 4)]
+    expected = reference(images, return_tensors="pt")
+    got = ImageProcessor.create("llama4")(images)
+    assert np.array_equal(got["pixel_values"], expected["pixel_values"].float().numpy())
+
+
+def test_llama4_max_canvas_is_refused():
+    with pytest.raises(UnsupportedFeature, match="resize_to_max_canvas"):
+        ImageProcessor.create("llama4", {"resize_to_max_canvas": True})

@@ -93,7 +93,7 @@ class ServedModel:
                         self.config.image_processor)
         processor = ImageProcessor.create(self.config.image_processor, source)
         token_ids = {}
-        for token in (processor.image_token, *processor.structure_tokens):
+        for token in dict.fromkeys((processor.image_token, *processor.structure_tokens)):
             token_ids[token] = self.tokenizer.token_to_id(token)
             if token_ids[token] is None:
                 raise TokenizerLoadError(f"model {self.name}: the tokenizer has no {token!r} token, which the "

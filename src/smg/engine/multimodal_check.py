@@ -48,8 +48,8 @@ def check_multimodal(input_ids: list[int], mm, bytes_field: str, vllm: bool) -> 
         if length < 1 or offset < end or offset + length > len(input_ids):
             return f"placeholder ({offset}, {length}) is out of order or outside the prompt of {len(input_ids)}"
         features.append(input_ids[offset:offset + length].count(token))
-        if input_ids[offset] != token or not features[-1]:
-            return f"placeholder ({offset}, {length}) does not start with the image token {token}"
+        if not features[-1]:
+            return f"placeholder ({offset}, {length}) holds no image token {token}"
         end = offset + length
     if input_ids.count(token) != sum(features):
         return "the prompt holds image tokens outside the placeholders"
@@ -69,6 +69,14 @@ def check_multimodal(input_ids: list[int], mm, bytes_field: str, vllm: bool) -> 
             merge = math.isqrt(math.prod(grid) // length) if math.prod(grid) % length == 0 else 0
             if merge < 1 or merge * merge * length != math.prod(grid):
                 return f"an image of grid {grid} cannot fill a placeholder of {length} image tokens"
+    elif "aspect_ratios" in shapes:  # tiles: rows x columns per image, and a global one when several
+        grids = _int_rows(mm.model_specific_tensors["aspect_ratios"], bytes_field)
+        tiles = [rows * cols + (rows * cols > 1) for rows, cols in grids]
+        if len(grids) != images or sum(tiles) != pixels[0]:
+            return f"pixel_values holds {pixels[0]} tiles; aspect_ratios says {sum(tiles)} for {len(grids)} images"
+        per_tile = {length // count for length, count in zip(features, tiles) if length % count == 0}
+        if len(per_tile) != 1 or any(length % count for length, count in zip(features, tiles)):
+            return "the placeholders' image tokens are not the same number per tile"
     elif pixels[0] != images:
         return f"pixel_values holds {pixels[0]} images for {images} placeholders"
     if vllm:

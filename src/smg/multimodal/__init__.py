@@ -6,10 +6,10 @@ Pillow, Numba and NumPy load when a model with an image processor starts."""
 from __future__ import annotations
 
 #: The implemented processor families (``ModelConfig.image_processor``).
-FAMILIES = ("qwen2_vl", "qwen3_vl", "llava", "llava_next", "pixtral")
+FAMILIES = ("qwen2_vl", "qwen3_vl", "llava", "llava_next", "pixtral", "llama4")
 #: Families smg plans and does not implement yet (their transformers processors are torchvision-only):
 #: naming one is a typed error, never a silent gap.
-PLANNED_FAMILIES = ("llama4", "phi4_multimodal")
+PLANNED_FAMILIES = ("phi4_multimodal",)
 
 
 def warm_up() -> None:

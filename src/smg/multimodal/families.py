@@ -8,17 +8,25 @@ from typing import Any
 
 import numpy as np
 
-from smg.errors import InvalidImage
+from smg.errors import InvalidImage, UnsupportedFeature
 from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
                                       as_rgb_array, join, kernels, normalize_table)
-from smg.multimodal.kernels_py import BICUBIC
+from smg.multimodal.kernels_py import BICUBIC, BILINEAR
 
 
-def _table(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> np.ndarray:
+def _table(config: Mapping[str, Any], defaults: Mapping[str, Any], bfloat16: bool = False) -> np.ndarray:
     get = lambda key: config.get(key, defaults.get(key))  # noqa: E731
     return normalize_table(get("rescale_factor") if get("do_rescale") else None,
                            (get("image_mean") or CLIP_MEAN) if get("do_normalize") else None,
-                           get("image_std") or CLIP_STD)
+                           get("image_std") or CLIP_STD, bfloat16=bfloat16)
+
+
+def _channels(images: Sequence, convert_rgb: bool) -> int:
+    """The channel count images will have once converted (one for the whole batch)."""
+    channels = {3 if convert_rgb and image.mode != "RGB" else len(image.getbands()) for image in images}
+    if len(channels) != 1:
+        raise InvalidImage(f"images with different channel counts {sorted(channels)} (do_convert_rgb is off)")
+    return channels.pop()
 
 
 class QwenVLProcessor(ImageProcessor):
@@ -92,20 +100,12 @@ class QwenVLProcessor(ImageProcessor):
 
     def process(self, images: Sequence, executor: Executor | None = None
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """Every image writes its rows straight into one batch array: a batch of patch rows is
-        tens of MB an image, and joining per-image arrays afterwards would copy it all on one
-        thread (at 4 images, a third of the 2-thread time)."""
+        """Every image writes its patch rows straight into one batch (tens of MB an image)."""
         if len(images) < 2:
             return super().process(images, executor)
         counts = [self._row_count(image) for image in images]
-        channels = {3 if self.convert_rgb and image.mode != "RGB" else len(image.getbands()) for image in images}
-        if len(channels) != 1:
-            raise InvalidImage(f"images with different channel counts {sorted(channels)} (do_convert_rgb is off)")
-        batch = self._kernels.empty_rows(sum(counts), channels.pop() * self.temporal * self.patch ** 2)
-        starts = np.cumsum([0, *counts])
-        jobs = [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)]
-        run = lambda job: self.process_one(*job)  # noqa: E731
-        processed = list(executor.map(run, jobs) if executor else map(run, jobs))
+        processed, batch = self._into_one_batch(images, executor, counts,
+                                                (_channels(images, self.convert_rgb) * self.temporal * self.patch ** 2,))
         return processed, {"pixel_values": batch,
                            "image_grid_thw": join([image.arrays["image_grid_thw"] for image in processed])}
 
@@ -352,3 +352,141 @@ class PixtralProcessor(ImageProcessor):
 
     def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
         return EngineLayout({}, ("pixel_values", "image_sizes"), {})
+
+
+def llama4_canvases(max_tiles: int, tile: int) -> list[tuple[int, int]]:
+    """Every tile grid of at most ``max_tiles`` tiles, as (height, width) pixels, in the order
+    transformers' ``find_supported_resolutions`` lists them (grouped by aspect ratio, first seen
+    from the most tiles down), which decides ties."""
+    by_ratio: dict[float, list[tuple[int, int]]] = {}
+    for count in range(max_tiles, 0, -1):
+        factors = sorted({f for i in range(1, int(count ** 0.5) + 1) if count % i == 0 for f in (i, count // i)})
+        for rows in factors:
+            by_ratio.setdefault(rows / (count // rows), []).append((rows, count // rows))
+    return [(rows * tile, cols * tile) for grids in by_ratio.values() for rows, cols in grids]
+
+
+class Llama4Processor(ImageProcessor):
+    """Llama 4: the canvas of at most ``max_patches`` 336-pixel tiles that needs the least upscaling
+    (or, when every one shrinks the image, the least shrinking), the image resized into it without
+    distortion and zero-padded at the right and bottom, cut into tiles, plus a global tile of the
+    whole image when there are several; rescaled and normalised in bfloat16. Equal to transformers'
+    torchvision processor (the only one it has): torchvision's uint8 antialiased resize has int16
+    weights, which ``resize(..., torch_weights=True)`` reproduces. ``pixel_values`` holds the
+    bfloat16 values as float32."""
+
+    families = ("llama4",)
+    image_token = "<|image|>"
+    feature_token = "<|patch|>"
+    structure_tokens = ("<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
+                        "<|tile_y_separator|>")
+    DEFAULTS = {"size": {"height": 336, "width": 336}, "max_patches": 16, "resize_to_max_canvas": False,
+                "resample": BILINEAR, "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255,
+                "do_normalize": True, "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
+                "do_convert_rgb": True,
+                # the model processor's (processor_config.json): vision patch and pixel shuffle
+                "patch_size": 14, "pixel_shuffle_ratio": 0.5}
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, config)
+        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
+        size = get("size")
+        if size["height"] != size["width"]:
+            raise ValueError("Llama 4 tiles must be square")
+        self.tile = size["height"]
+        self.canvases = llama4_canvases(get("max_patches"), self.tile)
+        if get("resize_to_max_canvas"):  # (transformers 5.3 fails on it too: its target size is unset)
+            raise UnsupportedFeature("Llama 4's resize_to_max_canvas is not supported")
+        self.resample = get("resample")
+        self.convert_rgb = get("do_convert_rgb")
+        shuffle = int(round(1.0 / get("pixel_shuffle_ratio") ** 2))
+        self.tokens_per_tile = (self.tile // get("patch_size")) ** 2 // shuffle
+        self.table = _table(config, self.DEFAULTS, bfloat16=True)
+        self._kernels = kernels()
+
+    def canvas(self, height: int, width: int) -> tuple[int, int]:
+        """transformers' ``get_best_fit``: the least upscaling, else the least shrinking (its scales
+        are float32, which decides ties)."""
+        targets = np.array(self.canvases, np.float32)
+        scales = np.minimum(targets[:, 0] / np.float32(height), targets[:, 1] / np.float32(width))
+        upscaling = scales[scales >= 1]
+        if len(upscaling):
+            chosen = upscaling.min()
+        else:
+            chosen = scales[scales < 1].max()
+        candidates = [self.canvases[i] for i in np.flatnonzero(scales == chosen)]
+        return min(candidates, key=lambda c: c[0] * c[1])  # the first of the smallest area
+
+    def fit_size(self, height: int, width: int, canvas_h: int, canvas_w: int) -> tuple[int, int]:
+        """The size the image is resized to inside its canvas, without distortion (and without
+        upscaling past one tile). transformers mixes Python ints with 0-d int64 tensors here: a
+        canvas side under the image's (or a tile's) stays a tensor, and its scale is then float32
+        arithmetic (1280x720 into 672x672 is 377 rows, not 378), which this follows."""
+        sides = []
+        for side, canvas in ((height, canvas_h), (width, canvas_w)):
+            limit = max(side, self.tile)
+            sides.append((canvas, np.float32(canvas) / np.float32(side)) if canvas < limit else (limit, limit / side))
+        (target_h, scale_h), (target_w, scale_w) = sides
+        if scale_w < scale_h:  # (float32 when either is)
+            return max(min(math.floor(height * scale_w), target_h), 1), max(target_w, 1)
+        return max(target_h, 1), max(min(math.floor(width * scale_h), target_w), 1)
+
+    def _tile_count(self, height: int, width: int) -> tuple[int, int, int]:
+        """(rows, columns, tiles): a global view is added when there are several."""
+        canvas_h, canvas_w = self.canvas(height, width)
+        rows, cols = canvas_h // self.tile, canvas_w // self.tile
+        return rows, cols, rows * cols + (rows * cols > 1)
+
+    def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
+        """One image's tiles, written into ``out`` (its tiles of a batch) when given."""
+        array = as_rgb_array(image, self.convert_rgb)
+        height, width = array.shape[:2]
+        rows, cols, count = self._tile_count(height, width)
+        fit_h, fit_w = self.fit_size(height, width, rows * self.tile, cols * self.tile)
+        fitted = self._kernels.resize(array, fit_h, fit_w, self.resample, True)
+        tiles = out
+        if tiles is None:
+            tiles = self._kernels.empty_rows(count * array.shape[2] * self.tile, self.tile).reshape(
+                count, array.shape[2], self.tile, self.tile)
+        self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, tiles[:rows * cols])
+        if count > rows * cols:
+            overview = self._kernels.resize(array, self.tile, self.tile, self.resample, True)
+            self._kernels.normalize_tiles(overview, self.table, self.tile, 1, 1, tiles[-1:])
+        return ProcessedImage({"pixel_values": tiles, "aspect_ratios": np.array([[rows, cols]], np.int64)},
+                              count * self.tokens_per_tile)
+
+    def placeholder_ids(self, image: ProcessedImage, token_ids: Mapping[str, int]) -> list[int]:
+        """``<|image_start|>``, each tile's patches (tiles of a row apart by ``<|tile_x_separator|>``,
+        rows closed by ``<|tile_y_separator|>``) when there are several, then ``<|image|>``, the
+        global view's patches and ``<|image_end|>`` (transformers' Llama4Processor)."""
+        rows, cols = (int(v) for v in image.arrays["aspect_ratios"][0])
+        patches = [token_ids["<|patch|>"]] * self.tokens_per_tile
+        ids = [token_ids["<|image_start|>"]]
+        if rows * cols > 1:
+            for _ in range(rows):
+                for col in range(cols):
+                    ids += patches
+                    if col < cols - 1:
+                        ids.append(token_ids["<|tile_x_separator|>"])
+                ids.append(token_ids["<|tile_y_separator|>"])
+        return ids + [token_ids["<|image|>"], *patches, token_ids["<|image_end|>"]]
+
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """Every image writes its tiles straight into one batch."""
+        if len(images) < 2:
+            return super().process(images, executor)
+        counts = [self._tile_count(image.size[1], image.size[0])[2] for image in images]
+        row_shape = (_channels(images, self.convert_rgb), self.tile, self.tile)
+        processed, batch = self._into_one_batch(images, executor, counts, row_shape)
+        return processed, {"pixel_values": batch,
+                           "aspect_ratios": join([image.arrays["aspect_ratios"] for image in processed])}
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        return {key: join([image.arrays[key] for image in images]) for key in ("pixel_values", "aspect_ratios")}
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        """Tiles of all images in one tensor, cut per image by ``patches_per_image``."""
+        sizes = np.array([len(image.arrays["pixel_values"]) for image in images], np.int64)
+        return EngineLayout({"patches_per_image": sizes}, ("aspect_ratios", "patches_per_image"),
+                            {"pixel_values": "patches_per_image"})

@@ -23,8 +23,6 @@ _U8_3D = nb.uint8[:, :, ::1]
 # Four bytes a pixel (RGBA, or RGB the way Pillow stores it: RGBX), contiguous: a pixel is a word.
 _PACKED = nb.types.Array(nb.uint8, 3, "C", readonly=True)
 _LUT = nb.types.Array(nb.float32, 2, "C", readonly=True)
-_HALF = 1 << (PRECISION_BITS - 1)
-_ONE = float(1 << PRECISION_BITS)
 _horizontal_first = nb.njit("boolean(int64, int64, int64, int64)", **_JIT)(kernels_py.horizontal_first)
 _SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
 
@@ -32,15 +30,17 @@ _SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  
 _filter = nb.njit("float64(int64, float64)", **_JIT)(kernels_py.filter_weight)
 
 
-@nb.njit("Tuple((int64[:, ::1], int64[:, ::1]))(int64, int64, int64, float64)", **_JIT)
-def _coeffs(in_size, out_size, filter_id, base_support):
+_torch_precision = nb.njit("int64(float64)", **_JIT)(kernels_py.torch_precision)
+
+
+@nb.njit("Tuple((int64[:, ::1], int32[:, ::1], int64))(int64, int64, int64, float64, boolean)", **_JIT)
+def _coeffs(in_size, out_size, filter_id, base_support, torch_weights):
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = base_support * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
     bounds = np.zeros((out_size, 2), np.int64)
-    weights = np.zeros((out_size, ksize), np.int64)
-    row = np.empty(ksize, np.float64)
+    normalised = np.zeros((out_size, ksize), np.float64)
     ss = 1.0 / filterscale
     for xx in range(out_size):
         center = (xx + 0.5) * scale
@@ -48,36 +48,42 @@ def _coeffs(in_size, out_size, filter_id, base_support):
         count = min(int(center + support + 0.5), in_size) - xmin
         ww = 0.0
         for x in range(count):
-            row[x] = _filter(filter_id, (x + xmin - center + 0.5) * ss)
-            ww += row[x]
-        for x in range(count):
-            w = row[x] / ww if ww != 0.0 else row[x]
-            weights[xx, x] = int(-0.5 + w * _ONE) if w < 0 else int(0.5 + w * _ONE)
+            normalised[xx, x] = _filter(filter_id, (x + xmin - center + 0.5) * ss)
+            ww += normalised[xx, x]
+        if ww != 0.0:
+            normalised[xx, :count] /= ww
         bounds[xx, 0] = xmin
         bounds[xx, 1] = count
-    return bounds, weights
+    precision = _torch_precision(normalised.max()) if torch_weights else PRECISION_BITS
+    one = float(1 << precision)
+    weights = np.zeros((out_size, ksize), np.int32)  # int32 sums, as Pillow's and torch's
+    for xx in range(out_size):
+        for x in range(ksize):
+            w = normalised[xx, x]
+            weights[xx, x] = int(-0.5 + w * one) if w < 0 else int(0.5 + w * one)
+    return bounds, weights, precision
 
 
-@nb.njit("uint8(int32)", **_JIT, inline="always")
-def _clip8(acc):
-    v = acc >> PRECISION_BITS
+@nb.njit("uint8(int32, int64)", **_JIT, inline="always")
+def _clip8(acc, precision):
+    v = acc >> precision
     return 0 if v < 0 else (255 if v > 255 else v)
 
 
 _ROWS = 16  # rows the horizontal pass handles at once
 
 
-@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
-def _horizontal(src, out_w, filter_id):
+@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64, nb.boolean), _U8_3D(_U8_3D, nb.int64, nb.int64, nb.boolean)], **_JIT)
+def _horizontal(src, out_w, filter_id, torch_weights):
     # A horizontal tap reads pixels a few bytes apart, which does not vectorise. So the pass copies
     # _ROWS rows at a time column-major into a small buffer (x, row * 4 + channel), where each tap is
     # a contiguous run over all those rows and channels, like the vertical pass's; a pixel is four
     # bytes, so the copy moves one 32-bit word a pixel and the results go out a word at a time
-    # (1.5-2x the straightforward loop). The sums are the same integers, so the result stays Pillow's.
+    # (1.5-2x the straightforward loop). The sums are the same integers as Pillow's (torch's).
     h, w, _ = src.shape
     words = src.view(np.uint32)  # (H, W, 1)
-    bounds, weights64 = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id])
-    weights = weights64.astype(np.int32)
+    bounds, weights, precision = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id], torch_weights)
+    half = np.int32(1 << (precision - 1))
     out = np.empty((h, out_w, 4), np.uint8)
     out_words = out.view(np.uint32)
     columns = np.empty((w, _ROWS), np.uint32)
@@ -91,7 +97,7 @@ def _horizontal(src, out_w, filter_id):
                 columns[x, r] = words[y0 + r, x, 0]
         for xx in range(out_w):
             xmin, count = bounds[xx, 0], bounds[xx, 1]
-            acc[:lanes] = _HALF
+            acc[:lanes] = half
             for tap in range(count):
                 k = weights[xx, tap]
                 column = column_bytes[xmin + tap]
@@ -99,21 +105,23 @@ def _horizontal(src, out_w, filter_id):
                     acc[i] += np.int32(column[i]) * k
             for r in range(rows):
                 i = r * 4
-                out_words[y0 + r, xx, 0] = (np.uint32(_clip8(acc[i])) | np.uint32(_clip8(acc[i + 1])) << 8
-                                            | np.uint32(_clip8(acc[i + 2])) << 16
-                                            | np.uint32(_clip8(acc[i + 3])) << 24)
+                out_words[y0 + r, xx, 0] = (np.uint32(_clip8(acc[i], precision))
+                                            | np.uint32(_clip8(acc[i + 1], precision)) << 8
+                                            | np.uint32(_clip8(acc[i + 2], precision)) << 16
+                                            | np.uint32(_clip8(acc[i + 3], precision)) << 24)
     return out
 
 
-@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64), _U8_3D(_U8_3D, nb.int64, nb.int64)], **_JIT)
-def _vertical(src, out_h, filter_id):
+@nb.njit([_U8_3D(_PACKED, nb.int64, nb.int64, nb.boolean), _U8_3D(_U8_3D, nb.int64, nb.int64, nb.boolean)], **_JIT)
+def _vertical(src, out_h, filter_id, torch_weights):
     h, w, channels = src.shape
-    bounds, weights = _coeffs(h, out_h, filter_id, _SUPPORT[filter_id])
+    bounds, weights, precision = _coeffs(h, out_h, filter_id, _SUPPORT[filter_id], torch_weights)
+    half = np.int32(1 << (precision - 1))
     out = np.empty((out_h, w, channels), np.uint8)
     acc = np.empty(w * channels, np.int32)
     for yy in range(out_h):
         ymin, count = bounds[yy, 0], bounds[yy, 1]
-        acc[:] = _HALF
+        acc[:] = half
         # Row by row, so the inner loop runs along contiguous memory (and vectorises).
         for y in range(count):
             k = np.int32(weights[yy, y])
@@ -122,31 +130,32 @@ def _vertical(src, out_h, filter_id):
                 acc[i] += np.int32(row[i]) * k
         flat = out[yy].ravel()
         for i in range(w * channels):
-            flat[i] = _clip8(acc[i])
+            flat[i] = _clip8(acc[i], precision)
     return out
 
 
-@nb.njit(_U8_3D(_PACKED, nb.int64, nb.int64, nb.int64), **_JIT)
-def _resize_packed(image, out_h, out_w, filter_id):
+@nb.njit(_U8_3D(_PACKED, nb.int64, nb.int64, nb.int64, nb.boolean), **_JIT)
+def _resize_packed(image, out_h, out_w, filter_id, torch_weights):
     """``resize`` of four-byte pixels."""
     h, w = image.shape[0], image.shape[1]
-    if _horizontal_first(h, w, out_h, out_w):
+    if torch_weights or _horizontal_first(h, w, out_h, out_w):
         if out_w != w:
-            wide = _horizontal(image, out_w, filter_id)
-            return _vertical(wide, out_h, filter_id) if out_h != h else wide
+            wide = _horizontal(image, out_w, filter_id, torch_weights)
+            return _vertical(wide, out_h, filter_id, torch_weights) if out_h != h else wide
         if out_h != h:
-            return _vertical(image, out_h, filter_id)
+            return _vertical(image, out_h, filter_id, torch_weights)
     else:
         if out_h != h:
-            tall = _vertical(image, out_h, filter_id)
-            return _horizontal(tall, out_w, filter_id) if out_w != w else tall
+            tall = _vertical(image, out_h, filter_id, torch_weights)
+            return _horizontal(tall, out_w, filter_id, torch_weights) if out_w != w else tall
         if out_w != w:
-            return _horizontal(image, out_w, filter_id)
+            return _horizontal(image, out_w, filter_id, torch_weights)
     return image.copy()
 
 
-def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndarray:
-    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, bit for bit. The passes
+def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, bit for bit, or with
+    ``torch_weights`` as torch's uint8 antialiased resize (see the twin). The passes
     work on four-byte pixels, as Pillow's do: RGBA as it is, RGB inside four-byte rows (a Pillow
     image's memory, see smg.multimodal.pixels) in place, other layouts through a padded copy; the
     extra bytes are resampled along and dropped by the returned view."""
@@ -160,7 +169,7 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndar
         packed[:, :, :channels] = image
     else:
         raise ValueError(f"images of {channels} channels are not supported")
-    out = _resize_packed(packed, out_h, out_w, filter_id)
+    out = _resize_packed(packed, out_h, out_w, filter_id, torch_weights)
     return out if channels == 4 else out[:, :, :channels]
 
 
@@ -173,6 +182,74 @@ def normalize_chw(image, lut):
         for x in range(w):
             for c in range(channels):
                 out[c, y, x] = lut[c, image[y, x, c]]
+    return out
+
+
+@nb.njit("Tuple((int64[:, ::1], float32[:, ::1]))(int64, int64)", **_JIT)
+def _cubic_taps(in_size, out_size):
+    # float32 throughout, as torch computes the taps of a float32 image (see the twin)
+    f32 = np.float32
+    a = f32(-0.75)
+    index = np.empty((out_size, 4), np.int64)
+    weight = np.empty((out_size, 4), np.float32)
+    scale = f32(in_size) / f32(out_size)
+    for o in range(out_size):
+        real = scale * (f32(o) + f32(0.5)) - f32(0.5)
+        first = np.floor(real)
+        t = real - first
+        u = f32(1) - t
+        weight[o, 1] = ((a + f32(2)) * t - (a + f32(3))) * t * t + f32(1)
+        weight[o, 2] = ((a + f32(2)) * u - (a + f32(3))) * u * u + f32(1)
+        for k, x in ((0, t + f32(1)), (3, u + f32(1))):
+            weight[o, k] = ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a
+        for k in range(4):
+            index[o, k] = min(max(int(first) - 1 + k, 0), in_size - 1)
+    return index, weight
+
+
+@nb.njit(nb.float32[:, :, ::1](nb.types.Array(nb.float32, 3, "C", readonly=True), nb.int64, nb.int64), **_JIT)
+def bicubic_chw(image, out_h, out_w):
+    """torch's bicubic resize of a float (C, H, W) image (see the twin)."""
+    channels, h, w = image.shape
+    cols, col_weight = _cubic_taps(w, out_w)
+    rows, row_weight = _cubic_taps(h, out_h)
+    # float32 sums in torch's order (along a row, then across the four rows): within ~1e-7 of it
+    wide = np.empty((channels, h, out_w), np.float32)
+    for c in range(channels):
+        for y in range(h):
+            for o in range(out_w):
+                acc = image[c, y, cols[o, 0]] * col_weight[o, 0]
+                for k in range(1, 4):
+                    acc += image[c, y, cols[o, k]] * col_weight[o, k]
+                wide[c, y, o] = acc
+    out = np.empty((channels, out_h, out_w), np.float32)
+    for c in range(channels):
+        for o in range(out_h):
+            line = out[c, o]
+            first = wide[c, rows[o, 0]]
+            for x in range(out_w):
+                line[x] = first[x] * row_weight[o, 0]
+            for k in range(1, 4):
+                source, weight = wide[c, rows[o, k]], row_weight[o, k]
+                for x in range(out_w):
+                    line[x] += source[x] * weight
+    return out
+
+
+@nb.njit(nb.float32[:, :, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64, nb.float32[:, :, :, ::1]), **_JIT)
+def normalize_tiles(image, lut, tile, rows, cols, out):
+    """Tiles of the zero-padded canvas (see the twin), written straight from the uint8 image."""
+    h, w, channels = image.shape
+    for r in range(rows):
+        for c in range(cols):
+            t = r * cols + c
+            for ch in range(channels):
+                pad = lut[ch, 0]
+                for y in range(tile):
+                    sy = r * tile + y
+                    for x in range(tile):
+                        sx = c * tile + x
+                        out[t, ch, y, x] = lut[ch, image[sy, sx, ch]] if sy < h and sx < w else pad
     return out
 
 

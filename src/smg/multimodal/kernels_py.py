@@ -55,15 +55,26 @@ def filter_weight(filter_id: int, x: float) -> float:
     raise ValueError("unknown resampling filter")
 
 
-def resample_coeffs(in_size: int, out_size: int, filter_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per output index: ``bounds[i] = (first input index, count)`` and fixed-point weights
-    ``weights[i, :count]`` (int64, sum ~ 2**22)."""
+def torch_precision(largest_weight: float) -> int:
+    """The fixed-point bits torch's uint8 antialiased resize gives an axis's weights: as many as
+    keep the largest weight within int16."""
+    bits = 0
+    while bits < PRECISION_BITS and int(0.5 + largest_weight * (1 << (bits + 1))) < (1 << 15):
+        bits += 1
+    return bits
+
+
+def resample_coeffs(in_size: int, out_size: int, filter_id: int,
+                    torch_weights: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per output index: ``bounds[i] = (first input index, count)``, fixed-point weights
+    ``weights[i, :count]`` (int64) and their fraction bits: Pillow's 22, or with
+    ``torch_weights`` torch's int16 precision (the rest of the arithmetic is the same)."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = FILTER_SUPPORT[filter_id] * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
     bounds = np.zeros((out_size, 2), np.int64)
-    weights = np.zeros((out_size, ksize), np.int64)
+    normalised = np.zeros((out_size, ksize))
     ss = 1.0 / filterscale
     for xx in range(out_size):
         center = (xx + 0.5) * scale
@@ -71,26 +82,26 @@ def resample_coeffs(in_size: int, out_size: int, filter_id: int) -> tuple[np.nda
         xmax = min(int(center + support + 0.5), in_size) - xmin
         k = [filter_weight(filter_id, (x + xmin - center + 0.5) * ss) for x in range(xmax)]
         ww = sum(k)
-        for x, w in enumerate(k):
-            if ww != 0.0:
-                w /= ww
-            weights[xx, x] = int(-0.5 + w * (1 << PRECISION_BITS)) if w < 0 else int(0.5 + w * (1 << PRECISION_BITS))
+        normalised[xx, :xmax] = [w / ww if ww != 0.0 else w for w in k]
         bounds[xx] = xmin, xmax
-    return bounds, weights
+    precision = torch_precision(normalised.max()) if torch_weights else PRECISION_BITS
+    # C's (int) cast truncates: round half away from zero
+    weights = np.trunc(normalised * (1 << precision) + np.where(normalised < 0, -0.5, 0.5)).astype(np.int64)
+    return bounds, weights, precision
 
 
-def _pass(image: np.ndarray, bounds: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+def _pass(image: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int, axis: int) -> np.ndarray:
     """One separable pass along ``axis`` (0: rows, 1: columns) of an (H, W, C) uint8 image."""
     source = image.astype(np.int64)
     shape = list(image.shape)
     shape[axis] = len(bounds)
-    acc = np.full(shape, 1 << (PRECISION_BITS - 1), np.int64)
+    acc = np.full(shape, 1 << (precision - 1), np.int64)
     for tap in range(weights.shape[1]):
         index = np.minimum(bounds[:, 0] + tap, image.shape[axis] - 1)
         taps = np.where(tap < bounds[:, 1], weights[:, tap], 0)
         taps = taps[:, None, None] if axis == 0 else taps[None, :, None]
         acc += np.take(source, index, axis=axis) * taps
-    return np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
+    return np.clip(acc >> precision, 0, 255).astype(np.uint8)
 
 
 def horizontal_first(h: int, w: int, out_h: int, out_w: int) -> bool:
@@ -99,18 +110,20 @@ def horizontal_first(h: int, w: int, out_h: int, out_w: int) -> bool:
     return not (h - out_h > 0 and h - out_h > (w - out_w) * 2)
 
 
-def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int) -> np.ndarray:
-    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does."""
+def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False) -> np.ndarray:
+    """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, or with ``torch_weights``
+    as torch's uint8 antialiased ``interpolate`` (torchvision's ``resize`` of uint8 images) does:
+    int16 weights, and always the horizontal pass first."""
     if filter_id not in FILTER_SUPPORT:
         raise ValueError(f"resampling filter {filter_id} is not supported")
     h, w = image.shape[:2]
     out = image
     passes = [(1, w, out_w), (0, h, out_h)]
-    if not horizontal_first(h, w, out_h, out_w):
+    if not torch_weights and not horizontal_first(h, w, out_h, out_w):
         passes.reverse()
     for axis, size, out_size in passes:
         if out_size != size:
-            out = _pass(out, *resample_coeffs(size, out_size, filter_id), axis=axis)
+            out = _pass(out, *resample_coeffs(size, out_size, filter_id, torch_weights), axis=axis)
     return np.ascontiguousarray(out) if out is not image else image.copy()
 
 
@@ -123,6 +136,50 @@ def normalize_chw(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
     """(H, W, C) uint8 -> (C, H, W) float32 through a per-channel table ``lut[c, value]``."""
     channels = image.shape[2]
     return np.stack([lut[c][image[:, :, c]] for c in range(channels)])
+
+
+def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch's bicubic (A = -0.75, half-pixel centres, no antialiasing) along one axis: per output
+    index its four source indices (clamped to the edge) and weights, computed in float32 as torch
+    computes them for a float32 image (in float64 an upscale can be 3e-4 off)."""
+    f32 = np.float32
+    a = f32(-0.75)
+    real = (f32(in_size) / f32(out_size)) * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5)
+    first = np.floor(real)
+    t = real - first
+    near = lambda x: ((a + f32(2)) * x - (a + f32(3))) * x * x + f32(1)  # noqa: E731  |x| <= 1
+    far = lambda x: ((a * x - f32(5) * a) * x + f32(8) * a) * x - f32(4) * a  # noqa: E731  1 < |x| < 2
+    weights = np.stack([far(t + f32(1)), near(t), near(f32(1) - t), far(f32(1) - t + f32(1))], axis=1)
+    index = np.clip(first.astype(np.int64)[:, None] + np.arange(-1, 3), 0, in_size - 1)
+    return index, weights
+
+
+def bicubic_chw(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """A (C, H, W) float32 image resized as torch's ``interpolate(mode="bicubic",
+    align_corners=False, antialias=False)`` does: float32 weights and sums in its order (along the
+    rows, then across them); within ~1e-7 of it (its compiler may fuse multiply-adds)."""
+    rows, row_weights = _cubic_taps(image.shape[1], out_h)
+    cols, col_weights = _cubic_taps(image.shape[2], out_w)
+    wide = image[:, :, cols[:, 0]] * col_weights[:, 0]  # float32, tap by tap as torch sums
+    for k in range(1, 4):
+        wide += image[:, :, cols[:, k]] * col_weights[:, k]
+    out = wide[:, rows[:, 0]] * row_weights[:, 0, None]
+    for k in range(1, 4):
+        out += wide[:, rows[:, k]] * row_weights[:, k, None]
+    return out
+
+
+def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int,
+                    out: np.ndarray) -> np.ndarray:
+    """The (H, W, C) uint8 image on a ``rows`` x ``cols`` canvas of ``tile``-pixel tiles (the
+    canvas zero beyond the image, at the right and bottom), normalised through ``lut`` and cut into
+    tiles row by row: written into ``out`` (``rows * cols`` tiles of (C, tile, tile)) and returned."""
+    h, w, c = image.shape
+    canvas = np.zeros((rows * tile, cols * tile, c), np.uint8)
+    canvas[:h, :w] = image
+    chw = normalize_chw(canvas, lut)
+    out[...] = chw.reshape(c, rows, tile, cols, tile).transpose(1, 3, 0, 2, 4).reshape(rows * cols, c, tile, tile)
+    return out
 
 
 def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, temporal: int,

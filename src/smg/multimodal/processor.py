@@ -10,6 +10,7 @@ joins them.
 from __future__ import annotations
 
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -51,17 +52,32 @@ def load_config(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[st
         return json.load(handle)
 
 
+def to_bfloat16(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (to nearest, ties to even), as float32."""
+    bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
 def normalize_table(scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None,
-                    channels: int = 3) -> np.ndarray:
-    """``lut[c, v]``: what rescale (float64 product cast to float32) then normalise (float32, as
-    transformers computes both) make of the uint8 value ``v`` in channel ``c``."""
+                    channels: int = 3, bfloat16: bool = False) -> np.ndarray:
+    """``lut[c, v]``: what rescale then normalise make of the uint8 value ``v`` in channel ``c``, as
+    transformers computes them: the PIL backend's float64 product cast to float32, then float32;
+    or with ``bfloat16`` (Llama 4's torchvision processor) each step rounded to bfloat16."""
     values = np.arange(256, dtype=np.float64)
-    values = (values * scale).astype(np.float32) if scale is not None else values.astype(np.float32)
+    if bfloat16:
+        values = values.astype(np.float32)
+        values = to_bfloat16(values * np.float32(scale)) if scale is not None else values
+    else:
+        values = (values * scale).astype(np.float32) if scale is not None else values.astype(np.float32)
     table = np.repeat(values[None], channels, axis=0)
     if mean is not None:
         mean32 = np.broadcast_to(np.asarray(mean, np.float32), (channels,))[:, None]
         std32 = np.broadcast_to(np.asarray(std, np.float32), (channels,))[:, None]
-        table = (table - mean32) / std32
+        if bfloat16:
+            table = to_bfloat16(to_bfloat16(table - to_bfloat16(mean32)) / to_bfloat16(std32))
+        else:
+            table = (table - mean32) / std32
     return np.ascontiguousarray(table, dtype=np.float32)
 
 
@@ -118,6 +134,8 @@ class ImageProcessor(ABC):
     image_token: ClassVar[str]
     #: other tokens the expansion of a placeholder uses (row breaks, ends)
     structure_tokens: ClassVar[tuple[str, ...]] = ()
+    #: the token whose positions take the image's features (the engine's image token id)
+    feature_token: ClassVar[str | None] = None  # None: image_token
     _registry: ClassVar[dict[str, type[ImageProcessor]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -162,6 +180,18 @@ class ImageProcessor(ABC):
         """Each image processed (on ``executor``'s threads when given) and the batch."""
         processed = list(executor.map(self.process_one, images) if executor else map(self.process_one, images))
         return processed, self.collate(processed)
+
+    def _into_one_batch(self, images: Sequence, executor: Executor | None, counts: Sequence[int],
+                        row_shape: tuple[int, ...]) -> tuple[list[ProcessedImage], np.ndarray]:
+        """Each image (``process_one(image, out)``) writes its ``counts[i]`` rows straight into one
+        batch array: batches are tens of MB, and joining per-image arrays afterwards would copy
+        them all on one thread. Allocated by Numba: NumPy asks for huge pages on large arrays, and
+        two threads first touching one huge-page array stall each other in the kernel."""
+        batch = kernels().empty_rows(sum(counts), math.prod(row_shape)).reshape(-1, *row_shape)
+        starts = np.cumsum([0, *counts])
+        jobs = [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)]
+        run = lambda job: self.process_one(*job)  # noqa: E731
+        return list(executor.map(run, jobs) if executor else map(run, jobs)), batch
 
     def __call__(self, images: Sequence, executor: Executor | None = None) -> dict[str, np.ndarray]:
         """Preprocess ``images`` (PIL images), on ``executor``'s threads when given."""

@@ -29,7 +29,8 @@ class ImageStage:
                  max_images: int) -> None:
         self.processor = processor
         self.token_ids = dict(token_ids)  # the family's image token and structure tokens
-        self.image_token_id = token_ids[processor.image_token]
+        self.image_token_id = token_ids[processor.image_token]  # the placeholder the template renders
+        self.feature_token_id = token_ids[processor.feature_token or processor.image_token]
         self.policy = policy
         self.max_images = max_images
         self._client = None
@@ -91,6 +92,6 @@ class ImageStage:
         layout = self.processor.layout(images)
         pixel_values = batch.pop("pixel_values")
         extra = {**batch, **layout.extra}
-        return ids, MultimodalTensors(pixel_values=pixel_values, extra=extra, image_token_id=token,
+        return ids, MultimodalTensors(pixel_values=pixel_values, extra=extra, image_token_id=self.feature_token_id,
                                       placeholders=tuple(placeholders), batched_keys=layout.batched_keys,
                                       flat_keys=layout.flat_keys)
