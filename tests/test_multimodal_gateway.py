@@ -30,7 +30,7 @@ from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 
 IMAGE_MARKUP = {"qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>", "pixtral": "[IMG]", "llava_next": "<image>",
-                "llama4": "<|image|>"}
+                "llama4": "<|image|>", "phi4_multimodal": "<|image|>"}
 TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
             "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
             "{% if p.type == 'image' %}IMAGE{% else %}{{ p.text }}{% endif %}"
@@ -40,7 +40,8 @@ PREPROCESSOR = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16}  # 4 to 16 to
 FAMILY_CONFIG = {"qwen2_vl": PREPROCESSOR, "pixtral": {"size": {"longest_edge": 64}},
                  "llava_next": {"size": {"shortest_edge": 28}, "crop_size": {"height": 28, "width": 28},
                                 "image_grid_pinpoints": [[28, 56], [56, 28], [56, 56]]},
-                "llama4": {"size": {"height": 28, "width": 28}, "max_patches": 4}}  # 1 token a tile
+                "llama4": {"size": {"height": 28, "width": 28}, "max_patches": 4},  # 1 token a tile
+                "phi4_multimodal": {"dynamic_hd": 4}}
 
 
 def png(width, height, seed=0, mode="RGB", fmt="PNG"):
@@ -211,8 +212,6 @@ def test_file_urls_only_inside_allowed_dirs(tmp_path):
 
 
 def test_config_checks_media_keys():
-    with pytest.raises(ConfigError, match="'phi4_multimodal' image processor is not implemented yet"):
-        GatewayConfig.load({"workers": ["grpc://127.0.0.1:1"], "image_processor": "phi4_multimodal"})
     with pytest.raises(ConfigError, match="unknown image_processor 'qwen9'"):
         GatewayConfig.load({"workers": ["grpc://127.0.0.1:1"], "image_processor": "qwen9"})
     with pytest.raises(ConfigError, match="url_allow_list"):
@@ -266,7 +265,8 @@ def expected_prompt_tokens(vl_dir, text_parts, image_bytes, family="qwen2_vl"):
     return len(tokenizer.encode(prompt)) - len(counts) + sum(counts)
 
 
-@pytest.mark.parametrize("family, engine", [("pixtral", "vllm"), ("llava_next", "sglang"), ("llama4", "vllm")])
+@pytest.mark.parametrize("family, engine", [("pixtral", "vllm"), ("llava_next", "sglang"), ("llama4", "vllm"),
+                                            ("phi4_multimodal", "vllm")])
 def test_other_families_through_the_gateway(vl_dir, family, engine):
     async def main():
         async with vl_gateway(vl_dir, engine, image_processor=family, chat_template=str(vl_dir / f"{family}.jinja"),

@@ -163,10 +163,8 @@ class ModelConfig(_Record, frozen=True):
         if self.engine is not None:
             check_lora_engine(self.name, self.lora_adapters, self.engine)
         if self.image_processor is not None:
-            from smg.multimodal import FAMILIES, PLANNED_FAMILIES
+            from smg.multimodal import FAMILIES
 
-            if self.image_processor in PLANNED_FAMILIES:
-                raise ConfigError(f"the {self.image_processor!r} image processor is not implemented yet")
             if self.image_processor not in FAMILIES:
                 raise ConfigError(f"unknown image_processor {self.image_processor!r}; known: {', '.join(FAMILIES)}")
 

@@ -6,10 +6,7 @@ Pillow, Numba and NumPy load when a model with an image processor starts."""
 from __future__ import annotations
 
 #: The implemented processor families (``ModelConfig.image_processor``).
-FAMILIES = ("qwen2_vl", "qwen3_vl", "llava", "llava_next", "pixtral", "llama4")
-#: Families smg plans and does not implement yet (their transformers processors are torchvision-only):
-#: naming one is a typed error, never a silent gap.
-PLANNED_FAMILIES = ("phi4_multimodal",)
+FAMILIES = ("qwen2_vl", "qwen3_vl", "llava", "llava_next", "pixtral", "llama4", "phi4_multimodal")
 
 
 def warm_up() -> None:
@@ -31,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["FAMILIES", "PLANNED_FAMILIES", "ImageProcessor", "warm_up"]
+__all__ = ["FAMILIES", "ImageProcessor", "warm_up"]

@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from smg.errors import InvalidImage, UnsupportedFeature
 from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
-                                      as_rgb_array, join, kernels, normalize_table)
+                                      as_rgb_array, join, kernels)
 from smg.multimodal.kernels_py import BICUBIC, BILINEAR
 
 
-def _table(config: Mapping[str, Any], defaults: Mapping[str, Any], bfloat16: bool = False) -> np.ndarray:
-    get = lambda key: config.get(key, defaults.get(key))  # noqa: E731
-    return normalize_table(get("rescale_factor") if get("do_rescale") else None,
-                           (get("image_mean") or CLIP_MEAN) if get("do_normalize") else None,
-                           get("image_std") or CLIP_STD, bfloat16=bfloat16)
+def _square(size: Mapping[str, int], what: str) -> int:
+    if size["height"] != size["width"]:
+        raise ValueError(f"{what} must be square, got {size['height']}x{size['width']}")
+    return size["height"]
 
 
 def _channels(images: Sequence, convert_rgb: bool) -> int:
@@ -29,14 +29,49 @@ def _channels(images: Sequence, convert_rgb: bool) -> int:
     return channels.pop()
 
 
-class QwenVLProcessor(ImageProcessor):
+class _RowsProcessor(ImageProcessor):
+    """A family whose images' rows (patch rows, tiles) stack along the first axis of
+    ``pixel_values``, beside one row an image of ``side_key``; vLLM cuts ``pixel_values`` per image
+    by ``patches_per_image``. Subclasses say how many rows an image has and their shape, so a batch
+    is allocated once and each image writes its rows in place (see ``_into_one_batch``)."""
+
+    side_key: ClassVar[str]
+
+    @abstractmethod
+    def _row_count(self, image) -> int:
+        """How many rows the image will have (from its size alone)."""
+
+    @abstractmethod
+    def _row_shape(self, images: Sequence) -> tuple[int, ...]:
+        """The shape of one row of these images."""
+
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        if len(images) < 2:
+            return super().process(images, executor)
+        counts = [self._row_count(image) for image in images]
+        processed, batch = self._into_one_batch(images, executor, counts, self._row_shape(images))
+        return processed, {"pixel_values": batch,
+                           self.side_key: join([image.arrays[self.side_key] for image in processed])}
+
+    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+        return {key: join([image.arrays[key] for image in images]) for key in ("pixel_values", self.side_key)}
+
+    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
+        sizes = np.array([len(image.arrays["pixel_values"]) for image in images], np.int64)
+        return EngineLayout({"patches_per_image": sizes}, (self.side_key, "patches_per_image"),
+                            {"pixel_values": "patches_per_image"})
+
+
+class QwenVLProcessor(_RowsProcessor):
     """Qwen2-VL / Qwen2.5-VL / Qwen3-VL: resize to a multiple of ``patch * merge`` keeping the pixel
     count within bounds (``smart_resize``), then cut into patch rows grouped by merge blocks.
     ``qwen3_vl`` differs only in its defaults (16-pixel patches, mean and std 0.5, larger bounds)."""
 
     families = ("qwen2_vl", "qwen3_vl")
     image_token = "<|image_pad|>"
-    DEFAULTS = {
+    side_key = "image_grid_thw"
+    PER_FAMILY = {
         "qwen2_vl": {"patch_size": 14, "min_pixels": 56 * 56, "max_pixels": 28 * 28 * 1280,
                      "image_mean": CLIP_MEAN, "image_std": CLIP_STD},
         "qwen3_vl": {"patch_size": 16, "min_pixels": 65536, "max_pixels": 16777216,
@@ -46,15 +81,14 @@ class QwenVLProcessor(ImageProcessor):
               "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True}
 
     def __init__(self, family: str, config: Mapping[str, Any]):
-        super().__init__(family, config)
-        defaults = {**self.COMMON, **self.DEFAULTS[family]}
-        get = lambda key: config.get(key) if config.get(key) is not None else defaults[key]  # noqa: E731
+        super().__init__(family, config, {**self.COMMON, **self.PER_FAMILY[family]})
+        get, defaults = self.setting, self.defaults
         size = config.get("size") or {}
         self.min_pixels = config.get("min_pixels") or size.get("shortest_edge") or defaults["min_pixels"]
         self.max_pixels = config.get("max_pixels") or size.get("longest_edge") or defaults["max_pixels"]
         self.patch, self.merge, self.temporal = get("patch_size"), get("merge_size"), get("temporal_patch_size")
         self.resample, self.do_resize, self.convert_rgb = get("resample"), get("do_resize"), get("do_convert_rgb")
-        self.table = _table(config, defaults)
+        self.table = self.lut()
         self._kernels = kernels()
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
@@ -98,25 +132,8 @@ class QwenVLProcessor(ImageProcessor):
         grid = np.array([[1, height // self.patch, width // self.patch]], np.int64)
         return ProcessedImage({"pixel_values": rows, "image_grid_thw": grid}, len(rows) // self.merge ** 2)
 
-    def process(self, images: Sequence, executor: Executor | None = None
-                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """Every image writes its patch rows straight into one batch (tens of MB an image)."""
-        if len(images) < 2:
-            return super().process(images, executor)
-        counts = [self._row_count(image) for image in images]
-        processed, batch = self._into_one_batch(images, executor, counts,
-                                                (_channels(images, self.convert_rgb) * self.temporal * self.patch ** 2,))
-        return processed, {"pixel_values": batch,
-                           "image_grid_thw": join([image.arrays["image_grid_thw"] for image in processed])}
-
-    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
-        return {key: join([image.arrays[key] for image in images]) for key in ("pixel_values", "image_grid_thw")}
-
-    def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
-        """Patch rows of all images in one tensor, cut per image by ``patches_per_image``."""
-        sizes = np.array([len(image.arrays["pixel_values"]) for image in images], np.int64)
-        return EngineLayout({"patches_per_image": sizes}, ("image_grid_thw", "patches_per_image"),
-                            {"pixel_values": "patches_per_image"})
+    def _row_shape(self, images: Sequence) -> tuple[int, ...]:
+        return (_channels(images, self.convert_rgb) * self.temporal * self.patch ** 2,)
 
 
 class LlavaProcessor(ImageProcessor):
@@ -135,7 +152,7 @@ class LlavaProcessor(ImageProcessor):
 
     def __init__(self, family: str, config: Mapping[str, Any]):
         super().__init__(family, config)
-        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
+        get = self.setting
         self.do_pad, self.do_resize, self.do_crop = get("do_pad"), get("do_resize"), get("do_center_crop")
         self.size, self.resample, self.convert_rgb = self._size(get("size")), get("resample"), get("do_convert_rgb")
         crop = get("crop_size")
@@ -143,7 +160,7 @@ class LlavaProcessor(ImageProcessor):
         self.background = tuple(int(x * 255) for x in get("image_mean"))
         self.patch = get("patch_size")
         self.extra_tokens = get("num_additional_image_tokens") - (get("vision_feature_select_strategy") == "default")
-        self.table = _table(config, self.DEFAULTS)
+        self.table = self.lut()
         self._kernels = kernels()
 
     @staticmethod
@@ -305,14 +322,14 @@ class PixtralProcessor(ImageProcessor):
 
     def __init__(self, family: str, config: Mapping[str, Any]):
         super().__init__(family, config)
-        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
+        get = self.setting
         size, patch = get("size"), get("patch_size")
         self.max_size = (size["longest_edge"],) * 2 if "longest_edge" in size else (size["height"], size["width"])
         patch = (patch, patch) if isinstance(patch, int) else (patch["height"], patch["width"])
         merge = get("spatial_merge_size")
         self.patch = (patch[0] * merge, patch[1] * merge)
         self.do_resize, self.resample, self.convert_rgb = get("do_resize"), get("resample"), get("do_convert_rgb")
-        self.table = _table(config, self.DEFAULTS)
+        self.table = self.lut()
         self._kernels = kernels()
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
@@ -366,7 +383,7 @@ def llama4_canvases(max_tiles: int, tile: int) -> list[tuple[int, int]]:
     return [(rows * tile, cols * tile) for grids in by_ratio.values() for rows, cols in grids]
 
 
-class Llama4Processor(ImageProcessor):
+class Llama4Processor(_RowsProcessor):
     """Llama 4: the canvas of at most ``max_patches`` 336-pixel tiles that needs the least upscaling
     (or, when every one shrinks the image, the least shrinking), the image resized into it without
     distortion and zero-padded at the right and bottom, cut into tiles, plus a global tile of the
@@ -377,6 +394,7 @@ class Llama4Processor(ImageProcessor):
 
     families = ("llama4",)
     image_token = "<|image|>"
+    side_key = "aspect_ratios"
     feature_token = "<|patch|>"
     structure_tokens = ("<|image_start|>", "<|image_end|>", "<|patch|>", "<|tile_x_separator|>",
                         "<|tile_y_separator|>")
@@ -389,11 +407,8 @@ class Llama4Processor(ImageProcessor):
 
     def __init__(self, family: str, config: Mapping[str, Any]):
         super().__init__(family, config)
-        get = lambda key: config.get(key) if config.get(key) is not None else self.DEFAULTS[key]  # noqa: E731
-        size = get("size")
-        if size["height"] != size["width"]:
-            raise ValueError("Llama 4 tiles must be square")
-        self.tile = size["height"]
+        get = self.setting
+        self.tile = _square(get("size"), "Llama 4 tiles")
         self.canvases = llama4_canvases(get("max_patches"), self.tile)
         if get("resize_to_max_canvas"):  # (transformers 5.3 fails on it too: its target size is unset)
             raise UnsupportedFeature("Llama 4's resize_to_max_canvas is not supported")
@@ -401,7 +416,7 @@ class Llama4Processor(ImageProcessor):
         self.convert_rgb = get("do_convert_rgb")
         shuffle = int(round(1.0 / get("pixel_shuffle_ratio") ** 2))
         self.tokens_per_tile = (self.tile // get("patch_size")) ** 2 // shuffle
-        self.table = _table(config, self.DEFAULTS, bfloat16=True)
+        self.table = self.lut(bfloat16=True)
         self._kernels = kernels()
 
     def canvas(self, height: int, width: int) -> tuple[int, int]:
@@ -471,22 +486,103 @@ class Llama4Processor(ImageProcessor):
                 ids.append(token_ids["<|tile_y_separator|>"])
         return ids + [token_ids["<|image|>"], *patches, token_ids["<|image_end|>"]]
 
-    def process(self, images: Sequence, executor: Executor | None = None
-                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """Every image writes its tiles straight into one batch."""
-        if len(images) < 2:
-            return super().process(images, executor)
-        counts = [self._tile_count(image.size[1], image.size[0])[2] for image in images]
-        row_shape = (_channels(images, self.convert_rgb), self.tile, self.tile)
-        processed, batch = self._into_one_batch(images, executor, counts, row_shape)
-        return processed, {"pixel_values": batch,
-                           "aspect_ratios": join([image.arrays["aspect_ratios"] for image in processed])}
+    def _row_count(self, image) -> int:
+        return self._tile_count(image.size[1], image.size[0])[2]
+
+    def _row_shape(self, images: Sequence) -> tuple[int, ...]:
+        return _channels(images, self.convert_rgb), self.tile, self.tile
+
+
+class Phi4MultimodalProcessor(ImageProcessor):
+    """Phi-4-multimodal ("dynamic HD"): the image resized into a grid of 448-pixel crops (its own
+    crop counts, or the closest aspect ratio of at most ``dynamic_hd`` crops), white-padded at the
+    right and bottom, normalised; the crops, after a global view that resizes the normalised
+    canvas to one crop (bicubic, no antialiasing); per crop a 32x32 attention mask that zeroes the
+    padding's patches. Equal to transformers' torchvision processor (it has no other): its uint8
+    resize is ``resize(..., torch_weights=True)``, the global view ``bicubic_chw``."""
+
+    families = ("phi4_multimodal",)
+    image_token = "<|image|>"
+    pixel_key = "image_pixel_values"
+    DEFAULTS = {"size": {"height": 448, "width": 448}, "patch_size": 14, "dynamic_hd": 36, "resample": BICUBIC,
+                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": (0.5, 0.5, 0.5),
+                "image_std": (0.5, 0.5, 0.5), "do_convert_rgb": True}
+
+    def __init__(self, family: str, config: Mapping[str, Any]):
+        super().__init__(family, config)
+        get = self.setting
+        self.crop, self.patch, self.max_crops = _square(get("size"), "Phi-4 crops"), get("patch_size"), get("dynamic_hd")
+        self.mask_size = self.crop // self.patch
+        self.convert_rgb = get("do_convert_rgb")
+        if get("resample") != BICUBIC:
+            raise UnsupportedFeature("Phi-4-multimodal's global view is resized bicubic only")
+        self.table = self.lut(fused=True)
+        self._kernels = kernels()
+
+    def crop_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(columns, rows) of crops (transformers' dynamic_preprocess)."""
+        cols, rows = math.ceil(width / float(self.crop)), math.ceil(height / float(self.crop))
+        if cols * rows <= self.max_crops:
+            return cols, rows
+        grids = sorted({(i, j) for n in range(1, self.max_crops + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+                        if i * j <= self.max_crops}, key=lambda grid: grid[0] * grid[1])
+        aspect, best, best_diff = width / height, (1, 1), float("inf")
+        for grid in grids:  # the closest aspect ratio; on a tie the later grid when the image is large enough
+            diff = abs(aspect - grid[0] / grid[1])
+            if diff < best_diff:
+                best, best_diff = grid, diff
+            elif diff == best_diff and width * height > 0.5 * self.crop * self.crop * grid[0] * grid[1]:
+                best = grid
+        return best
+
+    def process_one(self, image) -> ProcessedImage:
+        array = as_rgb_array(image, self.convert_rgb)
+        height, width = array.shape[:2]
+        cols, rows = self.crop_grid(height, width)
+        target_w, target_h = self.crop * cols, self.crop * rows
+        if target_w / width < target_h / height:
+            new_w, new_h = target_w, int(height * (target_w / width))
+        else:
+            new_w, new_h = int(width * (target_h / height)), target_h
+        if min(new_h, target_h) < 10 or min(new_w, target_w) < 10:
+            raise InvalidImage(f"image of {width}x{height} has too extreme an aspect ratio for the "
+                               f"{self.family} processor (it would be {new_w}x{new_h})")
+        canvas = np.full((target_h, target_w, array.shape[2]), 255, np.uint8)
+        canvas[:new_h, :new_w] = self._kernels.resize(array, new_h, new_w, BILINEAR, True)
+        pixels = self._kernels.normalize_chw(canvas, self.table)
+        crops = pixels.reshape(-1, rows, self.crop, cols, self.crop).transpose(1, 3, 0, 2, 4)
+        crops = crops.reshape(rows * cols, -1, self.crop, self.crop)
+        overview = self._kernels.bicubic_chw(pixels, self.crop, self.crop)
+        # the padding's whole patches are masked out
+        mask = np.ones((self.mask_size * rows, self.mask_size * cols), np.float32)
+        if target_w - new_w >= self.patch:
+            mask[:, -((target_w - new_w) // self.patch):] = 0
+        if target_h - new_h >= self.patch:
+            mask[-((target_h - new_h) // self.patch):, :] = 0
+        m = self.mask_size
+        crop_masks = mask.reshape(rows, m, cols, m).transpose(0, 2, 1, 3).reshape(-1, m, m)
+        merged = crop_masks[:, 0::2, 0::2].reshape(rows, cols, -(-m // 2), -(-m // 2)).transpose(0, 2, 1, 3)
+        merged = merged.reshape(rows * -(-m // 2), cols * -(-m // 2))
+        # (the global view's 256 tokens, a separator, the crops' merged patches with one newline a row, 16)
+        tokens = 256 + 1 + int(merged.sum()) + int(merged[:, 0].sum()) + 16
+        return ProcessedImage({
+            "image_pixel_values": np.concatenate([overview[None], crops]),
+            "image_sizes": np.array([[target_h, target_w]], np.int64),
+            "image_attention_mask": np.concatenate([np.ones((1, m, m), np.float32), crop_masks]),
+            "num_img_tokens": np.array([tokens], np.int64)}, tokens)
 
     def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
-        return {key: join([image.arrays[key] for image in images]) for key in ("pixel_values", "aspect_ratios")}
+        most = max(len(image.arrays["image_pixel_values"]) for image in images)
+
+        def padded(key: str, fill: float) -> np.ndarray:  # the crop axis, to the batch's most
+            parts = [image.arrays[key] for image in images]
+            return join([np.concatenate([p, np.full((most - len(p), *p.shape[1:]), fill, p.dtype)]) for p in parts],
+                        stack=True)
+
+        return {"image_pixel_values": padded("image_pixel_values", 0.0), **{
+            key: join([image.arrays[key] for image in images]) for key in ("image_sizes", "num_img_tokens")},
+            "image_attention_mask": padded("image_attention_mask", 1.0)}
 
     def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
-        """Tiles of all images in one tensor, cut per image by ``patches_per_image``."""
-        sizes = np.array([len(image.arrays["pixel_values"]) for image in images], np.int64)
-        return EngineLayout({"patches_per_image": sizes}, ("aspect_ratios", "patches_per_image"),
-                            {"pixel_values": "patches_per_image"})
+        # (the encoder input travels as the protos' pixel_values, whatever the family calls it)
+        return EngineLayout({}, ("pixel_values", "image_sizes", "image_attention_mask", "num_img_tokens"), {})

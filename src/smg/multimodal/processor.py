@@ -60,11 +60,17 @@ def to_bfloat16(values: np.ndarray) -> np.ndarray:
 
 
 def normalize_table(scale: float | None, mean: Sequence[float] | None, std: Sequence[float] | None,
-                    channels: int = 3, bfloat16: bool = False) -> np.ndarray:
+                    channels: int = 3, bfloat16: bool = False, fused: bool = False) -> np.ndarray:
     """``lut[c, v]``: what rescale then normalise make of the uint8 value ``v`` in channel ``c``, as
     transformers computes them: the PIL backend's float64 product cast to float32, then float32;
-    or with ``bfloat16`` (Llama 4's torchvision processor) each step rounded to bfloat16."""
+    with ``bfloat16`` (Llama 4's torchvision processor) each step rounded to bfloat16; ``fused``
+    (the other torchvision processors) one float32 normalise by mean and std scaled by 1/scale."""
     values = np.arange(256, dtype=np.float64)
+    if fused and scale is not None and mean is not None:
+        inverse = np.float32(1.0 / scale)
+        mean32 = np.broadcast_to(np.asarray(mean, np.float32) * inverse, (channels,))[:, None]
+        std32 = np.broadcast_to(np.asarray(std, np.float32) * inverse, (channels,))[:, None]
+        return np.ascontiguousarray((values.astype(np.float32)[None] - mean32) / std32, dtype=np.float32)
     if bfloat16:
         values = values.astype(np.float32)
         values = to_bfloat16(values * np.float32(scale)) if scale is not None else values
@@ -136,6 +142,8 @@ class ImageProcessor(ABC):
     structure_tokens: ClassVar[tuple[str, ...]] = ()
     #: the token whose positions take the image's features (the engine's image token id)
     feature_token: ClassVar[str | None] = None  # None: image_token
+    #: the key of the encoder input among the outputs (the engine's pixel_values)
+    pixel_key: ClassVar[str] = "pixel_values"
     _registry: ClassVar[dict[str, type[ImageProcessor]]] = {}
 
     def __init_subclass__(cls, **kwargs):
@@ -143,19 +151,32 @@ class ImageProcessor(ABC):
         for family in cls.families:
             ImageProcessor._registry[family] = cls
 
-    def __init__(self, family: str, config: Mapping[str, Any]):
+    #: transformers' class defaults of the family, for what a config omits
+    DEFAULTS: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, family: str, config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None):
         self.family = family
         self.config = config
+        self.defaults = self.DEFAULTS if defaults is None else defaults
+
+    def setting(self, key: str) -> Any:
+        """The config's value of ``key``, or the family's default where the config omits it."""
+        value = self.config.get(key)
+        return self.defaults[key] if value is None else value
+
+    def lut(self, **mode: bool) -> np.ndarray:
+        """The rescale + normalise table of this config (``mode``: see :func:`normalize_table`)."""
+        get = self.setting
+        return normalize_table(get("rescale_factor") if get("do_rescale") else None,
+                               get("image_mean") if get("do_normalize") else None, get("image_std"), **mode)
 
     @staticmethod
     def create(family: str, config: Mapping[str, Any] | str | os.PathLike | None = None) -> ImageProcessor:
         """The processor of ``family`` for this ``preprocessor_config.json`` (dict, file or directory)."""
-        from smg.multimodal import PLANNED_FAMILIES, families  # noqa: F401  (registers the families)
+        from smg.multimodal import families  # noqa: F401  (registers the families)
 
         cls = ImageProcessor._registry.get(family)
         if cls is None:
-            if family in PLANNED_FAMILIES:
-                raise UnsupportedFeature(f"the {family!r} image processor is not implemented yet")
             raise ValueError(f"unknown image processor family {family!r}; known: {sorted(ImageProcessor._registry)}")
         return cls(family, load_config(config))
 

@@ -90,7 +90,7 @@ class ImageStage:
         ids += prompt_ids[start:]
         batch = self.processor.collate(images)
         layout = self.processor.layout(images)
-        pixel_values = batch.pop("pixel_values")
+        pixel_values = batch.pop(self.processor.pixel_key)
         extra = {**batch, **layout.extra}
         return ids, MultimodalTensors(pixel_values=pixel_values, extra=extra, image_token_id=self.feature_token_id,
                                       placeholders=tuple(placeholders), batched_keys=layout.batched_keys,
