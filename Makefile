@@ -28,7 +28,7 @@ test-compiled: .venv/.installed
 	SMG_HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-pure: .venv/.installed
-	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not compiled_only"
+	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not compiled_only and not end_to_end"
 
 ## compile: rebuild the Cython kernels in place after editing them
 compile: | $(BIN)/python
@@ -41,6 +41,7 @@ bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_pool
 	$(BIN)/python -m benchmarks.bench_gateway
 	$(BIN)/python -m benchmarks.bench_protocol
+	$(BIN)/python -m benchmarks.bench_multimodal
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv

@@ -265,6 +265,7 @@ def expected_prompt_tokens(vl_dir, text_parts, image_bytes, family="qwen2_vl"):
     return len(tokenizer.encode(prompt)) - len(counts) + sum(counts)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize("family, engine", [("pixtral", "vllm"), ("llava_next", "sglang"), ("llama4", "vllm"),
                                             ("phi4_multimodal", "vllm")])
 def test_other_families_through_the_gateway(vl_dir, family, engine):
@@ -280,6 +281,7 @@ def test_other_families_through_the_gateway(vl_dir, family, engine):
                                                                   family)
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize("engine", ["sglang", "vllm"])
 def test_chat_with_two_images_reaches_the_engine_with_consistent_tensors(vl_dir, images, engine):
     async def main():
@@ -305,6 +307,7 @@ def urlopen_bytes(url):
         yield handle.read()
 
 
+@pytest.mark.end_to_end
 def test_image_errors_are_400s_naming_the_image(vl_dir, images):
     async def main():
         results = {}
@@ -338,6 +341,7 @@ def test_image_errors_are_400s_naming_the_image(vl_dir, images):
     assert ok.choices[0].message.content is not None
 
 
+@pytest.mark.end_to_end
 def test_template_without_image_placeholder_is_a_400(vl_dir):
     async def main():
         async with vl_gateway(vl_dir, trust_request_chat_template=True) as gateway:
@@ -348,6 +352,7 @@ def test_template_without_image_placeholder_is_a_400(vl_dir):
         run(main())
 
 
+@pytest.mark.end_to_end
 def test_a_model_without_an_image_processor_refuses_images(vl_dir):
     async def main():
         async with vl_gateway(vl_dir, image_processor=None) as gateway:
@@ -357,6 +362,7 @@ def test_a_model_without_an_image_processor_refuses_images(vl_dir):
         run(main())
 
 
+@pytest.mark.end_to_end
 @pytest.mark.parametrize("engine", ["sglang", "vllm"])
 def test_reference_engine_refuses_inconsistent_tensors(vl_dir, engine):
     processor = ImageProcessor.create("qwen2_vl", PREPROCESSOR)
@@ -404,6 +410,7 @@ def test_reference_engine_refuses_inconsistent_tensors(vl_dir, engine):
         assert message is not None and "engine rejected the request" in message and "mm_inputs" in message, name
 
 
+@pytest.mark.end_to_end
 def test_smg_serve_end_to_end_with_two_images(vl_dir, images):
     reference = ReferenceEngine(Tokenizer.from_dir(vl_dir), mode="echo", tokenizer_dir=vl_dir)
     loop = asyncio.new_event_loop()
