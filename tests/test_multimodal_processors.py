@@ -63,7 +63,9 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     lut = rng.standard_normal((3, 256)).astype(np.float32)
-    assert np.array_equal(compiled.normalize_chw(image, lut), kernels_py.normalize_chw(image, lut))
+    for height, width, fill in ((h, w, 0), (h + 3, w + 5, 255)):  # (on a larger canvas: padded with fill)
+        assert np.array_equal(compiled.normalize_chw(image, lut, height, width, fill),
+                              kernels_py.normalize_chw(image, lut, height, width, fill))
     side = patch * merge
     tiled = rng.integers(0, 256, (side * (1 + h % 3), side * (1 + w % 3), 3), dtype=np.uint8)
     rows = (tiled.shape[0] // patch) * (tiled.shape[1] // patch)
@@ -78,8 +80,8 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
     tiles = [np.full((5, 3, patch, patch), np.nan, np.float32) for _ in range(2)]
     rows, cols = -(-h // patch), -(-w // patch)  # the canvas covers the image
     if rows * cols <= 4:
-        compiled.normalize_tiles(image, lut, patch, rows, cols, tiles[0][1:1 + rows * cols])
-        kernels_py.normalize_tiles(image, lut, patch, rows, cols, tiles[1][1:1 + rows * cols])
+        compiled.normalize_tiles(image, lut, patch, rows, cols, 255, tiles[0][1:1 + rows * cols])
+        kernels_py.normalize_tiles(image, lut, patch, rows, cols, 255, tiles[1][1:1 + rows * cols])
         assert np.array_equal(tiles[0], tiles[1], equal_nan=True)
 
 

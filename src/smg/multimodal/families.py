@@ -210,7 +210,7 @@ class LlavaProcessor(ImageProcessor):
             array = self._kernels.resize(array, *self._resized(*array.shape[:2]), self.resample)
         if self.do_crop:
             array = self._center_crop(array)
-        return self._kernels.normalize_chw(array, self.table)
+        return self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
 
     def process_one(self, image) -> ProcessedImage:
         array = as_rgb_array(image, self.convert_rgb)
@@ -343,7 +343,7 @@ class PixtralProcessor(ImageProcessor):
         array = as_rgb_array(image, self.convert_rgb, on_white=True)
         if self.do_resize:
             array = self._kernels.resize(array, *self.target_size(*array.shape[:2]), self.resample)
-        pixels = self._kernels.normalize_chw(array, self.table)
+        pixels = self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
         rows, cols = pixels.shape[1] // self.patch[0], pixels.shape[2] // self.patch[1]
         return ProcessedImage({"pixel_values": pixels, "image_sizes": np.array([pixels.shape[1:]], np.int64)},
                               rows * (cols + 1))
@@ -463,10 +463,10 @@ class Llama4Processor(_RowsProcessor):
         if tiles is None:
             tiles = self._kernels.empty_rows(count * array.shape[2] * self.tile, self.tile).reshape(
                 count, array.shape[2], self.tile, self.tile)
-        self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, tiles[:rows * cols])
+        self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, 0, tiles[:rows * cols])
         if count > rows * cols:
             overview = self._kernels.resize(array, self.tile, self.tile, self.resample, True)
-            self._kernels.normalize_tiles(overview, self.table, self.tile, 1, 1, tiles[-1:])
+            self._kernels.normalize_tiles(overview, self.table, self.tile, 1, 1, 0, tiles[-1:])
         return ProcessedImage({"pixel_values": tiles, "aspect_ratios": np.array([[rows, cols]], np.int64)},
                               count * self.tokens_per_tile)
 
@@ -535,7 +535,12 @@ class Phi4MultimodalProcessor(ImageProcessor):
                 best = grid
         return best
 
-    def process_one(self, image) -> ProcessedImage:
+    def _crop_count(self, image) -> int:
+        cols, rows = self.crop_grid(image.size[1], image.size[0])
+        return 1 + rows * cols  # the global view first
+
+    def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
+        """One image's crops (the global view first), written into ``out`` when given."""
         array = as_rgb_array(image, self.convert_rgb)
         height, width = array.shape[:2]
         cols, rows = self.crop_grid(height, width)
@@ -547,31 +552,53 @@ class Phi4MultimodalProcessor(ImageProcessor):
         if min(new_h, target_h) < 10 or min(new_w, target_w) < 10:
             raise InvalidImage(f"image of {width}x{height} has too extreme an aspect ratio for the "
                                f"{self.family} processor (it would be {new_w}x{new_h})")
-        canvas = np.full((target_h, target_w, array.shape[2]), 255, np.uint8)
-        canvas[:new_h, :new_w] = self._kernels.resize(array, new_h, new_w, BILINEAR, True)
-        pixels = self._kernels.normalize_chw(canvas, self.table)
-        crops = pixels.reshape(-1, rows, self.crop, cols, self.crop).transpose(1, 3, 0, 2, 4)
-        crops = crops.reshape(rows * cols, -1, self.crop, self.crop)
-        overview = self._kernels.bicubic_chw(pixels, self.crop, self.crop)
-        # the padding's whole patches are masked out
-        mask = np.ones((self.mask_size * rows, self.mask_size * cols), np.float32)
-        if target_w - new_w >= self.patch:
-            mask[:, -((target_w - new_w) // self.patch):] = 0
-        if target_h - new_h >= self.patch:
-            mask[-((target_h - new_h) // self.patch):, :] = 0
+        resized = self._kernels.resize(array, new_h, new_w, BILINEAR, True)
+        if out is None:
+            out = self._kernels.empty_rows((1 + rows * cols) * array.shape[2] * self.crop, self.crop).reshape(
+                1 + rows * cols, array.shape[2], self.crop, self.crop)
+        # the crops of the white-padded canvas straight from the resized image; the global view
+        # from the normalised canvas
+        self._kernels.normalize_tiles(resized, self.table, self.crop, rows, cols, 255, out[1:])
+        canvas = self._kernels.normalize_chw(resized, self.table, target_h, target_w, 255)
+        out[0] = self._kernels.bicubic_chw(canvas, self.crop, self.crop)
+        masks, tokens = self._masks(rows, cols, target_w - new_w, target_h - new_h)
+        return ProcessedImage({"image_pixel_values": out, "image_sizes": np.array([[target_h, target_w]], np.int64),
+                               "image_attention_mask": masks, "num_img_tokens": np.array([tokens], np.int64)}, tokens)
+
+    def _masks(self, rows: int, cols: int, pad_w: int, pad_h: int) -> tuple[np.ndarray, int]:
+        """Per crop (the global view first) the patch mask, the padding's whole patches zero, and
+        the image's token count."""
         m = self.mask_size
+        mask = np.ones((m * rows, m * cols), np.float32)
+        if pad_w >= self.patch:
+            mask[:, -(pad_w // self.patch):] = 0
+        if pad_h >= self.patch:
+            mask[-(pad_h // self.patch):, :] = 0
         crop_masks = mask.reshape(rows, m, cols, m).transpose(0, 2, 1, 3).reshape(-1, m, m)
         merged = crop_masks[:, 0::2, 0::2].reshape(rows, cols, -(-m // 2), -(-m // 2)).transpose(0, 2, 1, 3)
         merged = merged.reshape(rows * -(-m // 2), cols * -(-m // 2))
         # (the global view's 256 tokens, a separator, the crops' merged patches with one newline a row, 16)
         tokens = 256 + 1 + int(merged.sum()) + int(merged[:, 0].sum()) + 16
-        return ProcessedImage({
-            "image_pixel_values": np.concatenate([overview[None], crops]),
-            "image_sizes": np.array([[target_h, target_w]], np.int64),
-            "image_attention_mask": np.concatenate([np.ones((1, m, m), np.float32), crop_masks]),
-            "num_img_tokens": np.array([tokens], np.int64)}, tokens)
+        return np.concatenate([np.ones((1, m, m), np.float32), crop_masks]), tokens
 
-    def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """Every image writes its crops straight into one batch, padded with zero crops to the most."""
+        if len(images) < 2:
+            return super().process(images, executor)
+        counts = [self._crop_count(image) for image in images]
+        most, channels = max(counts), _channels(images, self.convert_rgb)
+        batch = self._kernels.empty_rows(len(images) * most * channels * self.crop, self.crop).reshape(
+            len(images), most, channels, self.crop, self.crop)
+
+        def run(i: int) -> ProcessedImage:
+            batch[i, counts[i]:] = 0.0
+            return self.process_one(images[i], batch[i, :counts[i]])
+
+        processed = list(executor.map(run, range(len(images))) if executor else map(run, range(len(images))))
+        return processed, {**self.collate(processed, pixels=False), "image_pixel_values": batch}
+
+    def collate(self, images: Sequence[ProcessedImage], pixels: bool = True) -> dict[str, np.ndarray]:
         most = max(len(image.arrays["image_pixel_values"]) for image in images)
 
         def padded(key: str, fill: float) -> np.ndarray:  # the crop axis, to the batch's most
@@ -579,9 +606,11 @@ class Phi4MultimodalProcessor(ImageProcessor):
             return join([np.concatenate([p, np.full((most - len(p), *p.shape[1:]), fill, p.dtype)]) for p in parts],
                         stack=True)
 
-        return {"image_pixel_values": padded("image_pixel_values", 0.0), **{
-            key: join([image.arrays[key] for image in images]) for key in ("image_sizes", "num_img_tokens")},
-            "image_attention_mask": padded("image_attention_mask", 1.0)}
+        joined = {key: join([image.arrays[key] for image in images]) for key in ("image_sizes", "num_img_tokens")}
+        joined["image_attention_mask"] = padded("image_attention_mask", 1.0)
+        if pixels:
+            joined["image_pixel_values"] = padded("image_pixel_values", 0.0)
+        return joined
 
     def layout(self, images: Sequence[ProcessedImage]) -> EngineLayout:
         # (the encoder input travels as the protos' pixel_values, whatever the family calls it)

@@ -173,15 +173,17 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
     return out if channels == 4 else out[:, :, :channels]
 
 
-@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT), **_JIT)
-def normalize_chw(image, lut):
-    """(H, W, C) uint8 -> (C, H, W) float32 through ``lut[c, value]`` (rescale and normalise fused)."""
+@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64), **_JIT)
+def normalize_chw(image, lut, height, width, fill):
+    """(H, W, C) uint8 -> (C, height, width) float32 through ``lut[c, value]`` (rescale and
+    normalise fused), the canvas beyond the image the byte ``fill``."""
     h, w, channels = image.shape
-    out = np.empty((channels, h, w), np.float32)
-    for y in range(h):
-        for x in range(w):
-            for c in range(channels):
-                out[c, y, x] = lut[c, image[y, x, c]]
+    out = np.empty((channels, height, width), np.float32)
+    for c in range(channels):
+        pad = lut[c, fill]
+        for y in range(height):
+            for x in range(width):
+                out[c, y, x] = lut[c, image[y, x, c]] if y < h and x < w else pad
     return out
 
 
@@ -236,15 +238,16 @@ def bicubic_chw(image, out_h, out_w):
     return out
 
 
-@nb.njit(nb.float32[:, :, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64, nb.float32[:, :, :, ::1]), **_JIT)
-def normalize_tiles(image, lut, tile, rows, cols, out):
-    """Tiles of the zero-padded canvas (see the twin), written straight from the uint8 image."""
+@nb.njit(nb.float32[:, :, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64, nb.int64, nb.float32[:, :, :, ::1]),
+         **_JIT)
+def normalize_tiles(image, lut, tile, rows, cols, fill, out):
+    """Tiles of the padded canvas (see the twin), written straight from the uint8 image."""
     h, w, channels = image.shape
     for r in range(rows):
         for c in range(cols):
             t = r * cols + c
             for ch in range(channels):
-                pad = lut[ch, 0]
+                pad = lut[ch, fill]
                 for y in range(tile):
                     sy = r * tile + y
                     for x in range(tile):

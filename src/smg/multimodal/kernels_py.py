@@ -132,10 +132,13 @@ def empty_rows(rows: int, columns: int) -> np.ndarray:
     return np.empty((rows, columns), np.float32)
 
 
-def normalize_chw(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(H, W, C) uint8 -> (C, H, W) float32 through a per-channel table ``lut[c, value]``."""
-    channels = image.shape[2]
-    return np.stack([lut[c][image[:, :, c]] for c in range(channels)])
+def normalize_chw(image: np.ndarray, lut: np.ndarray, height: int, width: int, fill: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (C, height, width) float32 through a per-channel table ``lut[c, value]``;
+    the canvas beyond the image (at the right and bottom) is the byte ``fill``."""
+    h, w, channels = image.shape
+    canvas = np.full((height, width, channels), fill, np.uint8)
+    canvas[:h, :w] = image
+    return np.stack([lut[c][canvas[:, :, c]] for c in range(channels)])
 
 
 def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,15 +172,14 @@ def bicubic_chw(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int,
+def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int, fill: int,
                     out: np.ndarray) -> np.ndarray:
     """The (H, W, C) uint8 image on a ``rows`` x ``cols`` canvas of ``tile``-pixel tiles (the
-    canvas zero beyond the image, at the right and bottom), normalised through ``lut`` and cut into
-    tiles row by row: written into ``out`` (``rows * cols`` tiles of (C, tile, tile)) and returned."""
-    h, w, c = image.shape
-    canvas = np.zeros((rows * tile, cols * tile, c), np.uint8)
-    canvas[:h, :w] = image
-    chw = normalize_chw(canvas, lut)
+    canvas the byte ``fill`` beyond the image, at the right and bottom), normalised through ``lut``
+    and cut into tiles row by row: written into ``out`` (``rows * cols`` tiles of (C, tile, tile))
+    and returned."""
+    c = image.shape[2]
+    chw = normalize_chw(image, lut, rows * tile, cols * tile, fill)
     out[...] = chw.reshape(c, rows, tile, cols, tile).transpose(1, 3, 0, 2, 4).reshape(rows * cols, c, tile, tile)
     return out
 
@@ -190,7 +192,7 @@ def flatten_patches(image: np.ndarray, lut: np.ndarray, patch: int, merge: int, 
     times, as the processor pads a single image)."""
     h, w, c = image.shape
     gh, gw = h // patch, w // patch
-    chw = normalize_chw(image, lut)  # (C, H, W)
+    chw = normalize_chw(image, lut, h, w, 0)  # (C, H, W)
     frames = np.broadcast_to(chw[None], (temporal, c, h, w))
     blocks = frames.reshape(temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
     blocks = blocks.transpose(2, 5, 3, 6, 1, 0, 4, 7)
