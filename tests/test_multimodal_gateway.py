@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -84,9 +85,11 @@ class ImageServer:
 
     def __init__(self, routes):
         routes = dict(routes)
+        self.hosts = hosts = []  # each request's Host header
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                hosts.append(self.headers.get("Host"))
                 route = routes.get(self.path)
                 if route is None:
                     self.send_error(404)
@@ -197,6 +200,36 @@ def test_http_fetch_is_refused_for_loopback_unless_allowed(images):
     assert not MediaPolicy().address_allowed("169.254.169.254")  # cloud metadata (link-local)
     assert not MediaPolicy().address_allowed("10.1.2.3") and not MediaPolicy().address_allowed("fe80::1")
     assert MediaPolicy().address_allowed("93.184.216.34")
+
+
+def test_fetch_connects_to_the_address_it_checked(images, monkeypatch):
+    """The name is looked up once: the request goes to the checked address, with the name in its
+    Host header. (images.test exists only in this lookup: a second lookup by the system would fail.)"""
+    import httpx
+
+    seen = []
+    real = asyncio.base_events.BaseEventLoop.getaddrinfo
+
+    async def lookup(loop, host, port, *args, **kwargs):
+        seen.append(host)
+        if host == "images.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return await real(loop, host, port, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "getaddrinfo", lookup)
+
+    async def fetch(url, policy):
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await load_bytes(url, "image 1", policy, client)
+
+    url = f"http://images.test:{images.port}/a.png"
+    with pytest.raises(InvalidImage, match="images.test resolves to 127.0.0.1"):
+        run(fetch(url, MediaPolicy()))
+    assert run(fetch(url, MediaPolicy(url_allow_list=("127.0.0.0/8",)))) == png(200, 120, 1)
+    assert run(fetch(f"http://images.test:{images.port}/moved", MediaPolicy(url_allow_list=("127.0.0.1",)))) \
+        == png(200, 120, 1)  # (the redirect's relative location is resolved against images.test)
+    assert set(seen) == {"images.test"}
+    assert images.hosts[-1] == f"images.test:{images.port}"
 
 
 def test_file_urls_only_inside_allowed_dirs(tmp_path):

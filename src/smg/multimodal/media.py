@@ -4,7 +4,8 @@
 * ``http(s)://`` URLs are fetched with httpx: a timeout, a byte limit checked while streaming, an
   image content type, at most a few redirects, each hop checked again. Hosts that resolve to
   private, loopback, link-local or otherwise non-public addresses are refused (SSRF) unless the
-  gateway's ``url_allow_list`` names the host or a network holding the address.
+  gateway's ``url_allow_list`` names the host or a network holding the address; the connection
+  goes to the address that was checked (no second lookup for a changed DNS answer to redirect).
 * ``file://`` paths are read only inside the directories the gateway allows (none by default).
 
 Decoding (Pillow) checks the pixel count from the header before any pixel is decoded, applies the
@@ -101,19 +102,36 @@ def read_file_url(url: str, name: str, policy: MediaPolicy) -> bytes:
     return data
 
 
-async def _check_host(host: str, port: int, name: str, policy: MediaPolicy) -> None:
-    """Refuse a host that resolves to a non-public address unless the allow-list opens it."""
+async def _checked_address(host: str, port: int, name: str, policy: MediaPolicy) -> str | None:
+    """The address to connect to, once every address ``host`` resolves to passed the policy
+    (non-public ones are refused unless the allow-list opens them); None when the allow-list names
+    the host itself (then it is connected to by name)."""
     if policy.host_allowed(host):
-        return
+        return None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise InvalidImage(f"{name}: cannot resolve {host}: {exc}") from None
-    for info in infos:
-        address = info[4][0].split("%")[0]
+    addresses = [info[4][0].split("%")[0] for info in infos]
+    for address in addresses:
         if not policy.address_allowed(address):
             raise InvalidImage(f"{name}: {host} resolves to {address}, a private, loopback or link-local address; "
                                f"add it to url_allow_list (smg serve --allow-url-host) to fetch from it")
+    return addresses[0]
+
+
+def _pinned(url: str, address: str | None) -> tuple[str, dict, dict]:
+    """``url`` to fetch from ``address``, the one that was checked, so that a second name lookup
+    (a DNS answer that changed meanwhile) cannot send the request elsewhere: the URL names the
+    address, the Host header and the TLS server name (and its certificate check) the host."""
+    parts = urlsplit(url)
+    if address is None or address == parts.hostname:
+        return url, {}, {}
+    netloc = f"[{address}]" if ":" in address else address
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    return parts._replace(netloc=netloc).geturl(), {"Host": parts.netloc.rpartition("@")[2]}, extensions
 
 
 async def fetch_http(url: str, name: str, policy: MediaPolicy, client) -> bytes:
@@ -124,11 +142,13 @@ async def fetch_http(url: str, name: str, policy: MediaPolicy, client) -> bytes:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidImage(f"{name}: {url!r} is not an http(s) URL")
-        await _check_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), name, policy)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        target, headers, extensions = _pinned(url, await _checked_address(parts.hostname, port, name, policy))
         try:
-            async with client.stream("GET", url, timeout=policy.fetch_timeout, follow_redirects=False) as response:
-                if response.is_redirect:
-                    url = str(response.url.join(response.headers.get("location", "")))
+            async with client.stream("GET", target, headers=headers, extensions=extensions,
+                                     timeout=policy.fetch_timeout, follow_redirects=False) as response:
+                if response.is_redirect:  # (relative to the URL asked for, not to the pinned one)
+                    url = str(httpx.URL(url).join(response.headers.get("location", "")))
                     continue
                 if response.status_code != 200:
                     raise InvalidImage(f"{name}: fetching {url} answered HTTP {response.status_code}")
