@@ -196,6 +196,15 @@ def test_config_from_dict_file_or_directory(tmp_path):
         assert processor.patch == 16
 
 
+def test_a_directorys_processor_config_fills_in_the_token_settings(tmp_path):
+    """Mistral Small 3.1 keeps spatial_merge_size in processor_config.json: it doubles Pixtral's
+    patch side; the preprocessor file's own keys win where both have one."""
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"patch_size": {"height": 14, "width": 14}}))
+    (tmp_path / "processor_config.json").write_text(json.dumps({"patch_size": 99, "spatial_merge_size": 2}))
+    assert ImageProcessor.create("pixtral", tmp_path).patch == (28, 28)
+    assert ImageProcessor.create("pixtral", tmp_path / "preprocessor_config.json").patch == (14, 14)
+
+
 def test_unknown_family():
     with pytest.raises(ValueError, match="unknown image processor family 'no-such-family'"):
         ImageProcessor.create("no-such-family")

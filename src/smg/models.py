@@ -85,9 +85,9 @@ class ServedModel:
 
         source = self.config.preprocessor_config
         if source is None and self.config.tokenizer is not None:
-            candidate = Path(resolve_tokenizer(self.config.tokenizer))
-            candidate = (candidate if candidate.is_dir() else candidate.parent) / "preprocessor_config.json"
-            source = str(candidate) if candidate.exists() else None
+            directory = Path(resolve_tokenizer(self.config.tokenizer))
+            directory = directory if directory.is_dir() else directory.parent
+            source = str(directory) if (directory / "preprocessor_config.json").exists() else None
         if source is None:
             log.warning("model %s: no preprocessor_config.json; the %s processor uses its defaults", self.name,
                         self.config.image_processor)

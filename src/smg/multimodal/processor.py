@@ -40,16 +40,25 @@ def kernels():
 
 
 def load_config(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any]:
-    """A processor config as a dict: given, read from a JSON file, or from a model directory."""
+    """A processor config as a dict: given, read from a JSON file, or from a model directory. A
+    directory's ``processor_config.json`` fills in what its ``preprocessor_config.json`` leaves out:
+    the model processor's settings that decide token counts live there (LLaVA's ``patch_size`` and
+    ``num_additional_image_tokens``, Pixtral's ``spatial_merge_size``, Llama 4's
+    ``pixel_shuffle_ratio``)."""
     if config is None:
         return {}
     if isinstance(config, Mapping):
         return dict(config)
     path = os.fspath(config)
-    if os.path.isdir(path):
-        path = os.path.join(path, "preprocessor_config.json")
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    if not os.path.isdir(path):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    merged: dict[str, Any] = {}
+    for name in ("processor_config.json", "preprocessor_config.json"):  # the second wins
+        if os.path.exists(os.path.join(path, name)):
+            with open(os.path.join(path, name), encoding="utf-8") as handle:
+                merged.update(json.load(handle))
+    return merged
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:

@@ -54,8 +54,9 @@ class ImageStage:
         except InvalidImage as exc:
             raise InvalidImage(f"{name}: {exc.message}") from None
 
-    async def process(self, refs: Sequence[ImageRef]) -> list[ProcessedImage]:
-        """Every image of a request, fetched and preprocessed concurrently, in request order."""
+    async def process(self, refs: Sequence[ImageRef]) -> tuple[list[ProcessedImage], dict]:
+        """Every image of a request, fetched and preprocessed concurrently, in request order, and
+        their batch (joined on a thread too: tens of MB to copy, which the event loop must not)."""
         if len(refs) > self.max_images:
             raise InvalidImage(f"{len(refs)} images in one request; at most {self.max_images} are allowed")
 
@@ -65,14 +66,17 @@ class ImageStage:
 
         tasks = [asyncio.ensure_future(one(ref)) for ref in refs]
         try:
-            return list(await asyncio.gather(*tasks))
+            images = list(await asyncio.gather(*tasks))
         finally:  # one image failed: the others stop too
             for task in tasks:
                 task.cancel()
+        return images, await asyncio.to_thread(self.processor.collate, images)
 
-    def expand(self, prompt_ids: Sequence[int], images: Sequence[ProcessedImage]) -> tuple[list[int], MultimodalTensors]:
+    def expand(self, prompt_ids: Sequence[int], processed: tuple[Sequence[ProcessedImage], dict]
+               ) -> tuple[list[int], MultimodalTensors]:
         """``prompt_ids`` with each image placeholder token expanded to its image's tokens, and the
-        tensors with those ranges."""
+        tensors (``process``'s batch) with those ranges."""
+        images, batch = processed
         token = self.image_token_id
         found = [i for i, t in enumerate(prompt_ids) if t == token]
         if len(found) != len(images):
@@ -88,10 +92,9 @@ class ImageStage:
             ids += expansion
             start = position + 1
         ids += prompt_ids[start:]
-        batch = self.processor.collate(images)
         layout = self.processor.layout(images)
-        pixel_values = batch.pop(self.processor.pixel_key)
-        extra = {**batch, **layout.extra}
+        pixel_values = batch[self.processor.pixel_key]
+        extra = {**{key: value for key, value in batch.items() if key != self.processor.pixel_key}, **layout.extra}
         return ids, MultimodalTensors(pixel_values=pixel_values, extra=extra, image_token_id=self.feature_token_id,
                                       placeholders=tuple(placeholders), batched_keys=layout.batched_keys,
                                       flat_keys=layout.flat_keys)
