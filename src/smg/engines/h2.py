@@ -292,10 +292,11 @@ class _Connection(asyncio.Protocol):
     of many streams, or many of one. An engine that writes each token message as it is made
     otherwise wakes the gateway for nearly every one, and both sides pay for each wake. A frame
     waits at most one interval, and none waits behind an engine whose steps are further apart than
-    two (it is read as soon as it writes). Opening a stream ends a pause under way, and a read of
-    headers alone starts none, so a new stream's first message waits no more than others (at low
-    concurrency, not at all); no pause starts while a request waits for a WINDOW_UPDATE. Measured
-    in BENCHMARKS.md (issue 6, session 9).
+    two (it is read as soon as it writes). Opening a stream ends a pause under way, none starts in
+    the interval after while it has had no message, and a read of headers alone starts none, so a
+    new stream's first message waits no more than others (at low concurrency, not at all); no
+    pause starts while a request waits for a WINDOW_UPDATE. Measured in BENCHMARKS.md (issue 6,
+    session 9).
     """
 
     def __init__(self, read_interval: float = 0.0) -> None:
@@ -327,6 +328,8 @@ class _Connection(asyncio.Protocol):
         self.read_interval = read_interval
         self.last_read = 0.0  # when the last read that held DATA came (time.monotonic)
         self.resume: asyncio.TimerHandle | None = None  # while reading is paused
+        # streams opened in the last interval, each with when that interval ends (_awaiting_first)
+        self.fresh: deque[tuple[float, StreamCall]] = deque()
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -374,10 +377,23 @@ class _Connection(asyncio.Protocol):
         if interval and self.transport is not None:
             if messages:  # (headers alone, a new stream's above all: its first message may be next)
                 now = time.monotonic()
-                if now - self.last_read < 2 * interval and not self.blocked:  # (no WINDOW_UPDATE held)
+                if (now - self.last_read < 2 * interval and not self.blocked  # (no WINDOW_UPDATE held)
+                        and not (self.fresh and self._awaiting_first(now))):
                     self.transport.pause_reading()
                     self.resume = self.loop.call_later(interval, self._resume)
                 self.last_read = now
+
+    def _awaiting_first(self, now: float) -> bool:
+        """Whether a stream opened less than an interval ago has had no message yet. Other streams'
+        messages would otherwise start a pause just before its first came, which would then wait
+        the whole interval; an interval after it opened, it waits no longer than others."""
+        fresh = self.fresh
+        while fresh and fresh[0][0] <= now:
+            fresh.popleft()
+        for _, stream in fresh:
+            if not stream._received and stream._status is None:
+                return True
+        return False
 
     def _resume(self) -> None:
         self.resume = None
@@ -578,7 +594,9 @@ class _Connection(asyncio.Protocol):
             frames.append(_frame(CONTINUATION, 0 if block else END_HEADERS, stream.id, piece))
         stream._unsent = _message_prefix.pack(0, len(stream._request)) + stream._request
         self._send(stream, frames)  # with the headers: one write
-        if self.resume is not None:  # (its reply is not held by a pause begun before it)
+        if self.read_interval:  # its reply is held by no pause begun before it, nor (for an
+            self.fresh.append((time.monotonic() + self.read_interval, stream))  # interval) by one
+        if self.resume is not None:  # begun before its first message
             self.resume.cancel()
             self._resume()
 
