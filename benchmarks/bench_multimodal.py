@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     warm_up()  # as a gateway does at start: kernels loaded, Pillow images in one block
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # (its fast processors warn about a 1x1 image's channels)
     try:
         with_tv = import_torchvision(os.environ.get("TORCHVISION_SITE"))
     except Exception:  # installed but not importable here

@@ -39,6 +39,29 @@ def test_resize_is_pillow_bit_for_bit(h, w, out_h, out_w, filter_id, channels, s
     assert np.array_equal(kernels().resize(array, out_h, out_w, filter_id), _pil_resize(array, out_h, out_w, filter_id))
 
 
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 60), w=st.integers(1, 60), out_h=st.integers(1, 80), out_w=st.integers(1, 80),
+       filter_id=st.sampled_from(FILTERS), torch_weights=st.booleans(), channels=st.sampled_from([3, 4]),
+       corners=st.tuples(*[st.floats(0, 1)] * 4), seed=st.integers(0, 2**32 - 1))
+def test_a_resize_window_is_that_crop_of_the_whole(h, w, out_h, out_w, filter_id, torch_weights, channels,
+                                                   corners, seed):
+    array = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+    y0, y1 = sorted(int(c * out_h) for c in corners[:2])
+    x0, x1 = sorted(int(c * out_w) for c in corners[2:])
+    top, left = min(y0, out_h - 1), min(x0, out_w - 1)
+    window = (top, left, max(1, y1 - top), max(1, x1 - left))
+    whole = kernels().resize(array, out_h, out_w, filter_id, torch_weights)
+    part = kernels().resize(array, out_h, out_w, filter_id, torch_weights, window=window)
+    assert np.array_equal(part, whole[top:top + window[2], left:left + window[3]])
+
+
+def test_a_resize_window_outside_the_result_is_refused():
+    array = np.zeros((10, 10, 3), np.uint8)
+    for window in [(0, 0, 6, 5), (-1, 0, 2, 2), (0, 0, 0, 1)]:
+        with pytest.raises(ValueError, match="window"):
+            kernels().resize(array, 5, 5, kernels_py.BICUBIC, window=window)
+
+
 def test_resize_pass_order_follows_pillow():
     # Height shrinks by more than twice what the width does: Pillow runs the vertical pass first.
     array = np.random.default_rng(7).integers(0, 256, (30, 26, 3), dtype=np.uint8)
@@ -77,6 +100,9 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
         assert np.array_equal(compiled.resize(image, w, h, filter_id), kernels_py.resize(image, w, h, filter_id))
         assert np.array_equal(compiled.resize(image, w, h, filter_id, True),
                               kernels_py.resize(image, w, h, filter_id, True))
+        window = (h // 3, w // 4, h - h // 3, max(1, w // 2))  # (top, left, height, width)
+        assert np.array_equal(compiled.resize(image, h + 5, w, filter_id, window=window),
+                              kernels_py.resize(image, h + 5, w, filter_id, window=window))
     tiles = [np.full((5, 3, patch, patch), np.nan, np.float32) for _ in range(2)]
     rows, cols = -(-h // patch), -(-w // patch)  # the canvas covers the image
     if rows * cols <= 4:

@@ -189,12 +189,20 @@ class LlavaProcessor(ImageProcessor):
         square[top:top + height, left:left + width] = array
         return square
 
+    def _crop_window(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """The centre crop of an image of that size, when the crop lies inside it."""
+        crop_h, crop_w = self.crop
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        return (top, left, crop_h, crop_w) if top >= 0 and left >= 0 else None
+
     def _center_crop(self, array: np.ndarray) -> np.ndarray:
         height, width, channels = array.shape
         crop_h, crop_w = self.crop
+        window = self._crop_window(height, width)
+        if window is not None:  # (a view: the normaliser reads any layout)
+            top, left = window[:2]
+            return array[top:top + crop_h, left:left + crop_w]
         top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        if top >= 0 and left >= 0:
-            return np.ascontiguousarray(array[top:top + crop_h, left:left + crop_w])
         # Smaller than the crop: transformers pads with zeros around the image, then crops.
         padded_h, padded_w = max(crop_h, height), max(crop_w, width)
         pad_top, pad_left = math.ceil((padded_h - height) / 2), math.ceil((padded_w - width) / 2)
@@ -205,9 +213,14 @@ class LlavaProcessor(ImageProcessor):
                                            max(0, left):min(padded_w, left + crop_w)])
 
     def _tile(self, array: np.ndarray) -> np.ndarray:
-        """CLIP's steps for one tile: resize the shortest edge, centre crop, normalise to (C, H, W)."""
+        """CLIP's steps for one tile: resize the shortest edge, centre crop, normalise to (C, H, W).
+        A crop inside the resized image is all the resize computes (each pixel as in the whole)."""
         if self.do_resize:
-            array = self._kernels.resize(array, *self._resized(*array.shape[:2]), self.resample)
+            height, width = self._resized(*array.shape[:2])
+            window = self._crop_window(height, width) if self.do_crop else None
+            array = self._kernels.resize(array, height, width, self.resample, window=window)
+            if window is not None:
+                return self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
         if self.do_crop:
             array = self._center_crop(array)
         return self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
@@ -263,6 +276,10 @@ class LlavaNextProcessor(LlavaProcessor):
         self.pad_batch = config.get("do_pad", True) is not False
         self.pinpoints = [tuple(p) for p in (config.get("image_grid_pinpoints") or self.DEFAULTS["image_grid_pinpoints"])]
         self.global_side = self.size if isinstance(self.size, int) else min(self.size)
+        side = self.crop[0]
+        # CLIP's steps leave a crop-sized tile as it is (the usual configs): no resize, no crop
+        self._tiles_as_cut = self.crop == (side, side) and (
+            not self.do_resize or self._resized(side, side) == (side, side))
 
     def process_one(self, image) -> ProcessedImage:
         array = as_rgb_array(image, self.convert_rgb)
@@ -273,10 +290,16 @@ class LlavaNextProcessor(LlavaProcessor):
         top, left = (best_h - fit_h) // 2, (best_w - fit_w) // 2
         canvas[top:top + fit_h, left:left + fit_w] = self._kernels.resize(array, fit_h, fit_w, self.resample)
         side = self.crop[0]
-        tiles = [self._kernels.resize(array, self.global_side, self.global_side, self.resample)]
-        tiles += [np.ascontiguousarray(canvas[y:y + side, x:x + side])
-                  for y in range(0, best_h, side) for x in range(0, best_w, side)]
-        pixels = np.stack([self._tile(tile) for tile in tiles])
+        rows, cols = best_h // side, best_w // side
+        glance = self._tile(self._kernels.resize(array, self.global_side, self.global_side, self.resample))
+        if self._tiles_as_cut and rows * side == best_h and cols * side == best_w:
+            # the canvas's tiles normalised straight into the batch's memory
+            pixels = np.empty((1 + rows * cols, *glance.shape), np.float32)
+            pixels[0] = glance
+            self._kernels.normalize_tiles(canvas, self.table, side, rows, cols, 0, pixels[1:])
+        else:
+            pixels = np.stack([glance] + [self._tile(canvas[y:y + side, x:x + side])
+                                          for y in range(0, best_h, side) for x in range(0, best_w, side)])
         tokens = self.num_tokens(height, width, best_h, best_w, pixels.shape[2], pixels.shape[3])
         return ProcessedImage({"pixel_values": pixels, "image_sizes": np.array([[height, width]], np.int64)}, tokens)
 

@@ -110,21 +110,32 @@ def horizontal_first(h: int, w: int, out_h: int, out_w: int) -> bool:
     return not (h - out_h > 0 and h - out_h > (w - out_w) * 2)
 
 
-def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False) -> np.ndarray:
+def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False,
+           window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, or with ``torch_weights``
     as torch's uint8 antialiased ``interpolate`` (torchvision's ``resize`` of uint8 images) does:
-    int16 weights, and always the horizontal pass first."""
+    int16 weights, and always the horizontal pass first. ``window`` (top, left, height, width):
+    only that part of the result, each output pixel computed as in the whole (its weights are its
+    own). An image already of the size, and no window, is returned itself."""
     if filter_id not in FILTER_SUPPORT:
         raise ValueError(f"resampling filter {filter_id} is not supported")
     h, w = image.shape[:2]
+    top, left, count_h, count_w = window if window is not None else (0, 0, out_h, out_w)
+    if not (0 <= top and 0 <= left and 0 < count_h and 0 < count_w and top + count_h <= out_h
+            and left + count_w <= out_w):
+        raise ValueError(f"window {window} is not inside the {out_w}x{out_h} result")
     out = image
-    passes = [(1, w, out_w), (0, h, out_h)]
+    passes = [(1, w, out_w, left, count_w), (0, h, out_h, top, count_h)]
     if not torch_weights and not horizontal_first(h, w, out_h, out_w):
         passes.reverse()
-    for axis, size, out_size in passes:
+    for axis, size, out_size, first, count in passes:
+        part = slice(first, first + count)
         if out_size != size:
-            out = _pass(out, *resample_coeffs(size, out_size, filter_id, torch_weights), axis=axis)
-    return np.ascontiguousarray(out) if out is not image else image.copy()
+            bounds, weights, precision = resample_coeffs(size, out_size, filter_id, torch_weights)
+            out = _pass(out, bounds[part], weights[part], precision, axis=axis)
+        elif count != size:
+            out = out[part] if axis == 0 else out[:, part]
+    return np.ascontiguousarray(out) if out is not image else image
 
 
 def empty_rows(rows: int, columns: int) -> np.ndarray:
