@@ -68,7 +68,7 @@ def test_a_bad_key_or_value_is_an_error_naming_it(values, fragment):
 
 def test_the_pools_own_policy_and_engine_are_kept_unless_named():
     """Gateway(pool_config=PoolConfig(policy=...)) and {"pool": {"policy": ...}} were replaced by
-    the Gateway's round_robin (and the engine by sglang)."""
+    the Gateway's default policy (and the engine by sglang)."""
     def pool_of(gw):
         return gw.default_model.pool
 
@@ -79,7 +79,7 @@ def test_the_pools_own_policy_and_engine_are_kept_unless_named():
     named = Gateway(["grpc://127.0.0.1:1"], policy="random", engine="trtllm",
                     pool_config=PoolConfig(policy="least_load"))
     assert (pool_of(named).policy.name, pool_of(named).config.default_engine) == ("random", "trtllm")
-    assert pool_of(Gateway(["grpc://127.0.0.1:1"])).policy.name == "round_robin"
+    assert pool_of(Gateway(["grpc://127.0.0.1:1"])).policy.name == "cache_aware"  # the default, as in Rust
     per_model = Gateway(models=[ModelConfig(name="m", policy="random")], pool_config=PoolConfig(policy="least_load"))
     assert pool_of(per_model).policy.name == "random"
 

@@ -14,6 +14,7 @@ from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
 
 from smg.engine import ReferenceEngine
+from smg.policies import RequestView
 from smg.engine.server import _sampling_from_sglang, _sampling_from_vllm
 from smg.engines import GenerateRequest, SamplingOptions, adapter_class
 from smg.engines.pool import PROBE_FLOOR, PoolConfig, WorkerPool, parse_url
@@ -243,7 +244,7 @@ def test_failure_before_output_is_retried_elsewhere(llama, reference):
         good_port = await good.start()
         try:
             urls = [f"grpc://127.0.0.1:{bad_port}", f"grpc://127.0.0.1:{good_port}"]
-            async with WorkerPool(urls) as pool:
+            async with WorkerPool(urls, PoolConfig(policy="round_robin")) as pool:  # (the bad one is tried)
                 results = [await collect(pool, GenerateRequest(f"r{i}", [1], SamplingOptions(max_new_tokens=3)))
                            for i in range(4)]
                 return results, {w.url: w.healthy for w in pool.workers}
@@ -300,7 +301,7 @@ def test_health_backoff_and_recovery(llama, reference):
                 await asyncio.sleep(0.05)
             down = pool.workers[0].failures
             with pytest.raises(NoHealthyWorker):
-                pool.pick()
+                pool.pick(RequestView())
             revived = reference.server()
             await revived.start(port=port)
             for _ in range(100):
@@ -326,7 +327,7 @@ def test_membership_and_errors():
     async def main():
         pool = await WorkerPool().start()
         with pytest.raises(NoHealthyWorker, match="no engine worker"):
-            pool.pick()
+            pool.pick(RequestView())
         worker = await pool.add_worker("grpc://127.0.0.1:1")  # nothing listens there
         assert not worker.healthy and worker.last_error
         await pool.remove_worker("grpc://127.0.0.1:1")

@@ -108,7 +108,7 @@ def test_two_models_with_their_own_tokenizers_engines_and_adapters(llama, llama_
     # the adapter reached the engine; plain requests carry none
     assert [r.lora_id for r in llama_engine.requests] == [None, "sql-expert"] and c.model == "llama-3.2:sql-expert"
     assert listed == {("llama", None), ("llama-3.2", None), ("llama:sql-expert", "llama"), ("deepseek", None)}
-    assert policies == {"llama": "round_robin", "deepseek": "least_load"}
+    assert policies == {"llama": "cache_aware", "deepseek": "least_load"}
 
 
 def _template(name):

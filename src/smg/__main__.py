@@ -10,6 +10,7 @@ from smg.errors import SmgError
 
 
 from smg.multimodal import FAMILIES as MULTIMODAL_FAMILIES
+from smg.policies import POLICIES
 
 def _tokenize(args: argparse.Namespace) -> int:
     from smg.tokenizer import Tokenizer
@@ -223,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokenizer dir/file or bundled name; default: the path the engine reports")
     srv.add_argument("--model", default=None, help="served model name (default: the engine's)")
     srv.add_argument("--engine", default=None, choices=["sglang", "vllm", "trtllm"], help="default sglang")
-    srv.add_argument("--policy", default=None, choices=["round_robin", "least_load", "random", "power_of_two"],
-                     help="default round_robin")
+    srv.add_argument("--policy", default=None, choices=list(POLICIES),
+                     help="routing across a model's workers (default cache_aware; see smg.policies)")
     srv.add_argument("--reasoning-parser", default=None)
     srv.add_argument("--tool-parser", default=None)
     srv.add_argument("--chat-template", default=None, help="template file or bundled name (llama3, chatml_qwen3, deepseek_v3)")

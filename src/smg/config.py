@@ -63,6 +63,41 @@ class CacheConfig(_Record, frozen=True):
             _number("CacheConfig", name, getattr(self, name), 0, integer=True)
 
 
+class RoutingConfig(_Record, frozen=True):
+    """The routing policies' settings (see smg.policies).
+
+    Attributes:
+        cache_threshold: ``cache_aware`` routes to the longest match only when it covers more than
+            this fraction of the prompt.
+        balance_abs_threshold, balance_rel_threshold: the balance guard. Workers are imbalanced
+            when the busiest has more than ``abs`` requests over the idlest and more than ``rel``
+            times its load; then load decides. The defaults let a burst of users of one prefix
+            pile up to 32 requests on its worker before it spills.
+        max_tree_tokens: prompt tokens ``cache_aware`` remembers per worker (LRU beyond; memory
+            per token in docs/routing.md).
+        max_routing_keys: routing keys pinned to workers, the least recently used forgotten.
+        prefix_hash_tokens: how many leading ids ``prefix_hash`` hashes.
+        virtual_nodes: points per worker on the consistent-hash ring.
+        bucket_window: recent prompt lengths ``bucket`` draws its bands from.
+    """
+
+    cache_threshold: float = 0.5
+    balance_abs_threshold: int = 32
+    balance_rel_threshold: float = 1.5
+    max_tree_tokens: int = 1 << 20
+    max_routing_keys: int = 100_000
+    prefix_hash_tokens: int = 256
+    virtual_nodes: int = 160
+    bucket_window: int = 1000
+
+    def __post_init__(self) -> None:
+        _number("RoutingConfig", "cache_threshold", self.cache_threshold, 0, 1)
+        _number("RoutingConfig", "balance_abs_threshold", self.balance_abs_threshold, 0, integer=True)
+        _number("RoutingConfig", "balance_rel_threshold", self.balance_rel_threshold, 1)
+        for name in ("max_tree_tokens", "max_routing_keys", "prefix_hash_tokens", "virtual_nodes", "bucket_window"):
+            _number("RoutingConfig", name, getattr(self, name), 1, integer=True)
+
+
 class PoolConfig(_Record, frozen=True):
     """A model's worker pool: health probing, retries, the policy and the stream transport."""
 
@@ -71,7 +106,8 @@ class PoolConfig(_Record, frozen=True):
     request_timeout: float | None = None  # whole-stream deadline per attempt
     connect_timeout: float = 5.0  # TCP connect + HTTP/2 handshake of an engine connection
     max_attempts: int = 2  # attempts per request while nothing has been sent yet
-    policy: str = "round_robin"
+    policy: str = "cache_aware"
+    routing: RoutingConfig = RoutingConfig()
     default_engine: str = "sglang"
     # Generate's transport: "h2", smg's HTTP/2 client on the event loop (no thread hand-off per
     # token message), or "grpc.aio"
@@ -189,7 +225,7 @@ class GatewayConfig(_Record, frozen=True):
     image_processor: str | None = None
     # shared by every model
     cache: CacheConfig = CacheConfig()
-    pool: PoolConfig = PoolConfig()
+    pool: PoolConfig = msgspec.field(default_factory=PoolConfig)  # (built when used: its check imports smg.policies)
     trust_request_chat_template: bool = False
     # outbound fetches (image URLs): hosts or CIDR networks opened despite resolving to private,
     # loopback or link-local addresses

@@ -54,7 +54,7 @@ class Gateway:
         model: the served model name (default: what the engine reports); it also picks the
             reasoning and tool parsers unless ``reasoning_parser``/``tool_parser`` name them.
         engine: the engine protocol (``sglang``, ``vllm``, ``trtllm``); default ``pool_config``'s.
-        policy: worker selection (``round_robin``, ``least_load``, ``random``, ``power_of_two``);
+        policy: worker selection, a name in ``smg.policies.POLICIES`` (default ``cache_aware``);
             default ``pool_config``'s.
         chat_template: the template for every request (a template, a file path, a bundled name or
             a named template of the tokenizer's config); default the tokenizer's own.
@@ -203,17 +203,20 @@ class Gateway:
     # ---- the APIs ---------------------------------------------------------------------------------
 
     async def chat(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes, *,
-                   request_id: str | None = None) -> oa.ChatCompletion:
-        """OpenAI Chat Completions, non-streaming. ``request_id`` prefixes the engine's request id."""
-        return await openai_chat.chat(self, request, request_id)
+                   request_id: str | None = None, routing_key: str | None = None) -> oa.ChatCompletion:
+        """OpenAI Chat Completions, non-streaming. ``request_id`` prefixes the engine's request id;
+        ``routing_key`` (else the request's ``user``) is what sticky policies route by."""
+        return await openai_chat.chat(self, request, request_id, routing_key)
 
     def chat_stream(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes, *,
-                    request_id: str | None = None) -> AsyncIterator[oa.ChatCompletionChunk]:
+                    request_id: str | None = None, routing_key: str | None = None
+                    ) -> AsyncIterator[oa.ChatCompletionChunk]:
         """OpenAI Chat Completions, streaming: an async iterator of chunks."""
-        return openai_chat.stream(self, request, sse=False, request_id=request_id)
+        return openai_chat.stream(self, request, sse=False, request_id=request_id, routing_key=routing_key)
 
     def chat_sse(self, request: Mapping[str, Any] | oa.ChatCompletionRequest | bytes, *,
-                 sink: Sink | None = None, request_id: str | None = None) -> AsyncIterator[bytes]:
+                 sink: Sink | None = None, request_id: str | None = None,
+                 routing_key: str | None = None) -> AsyncIterator[bytes]:
         """:meth:`chat_stream` as server-sent events: ``data: {chunk}\\n\\n`` each, ``data: [DONE]``
         last; the bytes an HTTP server writes. A plain stream (one choice, no parsers, no logprobs)
         goes from each engine message to its event in one compiled step (``smg._ext.sse_pump``).
@@ -223,23 +226,26 @@ class Gateway:
         connection's data path as they arrive (no task woken per token; one call holds the events
         of one read of that connection), and only the others are yielded: a server writes what is
         yielded, in order, and waits for its client to drain before asking for the next."""
-        return openai_chat.stream(self, request, sse=True, sink=sink, request_id=request_id)
+        return openai_chat.stream(self, request, sse=True, sink=sink, request_id=request_id, routing_key=routing_key)
 
     async def complete(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes, *,
-                       request_id: str | None = None) -> oa.Completion:
+                       request_id: str | None = None, routing_key: str | None = None) -> oa.Completion:
         """OpenAI Completions, non-streaming (several prompts run concurrently)."""
-        return await openai_completions.complete(self, request, request_id)
+        return await openai_completions.complete(self, request, request_id, routing_key)
 
     def complete_stream(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes, *,
-                        request_id: str | None = None) -> AsyncIterator[oa.Completion]:
+                        request_id: str | None = None, routing_key: str | None = None
+                        ) -> AsyncIterator[oa.Completion]:
         """OpenAI Completions, streaming (prompts one after another)."""
-        return openai_completions.stream(self, request, sse=False, request_id=request_id)
+        return openai_completions.stream(self, request, sse=False, request_id=request_id, routing_key=routing_key)
 
     def complete_sse(self, request: Mapping[str, Any] | oa.CompletionRequest | bytes, *,
-                     sink: Sink | None = None, request_id: str | None = None) -> AsyncIterator[bytes]:
+                     sink: Sink | None = None, request_id: str | None = None,
+                     routing_key: str | None = None) -> AsyncIterator[bytes]:
         """:meth:`complete_stream` as server-sent events, as :meth:`chat_sse` (one plain prompt
         without ``echo``: the compiled pump; ``sink`` as there)."""
-        return openai_completions.stream(self, request, sse=True, sink=sink, request_id=request_id)
+        return openai_completions.stream(self, request, sse=True, sink=sink, request_id=request_id,
+                                         routing_key=routing_key)
 
     async def generate(self, input_ids: Sequence[int] | None = None, text: str | None = None,
                        sampling: SamplingOptions | Mapping[str, Any] | None = None,

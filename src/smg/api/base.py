@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 JSON = b"application/json"
 ReadBody = Callable[[], Awaitable[bytes]]
 REQUEST_ID_HEADER = "x-request-id"
+ROUTING_KEY_HEADER = "x-smg-routing-key"  # sticky routing (smg.policies)
 _MAX_REQUEST_ID = 128
 
 
@@ -87,6 +88,8 @@ async def generation_reply(http: HttpRequest, request_type, once, stream) -> Rep
     """Decode a request of ``request_type``: the SSE events of ``stream`` if it asks to stream,
     else the JSON of ``once`` (the gateway's calls, e.g. ``chat_sse`` and ``chat``)."""
     request = oa.decode_request(await http.read_body(), request_type)
+    routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     if not request.stream:
-        return Reply(200, oa.encode(await once(request, request_id=http.client_request_id)))
-    return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id))
+        return Reply(200, oa.encode(await once(request, request_id=http.client_request_id, routing_key=routing_key)))
+    return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
+                                  routing_key=routing_key))

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from smg.gateway import Gateway
 
 
-async def prepare(gw: "Gateway", request, request_id: str | None) -> tuple[oa.ChatCompletionRequest, Prepared]:
+async def prepare(gw: "Gateway", request, request_id: str | None,
+                  routing_key: str | None = None) -> tuple[oa.ChatCompletionRequest, Prepared]:
     gw.require_started()
     r = oa.decode_request(request, oa.ChatCompletionRequest)
     served, lora = gw.models.resolve(r.model)
-    p = await prepare_chat(served, r, request_ids("chatcmpl", request_id), lora, gw.template_limits)
+    p = await prepare_chat(served, r, request_ids("chatcmpl", request_id, routing_key), lora, gw.template_limits)
     return r, p
 
 
@@ -32,8 +33,9 @@ def _reasoning_tokens(p: Prepared, choices) -> int | None:
     return sum(c.reasoning_tokens for c in choices) if p.reasoning is not None else None
 
 
-async def chat(gw: "Gateway", request, request_id: str | None = None) -> oa.ChatCompletion:
-    r, p = await prepare(gw, request, request_id)
+async def chat(gw: "Gateway", request, request_id: str | None = None,
+               routing_key: str | None = None) -> oa.ChatCompletion:
+    r, p = await prepare(gw, request, request_id, routing_key)
     choices, cached = await collect(p, gw.metrics)
     result = []
     for c in choices:
@@ -110,10 +112,11 @@ class _Shapes(OpenAIShapes):
                                       choices=[oa.ChunkChoice(index=0, delta=oa.Delta(content=text))])
 
 
-def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None) -> AsyncIterator:
+def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None,
+           routing_key: str | None = None) -> AsyncIterator:
     """A streamed chat's chunks, or with ``sse`` their events' bytes (see ``Gateway.chat_sse``)."""
     async def start() -> _Shapes:
-        r, p = await prepare(gw, request, request_id)
+        r, p = await prepare(gw, request, request_id, routing_key)
         gw.metrics.inc("smg_requests_total", route="chat", stream="true")
         return _Shapes(gw, r, p, p.plain)
 

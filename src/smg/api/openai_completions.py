@@ -18,11 +18,12 @@ if TYPE_CHECKING:
     from smg.gateway import Gateway
 
 
-def prepare(gw: "Gateway", request, request_id: str | None) -> tuple[oa.CompletionRequest, list[Prepared]]:
+def prepare(gw: "Gateway", request, request_id: str | None,
+            routing_key: str | None = None) -> tuple[oa.CompletionRequest, list[Prepared]]:
     gw.require_started()
     r = oa.decode_request(request, oa.CompletionRequest)
     served, lora = gw.models.resolve(r.model)
-    return r, prepare_prompts(served, r, request_ids("cmpl", request_id), lora)
+    return r, prepare_prompts(served, r, request_ids("cmpl", request_id, routing_key), lora)
 
 
 def logprobs(entries: list[oa.TokenLogprobOut], offset: int) -> oa.CompletionLogprobs:
@@ -35,8 +36,9 @@ def logprobs(entries: list[oa.TokenLogprobOut], offset: int) -> oa.CompletionLog
                                  text_offset=offsets)
 
 
-async def complete(gw: "Gateway", request, request_id: str | None = None) -> oa.Completion:
-    r, prepared = prepare(gw, request, request_id)
+async def complete(gw: "Gateway", request, request_id: str | None = None,
+                   routing_key: str | None = None) -> oa.Completion:
+    r, prepared = prepare(gw, request, request_id, routing_key)
     results = await asyncio.gather(*(collect(p, gw.metrics) for p in prepared))
     out_choices, prompt_tokens, completion_tokens, cached_total = [], 0, 0, 0
     for k, (p, (choices, cached)) in enumerate(zip(prepared, results)):
@@ -115,10 +117,11 @@ class _Shapes(OpenAIShapes):
                              choices=[oa.CompletionChoice(index=0, text=text, finish_reason=None)])
 
 
-def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None) -> AsyncIterator:
+def stream(gw: "Gateway", request, sse: bool, sink=None, request_id: str | None = None,
+           routing_key: str | None = None) -> AsyncIterator:
     """A streamed completion's chunks, or with ``sse`` their events' bytes (see ``Gateway.complete_sse``)."""
     async def start() -> _Shapes:
-        r, prepared = prepare(gw, request, request_id)
+        r, prepared = prepare(gw, request, request_id, routing_key)
         gw.metrics.inc("smg_requests_total", route="completions", stream="true")
         return _Shapes(gw, r, prepared)
 

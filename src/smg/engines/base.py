@@ -110,6 +110,7 @@ class GenerateRequest:
     data_parallel_rank: int | None = None
     text: str = ""  # the prompt text, for the engine's logs only
     multimodal: MultimodalTensors | None = None
+    routing_key: str | None = None  # sticky routing (X-SMG-Routing-Key, else the request's user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from smg.engines import adapter_class
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, PushableCall, map_rpc_error
 from smg.engines.h2 import H2Channel
 from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
-from smg.policies import Policy, make_policy
+from smg.policies import Policy, RequestView, make_policy
 
 log = logging.getLogger("smg.pool")
 
@@ -72,6 +72,12 @@ class Worker:
     probe: asyncio.Future | None = None  # a probe under way
     probed_at: float = float("-inf")  # when the last probe began (time.monotonic)
 
+    @property
+    def load(self) -> float:
+        """Requests on the engine: this gateway's in flight, or the engine's own count (other
+        clients' work included) when that is higher."""
+        return self.in_flight if self.in_flight >= self.reported_load else self.reported_load
+
     def mark_down(self, reason: str, probed: bool = False) -> None:
         """Out of rotation. An outage counts once, however many streams it fails: only a worker
         going down, or a probe of a down one failing (``probed``), lengthens the backoff."""
@@ -96,7 +102,7 @@ class WorkerPool:
     def __init__(self, urls: Iterable[str] = (), config: PoolConfig | None = None,
                  policy: Policy | None = None) -> None:
         self.config = config or PoolConfig()
-        self.policy = policy or make_policy(self.config.policy)
+        self.policy = policy or make_policy(self.config.policy, self.config.routing)
         self._workers: dict[str, Worker] = {}
         self._pending_urls = [(u, self.config.default_engine) for u in urls]
         self._health_task: asyncio.Task | None = None
@@ -153,6 +159,7 @@ class WorkerPool:
         worker = self._workers.pop(url, None)
         if worker is None:
             raise InvalidRequest(f"no worker {url!r} in this pool")
+        self.policy.on_removed(worker)
         await _drained([worker], grace)
         await worker.close()
 
@@ -219,15 +226,15 @@ class WorkerPool:
 
     # ---- requests -------------------------------------------------------------------------------
 
-    def pick(self, request: GenerateRequest | None = None, exclude: Iterable[Worker] = ()) -> Worker:
-        excluded = set(exclude)
-        candidates = [w for w in self._workers.values() if w.healthy and w not in excluded]
+    def pick(self, view: RequestView, exclude: Iterable[Worker] = ()) -> Worker:
+        """The policy's choice among the healthy workers not in ``exclude``."""
+        candidates = [w for w in self._workers.values() if w.healthy and w not in exclude]
         if not candidates:
             if not self._workers:
                 raise NoHealthyWorker("no engine worker is configured")
             raise NoHealthyWorker("no healthy engine worker: " + "; ".join(
                 f"{w.url}: {w.last_error or 'unhealthy'}" for w in self._workers.values()))
-        return self.policy.pick(candidates, request)
+        return self.policy.select(view, candidates)
 
     def generate(self, request: GenerateRequest, worker: Worker | None = None) -> "EngineStream":
         """Stream the engine's outputs for ``request`` (see the module docstring)."""
@@ -237,15 +244,21 @@ class WorkerPool:
                        stream: "EngineStream") -> AsyncIterator[EngineOutput]:
         tried: list[Worker] = []
         attempts = 0
+        view = RequestView(request.input_ids, request.routing_key)
+        policy = self.policy
         while True:
             attempts += 1
-            try:
-                target = worker if worker is not None else self.pick(request, tried)
-            except NoHealthyWorker:
-                if not self._workers:
-                    raise
-                await self._revive()
-                target = self.pick(request, tried)
+            if worker is not None:
+                target = worker
+            else:
+                try:
+                    target = self.pick(view, tried)
+                except NoHealthyWorker:
+                    if not self._workers:
+                        raise
+                    await self._revive()
+                    target = self.pick(view, tried)
+                policy.on_routed(view, target)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
             stream.call = call
@@ -271,6 +284,8 @@ class WorkerPool:
                 log.warning("retrying %s on another worker: %s", request.request_id, error)
             finally:
                 target.in_flight -= 1
+                if worker is None:
+                    policy.on_finished(view, target)
                 if open_sequences and not call.done():
                     # The consumer stopped early (or the call failed): stop the engine too.
                     call.cancel()

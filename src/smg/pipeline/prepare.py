@@ -48,6 +48,7 @@ class Prepared:
     single_tool_call: bool = False  # parallel_tool_calls false: at most one call is returned
     prompt_text: str = ""
     multimodal: MultimodalTensors | None = None
+    routing_key: str | None = None
 
     @property
     def unparsed(self) -> bool:
@@ -62,23 +63,29 @@ class Prepared:
     def engine_request(self) -> GenerateRequest:
         return GenerateRequest(self.engine_request_id, self.prompt_ids, self.sampling, stream=True,
                                return_logprob=self.return_logprob, top_logprobs=self.top_logprobs,
-                               lora_id=self.lora_id, text=self.prompt_text[:200], multimodal=self.multimodal)
+                               lora_id=self.lora_id, text=self.prompt_text[:200], multimodal=self.multimodal,
+                               routing_key=self.routing_key)
 
 
 @dataclass(frozen=True)
 class RequestIds:
-    """A request's response id and engine request id."""
+    """A request's response id and engine request id, and the routing key its client gave."""
 
     response: str
     engine: str
+    routing_key: str | None = None
+
+    def routing_key_or(self, user: str | None) -> str | None:
+        """The ``X-SMG-Routing-Key`` header's key, else the request's ``user``."""
+        return self.routing_key if self.routing_key is not None else (user or None)
 
 
-def request_ids(kind: str, prefix: str | None = None) -> RequestIds:
+def request_ids(kind: str, prefix: str | None = None, routing_key: str | None = None) -> RequestIds:
     """Fresh ids (``kind``: ``chatcmpl``, ``cmpl``...); ``prefix`` (a client's X-Request-Id) starts
     the engine's id, so engine logs find the client's request."""
     suffix = uuid.uuid4().hex
     response = f"{kind}-{suffix}"
-    return RequestIds(response, f"{prefix}-{suffix[:16]}" if prefix else response)
+    return RequestIds(response, f"{prefix}-{suffix[:16]}" if prefix else response, routing_key)
 
 
 # ---- sampling, stops and constraints -----------------------------------------------------------
@@ -258,7 +265,7 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
         return_logprob=r.logprobs, top_logprobs=r.top_logprobs or 0, reasoning=reasoning,
         in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
         tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
-        prompt_text=prompt, multimodal=multimodal)
+        prompt_text=prompt, multimodal=multimodal, routing_key=ids.routing_key_or(r.user))
 
 
 def image_refs(messages: Sequence[Mapping[str, Any]]) -> list:
@@ -346,5 +353,5 @@ def prepare_prompts(served: ServedModel, r, ids: RequestIds, lora_id: str | None
         out.append(Prepared(served=served, request_id=ids.response, engine_request_id=engine_id,
                             model=r.model or served.name, created=created, prompt_ids=prompt_ids, sampling=sampling,
                             stop=stop, lora_id=lora_id, return_logprob=r.logprobs is not None,
-                            top_logprobs=r.logprobs or 0, prompt_text=text))
+                            top_logprobs=r.logprobs or 0, prompt_text=text, routing_key=ids.routing_key_or(r.user)))
     return out

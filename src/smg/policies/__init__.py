@@ -1,70 +1,56 @@
-"""Load-balancing policies: pick a worker among the healthy ones for a request.
+"""Routing policies: which healthy worker of a model serves a request.
 
-A policy is ``pick(workers, request) -> worker``; ``workers`` is non-empty and healthy.
-``round_robin`` cycles; ``least_load`` takes the fewest requests in flight (ties: the lower
-engine-reported load, then the earlier worker); ``random`` draws uniformly;
-``power_of_two`` compares two random workers by in-flight count.
+One module per policy; each is a class with ``select(request_view, workers) -> worker`` and the
+``on_routed`` / ``on_finished`` / ``on_removed`` hooks (:class:`~smg.policies.base.Policy`), so
+an application can pass its own to ``WorkerPool(policy=...)``. ``make_policy(name, config)``
+builds a registered one from the pool's :class:`~smg.config.RoutingConfig`.
+
+=====================  ====================================================================
+``cache_aware``        the default: the worker already sent the prompt's longest prefix,
+                       else the least loaded; a balance guard falls back to load
+``round_robin``        in turn
+``random``             uniformly
+``power_of_two``       the less loaded of two drawn at random
+``least_load``         the fewest requests on the engine (in flight, or as it reports)
+``prefix_hash``        the hash of the prompt's first ids on a consistent-hash ring
+``consistent_hashing`` the routing key (``X-SMG-Routing-Key``, else ``user``) on the ring
+``manual``             a routing key stays on its worker until that worker goes away
+``bucket``             prompt-length bands, one per worker (prefill workers in PD)
+=====================  ====================================================================
 """
 from __future__ import annotations
 
-import itertools
-import random
-from typing import Callable, Protocol, Sequence
+from typing import Callable
 
+from smg.config import RoutingConfig
 from smg.errors import InvalidRequest
+from smg.policies.base import BasePolicy, Policy, RequestView, RoutedWorker
+from smg.policies.bucket import Bucket
+from smg.policies.cache_aware import CacheAware
+from smg.policies.consistent_hashing import ConsistentHashing
+from smg.policies.least_load import LeastLoad
+from smg.policies.manual import Manual
+from smg.policies.power_of_two import PowerOfTwo
+from smg.policies.prefix_hash import PrefixHash
+from smg.policies.random_choice import Random
+from smg.policies.round_robin import RoundRobin
+
+__all__ = ["BasePolicy", "POLICIES", "Policy", "RequestView", "RoutedWorker", "make_policy"]
+
+POLICIES: dict[str, Callable[[RoutingConfig], Policy]] = {
+    "cache_aware": CacheAware,
+    "round_robin": lambda config: RoundRobin(),
+    "random": lambda config: Random(),
+    "power_of_two": lambda config: PowerOfTwo(),
+    "least_load": lambda config: LeastLoad(),
+    "prefix_hash": PrefixHash,
+    "consistent_hashing": ConsistentHashing,
+    "manual": Manual,
+    "bucket": Bucket,
+}
 
 
-class Policy(Protocol):
-    name: str
-
-    def pick(self, workers: Sequence, request: object | None = None): ...
-
-
-class RoundRobin:
-    name = "round_robin"
-
-    def __init__(self) -> None:
-        self._counter = itertools.count()
-
-    def pick(self, workers, request=None):
-        return workers[next(self._counter) % len(workers)]
-
-
-class LeastLoad:
-    name = "least_load"
-
-    def pick(self, workers, request=None):
-        return min(workers, key=lambda w: (w.in_flight, w.reported_load))
-
-
-class Random:
-    name = "random"
-
-    def __init__(self, seed: int | None = None) -> None:
-        self._rng = random.Random(seed)
-
-    def pick(self, workers, request=None):
-        return self._rng.choice(workers)
-
-
-class PowerOfTwo:
-    name = "power_of_two"
-
-    def __init__(self, seed: int | None = None) -> None:
-        self._rng = random.Random(seed)
-
-    def pick(self, workers, request=None):
-        if len(workers) == 1:
-            return workers[0]
-        a, b = self._rng.sample(list(workers), 2)
-        return a if a.in_flight <= b.in_flight else b
-
-
-POLICIES: dict[str, Callable[[], Policy]] = {
-    "round_robin": RoundRobin, "least_load": LeastLoad, "random": Random, "power_of_two": PowerOfTwo}
-
-
-def make_policy(name: str) -> Policy:
+def make_policy(name: str, config: RoutingConfig | None = None) -> Policy:
     if name not in POLICIES:
         raise InvalidRequest(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    return POLICIES[name]()
+    return POLICIES[name](config or RoutingConfig())
