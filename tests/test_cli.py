@@ -46,6 +46,11 @@ def test_engine_cli_requires_reference():
     assert out.returncode == 2 and "--reference" in out.stderr
 
 
+def test_engine_cli_refuses_a_negative_simulated_cache():
+    out = run("engine", "--reference", "--prefill-us-per-token", "-1")
+    assert out.returncode == 2 and "must not be negative" in out.stderr
+
+
 def test_serve_cli_requires_workers_or_demo():
     out = run("serve")
     assert out.returncode == 2 and "--demo" in out.stderr

@@ -2,6 +2,7 @@
 ``smg.engines.pool.Worker``); the pool and engines come in test_routing_e2e.py."""
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -208,3 +209,39 @@ def test_bucket_sends_short_and_long_prompts_to_different_workers():
     assert short == {ordered[0].url}
     ordered[0].in_flight = 100  # overloaded past the guard: its band spills to the least loaded
     assert route(policy, RequestView([0] * 90), pool) is ordered[1]
+
+
+def test_kv_events_trusts_the_engines_reports_and_falls_back_for_the_rest():
+    from smg.engine.kv_cache import SimulatedPrefixCache
+    from smg.policies.kv_index import LIVE, UNSUPPORTED
+
+    policy, pool = make_policy("kv_events"), workers(3)
+    a, b, c = pool
+    shared = prompt(3, 64)
+    # the tree would say `a` (it was sent the prompt), but a's engine reports nothing; b's holds it
+    route(policy, RequestView(shared), [a, b])
+    cache = SimulatedPrefixCache(capacity_tokens=1000, block_size=16)
+    cache.store(shared)
+    policy.kv_index.reset(a.url, LIVE)
+    policy.kv_index.reset(b.url, LIVE)
+    async def history():
+        return [batch async for batch in _first(cache.subscribe(0), cache.sequence)]
+    for batch in asyncio.run(history()):
+        policy.kv_index.apply(b.url, batch.events)
+    assert route(policy, RequestView(shared + [1]), [a, b]) is b
+    # c has no KV events: the approximation stands for it (it was sent a longer prompt)
+    policy.kv_index.reset(c.url, UNSUPPORTED)
+    longer = shared + prompt(4, 64)
+    a.in_flight = 1  # (so the longer prompt, matching nowhere past half, goes to c)
+    assert route(policy, RequestView(longer), [a, c]) is c
+    a.in_flight = 0
+    assert route(policy, RequestView(longer + [2]), pool) is c  # c's 128 by the tree beat b's 64 exact
+    assert route(policy, RequestView(shared + [3]), [a, b]) is b
+
+
+async def _first(stream, count):
+    async for item in stream:
+        yield item
+        count -= 1
+        if not count:
+            return

@@ -47,13 +47,17 @@ def _engine(args: argparse.Namespace) -> int:
         print("error: only --reference is available from the command line; embed EngineServer for your own "
               "generator", file=sys.stderr)
         return 2
+    if args.prefix_cache_tokens < 0 or args.prefill_us_per_token < 0:
+        print("error: --prefix-cache-tokens and --prefill-us-per-token must not be negative", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     directory = resolve_tokenizer(args.tokenizer)
     tokenizer = Tokenizer.load(directory)
     scripts = [Path(p).read_text(encoding="utf-8") for p in args.script]
     engine = ReferenceEngine(tokenizer, mode=args.mode, scripts=scripts, delay_ms=args.delay_ms,
                              tokens_per_chunk=args.tokens_per_chunk, seed=args.seed, model_id=args.model_id,
-                             tokenizer_dir=directory if directory.is_dir() else directory.parent)
+                             tokenizer_dir=directory if directory.is_dir() else directory.parent,
+                             prefix_cache_tokens=args.prefix_cache_tokens, prefill_us_per_token=args.prefill_us_per_token)
 
     async def serve() -> None:
         server = engine.server()
@@ -211,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--tokens-per-chunk", type=int, default=1)
     eng.add_argument("--seed", type=int, default=0)
     eng.add_argument("--model-id", default="smg-reference")
+    eng.add_argument("--prefix-cache-tokens", type=int, default=0,
+                     help="simulate an LRU prefix (KV) cache of this many tokens (default: none)")
+    eng.add_argument("--prefill-us-per-token", type=float, default=0.0,
+                     help="simulated prefill time per uncached prompt token, in microseconds")
     eng.set_defaults(run=_engine)
     srv = sub.add_parser("serve", help="serve an OpenAI-compatible API in front of engine workers")
     srv.add_argument("--config", default=None,

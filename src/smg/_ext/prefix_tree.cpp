@@ -1697,17 +1697,17 @@ static const char* const __pyx_f[] = {
 #define __Pyx_END_CRITICAL_SECTION Py_END_CRITICAL_SECTION
 #endif
 
-/* ForceInitThreads.proto */
-#ifndef __PYX_FORCE_INIT_THREADS
-  #define __PYX_FORCE_INIT_THREADS 0
-#endif
-
 /* NoFastGil.proto */
 #define __Pyx_PyGILState_Ensure PyGILState_Ensure
 #define __Pyx_PyGILState_Release PyGILState_Release
 #define __Pyx_FastGIL_Remember()
 #define __Pyx_FastGIL_Forget()
 #define __Pyx_FastGilFuncInit()
+
+/* ForceInitThreads.proto */
+#ifndef __PYX_FORCE_INIT_THREADS
+  #define __PYX_FORCE_INIT_THREADS 0
+#endif
 
 /* IncludeStructmemberH.proto (used by CythonFunctionShared) */
 #include <structmember.h>
@@ -1752,7 +1752,7 @@ struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree {
 
 
 
-/* "smg/_ext/prefix_tree.pyx":31
+/* "smg/_ext/prefix_tree.pyx":59
  * 
  * 
  * cdef class PrefixTree:             # <<<<<<<<<<<<<<
@@ -2173,6 +2173,9 @@ static void __Pyx_RaiseArgtupleInvalid(const char* func_name, int exact,
 /* RaiseException.export */
 static void __Pyx_Raise(PyObject *type, PyObject *value, PyObject *tb, PyObject *cause);
 
+/* ListCompAppendAndDecref.proto */
+static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x);
+
 /* WriteUnraisableException.proto */
 static void __Pyx_WriteUnraisable(const char *name, int clineno,
                                   int lineno, const char *filename,
@@ -2185,9 +2188,6 @@ static void __Pyx_WriteUnraisable(const char *name, int clineno,
 #else
   #define __PYX_STD_MOVE_IF_SUPPORTED(x) x
 #endif
-
-/* ListCompAppendAndDecref.proto */
-static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x);
 
 /* PyDictVersioning.proto (used by GetModuleGlobalName) */
 #if CYTHON_USE_DICT_VERSIONS && CYTHON_USE_TYPE_SLOTS
@@ -2668,10 +2668,7 @@ static void __Pyx_CppExn2PyErr() {
 #endif
 
 /* CIntFromPy.proto */
-static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
-
-/* CIntFromPy.proto */
-static CYTHON_INLINE int32_t __Pyx_PyLong_As_int32_t(PyObject *);
+static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *);
 
 /* PyObjectVectorcallMethodKwds.proto (used by CIntToPy) */
 #if CYTHON_VECTORCALL
@@ -2679,6 +2676,15 @@ static CYTHON_INLINE int32_t __Pyx_PyLong_As_int32_t(PyObject *);
 #else
 static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 #endif
+
+/* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value);
+
+/* CIntFromPy.proto */
+static CYTHON_INLINE int __Pyx_PyLong_As_int(PyObject *);
+
+/* CIntFromPy.proto */
+static CYTHON_INLINE int32_t __Pyx_PyLong_As_int32_t(PyObject *);
 
 /* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int32_t(int32_t value);
@@ -2804,6 +2810,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 /* Module declarations from "libcpp.queue" */
 
 /* Module declarations from "smg._ext.prefix_tree" */
+static CYTHON_INLINE uint64_t __pyx_f_3smg_4_ext_11prefix_tree__finish(uint64_t); /*proto*/
 static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *, std::vector<int32_t>  &); /*proto*/
 /* #### Code section: typeinfo ### */
 /* #### Code section: before_global_var ### */
@@ -2817,6 +2824,7 @@ static PyObject *__pyx_builtin_sorted;
 /* #### Code section: string_decls ### */
 static const char __pyx_k_Compiled_prefix_tree_of_cache_aw[] = "Compiled prefix tree of cache-aware routing.\n\nThe algorithm, its invariants and its tie-breaks are specified by the twin, ``prefix_tree_py.py``;\nthis module returns exactly what the twin returns (hypothesis-tested). Differences are only in how:\nnodes are slots of C++ vectors (edge ids as int32, children in a hash map by first id, tenants in a\nsmall vector), and a prompt\047s ids are copied once into an int32 buffer, after which the walk,\nthe splits and the eviction run with the GIL released.\n";
 /* #### Code section: decls ### */
+static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_block_hashes(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_tokens, Py_ssize_t __pyx_v_block_size, uint64_t __pyx_v_parent); /* proto */
 static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self, Py_ssize_t __pyx_v_max_tokens_per_tenant); /* proto */
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self, PyObject *__pyx_v_tokens, int __pyx_v_tenant); /* proto */
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self, PyObject *__pyx_v_tokens); /* proto */
@@ -2827,7 +2835,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_10node_count___g
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_21max_tokens_per_tenant___get__(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_10__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_12__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
-static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree__longest_first(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_item); /* proto */
+static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_2_longest_first(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_item); /* proto */
 static PyObject *__pyx_tp_new__initialisation_3smg_4_ext_11prefix_tree_PrefixTree(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
     PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
@@ -2880,8 +2888,8 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_tuple[1];
-    PyObject *__pyx_codeobj_tab[7];
-    PyObject *__pyx_string_tab[68];
+    PyObject *__pyx_codeobj_tab[8];
+    PyObject *__pyx_string_tab[78];
     PyObject *__pyx_number_tab[1];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -2933,72 +2941,82 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 /* #### Code section: constant_name_defines ### */
 #define __pyx_kp_u_tree_fragment __pyx_string_tab[0]
 #define __pyx_kp_u_ __pyx_string_tab[1]
-#define __pyx_kp_u_disable __pyx_string_tab[2]
-#define __pyx_kp_u_enable __pyx_string_tab[3]
-#define __pyx_kp_u_gc __pyx_string_tab[4]
-#define __pyx_kp_u_isenabled __pyx_string_tab[5]
-#define __pyx_kp_u_max_tokens_per_tenant_must_be_at __pyx_string_tab[6]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[7]
-#define __pyx_kp_u_src_smg__ext_prefix_tree_pyx __pyx_string_tab[8]
-#define __pyx_kp_u_tenant_must_be_a_non_negative_in __pyx_string_tab[9]
-#define __pyx_n_u_PrefixTree __pyx_string_tab[10]
-#define __pyx_n_u_PrefixTree___reduce_cython __pyx_string_tab[11]
-#define __pyx_n_u_PrefixTree___setstate_cython __pyx_string_tab[12]
-#define __pyx_n_u_PrefixTree_insert __pyx_string_tab[13]
-#define __pyx_n_u_PrefixTree_match __pyx_string_tab[14]
-#define __pyx_n_u_PrefixTree_remove_tenant __pyx_string_tab[15]
-#define __pyx_n_u_PrefixTree_tenant_tokens __pyx_string_tab[16]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[17]
-#define __pyx_n_u_all __pyx_string_tab[18]
-#define __pyx_n_u_annotate __pyx_string_tab[19]
-#define __pyx_n_u_func __pyx_string_tab[20]
-#define __pyx_n_u_getstate __pyx_string_tab[21]
-#define __pyx_n_u_main __pyx_string_tab[22]
-#define __pyx_n_u_module __pyx_string_tab[23]
-#define __pyx_n_u_name __pyx_string_tab[24]
-#define __pyx_n_u_pyx_state __pyx_string_tab[25]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[26]
-#define __pyx_n_u_qualname __pyx_string_tab[27]
-#define __pyx_n_u_reduce __pyx_string_tab[28]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[29]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[30]
-#define __pyx_n_u_set_name __pyx_string_tab[31]
-#define __pyx_n_u_setstate __pyx_string_tab[32]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[33]
-#define __pyx_n_u_test __pyx_string_tab[34]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[35]
-#define __pyx_n_u_longest_first __pyx_string_tab[36]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[37]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[38]
-#define __pyx_n_u_empty __pyx_string_tab[39]
-#define __pyx_n_u_found __pyx_string_tab[40]
-#define __pyx_n_u_ids __pyx_string_tab[41]
-#define __pyx_n_u_insert __pyx_string_tab[42]
-#define __pyx_n_u_item __pyx_string_tab[43]
-#define __pyx_n_u_items __pyx_string_tab[44]
-#define __pyx_n_u_j __pyx_string_tab[45]
-#define __pyx_n_u_key __pyx_string_tab[46]
-#define __pyx_n_u_match __pyx_string_tab[47]
-#define __pyx_n_u_max_tokens_per_tenant __pyx_string_tab[48]
-#define __pyx_n_u_met __pyx_string_tab[49]
-#define __pyx_n_u_node __pyx_string_tab[50]
-#define __pyx_n_u_pop __pyx_string_tab[51]
-#define __pyx_n_u_remove_tenant __pyx_string_tab[52]
-#define __pyx_n_u_self __pyx_string_tab[53]
-#define __pyx_n_u_setdefault __pyx_string_tab[54]
-#define __pyx_n_u_size __pyx_string_tab[55]
-#define __pyx_n_u_smg__ext_prefix_tree __pyx_string_tab[56]
-#define __pyx_n_u_sorted __pyx_string_tab[57]
-#define __pyx_n_u_tenant __pyx_string_tab[58]
-#define __pyx_n_u_tenant_tokens __pyx_string_tab[59]
-#define __pyx_n_u_tokens __pyx_string_tab[60]
-#define __pyx_n_u_values __pyx_string_tab[61]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[62]
-#define __pyx_kp_b_iso88591_1D_T __pyx_string_tab[63]
-#define __pyx_kp_b_iso88591_A_7_A_AQ_AXQ_E_E_Q __pyx_string_tab[64]
-#define __pyx_kp_b_iso88591_A_F_q_vV_fCt6_XQ __pyx_string_tab[65]
-#define __pyx_kp_b_iso88591_A_4xuA_WAV1_Qa_5_2S_HAV3a_F_6_r __pyx_string_tab[66]
-#define __pyx_kp_b_iso88591_A_AXQ_q_5_L_5_A_vQb_HD_XV4q __pyx_string_tab[67]
+#define __pyx_kp_u_block_size_must_be_at_least_1 __pyx_string_tab[2]
+#define __pyx_kp_u_disable __pyx_string_tab[3]
+#define __pyx_kp_u_enable __pyx_string_tab[4]
+#define __pyx_kp_u_gc __pyx_string_tab[5]
+#define __pyx_kp_u_isenabled __pyx_string_tab[6]
+#define __pyx_kp_u_max_tokens_per_tenant_must_be_at __pyx_string_tab[7]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[8]
+#define __pyx_kp_u_src_smg__ext_prefix_tree_pyx __pyx_string_tab[9]
+#define __pyx_kp_u_tenant_must_be_a_non_negative_in __pyx_string_tab[10]
+#define __pyx_n_u_PrefixTree __pyx_string_tab[11]
+#define __pyx_n_u_PrefixTree___reduce_cython __pyx_string_tab[12]
+#define __pyx_n_u_PrefixTree___setstate_cython __pyx_string_tab[13]
+#define __pyx_n_u_PrefixTree_insert __pyx_string_tab[14]
+#define __pyx_n_u_PrefixTree_match __pyx_string_tab[15]
+#define __pyx_n_u_PrefixTree_remove_tenant __pyx_string_tab[16]
+#define __pyx_n_u_PrefixTree_tenant_tokens __pyx_string_tab[17]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[18]
+#define __pyx_n_u_all __pyx_string_tab[19]
+#define __pyx_n_u_annotate __pyx_string_tab[20]
+#define __pyx_n_u_func __pyx_string_tab[21]
+#define __pyx_n_u_getstate __pyx_string_tab[22]
+#define __pyx_n_u_main __pyx_string_tab[23]
+#define __pyx_n_u_module __pyx_string_tab[24]
+#define __pyx_n_u_name __pyx_string_tab[25]
+#define __pyx_n_u_pyx_state __pyx_string_tab[26]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[27]
+#define __pyx_n_u_qualname __pyx_string_tab[28]
+#define __pyx_n_u_reduce __pyx_string_tab[29]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[30]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[31]
+#define __pyx_n_u_set_name __pyx_string_tab[32]
+#define __pyx_n_u_setstate __pyx_string_tab[33]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[34]
+#define __pyx_n_u_test __pyx_string_tab[35]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[36]
+#define __pyx_n_u_longest_first __pyx_string_tab[37]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[38]
+#define __pyx_n_u_b __pyx_string_tab[39]
+#define __pyx_n_u_block_hashes __pyx_string_tab[40]
+#define __pyx_n_u_block_size __pyx_string_tab[41]
+#define __pyx_n_u_blocks __pyx_string_tab[42]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[43]
+#define __pyx_n_u_empty __pyx_string_tab[44]
+#define __pyx_n_u_found __pyx_string_tab[45]
+#define __pyx_n_u_h __pyx_string_tab[46]
+#define __pyx_n_u_ids __pyx_string_tab[47]
+#define __pyx_n_u_insert __pyx_string_tab[48]
+#define __pyx_n_u_item __pyx_string_tab[49]
+#define __pyx_n_u_items __pyx_string_tab[50]
+#define __pyx_n_u_j __pyx_string_tab[51]
+#define __pyx_n_u_key __pyx_string_tab[52]
+#define __pyx_n_u_match __pyx_string_tab[53]
+#define __pyx_n_u_max_tokens_per_tenant __pyx_string_tab[54]
+#define __pyx_n_u_met __pyx_string_tab[55]
+#define __pyx_n_u_n __pyx_string_tab[56]
+#define __pyx_n_u_node __pyx_string_tab[57]
+#define __pyx_n_u_out __pyx_string_tab[58]
+#define __pyx_n_u_parent __pyx_string_tab[59]
+#define __pyx_n_u_pop __pyx_string_tab[60]
+#define __pyx_n_u_remove_tenant __pyx_string_tab[61]
+#define __pyx_n_u_self __pyx_string_tab[62]
+#define __pyx_n_u_setdefault __pyx_string_tab[63]
+#define __pyx_n_u_size __pyx_string_tab[64]
+#define __pyx_n_u_smg__ext_prefix_tree __pyx_string_tab[65]
+#define __pyx_n_u_sorted __pyx_string_tab[66]
+#define __pyx_n_u_tenant __pyx_string_tab[67]
+#define __pyx_n_u_tenant_tokens __pyx_string_tab[68]
+#define __pyx_n_u_tokens __pyx_string_tab[69]
+#define __pyx_n_u_values __pyx_string_tab[70]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[71]
+#define __pyx_kp_b_iso88591_1D_T __pyx_string_tab[72]
+#define __pyx_kp_b_iso88591_A_7_A_AQ_AXQ_E_E_Q __pyx_string_tab[73]
+#define __pyx_kp_b_iso88591_A_F_q_vV_fCt6_XQ __pyx_string_tab[74]
+#define __pyx_kp_b_iso88591_A_4xuA_WAV1_Qa_5_2S_HAV3a_F_6_r __pyx_string_tab[75]
+#define __pyx_kp_b_iso88591_A_AXQ_q_5_L_5_A_vQb_HD_XV4q __pyx_string_tab[76]
+#define __pyx_kp_b_iso88591_0_A_j_CuM_3a_waq_E_aq_U_2R_Bb_2 __pyx_string_tab[77]
 #define __pyx_int_0 __pyx_number_tab[0]
 /* #### Code section: module_state_clear ### */
 #if CYTHON_USE_MODULE_STATE
@@ -3020,8 +3038,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<7; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<68; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<8; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<78; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3051,8 +3069,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<7; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<68; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<8; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<78; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -3068,6 +3086,468 @@ return 0;
 /* #### Code section: module_code ### */
 
 /* "smg/_ext/prefix_tree.pyx":21
+ * 
+ * 
+ * cdef inline uint64_t _finish(uint64_t h) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     h ^= h >> 30
+ *     h *= 0xBF58476D1CE4E5B9ULL
+*/
+
+static CYTHON_INLINE uint64_t __pyx_f_3smg_4_ext_11prefix_tree__finish(uint64_t __pyx_v_h) {
+  uint64_t __pyx_r;
+
+
+  /* "smg/_ext/prefix_tree.pyx":22
+ * 
+ * cdef inline uint64_t _finish(uint64_t h) noexcept nogil:
+ *     h ^= h >> 30             # <<<<<<<<<<<<<<
+ *     h *= 0xBF58476D1CE4E5B9ULL
+ *     h ^= h >> 27
+*/
+  __pyx_v_h = (__pyx_v_h ^ (__pyx_v_h >> 30));
+
+  /* "smg/_ext/prefix_tree.pyx":23
+ * cdef inline uint64_t _finish(uint64_t h) noexcept nogil:
+ *     h ^= h >> 30
+ *     h *= 0xBF58476D1CE4E5B9ULL             # <<<<<<<<<<<<<<
+ *     h ^= h >> 27
+ *     h *= 0x94D049BB133111EBULL
+*/
+  __pyx_v_h = (__pyx_v_h * 0xBF58476D1CE4E5B9ULL);
+
+  /* "smg/_ext/prefix_tree.pyx":24
+ *     h ^= h >> 30
+ *     h *= 0xBF58476D1CE4E5B9ULL
+ *     h ^= h >> 27             # <<<<<<<<<<<<<<
+ *     h *= 0x94D049BB133111EBULL
+ *     return h ^ (h >> 31)
+*/
+  __pyx_v_h = (__pyx_v_h ^ (__pyx_v_h >> 27));
+
+  /* "smg/_ext/prefix_tree.pyx":25
+ *     h *= 0xBF58476D1CE4E5B9ULL
+ *     h ^= h >> 27
+ *     h *= 0x94D049BB133111EBULL             # <<<<<<<<<<<<<<
+ *     return h ^ (h >> 31)
+ * 
+*/
+  __pyx_v_h = (__pyx_v_h * 0x94D049BB133111EBULL);
+
+  /* "smg/_ext/prefix_tree.pyx":26
+ *     h ^= h >> 27
+ *     h *= 0x94D049BB133111EBULL
+ *     return h ^ (h >> 31)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = (__pyx_v_h ^ (__pyx_v_h >> 31));
+  }
+  goto __pyx_L0;
+
+  /* "smg/_ext/prefix_tree.pyx":21
+ * 
+ * 
+ * cdef inline uint64_t _finish(uint64_t h) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     h ^= h >> 30
+ *     h *= 0xBF58476D1CE4E5B9ULL
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+  return __pyx_r;
+}
+
+/* "smg/_ext/prefix_tree.pyx":29
+ * 
+ * 
+ * def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):             # <<<<<<<<<<<<<<
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_1block_hashes(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+PyDoc_STRVAR(__pyx_doc_3smg_4_ext_11prefix_tree_block_hashes, "block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0)\n\nSee the twin\047s ``block_hashes``.");
+static PyMethodDef __pyx_mdef_3smg_4_ext_11prefix_tree_1block_hashes = {"block_hashes", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_3smg_4_ext_11prefix_tree_1block_hashes, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_3smg_4_ext_11prefix_tree_block_hashes};
+static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_1block_hashes(PyObject *__pyx_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  PyObject *__pyx_v_tokens = 0;
+  Py_ssize_t __pyx_v_block_size;
+  uint64_t __pyx_v_parent;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[3] = {0,0,0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("block_hashes (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_tokens,&__pyx_mstate_global->__pyx_n_u_block_size,&__pyx_mstate_global->__pyx_n_u_parent,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 29, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 29, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 29, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 29, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "block_hashes", 0) < (0)) __PYX_ERR(0, 29, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("block_hashes", 0, 2, 3, i); __PYX_ERR(0, 29, __pyx_L3_error) }
+      }
+    } else {
+      switch (__pyx_nargs) {
+        case  3:
+        values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 29, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  2:
+        values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 29, __pyx_L3_error)
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 29, __pyx_L3_error)
+        break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+    }
+    __pyx_v_tokens = values[0];
+    __pyx_v_block_size = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_block_size == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 29, __pyx_L3_error)
+    if (values[2]) {
+      __pyx_v_parent = __Pyx_PyLong_As_uint64_t(values[2]); if (unlikely((__pyx_v_parent == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 29, __pyx_L3_error)
+    } else {
+      __pyx_v_parent = ((uint64_t)((uint64_t)0));
+    }
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("block_hashes", 0, 2, 3, __pyx_nargs); __PYX_ERR(0, 29, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("smg._ext.prefix_tree.block_hashes", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_3smg_4_ext_11prefix_tree_block_hashes(__pyx_self, __pyx_v_tokens, __pyx_v_block_size, __pyx_v_parent);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_block_hashes(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_tokens, Py_ssize_t __pyx_v_block_size, uint64_t __pyx_v_parent) {
+  std::vector<int32_t>  __pyx_v_ids;
+  Py_ssize_t __pyx_v_n;
+  Py_ssize_t __pyx_v_blocks;
+  Py_ssize_t __pyx_v_b;
+  Py_ssize_t __pyx_v_j;
+  std::vector<uint64_t>  __pyx_v_out;
+  uint64_t __pyx_v_h;
+  Py_ssize_t __pyx_7genexpr__pyx_v_b;
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  int __pyx_t_1;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  size_t __pyx_t_4;
+  int __pyx_t_5;
+  Py_ssize_t __pyx_t_6;
+  Py_ssize_t __pyx_t_7;
+  Py_ssize_t __pyx_t_8;
+  Py_ssize_t __pyx_t_9;
+  Py_ssize_t __pyx_t_10;
+  Py_ssize_t __pyx_t_11;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("block_hashes", 0);
+
+
+  /* "smg/_ext/prefix_tree.pyx":31
+ * def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:             # <<<<<<<<<<<<<<
+ *         raise ValueError("block_size must be at least 1")
+ *     cdef vector[int32_t] ids
+*/
+  __pyx_t_1 = (__pyx_v_block_size < 1);
+
+  if (unlikely(__pyx_t_1)) {
+
+
+    /* "smg/_ext/prefix_tree.pyx":32
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:
+ *         raise ValueError("block_size must be at least 1")             # <<<<<<<<<<<<<<
+ *     cdef vector[int32_t] ids
+ *     _ids(tokens, ids)
+*/
+    __pyx_t_3 = NULL;
+    __pyx_t_4 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_block_size_must_be_at_least_1};
+      __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 32, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_2);
+    }
+    __Pyx_Raise(__pyx_t_2, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __PYX_ERR(0, 32, __pyx_L1_error)
+
+    /* "smg/_ext/prefix_tree.pyx":31
+ * def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:             # <<<<<<<<<<<<<<
+ *         raise ValueError("block_size must be at least 1")
+ *     cdef vector[int32_t] ids
+*/
+  }
+
+  /* "smg/_ext/prefix_tree.pyx":34
+ *         raise ValueError("block_size must be at least 1")
+ *     cdef vector[int32_t] ids
+ *     _ids(tokens, ids)             # <<<<<<<<<<<<<<
+ *     cdef Py_ssize_t n = <Py_ssize_t>ids.size(), blocks = n // block_size, b, j
+ *     cdef vector[uint64_t] out
+*/
+  __pyx_t_5 = __pyx_f_3smg_4_ext_11prefix_tree__ids(__pyx_v_tokens, __pyx_v_ids); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 34, __pyx_L1_error)
+
+
+  /* "smg/_ext/prefix_tree.pyx":35
+ *     cdef vector[int32_t] ids
+ *     _ids(tokens, ids)
+ *     cdef Py_ssize_t n = <Py_ssize_t>ids.size(), blocks = n // block_size, b, j             # <<<<<<<<<<<<<<
+ *     cdef vector[uint64_t] out
+ *     cdef uint64_t h
+*/
+  __pyx_v_n = ((Py_ssize_t)__pyx_v_ids.size());
+  __pyx_v_blocks = (__pyx_v_n / __pyx_v_block_size);
+
+  /* "smg/_ext/prefix_tree.pyx":38
+ *     cdef vector[uint64_t] out
+ *     cdef uint64_t h
+ *     out.resize(blocks)             # <<<<<<<<<<<<<<
+ *     with nogil:
+ *         for b in range(blocks):
+*/
+  try {
+    __pyx_v_out.resize(__pyx_v_blocks);
+  } catch(...) {
+    __Pyx_CppExn2PyErr();
+    __PYX_ERR(0, 38, __pyx_L1_error)
+  }
+
+  /* "smg/_ext/prefix_tree.pyx":39
+ *     cdef uint64_t h
+ *     out.resize(blocks)
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for b in range(blocks):
+ *             h = parent
+*/
+  {
+      PyThreadState * _save;
+      _save = PyEval_SaveThread();
+      __Pyx_FastGIL_Remember();
+      /*try:*/ {
+
+        /* "smg/_ext/prefix_tree.pyx":40
+ *     out.resize(blocks)
+ *     with nogil:
+ *         for b in range(blocks):             # <<<<<<<<<<<<<<
+ *             h = parent
+ *             for j in range(b * block_size, (b + 1) * block_size):
+*/
+
+        __pyx_t_6 = __pyx_v_blocks;
+        __pyx_t_7 = __pyx_t_6;
+
+        for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
+          __pyx_v_b = __pyx_t_8;
+
+          /* "smg/_ext/prefix_tree.pyx":41
+ *     with nogil:
+ *         for b in range(blocks):
+ *             h = parent             # <<<<<<<<<<<<<<
+ *             for j in range(b * block_size, (b + 1) * block_size):
+ *                 h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL
+*/
+          __pyx_v_h = __pyx_v_parent;
+
+          /* "smg/_ext/prefix_tree.pyx":42
+ *         for b in range(blocks):
+ *             h = parent
+ *             for j in range(b * block_size, (b + 1) * block_size):             # <<<<<<<<<<<<<<
+ *                 h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL
+ *             parent = _finish(h)
+*/
+
+          __pyx_t_9 = ((__pyx_v_b + 1) * __pyx_v_block_size);
+          __pyx_t_10 = __pyx_t_9;
+
+          for (__pyx_t_11 = (__pyx_v_b * __pyx_v_block_size); __pyx_t_11 < __pyx_t_10; __pyx_t_11+=1) {
+            __pyx_v_j = __pyx_t_11;
+
+            /* "smg/_ext/prefix_tree.pyx":43
+ *             h = parent
+ *             for j in range(b * block_size, (b + 1) * block_size):
+ *                 h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL             # <<<<<<<<<<<<<<
+ *             parent = _finish(h)
+ *             out[b] = parent
+*/
+            __pyx_v_h = ((__pyx_v_h ^ ((uint32_t)(__pyx_v_ids[__pyx_v_j]))) * 0x100000001B3ULL);
+          }
+
+
+          /* "smg/_ext/prefix_tree.pyx":44
+ *             for j in range(b * block_size, (b + 1) * block_size):
+ *                 h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL
+ *             parent = _finish(h)             # <<<<<<<<<<<<<<
+ *             out[b] = parent
+ *     return [out[b] for b in range(blocks)]
+*/
+          __pyx_v_parent = __pyx_f_3smg_4_ext_11prefix_tree__finish(__pyx_v_h);
+
+          /* "smg/_ext/prefix_tree.pyx":45
+ *                 h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL
+ *             parent = _finish(h)
+ *             out[b] = parent             # <<<<<<<<<<<<<<
+ *     return [out[b] for b in range(blocks)]
+ * 
+*/
+          (__pyx_v_out[__pyx_v_b]) = __pyx_v_parent;
+        }
+
+      }
+
+      /* "smg/_ext/prefix_tree.pyx":39
+ *     cdef uint64_t h
+ *     out.resize(blocks)
+ *     with nogil:             # <<<<<<<<<<<<<<
+ *         for b in range(blocks):
+ *             h = parent
+*/
+      /*finally:*/ {
+        /*normal exit:*/{
+          __Pyx_FastGIL_Forget();
+          PyEval_RestoreThread(_save);
+          goto __pyx_L6;
+        }
+        __pyx_L6:;
+      }
+  }
+
+  /* "smg/_ext/prefix_tree.pyx":46
+ *             parent = _finish(h)
+ *             out[b] = parent
+ *     return [out[b] for b in range(blocks)]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  { /* enter inner scope */
+    __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 46, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_2);
+
+    __pyx_t_6 = __pyx_v_blocks;
+    __pyx_t_7 = __pyx_t_6;
+
+    for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
+      __pyx_7genexpr__pyx_v_b = __pyx_t_8;
+      __pyx_t_3 = __Pyx_PyLong_From_uint64_t((__pyx_v_out[__pyx_7genexpr__pyx_v_b])); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 46, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_3);
+      __Pyx_GIVEREF(__pyx_t_3);
+      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_2, __pyx_t_3))) __PYX_ERR(0, 46, __pyx_L1_error)
+      __pyx_t_3 = 0;
+    }
+
+  } /* exit inner scope */
+  {
+    PyObject *__pyx_temp;
+    {
+      __pyx_temp = __pyx_r;
+      __pyx_r = __pyx_t_2;
+    }
+    __Pyx_XDECREF(__pyx_temp);
+  }
+  __pyx_t_2 = 0;
+  goto __pyx_L0;
+
+  /* "smg/_ext/prefix_tree.pyx":29
+ * 
+ * 
+ * def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):             # <<<<<<<<<<<<<<
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:
+*/
+
+  /* function exit code */
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_AddTraceback("smg._ext.prefix_tree.block_hashes", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+
+
+
+
+
+
+
+
+
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "smg/_ext/prefix_tree.pyx":49
  * 
  * 
  * cdef int _ids(object tokens, vector[int32_t]& out) except -1:             # <<<<<<<<<<<<<<
@@ -3090,17 +3570,17 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_ids", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":24
+  /* "smg/_ext/prefix_tree.pyx":52
  *     """A prompt's ids as int32 (an id outside int32 is refused, as the twin's compare would never
  *     meet it in an engine's vocabulary)."""
  *     cdef Py_ssize_t n = len(tokens)             # <<<<<<<<<<<<<<
  *     out.reserve(n)
  *     for token in tokens:
 */
-  __pyx_t_1 = PyObject_Length(__pyx_v_tokens); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 24, __pyx_L1_error)
+  __pyx_t_1 = PyObject_Length(__pyx_v_tokens); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 52, __pyx_L1_error)
   __pyx_v_n = __pyx_t_1;
 
-  /* "smg/_ext/prefix_tree.pyx":25
+  /* "smg/_ext/prefix_tree.pyx":53
  *     meet it in an engine's vocabulary)."""
  *     cdef Py_ssize_t n = len(tokens)
  *     out.reserve(n)             # <<<<<<<<<<<<<<
@@ -3111,10 +3591,10 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
     __pyx_v_out.reserve(__pyx_v_n);
   } catch(...) {
     __Pyx_CppExn2PyErr();
-    __PYX_ERR(0, 25, __pyx_L1_error)
+    __PYX_ERR(0, 53, __pyx_L1_error)
   }
 
-  /* "smg/_ext/prefix_tree.pyx":26
+  /* "smg/_ext/prefix_tree.pyx":54
  *     cdef Py_ssize_t n = len(tokens)
  *     out.reserve(n)
  *     for token in tokens:             # <<<<<<<<<<<<<<
@@ -3126,9 +3606,9 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
     __pyx_t_1 = 0;
     __pyx_t_3 = NULL;
   } else {
-    __pyx_t_1 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_tokens); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 26, __pyx_L1_error)
+    __pyx_t_1 = -1; __pyx_t_2 = PyObject_GetIter(__pyx_v_tokens); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 54, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 26, __pyx_L1_error)
+    __pyx_t_3 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 54, __pyx_L1_error)
   }
   for (;;) {
     if (likely(!__pyx_t_3)) {
@@ -3136,7 +3616,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
         {
           Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 26, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 54, __pyx_L1_error)
           #endif
           if (__pyx_t_1 >= __pyx_temp) break;
         }
@@ -3146,7 +3626,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
         {
           Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_2);
           #if !CYTHON_ASSUME_SAFE_SIZE
-          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 26, __pyx_L1_error)
+          if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 54, __pyx_L1_error)
           #endif
           if (__pyx_t_1 >= __pyx_temp) break;
         }
@@ -3157,13 +3637,13 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
         #endif
         ++__pyx_t_1;
       }
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 26, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
     } else {
       __pyx_t_4 = __pyx_t_3(__pyx_t_2);
       if (unlikely(!__pyx_t_4)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 26, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 54, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -3173,23 +3653,23 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
     __Pyx_XDECREF_SET(__pyx_v_token, __pyx_t_4);
     __pyx_t_4 = 0;
 
-    /* "smg/_ext/prefix_tree.pyx":27
+    /* "smg/_ext/prefix_tree.pyx":55
  *     out.reserve(n)
  *     for token in tokens:
  *         out.push_back(<int32_t>token)             # <<<<<<<<<<<<<<
  *     return 0
  * 
 */
-    __pyx_t_5 = __Pyx_PyLong_As_int32_t(__pyx_v_token); if (unlikely((__pyx_t_5 == ((int32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 27, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyLong_As_int32_t(__pyx_v_token); if (unlikely((__pyx_t_5 == ((int32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 55, __pyx_L1_error)
     try {
       __pyx_v_out.push_back(((int32_t)__pyx_t_5));
     } catch(...) {
       __Pyx_CppExn2PyErr();
-      __PYX_ERR(0, 27, __pyx_L1_error)
+      __PYX_ERR(0, 55, __pyx_L1_error)
     }
 
 
-    /* "smg/_ext/prefix_tree.pyx":26
+    /* "smg/_ext/prefix_tree.pyx":54
  *     cdef Py_ssize_t n = len(tokens)
  *     out.reserve(n)
  *     for token in tokens:             # <<<<<<<<<<<<<<
@@ -3199,7 +3679,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":28
+  /* "smg/_ext/prefix_tree.pyx":56
  *     for token in tokens:
  *         out.push_back(<int32_t>token)
  *     return 0             # <<<<<<<<<<<<<<
@@ -3212,7 +3692,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
   }
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":21
+  /* "smg/_ext/prefix_tree.pyx":49
  * 
  * 
  * cdef int _ids(object tokens, vector[int32_t]& out) except -1:             # <<<<<<<<<<<<<<
@@ -3234,7 +3714,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree__ids(PyObject *__pyx_v_tokens, std::
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":34
+/* "smg/_ext/prefix_tree.pyx":62
  *     """See the twin's module docstring."""
  * 
  *     def __cinit__(self, Py_ssize_t max_tokens_per_tenant):             # <<<<<<<<<<<<<<
@@ -3280,32 +3760,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_max_tokens_per_tenant,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 34, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 62, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 34, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 62, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 34, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__cinit__", 0) < (0)) __PYX_ERR(0, 62, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 34, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, i); __PYX_ERR(0, 62, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 34, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 62, __pyx_L3_error)
     }
-    __pyx_v_max_tokens_per_tenant = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_max_tokens_per_tenant == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 34, __pyx_L3_error)
+    __pyx_v_max_tokens_per_tenant = __Pyx_PyIndex_AsSsize_t(values[0]); if (unlikely((__pyx_v_max_tokens_per_tenant == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 62, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 34, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__cinit__", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 62, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -3339,7 +3819,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__cinit__", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":35
+  /* "smg/_ext/prefix_tree.pyx":63
  * 
  *     def __cinit__(self, Py_ssize_t max_tokens_per_tenant):
  *         if max_tokens_per_tenant < 1:             # <<<<<<<<<<<<<<
@@ -3351,7 +3831,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "smg/_ext/prefix_tree.pyx":36
+    /* "smg/_ext/prefix_tree.pyx":64
  *     def __cinit__(self, Py_ssize_t max_tokens_per_tenant):
  *         if max_tokens_per_tenant < 1:
  *             raise ValueError("max_tokens_per_tenant must be at least 1")             # <<<<<<<<<<<<<<
@@ -3364,14 +3844,14 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_max_tokens_per_tenant_must_be_at};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 36, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 64, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 36, __pyx_L1_error)
+    __PYX_ERR(0, 64, __pyx_L1_error)
 
-    /* "smg/_ext/prefix_tree.pyx":35
+    /* "smg/_ext/prefix_tree.pyx":63
  * 
  *     def __cinit__(self, Py_ssize_t max_tokens_per_tenant):
  *         if max_tokens_per_tenant < 1:             # <<<<<<<<<<<<<<
@@ -3380,7 +3860,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   }
 
-  /* "smg/_ext/prefix_tree.pyx":37
+  /* "smg/_ext/prefix_tree.pyx":65
  *         if max_tokens_per_tenant < 1:
  *             raise ValueError("max_tokens_per_tenant must be at least 1")
  *         self.max_tokens_per_tenant = max_tokens_per_tenant             # <<<<<<<<<<<<<<
@@ -3389,7 +3869,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   __pyx_v_self->max_tokens_per_tenant = __pyx_v_max_tokens_per_tenant;
 
-  /* "smg/_ext/prefix_tree.pyx":38
+  /* "smg/_ext/prefix_tree.pyx":66
  *             raise ValueError("max_tokens_per_tenant must be at least 1")
  *         self.max_tokens_per_tenant = max_tokens_per_tenant
  *         self.tick = 0             # <<<<<<<<<<<<<<
@@ -3398,7 +3878,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   __pyx_v_self->tick = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":39
+  /* "smg/_ext/prefix_tree.pyx":67
  *         self.max_tokens_per_tenant = max_tokens_per_tenant
  *         self.tick = 0
  *         self.n_tokens = 0             # <<<<<<<<<<<<<<
@@ -3407,7 +3887,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   __pyx_v_self->n_tokens = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":40
+  /* "smg/_ext/prefix_tree.pyx":68
  *         self.tick = 0
  *         self.n_tokens = 0
  *         self.n_nodes = 0             # <<<<<<<<<<<<<<
@@ -3416,7 +3896,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   __pyx_v_self->n_nodes = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":41
+  /* "smg/_ext/prefix_tree.pyx":69
  *         self.n_tokens = 0
  *         self.n_nodes = 0
  *         self._add(-1)  # the root             # <<<<<<<<<<<<<<
@@ -3425,7 +3905,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
 */
   (void)(((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_add(__pyx_v_self, -1));
 
-  /* "smg/_ext/prefix_tree.pyx":34
+  /* "smg/_ext/prefix_tree.pyx":62
  *     """See the twin's module docstring."""
  * 
  *     def __cinit__(self, Py_ssize_t max_tokens_per_tenant):             # <<<<<<<<<<<<<<
@@ -3447,7 +3927,7 @@ static int __pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree___cinit__(struct __pyx
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":43
+/* "smg/_ext/prefix_tree.pyx":71
  *         self._add(-1)  # the root
  * 
  *     cdef int32_t _add(self, int32_t parent) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3467,7 +3947,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
   int __pyx_clineno = 0;
   PyGILState_STATE __pyx_gilstate_save;
 
-  /* "smg/_ext/prefix_tree.pyx":45
+  /* "smg/_ext/prefix_tree.pyx":73
  *     cdef int32_t _add(self, int32_t parent) noexcept nogil:
  *         cdef int32_t node
  *         if not self.free_ids.empty():             # <<<<<<<<<<<<<<
@@ -3479,7 +3959,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
   if (__pyx_t_1) {
 
 
-    /* "smg/_ext/prefix_tree.pyx":46
+    /* "smg/_ext/prefix_tree.pyx":74
  *         cdef int32_t node
  *         if not self.free_ids.empty():
  *             node = self.free_ids.back()             # <<<<<<<<<<<<<<
@@ -3488,7 +3968,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
 */
     __pyx_v_node = __pyx_v_self->free_ids.back();
 
-    /* "smg/_ext/prefix_tree.pyx":47
+    /* "smg/_ext/prefix_tree.pyx":75
  *         if not self.free_ids.empty():
  *             node = self.free_ids.back()
  *             self.free_ids.pop_back()             # <<<<<<<<<<<<<<
@@ -3497,7 +3977,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
 */
     __pyx_v_self->free_ids.pop_back();
 
-    /* "smg/_ext/prefix_tree.pyx":48
+    /* "smg/_ext/prefix_tree.pyx":76
  *             node = self.free_ids.back()
  *             self.free_ids.pop_back()
  *             self.parents[node] = parent             # <<<<<<<<<<<<<<
@@ -3506,7 +3986,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
 */
     (__pyx_v_self->parents[__pyx_v_node]) = __pyx_v_parent;
 
-    /* "smg/_ext/prefix_tree.pyx":45
+    /* "smg/_ext/prefix_tree.pyx":73
  *     cdef int32_t _add(self, int32_t parent) noexcept nogil:
  *         cdef int32_t node
  *         if not self.free_ids.empty():             # <<<<<<<<<<<<<<
@@ -3516,7 +3996,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
     goto __pyx_L3;
   }
 
-  /* "smg/_ext/prefix_tree.pyx":50
+  /* "smg/_ext/prefix_tree.pyx":78
  *             self.parents[node] = parent
  *         else:
  *             node = <int32_t>self.parents.size()             # <<<<<<<<<<<<<<
@@ -3526,7 +4006,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
   /*else*/ {
     __pyx_v_node = ((int32_t)__pyx_v_self->parents.size());
 
-    /* "smg/_ext/prefix_tree.pyx":51
+    /* "smg/_ext/prefix_tree.pyx":79
  *         else:
  *             node = <int32_t>self.parents.size()
  *             self.parents.push_back(parent)             # <<<<<<<<<<<<<<
@@ -3539,10 +4019,10 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 51, __pyx_L1_error)
+      __PYX_ERR(0, 79, __pyx_L1_error)
     }
 
-    /* "smg/_ext/prefix_tree.pyx":52
+    /* "smg/_ext/prefix_tree.pyx":80
  *             node = <int32_t>self.parents.size()
  *             self.parents.push_back(parent)
  *             self.edges.push_back(vector[int32_t]())             # <<<<<<<<<<<<<<
@@ -3555,7 +4035,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 52, __pyx_L1_error)
+      __PYX_ERR(0, 80, __pyx_L1_error)
     }
     try {
       __pyx_v_self->edges.push_back(__pyx_t_2);
@@ -3563,11 +4043,11 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 52, __pyx_L1_error)
+      __PYX_ERR(0, 80, __pyx_L1_error)
     }
 
 
-    /* "smg/_ext/prefix_tree.pyx":53
+    /* "smg/_ext/prefix_tree.pyx":81
  *             self.parents.push_back(parent)
  *             self.edges.push_back(vector[int32_t]())
  *             self.children.push_back(unordered_map[int32_t, int32_t]())             # <<<<<<<<<<<<<<
@@ -3580,7 +4060,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 53, __pyx_L1_error)
+      __PYX_ERR(0, 81, __pyx_L1_error)
     }
     try {
       __pyx_v_self->children.push_back(__pyx_t_3);
@@ -3588,11 +4068,11 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 53, __pyx_L1_error)
+      __PYX_ERR(0, 81, __pyx_L1_error)
     }
 
 
-    /* "smg/_ext/prefix_tree.pyx":54
+    /* "smg/_ext/prefix_tree.pyx":82
  *             self.edges.push_back(vector[int32_t]())
  *             self.children.push_back(unordered_map[int32_t, int32_t]())
  *             self.tenants.push_back(vector[Tenancy]())             # <<<<<<<<<<<<<<
@@ -3605,7 +4085,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 54, __pyx_L1_error)
+      __PYX_ERR(0, 82, __pyx_L1_error)
     }
     try {
       __pyx_v_self->tenants.push_back(__pyx_t_4);
@@ -3613,13 +4093,13 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 54, __pyx_L1_error)
+      __PYX_ERR(0, 82, __pyx_L1_error)
     }
 
   }
   __pyx_L3:;
 
-  /* "smg/_ext/prefix_tree.pyx":55
+  /* "smg/_ext/prefix_tree.pyx":83
  *             self.children.push_back(unordered_map[int32_t, int32_t]())
  *             self.tenants.push_back(vector[Tenancy]())
  *         self.n_nodes += 1             # <<<<<<<<<<<<<<
@@ -3628,7 +4108,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
 */
   __pyx_v_self->n_nodes = (__pyx_v_self->n_nodes + 1);
 
-  /* "smg/_ext/prefix_tree.pyx":56
+  /* "smg/_ext/prefix_tree.pyx":84
  *             self.tenants.push_back(vector[Tenancy]())
  *         self.n_nodes += 1
  *         return node             # <<<<<<<<<<<<<<
@@ -3641,7 +4121,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
   }
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":43
+  /* "smg/_ext/prefix_tree.pyx":71
  *         self._add(-1)  # the root
  * 
  *     cdef int32_t _add(self, int32_t parent) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3660,7 +4140,7 @@ static int32_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__add(struct __pyx_o
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":58
+/* "smg/_ext/prefix_tree.pyx":86
  *         return node
  * 
  *     cdef void _delete(self, int32_t node) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3677,7 +4157,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
   int __pyx_clineno = 0;
   PyGILState_STATE __pyx_gilstate_save;
 
-  /* "smg/_ext/prefix_tree.pyx":59
+  /* "smg/_ext/prefix_tree.pyx":87
  * 
  *     cdef void _delete(self, int32_t node) noexcept nogil:
  *         self.n_tokens -= <int64_t>self.edges[node].size()             # <<<<<<<<<<<<<<
@@ -3686,7 +4166,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
 */
   __pyx_v_self->n_tokens = (__pyx_v_self->n_tokens - ((int64_t)(__pyx_v_self->edges[__pyx_v_node]).size()));
 
-  /* "smg/_ext/prefix_tree.pyx":60
+  /* "smg/_ext/prefix_tree.pyx":88
  *     cdef void _delete(self, int32_t node) noexcept nogil:
  *         self.n_tokens -= <int64_t>self.edges[node].size()
  *         vector[int32_t]().swap(self.edges[node])  # (its memory goes, not just its length)             # <<<<<<<<<<<<<<
@@ -3699,12 +4179,12 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
     PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
     __Pyx_CppExn2PyErr();
     __Pyx_PyGILState_Release(__pyx_gilstate_save);
-    __PYX_ERR(0, 60, __pyx_L1_error)
+    __PYX_ERR(0, 88, __pyx_L1_error)
   }
   __pyx_t_1.swap((__pyx_v_self->edges[__pyx_v_node]));
 
 
-  /* "smg/_ext/prefix_tree.pyx":61
+  /* "smg/_ext/prefix_tree.pyx":89
  *         self.n_tokens -= <int64_t>self.edges[node].size()
  *         vector[int32_t]().swap(self.edges[node])  # (its memory goes, not just its length)
  *         unordered_map[int32_t, int32_t]().swap(self.children[node])             # <<<<<<<<<<<<<<
@@ -3717,12 +4197,12 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
     PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
     __Pyx_CppExn2PyErr();
     __Pyx_PyGILState_Release(__pyx_gilstate_save);
-    __PYX_ERR(0, 61, __pyx_L1_error)
+    __PYX_ERR(0, 89, __pyx_L1_error)
   }
   __pyx_t_2.swap((__pyx_v_self->children[__pyx_v_node]));
 
 
-  /* "smg/_ext/prefix_tree.pyx":62
+  /* "smg/_ext/prefix_tree.pyx":90
  *         vector[int32_t]().swap(self.edges[node])  # (its memory goes, not just its length)
  *         unordered_map[int32_t, int32_t]().swap(self.children[node])
  *         vector[Tenancy]().swap(self.tenants[node])             # <<<<<<<<<<<<<<
@@ -3735,12 +4215,12 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
     PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
     __Pyx_CppExn2PyErr();
     __Pyx_PyGILState_Release(__pyx_gilstate_save);
-    __PYX_ERR(0, 62, __pyx_L1_error)
+    __PYX_ERR(0, 90, __pyx_L1_error)
   }
   __pyx_t_3.swap((__pyx_v_self->tenants[__pyx_v_node]));
 
 
-  /* "smg/_ext/prefix_tree.pyx":63
+  /* "smg/_ext/prefix_tree.pyx":91
  *         unordered_map[int32_t, int32_t]().swap(self.children[node])
  *         vector[Tenancy]().swap(self.tenants[node])
  *         self.free_ids.push_back(node)             # <<<<<<<<<<<<<<
@@ -3753,10 +4233,10 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
     PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
     __Pyx_CppExn2PyErr();
     __Pyx_PyGILState_Release(__pyx_gilstate_save);
-    __PYX_ERR(0, 63, __pyx_L1_error)
+    __PYX_ERR(0, 91, __pyx_L1_error)
   }
 
-  /* "smg/_ext/prefix_tree.pyx":64
+  /* "smg/_ext/prefix_tree.pyx":92
  *         vector[Tenancy]().swap(self.tenants[node])
  *         self.free_ids.push_back(node)
  *         self.n_nodes -= 1             # <<<<<<<<<<<<<<
@@ -3765,7 +4245,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
 */
   __pyx_v_self->n_nodes = (__pyx_v_self->n_nodes - 1);
 
-  /* "smg/_ext/prefix_tree.pyx":58
+  /* "smg/_ext/prefix_tree.pyx":86
  *         return node
  * 
  *     cdef void _delete(self, int32_t node) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3782,7 +4262,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__delete(struct __pyx_o
   __pyx_L0:;
 }
 
-/* "smg/_ext/prefix_tree.pyx":66
+/* "smg/_ext/prefix_tree.pyx":94
  *         self.n_nodes -= 1
  * 
  *     cdef Py_ssize_t _find(self, int32_t node, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3798,7 +4278,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
   Py_ssize_t __pyx_t_3;
   int __pyx_t_4;
 
-  /* "smg/_ext/prefix_tree.pyx":68
+  /* "smg/_ext/prefix_tree.pyx":96
  *     cdef Py_ssize_t _find(self, int32_t node, int32_t tenant) noexcept nogil:
  *         cdef Py_ssize_t j
  *         for j in range(<Py_ssize_t>self.tenants[node].size()):             # <<<<<<<<<<<<<<
@@ -3812,7 +4292,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_j = __pyx_t_3;
 
-    /* "smg/_ext/prefix_tree.pyx":69
+    /* "smg/_ext/prefix_tree.pyx":97
  *         cdef Py_ssize_t j
  *         for j in range(<Py_ssize_t>self.tenants[node].size()):
  *             if self.tenants[node][j].first == tenant:             # <<<<<<<<<<<<<<
@@ -3824,7 +4304,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
     if (__pyx_t_4) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":70
+      /* "smg/_ext/prefix_tree.pyx":98
  *         for j in range(<Py_ssize_t>self.tenants[node].size()):
  *             if self.tenants[node][j].first == tenant:
  *                 return j             # <<<<<<<<<<<<<<
@@ -3837,7 +4317,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
       }
       goto __pyx_L0;
 
-      /* "smg/_ext/prefix_tree.pyx":69
+      /* "smg/_ext/prefix_tree.pyx":97
  *         cdef Py_ssize_t j
  *         for j in range(<Py_ssize_t>self.tenants[node].size()):
  *             if self.tenants[node][j].first == tenant:             # <<<<<<<<<<<<<<
@@ -3848,7 +4328,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
   }
 
 
-  /* "smg/_ext/prefix_tree.pyx":71
+  /* "smg/_ext/prefix_tree.pyx":99
  *             if self.tenants[node][j].first == tenant:
  *                 return j
  *         return -1             # <<<<<<<<<<<<<<
@@ -3861,7 +4341,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
   }
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":66
+  /* "smg/_ext/prefix_tree.pyx":94
  *         self.n_nodes -= 1
  * 
  *     cdef Py_ssize_t _find(self, int32_t node, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3875,7 +4355,7 @@ static Py_ssize_t __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__find(struct __p
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":73
+/* "smg/_ext/prefix_tree.pyx":101
  *         return -1
  * 
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3891,7 +4371,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
   std::pair<int32_t,int32_t>  __pyx_t_3;
   int __pyx_t_4;
 
-  /* "smg/_ext/prefix_tree.pyx":74
+  /* "smg/_ext/prefix_tree.pyx":102
  * 
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:
  *         for item in self.children[node]:             # <<<<<<<<<<<<<<
@@ -3904,7 +4384,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
     __pyx_t_3 = *__pyx_t_1;
     __pyx_v_item = __PYX_STD_MOVE_IF_SUPPORTED(__pyx_t_3);
 
-    /* "smg/_ext/prefix_tree.pyx":75
+    /* "smg/_ext/prefix_tree.pyx":103
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:
  *         for item in self.children[node]:
  *             if self._find(item.second, tenant) >= 0:             # <<<<<<<<<<<<<<
@@ -3916,7 +4396,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
     if (__pyx_t_4) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":76
+      /* "smg/_ext/prefix_tree.pyx":104
  *         for item in self.children[node]:
  *             if self._find(item.second, tenant) >= 0:
  *                 return False             # <<<<<<<<<<<<<<
@@ -3929,7 +4409,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
       }
       goto __pyx_L0;
 
-      /* "smg/_ext/prefix_tree.pyx":75
+      /* "smg/_ext/prefix_tree.pyx":103
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:
  *         for item in self.children[node]:
  *             if self._find(item.second, tenant) >= 0:             # <<<<<<<<<<<<<<
@@ -3938,7 +4418,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
 */
     }
 
-    /* "smg/_ext/prefix_tree.pyx":74
+    /* "smg/_ext/prefix_tree.pyx":102
  * 
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:
  *         for item in self.children[node]:             # <<<<<<<<<<<<<<
@@ -3948,7 +4428,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
   }
 
 
-  /* "smg/_ext/prefix_tree.pyx":77
+  /* "smg/_ext/prefix_tree.pyx":105
  *             if self._find(item.second, tenant) >= 0:
  *                 return False
  *         return True             # <<<<<<<<<<<<<<
@@ -3961,7 +4441,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
   }
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":73
+  /* "smg/_ext/prefix_tree.pyx":101
  *         return -1
  * 
  *     cdef bint _is_tenant_leaf(self, int32_t node, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -3975,7 +4455,7 @@ static int __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__is_tenant_leaf(struct 
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":79
+/* "smg/_ext/prefix_tree.pyx":107
  *         return True
  * 
  *     def insert(self, tokens, int tenant):             # <<<<<<<<<<<<<<
@@ -4024,39 +4504,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_tokens,&__pyx_mstate_global->__pyx_n_u_tenant,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 79, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 107, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 79, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 107, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 79, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 107, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "insert", 0) < (0)) __PYX_ERR(0, 79, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "insert", 0) < (0)) __PYX_ERR(0, 107, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("insert", 1, 2, 2, i); __PYX_ERR(0, 79, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("insert", 1, 2, 2, i); __PYX_ERR(0, 107, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 79, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 107, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 79, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 107, __pyx_L3_error)
     }
     __pyx_v_tokens = values[0];
-    __pyx_v_tenant = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 79, __pyx_L3_error)
+    __pyx_v_tenant = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 107, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("insert", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 79, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("insert", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 107, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -4092,7 +4572,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("insert", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":80
+  /* "smg/_ext/prefix_tree.pyx":108
  * 
  *     def insert(self, tokens, int tenant):
  *         if tenant < 0:             # <<<<<<<<<<<<<<
@@ -4104,7 +4584,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "smg/_ext/prefix_tree.pyx":81
+    /* "smg/_ext/prefix_tree.pyx":109
  *     def insert(self, tokens, int tenant):
  *         if tenant < 0:
  *             raise ValueError("tenant must be a non-negative int")             # <<<<<<<<<<<<<<
@@ -4117,14 +4597,14 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
       PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_mstate_global->__pyx_kp_u_tenant_must_be_a_non_negative_in};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 81, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 109, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 81, __pyx_L1_error)
+    __PYX_ERR(0, 109, __pyx_L1_error)
 
-    /* "smg/_ext/prefix_tree.pyx":80
+    /* "smg/_ext/prefix_tree.pyx":108
  * 
  *     def insert(self, tokens, int tenant):
  *         if tenant < 0:             # <<<<<<<<<<<<<<
@@ -4133,17 +4613,17 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
 */
   }
 
-  /* "smg/_ext/prefix_tree.pyx":83
+  /* "smg/_ext/prefix_tree.pyx":111
  *             raise ValueError("tenant must be a non-negative int")
  *         cdef vector[int32_t] ids
  *         _ids(tokens, ids)             # <<<<<<<<<<<<<<
  *         with nogil:
  *             self._insert(ids.data(), <Py_ssize_t>ids.size(), tenant)
 */
-  __pyx_t_5 = __pyx_f_3smg_4_ext_11prefix_tree__ids(__pyx_v_tokens, __pyx_v_ids); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 83, __pyx_L1_error)
+  __pyx_t_5 = __pyx_f_3smg_4_ext_11prefix_tree__ids(__pyx_v_tokens, __pyx_v_ids); if (unlikely(__pyx_t_5 == ((int)-1))) __PYX_ERR(0, 111, __pyx_L1_error)
 
 
-  /* "smg/_ext/prefix_tree.pyx":84
+  /* "smg/_ext/prefix_tree.pyx":112
  *         cdef vector[int32_t] ids
  *         _ids(tokens, ids)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -4156,7 +4636,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "smg/_ext/prefix_tree.pyx":85
+        /* "smg/_ext/prefix_tree.pyx":113
  *         _ids(tokens, ids)
  *         with nogil:
  *             self._insert(ids.data(), <Py_ssize_t>ids.size(), tenant)             # <<<<<<<<<<<<<<
@@ -4166,7 +4646,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
         ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_insert(__pyx_v_self, __pyx_v_ids.data(), ((Py_ssize_t)__pyx_v_ids.size()), __pyx_v_tenant);
       }
 
-      /* "smg/_ext/prefix_tree.pyx":84
+      /* "smg/_ext/prefix_tree.pyx":112
  *         cdef vector[int32_t] ids
  *         _ids(tokens, ids)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -4183,7 +4663,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
       }
   }
 
-  /* "smg/_ext/prefix_tree.pyx":79
+  /* "smg/_ext/prefix_tree.pyx":107
  *         return True
  * 
  *     def insert(self, tokens, int tenant):             # <<<<<<<<<<<<<<
@@ -4206,7 +4686,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_2insert(struct _
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":87
+/* "smg/_ext/prefix_tree.pyx":115
  *             self._insert(ids.data(), <Py_ssize_t>ids.size(), tenant)
  * 
  *     cdef void _insert(self, const int32_t* tokens, Py_ssize_t n, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -4236,7 +4716,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
   int __pyx_clineno = 0;
   PyGILState_STATE __pyx_gilstate_save;
 
-  /* "smg/_ext/prefix_tree.pyx":88
+  /* "smg/_ext/prefix_tree.pyx":116
  * 
  *     cdef void _insert(self, const int32_t* tokens, Py_ssize_t n, int32_t tenant) noexcept nogil:
  *         cdef int64_t tick, owned = 0             # <<<<<<<<<<<<<<
@@ -4245,7 +4725,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   __pyx_v_owned = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":89
+  /* "smg/_ext/prefix_tree.pyx":117
  *     cdef void _insert(self, const int32_t* tokens, Py_ssize_t n, int32_t tenant) noexcept nogil:
  *         cdef int64_t tick, owned = 0
  *         cdef int32_t node = 0, child, head             # <<<<<<<<<<<<<<
@@ -4254,7 +4734,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   __pyx_v_node = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":90
+  /* "smg/_ext/prefix_tree.pyx":118
  *         cdef int64_t tick, owned = 0
  *         cdef int32_t node = 0, child, head
  *         cdef Py_ssize_t i = 0, k, m, j             # <<<<<<<<<<<<<<
@@ -4263,7 +4743,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   __pyx_v_i = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":91
+  /* "smg/_ext/prefix_tree.pyx":119
  *         cdef int32_t node = 0, child, head
  *         cdef Py_ssize_t i = 0, k, m, j
  *         self.tick += 1             # <<<<<<<<<<<<<<
@@ -4272,7 +4752,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   __pyx_v_self->tick = (__pyx_v_self->tick + 1);
 
-  /* "smg/_ext/prefix_tree.pyx":92
+  /* "smg/_ext/prefix_tree.pyx":120
  *         cdef Py_ssize_t i = 0, k, m, j
  *         self.tick += 1
  *         tick = self.tick             # <<<<<<<<<<<<<<
@@ -4283,7 +4763,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
   __pyx_v_tick = __pyx_t_1;
 
-  /* "smg/_ext/prefix_tree.pyx":93
+  /* "smg/_ext/prefix_tree.pyx":121
  *         self.tick += 1
  *         tick = self.tick
  *         found = self.owned.find(tenant)             # <<<<<<<<<<<<<<
@@ -4292,7 +4772,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   __pyx_v_found = __pyx_v_self->owned.find(__pyx_v_tenant);
 
-  /* "smg/_ext/prefix_tree.pyx":94
+  /* "smg/_ext/prefix_tree.pyx":122
  *         tick = self.tick
  *         found = self.owned.find(tenant)
  *         if found != self.owned.end():             # <<<<<<<<<<<<<<
@@ -4304,7 +4784,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
   if (__pyx_t_2) {
 
 
-    /* "smg/_ext/prefix_tree.pyx":95
+    /* "smg/_ext/prefix_tree.pyx":123
  *         found = self.owned.find(tenant)
  *         if found != self.owned.end():
  *             owned = deref(found).second             # <<<<<<<<<<<<<<
@@ -4315,7 +4795,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
     __pyx_v_owned = __pyx_t_1;
 
-    /* "smg/_ext/prefix_tree.pyx":94
+    /* "smg/_ext/prefix_tree.pyx":122
  *         tick = self.tick
  *         found = self.owned.find(tenant)
  *         if found != self.owned.end():             # <<<<<<<<<<<<<<
@@ -4324,7 +4804,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   }
 
-  /* "smg/_ext/prefix_tree.pyx":96
+  /* "smg/_ext/prefix_tree.pyx":124
  *         if found != self.owned.end():
  *             owned = deref(found).second
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -4337,7 +4817,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
     if (!__pyx_t_2) break;
 
-    /* "smg/_ext/prefix_tree.pyx":97
+    /* "smg/_ext/prefix_tree.pyx":125
  *             owned = deref(found).second
  *         while i < n:
  *             it = self.children[node].find(tokens[i])             # <<<<<<<<<<<<<<
@@ -4346,7 +4826,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
     __pyx_v_it = (__pyx_v_self->children[__pyx_v_node]).find((__pyx_v_tokens[__pyx_v_i]));
 
-    /* "smg/_ext/prefix_tree.pyx":98
+    /* "smg/_ext/prefix_tree.pyx":126
  *         while i < n:
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():             # <<<<<<<<<<<<<<
@@ -4358,7 +4838,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
     if (__pyx_t_2) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":99
+      /* "smg/_ext/prefix_tree.pyx":127
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():
  *                 child = self._add(node)             # <<<<<<<<<<<<<<
@@ -4367,7 +4847,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_child = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_add(__pyx_v_self, __pyx_v_node);
 
-      /* "smg/_ext/prefix_tree.pyx":100
+      /* "smg/_ext/prefix_tree.pyx":128
  *             if it == self.children[node].end():
  *                 child = self._add(node)
  *                 self.edges[child].assign(tokens + i, tokens + n)             # <<<<<<<<<<<<<<
@@ -4380,10 +4860,10 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
         PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
         __Pyx_CppExn2PyErr();
         __Pyx_PyGILState_Release(__pyx_gilstate_save);
-        __PYX_ERR(0, 100, __pyx_L1_error)
+        __PYX_ERR(0, 128, __pyx_L1_error)
       }
 
-      /* "smg/_ext/prefix_tree.pyx":101
+      /* "smg/_ext/prefix_tree.pyx":129
  *                 child = self._add(node)
  *                 self.edges[child].assign(tokens + i, tokens + n)
  *                 self.n_tokens += n - i             # <<<<<<<<<<<<<<
@@ -4392,7 +4872,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_self->n_tokens = (__pyx_v_self->n_tokens + (__pyx_v_n - __pyx_v_i));
 
-      /* "smg/_ext/prefix_tree.pyx":102
+      /* "smg/_ext/prefix_tree.pyx":130
  *                 self.edges[child].assign(tokens + i, tokens + n)
  *                 self.n_tokens += n - i
  *                 self.children[node][tokens[i]] = child             # <<<<<<<<<<<<<<
@@ -4401,7 +4881,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       ((__pyx_v_self->children[__pyx_v_node])[(__pyx_v_tokens[__pyx_v_i])]) = __pyx_v_child;
 
-      /* "smg/_ext/prefix_tree.pyx":103
+      /* "smg/_ext/prefix_tree.pyx":131
  *                 self.n_tokens += n - i
  *                 self.children[node][tokens[i]] = child
  *                 k = n - i             # <<<<<<<<<<<<<<
@@ -4410,7 +4890,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_k = (__pyx_v_n - __pyx_v_i);
 
-      /* "smg/_ext/prefix_tree.pyx":98
+      /* "smg/_ext/prefix_tree.pyx":126
  *         while i < n:
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():             # <<<<<<<<<<<<<<
@@ -4420,7 +4900,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
       goto __pyx_L6;
     }
 
-    /* "smg/_ext/prefix_tree.pyx":105
+    /* "smg/_ext/prefix_tree.pyx":133
  *                 k = n - i
  *             else:
  *                 child = deref(it).second             # <<<<<<<<<<<<<<
@@ -4432,7 +4912,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
       __pyx_v_child = __pyx_t_3;
 
-      /* "smg/_ext/prefix_tree.pyx":106
+      /* "smg/_ext/prefix_tree.pyx":134
  *             else:
  *                 child = deref(it).second
  *                 m = <Py_ssize_t>self.edges[child].size()             # <<<<<<<<<<<<<<
@@ -4441,7 +4921,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_m = ((Py_ssize_t)(__pyx_v_self->edges[__pyx_v_child]).size());
 
-      /* "smg/_ext/prefix_tree.pyx":107
+      /* "smg/_ext/prefix_tree.pyx":135
  *                 child = deref(it).second
  *                 m = <Py_ssize_t>self.edges[child].size()
  *                 k = 0             # <<<<<<<<<<<<<<
@@ -4450,7 +4930,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_k = 0;
 
-      /* "smg/_ext/prefix_tree.pyx":108
+      /* "smg/_ext/prefix_tree.pyx":136
  *                 m = <Py_ssize_t>self.edges[child].size()
  *                 k = 0
  *                 while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:             # <<<<<<<<<<<<<<
@@ -4487,7 +4967,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
         if (!__pyx_t_2) break;
 
-        /* "smg/_ext/prefix_tree.pyx":109
+        /* "smg/_ext/prefix_tree.pyx":137
  *                 k = 0
  *                 while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:
  *                     k += 1             # <<<<<<<<<<<<<<
@@ -4497,7 +4977,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
         __pyx_v_k = (__pyx_v_k + 1);
       }
 
-      /* "smg/_ext/prefix_tree.pyx":110
+      /* "smg/_ext/prefix_tree.pyx":138
  *                 while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:
  *                     k += 1
  *                 if k < m:  # the prompt leaves this edge: split it there             # <<<<<<<<<<<<<<
@@ -4509,7 +4989,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
       if (__pyx_t_2) {
 
 
-        /* "smg/_ext/prefix_tree.pyx":111
+        /* "smg/_ext/prefix_tree.pyx":139
  *                     k += 1
  *                 if k < m:  # the prompt leaves this edge: split it there
  *                     head = self._add(node)             # <<<<<<<<<<<<<<
@@ -4518,7 +4998,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         __pyx_v_head = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_add(__pyx_v_self, __pyx_v_node);
 
-        /* "smg/_ext/prefix_tree.pyx":112
+        /* "smg/_ext/prefix_tree.pyx":140
  *                 if k < m:  # the prompt leaves this edge: split it there
  *                     head = self._add(node)
  *                     self.edges[head].assign(self.edges[child].begin(), self.edges[child].begin() + k)             # <<<<<<<<<<<<<<
@@ -4531,10 +5011,10 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
           PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
           __Pyx_CppExn2PyErr();
           __Pyx_PyGILState_Release(__pyx_gilstate_save);
-          __PYX_ERR(0, 112, __pyx_L1_error)
+          __PYX_ERR(0, 140, __pyx_L1_error)
         }
 
-        /* "smg/_ext/prefix_tree.pyx":113
+        /* "smg/_ext/prefix_tree.pyx":141
  *                     head = self._add(node)
  *                     self.edges[head].assign(self.edges[child].begin(), self.edges[child].begin() + k)
  *                     self.tenants[head] = self.tenants[child]             # <<<<<<<<<<<<<<
@@ -4543,7 +5023,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         (__pyx_v_self->tenants[__pyx_v_head]) = (__pyx_v_self->tenants[__pyx_v_child]);
 
-        /* "smg/_ext/prefix_tree.pyx":114
+        /* "smg/_ext/prefix_tree.pyx":142
  *                     self.edges[head].assign(self.edges[child].begin(), self.edges[child].begin() + k)
  *                     self.tenants[head] = self.tenants[child]
  *                     self.edges[child].erase(self.edges[child].begin(), self.edges[child].begin() + k)             # <<<<<<<<<<<<<<
@@ -4556,10 +5036,10 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
           PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
           __Pyx_CppExn2PyErr();
           __Pyx_PyGILState_Release(__pyx_gilstate_save);
-          __PYX_ERR(0, 114, __pyx_L1_error)
+          __PYX_ERR(0, 142, __pyx_L1_error)
         }
 
-        /* "smg/_ext/prefix_tree.pyx":115
+        /* "smg/_ext/prefix_tree.pyx":143
  *                     self.tenants[head] = self.tenants[child]
  *                     self.edges[child].erase(self.edges[child].begin(), self.edges[child].begin() + k)
  *                     self.parents[child] = head             # <<<<<<<<<<<<<<
@@ -4568,7 +5048,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         (__pyx_v_self->parents[__pyx_v_child]) = __pyx_v_head;
 
-        /* "smg/_ext/prefix_tree.pyx":116
+        /* "smg/_ext/prefix_tree.pyx":144
  *                     self.edges[child].erase(self.edges[child].begin(), self.edges[child].begin() + k)
  *                     self.parents[child] = head
  *                     self.children[head][self.edges[child][0]] = child             # <<<<<<<<<<<<<<
@@ -4577,7 +5057,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         ((__pyx_v_self->children[__pyx_v_head])[((__pyx_v_self->edges[__pyx_v_child])[0])]) = __pyx_v_child;
 
-        /* "smg/_ext/prefix_tree.pyx":117
+        /* "smg/_ext/prefix_tree.pyx":145
  *                     self.parents[child] = head
  *                     self.children[head][self.edges[child][0]] = child
  *                     self.children[node][tokens[i]] = head             # <<<<<<<<<<<<<<
@@ -4586,7 +5066,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         ((__pyx_v_self->children[__pyx_v_node])[(__pyx_v_tokens[__pyx_v_i])]) = __pyx_v_head;
 
-        /* "smg/_ext/prefix_tree.pyx":118
+        /* "smg/_ext/prefix_tree.pyx":146
  *                     self.children[head][self.edges[child][0]] = child
  *                     self.children[node][tokens[i]] = head
  *                     child = head             # <<<<<<<<<<<<<<
@@ -4595,7 +5075,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
         __pyx_v_child = __pyx_v_head;
 
-        /* "smg/_ext/prefix_tree.pyx":110
+        /* "smg/_ext/prefix_tree.pyx":138
  *                 while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:
  *                     k += 1
  *                 if k < m:  # the prompt leaves this edge: split it there             # <<<<<<<<<<<<<<
@@ -4606,7 +5086,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
     }
     __pyx_L6:;
 
-    /* "smg/_ext/prefix_tree.pyx":119
+    /* "smg/_ext/prefix_tree.pyx":147
  *                     self.children[node][tokens[i]] = head
  *                     child = head
  *             j = self._find(child, tenant)             # <<<<<<<<<<<<<<
@@ -4615,7 +5095,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
     __pyx_v_j = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_find(__pyx_v_self, __pyx_v_child, __pyx_v_tenant);
 
-    /* "smg/_ext/prefix_tree.pyx":120
+    /* "smg/_ext/prefix_tree.pyx":148
  *                     child = head
  *             j = self._find(child, tenant)
  *             if j < 0:             # <<<<<<<<<<<<<<
@@ -4627,7 +5107,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
     if (__pyx_t_2) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":121
+      /* "smg/_ext/prefix_tree.pyx":149
  *             j = self._find(child, tenant)
  *             if j < 0:
  *                 owned += <int64_t>self.edges[child].size()             # <<<<<<<<<<<<<<
@@ -4636,7 +5116,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
       __pyx_v_owned = (__pyx_v_owned + ((int64_t)(__pyx_v_self->edges[__pyx_v_child]).size()));
 
-      /* "smg/_ext/prefix_tree.pyx":122
+      /* "smg/_ext/prefix_tree.pyx":150
  *             if j < 0:
  *                 owned += <int64_t>self.edges[child].size()
  *                 self.tenants[child].push_back(Tenancy(tenant, tick))             # <<<<<<<<<<<<<<
@@ -4649,7 +5129,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
         PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
         __Pyx_CppExn2PyErr();
         __Pyx_PyGILState_Release(__pyx_gilstate_save);
-        __PYX_ERR(0, 122, __pyx_L1_error)
+        __PYX_ERR(0, 150, __pyx_L1_error)
       }
       try {
         (__pyx_v_self->tenants[__pyx_v_child]).push_back(__pyx_t_5);
@@ -4657,11 +5137,11 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
         PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
         __Pyx_CppExn2PyErr();
         __Pyx_PyGILState_Release(__pyx_gilstate_save);
-        __PYX_ERR(0, 122, __pyx_L1_error)
+        __PYX_ERR(0, 150, __pyx_L1_error)
       }
 
 
-      /* "smg/_ext/prefix_tree.pyx":120
+      /* "smg/_ext/prefix_tree.pyx":148
  *                     child = head
  *             j = self._find(child, tenant)
  *             if j < 0:             # <<<<<<<<<<<<<<
@@ -4671,7 +5151,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
       goto __pyx_L13;
     }
 
-    /* "smg/_ext/prefix_tree.pyx":124
+    /* "smg/_ext/prefix_tree.pyx":152
  *                 self.tenants[child].push_back(Tenancy(tenant, tick))
  *             else:
  *                 self.tenants[child][j].second = tick             # <<<<<<<<<<<<<<
@@ -4683,7 +5163,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
     }
     __pyx_L13:;
 
-    /* "smg/_ext/prefix_tree.pyx":125
+    /* "smg/_ext/prefix_tree.pyx":153
  *             else:
  *                 self.tenants[child][j].second = tick
  *             node = child             # <<<<<<<<<<<<<<
@@ -4692,7 +5172,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
     __pyx_v_node = __pyx_v_child;
 
-    /* "smg/_ext/prefix_tree.pyx":126
+    /* "smg/_ext/prefix_tree.pyx":154
  *                 self.tenants[child][j].second = tick
  *             node = child
  *             i += k             # <<<<<<<<<<<<<<
@@ -4702,7 +5182,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
     __pyx_v_i = (__pyx_v_i + __pyx_v_k);
   }
 
-  /* "smg/_ext/prefix_tree.pyx":127
+  /* "smg/_ext/prefix_tree.pyx":155
  *             node = child
  *             i += k
  *         self.owned[tenant] = owned             # <<<<<<<<<<<<<<
@@ -4711,7 +5191,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   (__pyx_v_self->owned[__pyx_v_tenant]) = __pyx_v_owned;
 
-  /* "smg/_ext/prefix_tree.pyx":128
+  /* "smg/_ext/prefix_tree.pyx":156
  *             i += k
  *         self.owned[tenant] = owned
  *         if owned > self.max_tokens_per_tenant:             # <<<<<<<<<<<<<<
@@ -4723,7 +5203,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
   if (__pyx_t_2) {
 
 
-    /* "smg/_ext/prefix_tree.pyx":129
+    /* "smg/_ext/prefix_tree.pyx":157
  *         self.owned[tenant] = owned
  *         if owned > self.max_tokens_per_tenant:
  *             self._evict(tenant, self.max_tokens_per_tenant - self.max_tokens_per_tenant // 8)             # <<<<<<<<<<<<<<
@@ -4732,7 +5212,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
     ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_evict(__pyx_v_self, __pyx_v_tenant, (__pyx_v_self->max_tokens_per_tenant - (__pyx_v_self->max_tokens_per_tenant / 8)));
 
-    /* "smg/_ext/prefix_tree.pyx":128
+    /* "smg/_ext/prefix_tree.pyx":156
  *             i += k
  *         self.owned[tenant] = owned
  *         if owned > self.max_tokens_per_tenant:             # <<<<<<<<<<<<<<
@@ -4741,7 +5221,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 */
   }
 
-  /* "smg/_ext/prefix_tree.pyx":87
+  /* "smg/_ext/prefix_tree.pyx":115
  *             self._insert(ids.data(), <Py_ssize_t>ids.size(), tenant)
  * 
  *     cdef void _insert(self, const int32_t* tokens, Py_ssize_t n, int32_t tenant) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -4769,7 +5249,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__insert(struct __pyx_o
 
 }
 
-/* "smg/_ext/prefix_tree.pyx":131
+/* "smg/_ext/prefix_tree.pyx":159
  *             self._evict(tenant, self.max_tokens_per_tenant - self.max_tokens_per_tenant // 8)
  * 
  *     cdef void _evict(self, int32_t tenant, int64_t target) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -4794,7 +5274,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
   int __pyx_clineno = 0;
   PyGILState_STATE __pyx_gilstate_save;
 
-  /* "smg/_ext/prefix_tree.pyx":136
+  /* "smg/_ext/prefix_tree.pyx":164
  *         cdef int32_t node, parent
  *         cdef Py_ssize_t j
  *         cdef int64_t owned = self.owned[tenant]             # <<<<<<<<<<<<<<
@@ -4803,7 +5283,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
   __pyx_v_owned = (__pyx_v_self->owned[__pyx_v_tenant]);
 
-  /* "smg/_ext/prefix_tree.pyx":137
+  /* "smg/_ext/prefix_tree.pyx":165
  *         cdef Py_ssize_t j
  *         cdef int64_t owned = self.owned[tenant]
  *         for node in range(1, <int32_t>self.parents.size()):             # <<<<<<<<<<<<<<
@@ -4817,7 +5297,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
   for (__pyx_t_3 = 1; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_node = __pyx_t_3;
 
-    /* "smg/_ext/prefix_tree.pyx":138
+    /* "smg/_ext/prefix_tree.pyx":166
  *         cdef int64_t owned = self.owned[tenant]
  *         for node in range(1, <int32_t>self.parents.size()):
  *             if self.parents[node] >= 0 or node == 0:             # <<<<<<<<<<<<<<
@@ -4843,7 +5323,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
     if (__pyx_t_4) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":139
+      /* "smg/_ext/prefix_tree.pyx":167
  *         for node in range(1, <int32_t>self.parents.size()):
  *             if self.parents[node] >= 0 or node == 0:
  *                 j = self._find(node, tenant)             # <<<<<<<<<<<<<<
@@ -4852,7 +5332,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       __pyx_v_j = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_find(__pyx_v_self, __pyx_v_node, __pyx_v_tenant);
 
-      /* "smg/_ext/prefix_tree.pyx":140
+      /* "smg/_ext/prefix_tree.pyx":168
  *             if self.parents[node] >= 0 or node == 0:
  *                 j = self._find(node, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(node, tenant):             # <<<<<<<<<<<<<<
@@ -4878,7 +5358,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
       if (__pyx_t_4) {
 
 
-        /* "smg/_ext/prefix_tree.pyx":141
+        /* "smg/_ext/prefix_tree.pyx":169
  *                 j = self._find(node, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(node, tenant):
  *                     heap.push(pair[int64_t, int32_t](-self.tenants[node][j].second, -node))             # <<<<<<<<<<<<<<
@@ -4891,12 +5371,12 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
           PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
           __Pyx_CppExn2PyErr();
           __Pyx_PyGILState_Release(__pyx_gilstate_save);
-          __PYX_ERR(0, 141, __pyx_L1_error)
+          __PYX_ERR(0, 169, __pyx_L1_error)
         }
         __pyx_v_heap.push(__pyx_t_6);
 
 
-        /* "smg/_ext/prefix_tree.pyx":140
+        /* "smg/_ext/prefix_tree.pyx":168
  *             if self.parents[node] >= 0 or node == 0:
  *                 j = self._find(node, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(node, tenant):             # <<<<<<<<<<<<<<
@@ -4905,7 +5385,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       }
 
-      /* "smg/_ext/prefix_tree.pyx":138
+      /* "smg/_ext/prefix_tree.pyx":166
  *         cdef int64_t owned = self.owned[tenant]
  *         for node in range(1, <int32_t>self.parents.size()):
  *             if self.parents[node] >= 0 or node == 0:             # <<<<<<<<<<<<<<
@@ -4916,7 +5396,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
   }
 
 
-  /* "smg/_ext/prefix_tree.pyx":142
+  /* "smg/_ext/prefix_tree.pyx":170
  *                 if j >= 0 and self._is_tenant_leaf(node, tenant):
  *                     heap.push(pair[int64_t, int32_t](-self.tenants[node][j].second, -node))
  *         while owned > target and not heap.empty():             # <<<<<<<<<<<<<<
@@ -4943,7 +5423,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 
     if (!__pyx_t_4) break;
 
-    /* "smg/_ext/prefix_tree.pyx":143
+    /* "smg/_ext/prefix_tree.pyx":171
  *                     heap.push(pair[int64_t, int32_t](-self.tenants[node][j].second, -node))
  *         while owned > target and not heap.empty():
  *             node = -heap.top().second             # <<<<<<<<<<<<<<
@@ -4952,7 +5432,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     __pyx_v_node = (-__pyx_v_heap.top().second);
 
-    /* "smg/_ext/prefix_tree.pyx":144
+    /* "smg/_ext/prefix_tree.pyx":172
  *         while owned > target and not heap.empty():
  *             node = -heap.top().second
  *             heap.pop()             # <<<<<<<<<<<<<<
@@ -4961,7 +5441,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     __pyx_v_heap.pop();
 
-    /* "smg/_ext/prefix_tree.pyx":145
+    /* "smg/_ext/prefix_tree.pyx":173
  *             node = -heap.top().second
  *             heap.pop()
  *             j = self._find(node, tenant)             # <<<<<<<<<<<<<<
@@ -4970,7 +5450,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     __pyx_v_j = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_find(__pyx_v_self, __pyx_v_node, __pyx_v_tenant);
 
-    /* "smg/_ext/prefix_tree.pyx":146
+    /* "smg/_ext/prefix_tree.pyx":174
  *             heap.pop()
  *             j = self._find(node, tenant)
  *             self.tenants[node].erase(self.tenants[node].begin() + j)             # <<<<<<<<<<<<<<
@@ -4983,10 +5463,10 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       __Pyx_CppExn2PyErr();
       __Pyx_PyGILState_Release(__pyx_gilstate_save);
-      __PYX_ERR(0, 146, __pyx_L1_error)
+      __PYX_ERR(0, 174, __pyx_L1_error)
     }
 
-    /* "smg/_ext/prefix_tree.pyx":147
+    /* "smg/_ext/prefix_tree.pyx":175
  *             j = self._find(node, tenant)
  *             self.tenants[node].erase(self.tenants[node].begin() + j)
  *             owned -= <int64_t>self.edges[node].size()             # <<<<<<<<<<<<<<
@@ -4995,7 +5475,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     __pyx_v_owned = (__pyx_v_owned - ((int64_t)(__pyx_v_self->edges[__pyx_v_node]).size()));
 
-    /* "smg/_ext/prefix_tree.pyx":148
+    /* "smg/_ext/prefix_tree.pyx":176
  *             self.tenants[node].erase(self.tenants[node].begin() + j)
  *             owned -= <int64_t>self.edges[node].size()
  *             parent = self.parents[node]             # <<<<<<<<<<<<<<
@@ -5004,7 +5484,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     __pyx_v_parent = (__pyx_v_self->parents[__pyx_v_node]);
 
-    /* "smg/_ext/prefix_tree.pyx":149
+    /* "smg/_ext/prefix_tree.pyx":177
  *             owned -= <int64_t>self.edges[node].size()
  *             parent = self.parents[node]
  *             if self.tenants[node].empty():  # (no tenant: no children either)             # <<<<<<<<<<<<<<
@@ -5016,7 +5496,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
     if (__pyx_t_4) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":150
+      /* "smg/_ext/prefix_tree.pyx":178
  *             parent = self.parents[node]
  *             if self.tenants[node].empty():  # (no tenant: no children either)
  *                 self.children[parent].erase(self.edges[node][0])             # <<<<<<<<<<<<<<
@@ -5025,7 +5505,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       (void)((__pyx_v_self->children[__pyx_v_parent]).erase(((__pyx_v_self->edges[__pyx_v_node])[0])));
 
-      /* "smg/_ext/prefix_tree.pyx":151
+      /* "smg/_ext/prefix_tree.pyx":179
  *             if self.tenants[node].empty():  # (no tenant: no children either)
  *                 self.children[parent].erase(self.edges[node][0])
  *                 self.parents[node] = -1             # <<<<<<<<<<<<<<
@@ -5034,7 +5514,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       (__pyx_v_self->parents[__pyx_v_node]) = -1;
 
-      /* "smg/_ext/prefix_tree.pyx":152
+      /* "smg/_ext/prefix_tree.pyx":180
  *                 self.children[parent].erase(self.edges[node][0])
  *                 self.parents[node] = -1
  *                 self._delete(node)             # <<<<<<<<<<<<<<
@@ -5043,7 +5523,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_delete(__pyx_v_self, __pyx_v_node);
 
-      /* "smg/_ext/prefix_tree.pyx":149
+      /* "smg/_ext/prefix_tree.pyx":177
  *             owned -= <int64_t>self.edges[node].size()
  *             parent = self.parents[node]
  *             if self.tenants[node].empty():  # (no tenant: no children either)             # <<<<<<<<<<<<<<
@@ -5052,7 +5532,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
     }
 
-    /* "smg/_ext/prefix_tree.pyx":153
+    /* "smg/_ext/prefix_tree.pyx":181
  *                 self.parents[node] = -1
  *                 self._delete(node)
  *             if parent != 0:             # <<<<<<<<<<<<<<
@@ -5064,7 +5544,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
     if (__pyx_t_4) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":154
+      /* "smg/_ext/prefix_tree.pyx":182
  *                 self._delete(node)
  *             if parent != 0:
  *                 j = self._find(parent, tenant)             # <<<<<<<<<<<<<<
@@ -5073,7 +5553,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       __pyx_v_j = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_find(__pyx_v_self, __pyx_v_parent, __pyx_v_tenant);
 
-      /* "smg/_ext/prefix_tree.pyx":155
+      /* "smg/_ext/prefix_tree.pyx":183
  *             if parent != 0:
  *                 j = self._find(parent, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(parent, tenant):             # <<<<<<<<<<<<<<
@@ -5099,7 +5579,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
       if (__pyx_t_4) {
 
 
-        /* "smg/_ext/prefix_tree.pyx":156
+        /* "smg/_ext/prefix_tree.pyx":184
  *                 j = self._find(parent, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(parent, tenant):
  *                     heap.push(pair[int64_t, int32_t](-self.tenants[parent][j].second, -parent))             # <<<<<<<<<<<<<<
@@ -5112,12 +5592,12 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
           PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
           __Pyx_CppExn2PyErr();
           __Pyx_PyGILState_Release(__pyx_gilstate_save);
-          __PYX_ERR(0, 156, __pyx_L1_error)
+          __PYX_ERR(0, 184, __pyx_L1_error)
         }
         __pyx_v_heap.push(__pyx_t_6);
 
 
-        /* "smg/_ext/prefix_tree.pyx":155
+        /* "smg/_ext/prefix_tree.pyx":183
  *             if parent != 0:
  *                 j = self._find(parent, tenant)
  *                 if j >= 0 and self._is_tenant_leaf(parent, tenant):             # <<<<<<<<<<<<<<
@@ -5126,7 +5606,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
       }
 
-      /* "smg/_ext/prefix_tree.pyx":153
+      /* "smg/_ext/prefix_tree.pyx":181
  *                 self.parents[node] = -1
  *                 self._delete(node)
  *             if parent != 0:             # <<<<<<<<<<<<<<
@@ -5136,7 +5616,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
     }
   }
 
-  /* "smg/_ext/prefix_tree.pyx":157
+  /* "smg/_ext/prefix_tree.pyx":185
  *                 if j >= 0 and self._is_tenant_leaf(parent, tenant):
  *                     heap.push(pair[int64_t, int32_t](-self.tenants[parent][j].second, -parent))
  *         self.owned[tenant] = owned             # <<<<<<<<<<<<<<
@@ -5145,7 +5625,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 */
   (__pyx_v_self->owned[__pyx_v_tenant]) = __pyx_v_owned;
 
-  /* "smg/_ext/prefix_tree.pyx":131
+  /* "smg/_ext/prefix_tree.pyx":159
  *             self._evict(tenant, self.max_tokens_per_tenant - self.max_tokens_per_tenant // 8)
  * 
  *     cdef void _evict(self, int32_t tenant, int64_t target) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5167,7 +5647,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict(struct __pyx_ob
 
 }
 
-/* "smg/_ext/prefix_tree.pyx":159
+/* "smg/_ext/prefix_tree.pyx":187
  *         self.owned[tenant] = owned
  * 
  *     def match(self, tokens):             # <<<<<<<<<<<<<<
@@ -5215,32 +5695,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_tokens,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 159, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 187, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 159, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 187, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "match", 0) < (0)) __PYX_ERR(0, 159, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "match", 0) < (0)) __PYX_ERR(0, 187, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("match", 1, 1, 1, i); __PYX_ERR(0, 159, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("match", 1, 1, 1, i); __PYX_ERR(0, 187, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 159, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 187, __pyx_L3_error)
     }
     __pyx_v_tokens = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("match", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 159, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("match", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 187, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -5264,7 +5744,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *__pyx_v_self, PyObject *__pyx_v_tokens) {
   std::vector<int32_t>  __pyx_v_ids;
   std::unordered_map<int32_t,int64_t>  __pyx_v_met;
-  std::pair<int32_t,int64_t>  __pyx_7genexpr__pyx_v_item;
+  std::pair<int32_t,int64_t>  __pyx_8genexpr1__pyx_v_item;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_t_1;
@@ -5282,17 +5762,17 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("match", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":162
+  /* "smg/_ext/prefix_tree.pyx":190
  *         cdef vector[int32_t] ids
  *         cdef unordered_map[int32_t, int64_t] met
  *         _ids(tokens, ids)             # <<<<<<<<<<<<<<
  *         with nogil:
  *             self._match(ids.data(), <Py_ssize_t>ids.size(), met)
 */
-  __pyx_t_1 = __pyx_f_3smg_4_ext_11prefix_tree__ids(__pyx_v_tokens, __pyx_v_ids); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 162, __pyx_L1_error)
+  __pyx_t_1 = __pyx_f_3smg_4_ext_11prefix_tree__ids(__pyx_v_tokens, __pyx_v_ids); if (unlikely(__pyx_t_1 == ((int)-1))) __PYX_ERR(0, 190, __pyx_L1_error)
 
 
-  /* "smg/_ext/prefix_tree.pyx":163
+  /* "smg/_ext/prefix_tree.pyx":191
  *         cdef unordered_map[int32_t, int64_t] met
  *         _ids(tokens, ids)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -5305,7 +5785,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "smg/_ext/prefix_tree.pyx":164
+        /* "smg/_ext/prefix_tree.pyx":192
  *         _ids(tokens, ids)
  *         with nogil:
  *             self._match(ids.data(), <Py_ssize_t>ids.size(), met)             # <<<<<<<<<<<<<<
@@ -5315,7 +5795,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
         ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_match(__pyx_v_self, __pyx_v_ids.data(), ((Py_ssize_t)__pyx_v_ids.size()), __pyx_v_met);
       }
 
-      /* "smg/_ext/prefix_tree.pyx":163
+      /* "smg/_ext/prefix_tree.pyx":191
  *         cdef unordered_map[int32_t, int64_t] met
  *         _ids(tokens, ids)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -5332,7 +5812,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
       }
   }
 
-  /* "smg/_ext/prefix_tree.pyx":165
+  /* "smg/_ext/prefix_tree.pyx":193
  *         with nogil:
  *             self._match(ids.data(), <Py_ssize_t>ids.size(), met)
  *         return sorted([(item.first, item.second) for item in met], key=_longest_first)             # <<<<<<<<<<<<<<
@@ -5341,31 +5821,31 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
 */
   __pyx_t_3 = NULL;
   { /* enter inner scope */
-    __pyx_t_4 = PyList_New(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_t_4 = PyList_New(0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_5 = __pyx_v_met.begin();
     for (; __pyx_t_5 != __pyx_v_met.end(); ++__pyx_t_5) {
       __pyx_t_6 = *__pyx_t_5;
-      __pyx_7genexpr__pyx_v_item = __PYX_STD_MOVE_IF_SUPPORTED(__pyx_t_6);
-      __pyx_t_7 = __Pyx_PyLong_From_int32_t(__pyx_7genexpr__pyx_v_item.first); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 165, __pyx_L1_error)
+      __pyx_8genexpr1__pyx_v_item = __PYX_STD_MOVE_IF_SUPPORTED(__pyx_t_6);
+      __pyx_t_7 = __Pyx_PyLong_From_int32_t(__pyx_8genexpr1__pyx_v_item.first); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 193, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_7);
-      __pyx_t_8 = __Pyx_PyLong_From_int64_t(__pyx_7genexpr__pyx_v_item.second); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_From_int64_t(__pyx_8genexpr1__pyx_v_item.second); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 193, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_9 = PyTuple_New(2); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
+      __pyx_t_9 = PyTuple_New(2); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 193, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_GIVEREF(__pyx_t_7);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_7) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_7) != (0)) __PYX_ERR(0, 193, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_8);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 193, __pyx_L1_error);
       __pyx_t_7 = 0;
       __pyx_t_8 = 0;
       __Pyx_GIVEREF(__pyx_t_9);
-      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_4, __pyx_t_9))) __PYX_ERR(0, 165, __pyx_L1_error)
+      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_4, __pyx_t_9))) __PYX_ERR(0, 193, __pyx_L1_error)
       __pyx_t_9 = 0;
     }
 
   } /* exit inner scope */
-  __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_longest_first); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_longest_first); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 193, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   #if CYTHON_VECTORCALL
   #endif
@@ -5374,13 +5854,13 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
     PyObject *__pyx_callargs[3] = {__pyx_t_3, __pyx_t_4, __pyx_t_9};
     #if CYTHON_VECTORCALL
     __pyx_t_8 = __pyx_mstate_global->__pyx_tuple[0];
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_8);
     #else
     {
       PyObject *__pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_key};
       __pyx_t_8 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+2, 1);
-      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
+      if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 193, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
     }
     #endif
@@ -5391,7 +5871,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
     #endif
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 165, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   {
@@ -5405,7 +5885,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
   __pyx_t_2 = 0;
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":159
+  /* "smg/_ext/prefix_tree.pyx":187
  *         self.owned[tenant] = owned
  * 
  *     def match(self, tokens):             # <<<<<<<<<<<<<<
@@ -5432,7 +5912,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4match(struct __
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":167
+/* "smg/_ext/prefix_tree.pyx":195
  *         return sorted([(item.first, item.second) for item in met], key=_longest_first)
  * 
  *     cdef void _match(self, const int32_t* tokens, Py_ssize_t n, unordered_map[int32_t, int64_t]& met) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5455,7 +5935,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
   std::vector<__pyx_t_3smg_4_ext_11prefix_tree_Tenancy>  *__pyx_t_5;
   __pyx_t_3smg_4_ext_11prefix_tree_Tenancy __pyx_t_6;
 
-  /* "smg/_ext/prefix_tree.pyx":168
+  /* "smg/_ext/prefix_tree.pyx":196
  * 
  *     cdef void _match(self, const int32_t* tokens, Py_ssize_t n, unordered_map[int32_t, int64_t]& met) noexcept nogil:
  *         cdef int32_t node = 0, child             # <<<<<<<<<<<<<<
@@ -5464,7 +5944,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
   __pyx_v_node = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":169
+  /* "smg/_ext/prefix_tree.pyx":197
  *     cdef void _match(self, const int32_t* tokens, Py_ssize_t n, unordered_map[int32_t, int64_t]& met) noexcept nogil:
  *         cdef int32_t node = 0, child
  *         cdef Py_ssize_t i = 0, k, m             # <<<<<<<<<<<<<<
@@ -5473,7 +5953,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
   __pyx_v_i = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":170
+  /* "smg/_ext/prefix_tree.pyx":198
  *         cdef int32_t node = 0, child
  *         cdef Py_ssize_t i = 0, k, m
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -5486,7 +5966,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 
     if (!__pyx_t_1) break;
 
-    /* "smg/_ext/prefix_tree.pyx":171
+    /* "smg/_ext/prefix_tree.pyx":199
  *         cdef Py_ssize_t i = 0, k, m
  *         while i < n:
  *             it = self.children[node].find(tokens[i])             # <<<<<<<<<<<<<<
@@ -5495,7 +5975,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     __pyx_v_it = (__pyx_v_self->children[__pyx_v_node]).find((__pyx_v_tokens[__pyx_v_i]));
 
-    /* "smg/_ext/prefix_tree.pyx":172
+    /* "smg/_ext/prefix_tree.pyx":200
  *         while i < n:
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():             # <<<<<<<<<<<<<<
@@ -5507,7 +5987,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
     if (__pyx_t_1) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":173
+      /* "smg/_ext/prefix_tree.pyx":201
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():
  *                 break             # <<<<<<<<<<<<<<
@@ -5516,7 +5996,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
       goto __pyx_L4_break;
 
-      /* "smg/_ext/prefix_tree.pyx":172
+      /* "smg/_ext/prefix_tree.pyx":200
  *         while i < n:
  *             it = self.children[node].find(tokens[i])
  *             if it == self.children[node].end():             # <<<<<<<<<<<<<<
@@ -5525,7 +6005,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     }
 
-    /* "smg/_ext/prefix_tree.pyx":174
+    /* "smg/_ext/prefix_tree.pyx":202
  *             if it == self.children[node].end():
  *                 break
  *             child = deref(it).second             # <<<<<<<<<<<<<<
@@ -5536,7 +6016,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 
     __pyx_v_child = __pyx_t_2;
 
-    /* "smg/_ext/prefix_tree.pyx":175
+    /* "smg/_ext/prefix_tree.pyx":203
  *                 break
  *             child = deref(it).second
  *             m = <Py_ssize_t>self.edges[child].size()             # <<<<<<<<<<<<<<
@@ -5545,7 +6025,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     __pyx_v_m = ((Py_ssize_t)(__pyx_v_self->edges[__pyx_v_child]).size());
 
-    /* "smg/_ext/prefix_tree.pyx":176
+    /* "smg/_ext/prefix_tree.pyx":204
  *             child = deref(it).second
  *             m = <Py_ssize_t>self.edges[child].size()
  *             k = 0             # <<<<<<<<<<<<<<
@@ -5554,7 +6034,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     __pyx_v_k = 0;
 
-    /* "smg/_ext/prefix_tree.pyx":177
+    /* "smg/_ext/prefix_tree.pyx":205
  *             m = <Py_ssize_t>self.edges[child].size()
  *             k = 0
  *             while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:             # <<<<<<<<<<<<<<
@@ -5591,7 +6071,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 
       if (!__pyx_t_1) break;
 
-      /* "smg/_ext/prefix_tree.pyx":178
+      /* "smg/_ext/prefix_tree.pyx":206
  *             k = 0
  *             while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:
  *                 k += 1             # <<<<<<<<<<<<<<
@@ -5601,7 +6081,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
       __pyx_v_k = (__pyx_v_k + 1);
     }
 
-    /* "smg/_ext/prefix_tree.pyx":179
+    /* "smg/_ext/prefix_tree.pyx":207
  *             while k < m and i + k < n and self.edges[child][k] == tokens[i + k]:
  *                 k += 1
  *             i += k             # <<<<<<<<<<<<<<
@@ -5610,7 +6090,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     __pyx_v_i = (__pyx_v_i + __pyx_v_k);
 
-    /* "smg/_ext/prefix_tree.pyx":180
+    /* "smg/_ext/prefix_tree.pyx":208
  *                 k += 1
  *             i += k
  *             for tenancy in self.tenants[child]:             # <<<<<<<<<<<<<<
@@ -5623,7 +6103,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
       __pyx_t_6 = *__pyx_t_4;
       __pyx_v_tenancy = __PYX_STD_MOVE_IF_SUPPORTED(__pyx_t_6);
 
-      /* "smg/_ext/prefix_tree.pyx":181
+      /* "smg/_ext/prefix_tree.pyx":209
  *             i += k
  *             for tenancy in self.tenants[child]:
  *                 met[tenancy.first] = i             # <<<<<<<<<<<<<<
@@ -5632,7 +6112,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
       (__pyx_v_met[__pyx_v_tenancy.first]) = __pyx_v_i;
 
-      /* "smg/_ext/prefix_tree.pyx":180
+      /* "smg/_ext/prefix_tree.pyx":208
  *                 k += 1
  *             i += k
  *             for tenancy in self.tenants[child]:             # <<<<<<<<<<<<<<
@@ -5642,7 +6122,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
     }
 
 
-    /* "smg/_ext/prefix_tree.pyx":182
+    /* "smg/_ext/prefix_tree.pyx":210
  *             for tenancy in self.tenants[child]:
  *                 met[tenancy.first] = i
  *             if k < m:             # <<<<<<<<<<<<<<
@@ -5654,7 +6134,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
     if (__pyx_t_1) {
 
 
-      /* "smg/_ext/prefix_tree.pyx":183
+      /* "smg/_ext/prefix_tree.pyx":211
  *                 met[tenancy.first] = i
  *             if k < m:
  *                 break             # <<<<<<<<<<<<<<
@@ -5663,7 +6143,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
       goto __pyx_L4_break;
 
-      /* "smg/_ext/prefix_tree.pyx":182
+      /* "smg/_ext/prefix_tree.pyx":210
  *             for tenancy in self.tenants[child]:
  *                 met[tenancy.first] = i
  *             if k < m:             # <<<<<<<<<<<<<<
@@ -5672,7 +6152,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 */
     }
 
-    /* "smg/_ext/prefix_tree.pyx":184
+    /* "smg/_ext/prefix_tree.pyx":212
  *             if k < m:
  *                 break
  *             node = child             # <<<<<<<<<<<<<<
@@ -5683,7 +6163,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
   }
   __pyx_L4_break:;
 
-  /* "smg/_ext/prefix_tree.pyx":167
+  /* "smg/_ext/prefix_tree.pyx":195
  *         return sorted([(item.first, item.second) for item in met], key=_longest_first)
  * 
  *     cdef void _match(self, const int32_t* tokens, Py_ssize_t n, unordered_map[int32_t, int64_t]& met) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5701,7 +6181,7 @@ static void __pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match(struct __pyx_ob
 
 }
 
-/* "smg/_ext/prefix_tree.pyx":186
+/* "smg/_ext/prefix_tree.pyx":214
  *             node = child
  * 
  *     def remove_tenant(self, int tenant):             # <<<<<<<<<<<<<<
@@ -5749,32 +6229,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_tenant,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 186, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 214, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 186, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 214, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "remove_tenant", 0) < (0)) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "remove_tenant", 0) < (0)) __PYX_ERR(0, 214, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("remove_tenant", 1, 1, 1, i); __PYX_ERR(0, 186, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("remove_tenant", 1, 1, 1, i); __PYX_ERR(0, 214, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 214, __pyx_L3_error)
     }
-    __pyx_v_tenant = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 186, __pyx_L3_error)
+    __pyx_v_tenant = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 214, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("remove_tenant", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 186, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("remove_tenant", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 214, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -5813,7 +6293,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("remove_tenant", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":188
+  /* "smg/_ext/prefix_tree.pyx":216
  *     def remove_tenant(self, int tenant):
  *         """Forget a tenant (its worker left): nodes left with no tenant go."""
  *         cdef int32_t node, size = <int32_t>self.parents.size()             # <<<<<<<<<<<<<<
@@ -5822,7 +6302,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
   __pyx_v_size = ((int32_t)__pyx_v_self->parents.size());
 
-  /* "smg/_ext/prefix_tree.pyx":191
+  /* "smg/_ext/prefix_tree.pyx":219
  *         cdef Py_ssize_t j
  *         cdef vector[char] empty
  *         empty.resize(size, 0)             # <<<<<<<<<<<<<<
@@ -5833,10 +6313,10 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
     __pyx_v_empty.resize(__pyx_v_size, 0);
   } catch(...) {
     __Pyx_CppExn2PyErr();
-    __PYX_ERR(0, 191, __pyx_L1_error)
+    __PYX_ERR(0, 219, __pyx_L1_error)
   }
 
-  /* "smg/_ext/prefix_tree.pyx":192
+  /* "smg/_ext/prefix_tree.pyx":220
  *         cdef vector[char] empty
  *         empty.resize(size, 0)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -5849,7 +6329,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "smg/_ext/prefix_tree.pyx":193
+        /* "smg/_ext/prefix_tree.pyx":221
  *         empty.resize(size, 0)
  *         with nogil:
  *             for node in range(size):             # <<<<<<<<<<<<<<
@@ -5863,7 +6343,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_node = __pyx_t_3;
 
-          /* "smg/_ext/prefix_tree.pyx":194
+          /* "smg/_ext/prefix_tree.pyx":222
  *         with nogil:
  *             for node in range(size):
  *                 if node == 0 or self.parents[node] >= 0:             # <<<<<<<<<<<<<<
@@ -5889,7 +6369,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
           if (__pyx_t_4) {
 
 
-            /* "smg/_ext/prefix_tree.pyx":195
+            /* "smg/_ext/prefix_tree.pyx":223
  *             for node in range(size):
  *                 if node == 0 or self.parents[node] >= 0:
  *                     j = self._find(node, tenant)             # <<<<<<<<<<<<<<
@@ -5898,7 +6378,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             __pyx_v_j = ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_find(__pyx_v_self, __pyx_v_node, __pyx_v_tenant);
 
-            /* "smg/_ext/prefix_tree.pyx":196
+            /* "smg/_ext/prefix_tree.pyx":224
  *                 if node == 0 or self.parents[node] >= 0:
  *                     j = self._find(node, tenant)
  *                     if j >= 0:             # <<<<<<<<<<<<<<
@@ -5910,7 +6390,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
             if (__pyx_t_4) {
 
 
-              /* "smg/_ext/prefix_tree.pyx":197
+              /* "smg/_ext/prefix_tree.pyx":225
  *                     j = self._find(node, tenant)
  *                     if j >= 0:
  *                         self.tenants[node].erase(self.tenants[node].begin() + j)             # <<<<<<<<<<<<<<
@@ -5923,10 +6403,10 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
                 PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
                 __Pyx_CppExn2PyErr();
                 __Pyx_PyGILState_Release(__pyx_gilstate_save);
-                __PYX_ERR(0, 197, __pyx_L4_error)
+                __PYX_ERR(0, 225, __pyx_L4_error)
               }
 
-              /* "smg/_ext/prefix_tree.pyx":196
+              /* "smg/_ext/prefix_tree.pyx":224
  *                 if node == 0 or self.parents[node] >= 0:
  *                     j = self._find(node, tenant)
  *                     if j >= 0:             # <<<<<<<<<<<<<<
@@ -5935,7 +6415,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             }
 
-            /* "smg/_ext/prefix_tree.pyx":198
+            /* "smg/_ext/prefix_tree.pyx":226
  *                     if j >= 0:
  *                         self.tenants[node].erase(self.tenants[node].begin() + j)
  *                     if node and self.tenants[node].empty():             # <<<<<<<<<<<<<<
@@ -5961,7 +6441,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
             if (__pyx_t_4) {
 
 
-              /* "smg/_ext/prefix_tree.pyx":199
+              /* "smg/_ext/prefix_tree.pyx":227
  *                         self.tenants[node].erase(self.tenants[node].begin() + j)
  *                     if node and self.tenants[node].empty():
  *                         empty[node] = 1             # <<<<<<<<<<<<<<
@@ -5970,7 +6450,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
               (__pyx_v_empty[__pyx_v_node]) = 1;
 
-              /* "smg/_ext/prefix_tree.pyx":198
+              /* "smg/_ext/prefix_tree.pyx":226
  *                     if j >= 0:
  *                         self.tenants[node].erase(self.tenants[node].begin() + j)
  *                     if node and self.tenants[node].empty():             # <<<<<<<<<<<<<<
@@ -5979,7 +6459,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             }
 
-            /* "smg/_ext/prefix_tree.pyx":194
+            /* "smg/_ext/prefix_tree.pyx":222
  *         with nogil:
  *             for node in range(size):
  *                 if node == 0 or self.parents[node] >= 0:             # <<<<<<<<<<<<<<
@@ -5990,7 +6470,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         }
 
 
-        /* "smg/_ext/prefix_tree.pyx":200
+        /* "smg/_ext/prefix_tree.pyx":228
  *                     if node and self.tenants[node].empty():
  *                         empty[node] = 1
  *             for node in range(1, size):             # <<<<<<<<<<<<<<
@@ -6004,7 +6484,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         for (__pyx_t_3 = 1; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_node = __pyx_t_3;
 
-          /* "smg/_ext/prefix_tree.pyx":201
+          /* "smg/_ext/prefix_tree.pyx":229
  *                         empty[node] = 1
  *             for node in range(1, size):
  *                 if empty[node] and not empty[self.parents[node]]:  # (the top of an emptied subtree)             # <<<<<<<<<<<<<<
@@ -6030,7 +6510,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
           if (__pyx_t_4) {
 
 
-            /* "smg/_ext/prefix_tree.pyx":202
+            /* "smg/_ext/prefix_tree.pyx":230
  *             for node in range(1, size):
  *                 if empty[node] and not empty[self.parents[node]]:  # (the top of an emptied subtree)
  *                     self.children[self.parents[node]].erase(self.edges[node][0])             # <<<<<<<<<<<<<<
@@ -6039,7 +6519,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             (void)((__pyx_v_self->children[(__pyx_v_self->parents[__pyx_v_node])]).erase(((__pyx_v_self->edges[__pyx_v_node])[0])));
 
-            /* "smg/_ext/prefix_tree.pyx":201
+            /* "smg/_ext/prefix_tree.pyx":229
  *                         empty[node] = 1
  *             for node in range(1, size):
  *                 if empty[node] and not empty[self.parents[node]]:  # (the top of an emptied subtree)             # <<<<<<<<<<<<<<
@@ -6050,7 +6530,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         }
 
 
-        /* "smg/_ext/prefix_tree.pyx":203
+        /* "smg/_ext/prefix_tree.pyx":231
  *                 if empty[node] and not empty[self.parents[node]]:  # (the top of an emptied subtree)
  *                     self.children[self.parents[node]].erase(self.edges[node][0])
  *             for node in range(1, size):             # <<<<<<<<<<<<<<
@@ -6064,7 +6544,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         for (__pyx_t_3 = 1; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_node = __pyx_t_3;
 
-          /* "smg/_ext/prefix_tree.pyx":204
+          /* "smg/_ext/prefix_tree.pyx":232
  *                     self.children[self.parents[node]].erase(self.edges[node][0])
  *             for node in range(1, size):
  *                 if empty[node]:             # <<<<<<<<<<<<<<
@@ -6076,7 +6556,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
           if (__pyx_t_4) {
 
 
-            /* "smg/_ext/prefix_tree.pyx":205
+            /* "smg/_ext/prefix_tree.pyx":233
  *             for node in range(1, size):
  *                 if empty[node]:
  *                     self.parents[node] = -1             # <<<<<<<<<<<<<<
@@ -6085,7 +6565,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             (__pyx_v_self->parents[__pyx_v_node]) = -1;
 
-            /* "smg/_ext/prefix_tree.pyx":206
+            /* "smg/_ext/prefix_tree.pyx":234
  *                 if empty[node]:
  *                     self.parents[node] = -1
  *                     self._delete(node)             # <<<<<<<<<<<<<<
@@ -6094,7 +6574,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
 */
             ((struct __pyx_vtabstruct_3smg_4_ext_11prefix_tree_PrefixTree *)__pyx_v_self->__pyx_vtab)->_delete(__pyx_v_self, __pyx_v_node);
 
-            /* "smg/_ext/prefix_tree.pyx":204
+            /* "smg/_ext/prefix_tree.pyx":232
  *                     self.children[self.parents[node]].erase(self.edges[node][0])
  *             for node in range(1, size):
  *                 if empty[node]:             # <<<<<<<<<<<<<<
@@ -6105,7 +6585,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         }
 
 
-        /* "smg/_ext/prefix_tree.pyx":207
+        /* "smg/_ext/prefix_tree.pyx":235
  *                     self.parents[node] = -1
  *                     self._delete(node)
  *             self.owned.erase(tenant)             # <<<<<<<<<<<<<<
@@ -6115,7 +6595,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
         (void)(__pyx_v_self->owned.erase(__pyx_v_tenant));
       }
 
-      /* "smg/_ext/prefix_tree.pyx":192
+      /* "smg/_ext/prefix_tree.pyx":220
  *         cdef vector[char] empty
  *         empty.resize(size, 0)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -6137,7 +6617,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
       }
   }
 
-  /* "smg/_ext/prefix_tree.pyx":186
+  /* "smg/_ext/prefix_tree.pyx":214
  *             node = child
  * 
  *     def remove_tenant(self, int tenant):             # <<<<<<<<<<<<<<
@@ -6161,7 +6641,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_6remove_tenant(s
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":209
+/* "smg/_ext/prefix_tree.pyx":237
  *             self.owned.erase(tenant)
  * 
  *     def tenant_tokens(self, int tenant):             # <<<<<<<<<<<<<<
@@ -6209,32 +6689,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_tenant,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 209, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 237, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 209, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 237, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "tenant_tokens", 0) < (0)) __PYX_ERR(0, 209, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "tenant_tokens", 0) < (0)) __PYX_ERR(0, 237, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("tenant_tokens", 1, 1, 1, i); __PYX_ERR(0, 209, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("tenant_tokens", 1, 1, 1, i); __PYX_ERR(0, 237, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 209, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 237, __pyx_L3_error)
     }
-    __pyx_v_tenant = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 209, __pyx_L3_error)
+    __pyx_v_tenant = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_tenant == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 237, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("tenant_tokens", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 209, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("tenant_tokens", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 237, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -6268,7 +6748,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_8tenant_tokens(s
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("tenant_tokens", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":211
+  /* "smg/_ext/prefix_tree.pyx":239
  *     def tenant_tokens(self, int tenant):
  *         """The edge ids on the tenant's nodes (what eviction bounds)."""
  *         found = self.owned.find(tenant)             # <<<<<<<<<<<<<<
@@ -6277,7 +6757,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_8tenant_tokens(s
 */
   __pyx_v_found = __pyx_v_self->owned.find(__pyx_v_tenant);
 
-  /* "smg/_ext/prefix_tree.pyx":212
+  /* "smg/_ext/prefix_tree.pyx":240
  *         """The edge ids on the tenant's nodes (what eviction bounds)."""
  *         found = self.owned.find(tenant)
  *         return deref(found).second if found != self.owned.end() else 0             # <<<<<<<<<<<<<<
@@ -6287,7 +6767,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_8tenant_tokens(s
   __pyx_t_2 = (__pyx_v_found != __pyx_v_self->owned.end());
 
   if (__pyx_t_2) {
-    __pyx_t_3 = __Pyx_PyLong_From_int64_t((*__pyx_v_found).second); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 212, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From_int64_t((*__pyx_v_found).second); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 240, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_1 = __pyx_t_3;
     __pyx_t_3 = 0;
@@ -6307,7 +6787,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_8tenant_tokens(s
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":209
+  /* "smg/_ext/prefix_tree.pyx":237
  *             self.owned.erase(tenant)
  * 
  *     def tenant_tokens(self, int tenant):             # <<<<<<<<<<<<<<
@@ -6328,7 +6808,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_8tenant_tokens(s
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":214
+/* "smg/_ext/prefix_tree.pyx":242
  *         return deref(found).second if found != self.owned.end() else 0
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -6360,14 +6840,14 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4size___get__(st
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":217
+  /* "smg/_ext/prefix_tree.pyx":245
  *     def size(self):
  *         """Ids held by the tree's edges."""
  *         return self.n_tokens             # <<<<<<<<<<<<<<
  * 
  *     @property
 */
-  __pyx_t_1 = __Pyx_PyLong_From_int64_t(__pyx_v_self->n_tokens); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 217, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From_int64_t(__pyx_v_self->n_tokens); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -6380,7 +6860,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4size___get__(st
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":214
+  /* "smg/_ext/prefix_tree.pyx":242
  *         return deref(found).second if found != self.owned.end() else 0
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -6399,7 +6879,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_4size___get__(st
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":219
+/* "smg/_ext/prefix_tree.pyx":247
  *         return self.n_tokens
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -6431,14 +6911,14 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_10node_count___g
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__get__", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":221
+  /* "smg/_ext/prefix_tree.pyx":249
  *     @property
  *     def node_count(self):
  *         return self.n_nodes - 1             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_self->n_nodes - 1)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 221, __pyx_L1_error)
+  __pyx_t_1 = PyLong_FromSsize_t((__pyx_v_self->n_nodes - 1)); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 249, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   {
     PyObject *__pyx_temp;
@@ -6451,7 +6931,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_10node_count___g
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":219
+  /* "smg/_ext/prefix_tree.pyx":247
  *         return self.n_tokens
  * 
  *     @property             # <<<<<<<<<<<<<<
@@ -6758,7 +7238,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_12__setstate_cyt
   return __pyx_r;
 }
 
-/* "smg/_ext/prefix_tree.pyx":224
+/* "smg/_ext/prefix_tree.pyx":252
  * 
  * 
  * def _longest_first(item):             # <<<<<<<<<<<<<<
@@ -6766,16 +7246,16 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_10PrefixTree_12__setstate_cyt
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_1_longest_first(PyObject *__pyx_self, 
+static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_3_longest_first(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_3smg_4_ext_11prefix_tree__longest_first, "_longest_first(item)");
-static PyMethodDef __pyx_mdef_3smg_4_ext_11prefix_tree_1_longest_first = {"_longest_first", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_3smg_4_ext_11prefix_tree_1_longest_first, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_3smg_4_ext_11prefix_tree__longest_first};
-static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_1_longest_first(PyObject *__pyx_self, 
+PyDoc_STRVAR(__pyx_doc_3smg_4_ext_11prefix_tree_2_longest_first, "_longest_first(item)");
+static PyMethodDef __pyx_mdef_3smg_4_ext_11prefix_tree_3_longest_first = {"_longest_first", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_3smg_4_ext_11prefix_tree_3_longest_first, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_3smg_4_ext_11prefix_tree_2_longest_first};
+static PyObject *__pyx_pw_3smg_4_ext_11prefix_tree_3_longest_first(PyObject *__pyx_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -6805,32 +7285,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_item,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 224, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 252, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 224, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 252, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_longest_first", 0) < (0)) __PYX_ERR(0, 224, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_longest_first", 0) < (0)) __PYX_ERR(0, 252, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_longest_first", 1, 1, 1, i); __PYX_ERR(0, 224, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_longest_first", 1, 1, 1, i); __PYX_ERR(0, 252, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 224, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 252, __pyx_L3_error)
     }
     __pyx_v_item = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_longest_first", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 224, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_longest_first", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 252, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -6841,7 +7321,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_3smg_4_ext_11prefix_tree__longest_first(__pyx_self, __pyx_v_item);
+  __pyx_r = __pyx_pf_3smg_4_ext_11prefix_tree_2_longest_first(__pyx_self, __pyx_v_item);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -6851,7 +7331,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree__longest_first(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_item) {
+static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree_2_longest_first(CYTHON_UNUSED PyObject *__pyx_self, PyObject *__pyx_v_item) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -6862,24 +7342,24 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree__longest_first(CYTHON_UNUSED 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_longest_first", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":225
+  /* "smg/_ext/prefix_tree.pyx":253
  * 
  * def _longest_first(item):
  *     return -item[1], item[0]             # <<<<<<<<<<<<<<
 */
-  __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_item, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_FunctionArgument); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_item, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_FunctionArgument); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 253, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = PyNumber_Negative(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_2 = PyNumber_Negative(__pyx_t_1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 253, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_item, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_FunctionArgument); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_GetItemInt(__pyx_v_item, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_FunctionArgument); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 253, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 225, __pyx_L1_error)
+  __pyx_t_3 = PyTuple_New(2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 253, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 225, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 253, __pyx_L1_error);
   __Pyx_GIVEREF(__pyx_t_1);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_t_1) != (0)) __PYX_ERR(0, 225, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_3, 1, __pyx_t_1) != (0)) __PYX_ERR(0, 253, __pyx_L1_error);
   __pyx_t_2 = 0;
   __pyx_t_1 = 0;
   {
@@ -6893,7 +7373,7 @@ static PyObject *__pyx_pf_3smg_4_ext_11prefix_tree__longest_first(CYTHON_UNUSED 
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "smg/_ext/prefix_tree.pyx":224
+  /* "smg/_ext/prefix_tree.pyx":252
  * 
  * 
  * def _longest_first(item):             # <<<<<<<<<<<<<<
@@ -7202,14 +7682,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree(_
   __pyx_vtable_3smg_4_ext_11prefix_tree_PrefixTree._evict = (void (*)(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *, int32_t, int64_t))__pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__evict;
   __pyx_vtable_3smg_4_ext_11prefix_tree_PrefixTree._match = (void (*)(struct __pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree *, int32_t const *, Py_ssize_t, std::unordered_map<int32_t,int64_t>  &))__pyx_f_3smg_4_ext_11prefix_tree_10PrefixTree__match;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_3smg_4_ext_11prefix_tree_PrefixTree_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree)) __PYX_ERR(0, 31, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_3smg_4_ext_11prefix_tree_PrefixTree_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree)) __PYX_ERR(0, 59, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree = &__pyx_type_3smg_4_ext_11prefix_tree_PrefixTree;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree);
@@ -7219,9 +7699,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_3smg_4_ext_11prefix_tree_PrefixTree(_
     __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_vtabptr_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_PrefixTree, (PyObject *) __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 31, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_vtabptr_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_PrefixTree, (PyObject *) __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -7447,6 +7927,7 @@ static CYTHON_SMALL_CODE int __pyx_pymod_exec_prefix_tree(PyObject *__pyx_pyinit
   __pyx_mstatetype *__pyx_mstate = NULL;
   PyObject *__pyx_t_1 = NULL;
   PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
   int __pyx_lineno = 0;
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
@@ -7540,76 +8021,101 @@ __Pyx_RefNannySetupContext("PyInit_prefix_tree", 0);
   /* "smg/_ext/prefix_tree.pyx":18
  * from libcpp.vector cimport vector
  * 
- * __all__ = ["PrefixTree"]             # <<<<<<<<<<<<<<
+ * __all__ = ["PrefixTree", "block_hashes"]             # <<<<<<<<<<<<<<
  * 
  * 
 */
   {
-    PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_PrefixTree};
-    __pyx_t_2 = __Pyx_PyList_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 18, __pyx_L1_error)
+    PyObject* __pyx_temp[2] = {__pyx_mstate_global->__pyx_n_u_PrefixTree, __pyx_mstate_global->__pyx_n_u_block_hashes};
+    __pyx_t_2 = __Pyx_PyList_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 18, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_all, __pyx_t_2) < (0)) __PYX_ERR(0, 18, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":79
+  /* "smg/_ext/prefix_tree.pyx":29
+ * 
+ * 
+ * def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):             # <<<<<<<<<<<<<<
+ *     """See the twin's ``block_hashes``."""
+ *     if block_size < 1:
+*/
+  __pyx_t_2 = __Pyx_PyLong_From_uint64_t(((uint64_t)0)); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 29, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  {
+    PyObject* __pyx_temp[1] = {__pyx_t_2};
+    __pyx_t_3 = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 29, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+  }
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_1block_hashes, 0, __pyx_mstate_global->__pyx_n_u_block_hashes, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 29, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_2);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
+  #endif
+  __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_2, __pyx_t_3);
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_block_hashes, __pyx_t_2) < (0)) __PYX_ERR(0, 29, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
+
+  /* "smg/_ext/prefix_tree.pyx":107
  *         return True
  * 
  *     def insert(self, tokens, int tenant):             # <<<<<<<<<<<<<<
  *         if tenant < 0:
  *             raise ValueError("tenant must be a non-negative int")
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_3insert, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_insert, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 79, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_3insert, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_insert, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 107, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_insert, __pyx_t_2) < (0)) __PYX_ERR(0, 79, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_insert, __pyx_t_2) < (0)) __PYX_ERR(0, 107, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":159
+  /* "smg/_ext/prefix_tree.pyx":187
  *         self.owned[tenant] = owned
  * 
  *     def match(self, tokens):             # <<<<<<<<<<<<<<
  *         cdef vector[int32_t] ids
  *         cdef unordered_map[int32_t, int64_t] met
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_5match, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_match, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 159, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_5match, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_match, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 187, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_match, __pyx_t_2) < (0)) __PYX_ERR(0, 159, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_match, __pyx_t_2) < (0)) __PYX_ERR(0, 187, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":186
+  /* "smg/_ext/prefix_tree.pyx":214
  *             node = child
  * 
  *     def remove_tenant(self, int tenant):             # <<<<<<<<<<<<<<
  *         """Forget a tenant (its worker left): nodes left with no tenant go."""
  *         cdef int32_t node, size = <int32_t>self.parents.size()
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_7remove_tenant, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_remove_tenant, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 186, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_7remove_tenant, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_remove_tenant, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 214, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_remove_tenant, __pyx_t_2) < (0)) __PYX_ERR(0, 186, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_remove_tenant, __pyx_t_2) < (0)) __PYX_ERR(0, 214, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":209
+  /* "smg/_ext/prefix_tree.pyx":237
  *             self.owned.erase(tenant)
  * 
  *     def tenant_tokens(self, int tenant):             # <<<<<<<<<<<<<<
  *         """The edge ids on the tenant's nodes (what eviction bounds)."""
  *         found = self.owned.find(tenant)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_9tenant_tokens, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_tenant_tokens, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 209, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_9tenant_tokens, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree_tenant_tokens, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 237, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_tenant_tokens, __pyx_t_2) < (0)) __PYX_ERR(0, 209, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_3smg_4_ext_11prefix_tree_PrefixTree, __pyx_mstate_global->__pyx_n_u_tenant_tokens, __pyx_t_2) < (0)) __PYX_ERR(0, 237, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -7617,7 +8123,7 @@ __Pyx_RefNannySetupContext("PyInit_prefix_tree", 0);
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
  * def __setstate_cython__(self, __pyx_state):
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_11__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_11__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -7631,7 +8137,7 @@ __Pyx_RefNannySetupContext("PyInit_prefix_tree", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_13__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[5])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 3, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_10PrefixTree_13__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_PrefixTree___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_2)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
@@ -7639,18 +8145,18 @@ __Pyx_RefNannySetupContext("PyInit_prefix_tree", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "smg/_ext/prefix_tree.pyx":224
+  /* "smg/_ext/prefix_tree.pyx":252
  * 
  * 
  * def _longest_first(item):             # <<<<<<<<<<<<<<
  *     return -item[1], item[0]
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_1_longest_first, 0, __pyx_mstate_global->__pyx_n_u_longest_first, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[6])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 224, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_3smg_4_ext_11prefix_tree_3_longest_first, 0, __pyx_mstate_global->__pyx_n_u_longest_first, NULL, __pyx_mstate_global->__pyx_n_u_smg__ext_prefix_tree, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[7])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 252, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_longest_first, __pyx_t_2) < (0)) __PYX_ERR(0, 224, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_longest_first, __pyx_t_2) < (0)) __PYX_ERR(0, 252, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "smg/_ext/prefix_tree.pyx":1
@@ -7668,6 +8174,7 @@ __Pyx_RefNannySetupContext("PyInit_prefix_tree", 0);
   goto __pyx_L0;
   __pyx_L1_error:;
   __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
   if (__pyx_m) {
     if (__pyx_mstate->__pyx_d && stringtab_initialized) {
       __Pyx_AddTraceback("init smg._ext.prefix_tree", __pyx_clineno, __pyx_lineno, __pyx_filename);
@@ -7702,7 +8209,7 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   const char *__pyx_filename = NULL;
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
-  __pyx_builtin_sorted = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_sorted); if (!__pyx_builtin_sorted) __PYX_ERR(0, 165, __pyx_L1_error)
+  __pyx_builtin_sorted = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_sorted); if (!__pyx_builtin_sorted) __PYX_ERR(0, 193, __pyx_L1_error)
 
   /* Cached unbound methods */
   __pyx_mstate->__pyx_umethod_PyDict_Type_items.type = (PyObject*)&PyDict_Type;
@@ -7725,7 +8232,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __Pyx_RefNannySetupContext("__Pyx_InitCachedConstants", 0);
 
-  /* "smg/_ext/prefix_tree.pyx":165
+  /* "smg/_ext/prefix_tree.pyx":193
  *         with nogil:
  *             self._match(ids.data(), <Py_ssize_t>ids.size(), met)
  *         return sorted([(item.first, item.second) for item in met], key=_longest_first)             # <<<<<<<<<<<<<<
@@ -7734,7 +8241,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {__pyx_mstate_global->__pyx_n_u_key};
-    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[0] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[0])) __PYX_ERR(0, 193, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[0]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
@@ -7775,41 +8282,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 6; } str_length_index[] = {{15},{1},{7},{6},{2},{9},{40},{50},{28},{33},{10},{28},{30},{17},{16},{24},{24},{20},{7},{12},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{14},{18},{18},{5},{5},{3},{6},{4},{5},{1},{3},{5},{21},{3},{4},{3},{13},{4},{10},{4},{20},{6},{6},{13},{6},{6}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{9},{19},{55},{38},{266},{66}};
+    const struct { const unsigned int length: 6; } str_length_index[] = {{15},{1},{29},{7},{6},{2},{9},{40},{50},{28},{33},{10},{28},{30},{17},{16},{24},{24},{20},{7},{12},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{14},{18},{1},{12},{10},{6},{18},{5},{5},{1},{3},{6},{4},{5},{1},{3},{5},{21},{3},{1},{4},{3},{6},{3},{13},{4},{10},{4},{20},{6},{6},{13},{6},{6}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{9},{19},{55},{38},{266},{66},{162}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (752 bytes) */
-static const char cstring[] = "x\332mRMo\323@\020%\"\224\224~\320\320\010\212\004\222[AEA\244*\264\345\300\001\031\322\252\007\204\032hC\017H\253\255=N\227\332\353\324\273\216\022N=\346\270\307=\356\321G\037}\3141?\301\307\376\004~\002k\247IS\332\225\274;;\363<o\346\355\274\342\001\200\341\004\270\351\001\345k\237l\302\360\261\013@\263\275i\0216\264l\017w\020\367O\2012\324\202\000q\355\246\334\360B\306\215c007\\\300\332\336\240\276a\203\203C\227\033\010\005`\207\026 d\330!\030\3347\250O\337\362\200\264\tvu\324\"\224p\204X`\2553\257\271\216\240\303\327[\0018D3\351\242\252\255n\347\177\232<\003\205&\346\244\r\006\241|?\307\037h\370\225U\035\023[]~\342S\204\256\305\030p\3061\2775J(\203`\"i\325\303\334:\231\270\007\340\371m\270l\177\302?t\214\024B\373\335\216\376j\304\342\350\233n\353;8\010a\327EzaJ\375\234^/\047\244Vv6G%\351\345aB\363\323\267C7\367P\354\345\247\326\003]\3022\263\315\263\207\311\002g!vG\240\221\34474\030;\240\223]\264\n\343\304l\202\376\206:H7\313\3643!\302\220\345\007~\310\t\005\344\372\264\231\271\035\022h8\353R\213\370\325q\230Yn\006\322\215\360\000[p\214\255S\360Z\274\353\370!\265\211\315\2062\023\016^\366\261\337\247\320\315\205\276u\310<\340\324\267\241\345\267\256\211\317\300ut\261\227\303\306\310\037\320CT\315\206\250:1D\314\0178\330\303?\256\275\321poc7\004v^H\213\017zoD=3fz\033\275\232(\210\2128\220e\271|n\246\245\231\336\007\261\"\314t\366\221x-MY\277(\315\366\314\336\221\250\247s\363\351\354\202(\311\202\\\224;\252\242~\305\213\361NRI\352\347\346EiA\024\305\256|)\317T!-=\354\265EC~TN\364%\342\361\266\306\034\365s\324\212Z\2136\243N\034&\346\337\251;\323\363\275\237\302\324\310\215q\356{\262.q\272\260(\266\344]\371N\376PE\265\027\231Q#~\037\343\264\262$\213rW-\253\355\250\234V\236\210@\027b\246K\317\344\2362\325a\264\032\027\342J|\224\324\023\350o\017\026\007\237\0078C\205\262v\231\3450^M\n\351\322s\315q\242\360\025\241\245\312C\312\202|,\271\332T\241\006\037\304KI9Y\316H\247UY\275P\047\021\216\332q#\331Hj\375\251>\356\207\003sP\2775I9\373\251\244\n\352i\264<2\313\031rJ8""\231\244\347y\363s\327d\275/\316t\307[\272\322\257\361\335x+)&\346P\307\2728\326]\357\251Z4\235w\327\350o\366\317\376\001V\321\347\377";
-    PyObject *data = __Pyx_DecompressString(cstring, 752, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (908 bytes) */
+static const char cstring[] = "x\332mR\277o\333F\024\016a\331\221\023\305\261b\271U\213\026\240\2026hZT\256\177v\350P0\266\003\017m\0219\266\343\241\300\341D\235$\306\344Q\342\035U\251E\001\215\034o\274\361F\216\0349j\364\330\221\243\377\204\376\t}GY\212\334\370\000\362\336\275{\367\276\367}\357}\303\003B\314v\200;\036\241\374\345\317M\327\267\257\020s\376$\246\0272n6\211\211\271\351\022\014\366v\313a\270\351\022B\365\277c;lj\265<<D\334\277\"\224\241\036\t\020\0077\345\367\274\247\276\331\"m\034\272\334D( \255\320&\010\231\255\220\230\3347\251O\277\347\2013p\260\013\267\266C\035\216\020\013\354-\346u\266\020\031\362\255^@\332\016 A\305\365\336h\370\177\230<\003%\035\314\235\0011\035\312\337\344\361g\020\376\301\252\317\201\355\021\357\372\024\241;w\214p\3061\277\367\326\241\214\004\013I\353\036\346vw\341\034\020\317\037\220[\372\013\376\251c\246\020z3\032\302w\344\330\034\375\006\264NI\033!\354\272\010\026\246\324\317\341a\265Cj\353\2753+\t\226\207\035\232\357~+ts\017\305^\276\203\036\3506L\233\003\256\033\243/\372!vgA3\311?\322`\356 C}\000\025\346\211\331\002\374G\352  \313\240M\310a\310\366\003?\344\016%\310\365iG\273\333N\000\341lDm\307\257\317\257Ys:c]\314\272p\230\317[n1\333\325\031\200%\017\260M\232\330\276\"^\217\217\332~H[]\247\305\246Mp8\361\364\307\336_\221Q\336\206{G\320#\034\004m\021\000\356\341\000\346\273\347\367\3564\211\021\267\r\244n\207RW\001\303V\327\303V_\0306\346\007\234\264\246/\356\364r\372\037`7$lld\205G\321w\242\241\215\307\321vt$\014Q\021g\262,kc++>\216~\024\317\205\225\225\236\211o\245%\0337\305RdE\227\242\221=Y\313J\353\242(\r\271!\217UE\375\236l$\307i%m\214\255\233\342\272(\210\327\362k\331WFV|\032\r\304\205\374I\265\343\303\230\047\007\020s9\311\243\236\253\227\361^<L\302\324\372w\345\301\352Z\364NX\020\271=\317\275,\033\022g\353\033b_.\311\035\371V\025\324Il\305\027\311n\202\263JU\026\344kUS\007q9\253|*\002(\304\312\252_\310\023e\251\363\370Eb$\225\3442m\244drp\275q\375\352\032\353\250P\036\335f9O^\244FV\375\0220\272\n\177\000\264Uy\ni\310O$W{*\204\340\263\244\232""\226\323\232\006]Ue\365\225\352\3068\036$\027\351vz4Y\231\340Ixm]7\356MR\326\217\212\312P\237\305\265\231Y\326\221+\242\255%\035\347\344\237\334\221\365\241\350\003\343}\250\364\227d)\331O\013\2515\325\261!\232\300\372D\035\305\2539\273\213\311\336\244\377\317\203\037\022\343\246\360p\374W\336\253\342Z\364^\343\336\024\212\221\021UE9+TeI\035\002\221_\323g\351n\212\001p\2718\376#\302Q?[}\224AO\217\305\246\300\242\257\261\r\375[\026\347\262\006\222\237\312\277\343Wq\023\212\330I\032\331\372\2468\005\235?W\273\n+\036\357\304\300xS\274\323,\262\322\323\250\017\317\032\3231:\204\303\222\330\003\271\217A\256\332\177\016\353A\341";
+    PyObject *data = __Pyx_DecompressString(cstring, 908, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (925 bytes) */
-static const char cstring[] = "\377(tree fr\377agment)?\377disablee\275n\002\001gcis\004\003d\377max_toke\377ns_per_t\376\036\000nt must\377 be at l\373ea\t\0001no d\377efault _\377_reduce_\377_ due to\377 non-tri\357vial\033\000cin\377it__src/\377smg/_ext?/prefig\000\222\000\317.pyxW\r=\002ne\377gative i\227ntP+\002T\301\000\000\007.\376p\006cython_\375_\017\nsetsta\367te_\013\020inse\375rJ\010.match~P\010remove\370\004xh\010\212#\232%_Pyx\001\000\277Dict_N\324\000R\377ef__all_\235_\004\000nnoz\002\n\000f\227unc\020\001g\213\005\036\000m\373ai\257\000__mod\373ul\271 __nam\324\003\002\215 _\264\003_\007\001vt<\245AO\001qual\035\005\353%\214\363\016\205Fex\203\001\203 P\006s\324t\010\215._\351@s\244@_i\377s_corout\377ine_long\335e\024\000fir\312 sy\337ncio.\026\006sc\371l!\001\306\000trace\377backempt\377yfoundid\275s\341#item\000\001s\317jkey\344\"\320rme\377tnodepop\236\360*self\310@\346dsWize\302`.\301a.\272h?sorted\250\204\003\227J\376\306\204\003values\200\377\001\330\004\n\210+\220Q\376\005\001\013\2101\210D\220\001\377\220\024\220T\230\021\230!\377\200A\330\010\013\2107\220\377\"\220A\330\014\022\220*\377\230A\230Q\340\010\014\210\377A\210X\220Q\330\r\016\377\330\014\020\220\010\230\001\230\377\023\230E\240\024\240\\\260\377\023\260E\270\024\270Q\200\377A\340\010\020\220\004\220F\377\230%\230q\240\001\330\010\377\017\210v\220V\230;\240\177f\250C\250t\2606!\000\373X\300!\002\"\240)\2504\377\250x\260u\270A\360\006\177\000\t\016\210W\220A\047\000\3751S\006\005\230Q\230a\330\377\020\023\2205\230\003\2302\377\230S\240\004\240H\250A\377\250V\2603\260a\330\024\377\030\230\004\230F\240!\240\3776\250\021\330\024\027\220r\376\206\000A\330\030\034\230H\240\377A\240U\250&\260\001\260\377\024\260X\270Q\270e\300\2776\310\023\310B\3100\000\027\357\220u\230D?\004U\260&\337\270\001\330\030\035a\000h\240\271a\307\003m\001c\240\021m\003\001\377\230\026\230t\2404\240u\376p\000T\260\030\270\021\270!\376q\001\t\240\021\240$\240h\377\250a\250v\260V\2701\377\270D\300\006\300a\300u\317\310A\310Q0\022\232\000\030""\230?\010\240\001\240\031\250;\002\007\001]\021\270!\006\220f\317!\200\370\002]\r\312*\007\220q\357\0005\355\000\377L\260\003\2605\270\004\270\335A\302#Q\220b\363\000H\240\367D\250\t\331\002V\3004\300\001q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 925, 1225);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1117 bytes) */
+static const char cstring[] = "\377(tree fr\377agment)?\377block_si\377ze must \377be at le\375a\t\0001disab\357leen\002\001gci\375s\004\003dmax_t\377okens_pe\267r_t\036\000nt-\020n\377o defaul\377t __redu\377ce__ due\377 to non-\177trivial\033\000\377cinit__s\377rc/smg/_\377ext/prefyig\000\257\000.pyxW\r\376=\002negativ\277e intP+\002T\364\336\000\000\007.p\006cyth\357on__\017\nset\277state_\013\020i\357nserJ\010.ma\367tchP\010remo\303ve\370\004h\010\212#\232%_P\373yx\001\000Dict_\375N\324\000Ref__a\357ll__\004\000nno\274z\002\n\000func\020\001g\334\213\005\036\000mai\257\000__\337modul\271 __\247nam\003\002\215 _\264\003_\346\007\001vt\245AO\001quaal\035\005\353%\363\016\205Fex\203\001\244\203 P\006st\010\215._\351@s\376\244@_is_cor\377outine_l\357onge\024\000fir\376\312 syncio.\366\026\006sb\336chashses\346g\365bscl>\001\376\343\000traceba\377ckemptyf\377oundhids\336\377#item\000\001sj\347key\202B\356rmet\366\316 de\225\000pare\337ntpop\230JseClf\360@\216\204\004\362\204\001\352`.\351a\375.\342hsorted\370\320\204\003\277J\356\204\003value\377s\200\001\330\004\n\210+\373\220Q\005\001\013\2101\210D\377\220\001\220\024\220T\230\021\377\230!\200A\330\010\013\210\3777\220\"\220A\330\014\022\377\220*\230A\230Q\340\010\377\014\210A\210X\220Q\330\377\r\016\330\014\020\220\010\230\377\001\230\023\230E\240\024\240\377\\\260\023\260E\270\024\270\377Q\200A\340\010\020\220\004\377\220F\230%\230q\240\001\377\330\010\017\210v\220V\230\377;\240f\250C\250t\260\3556!\000X\300!\002\"\240)\377\2504\250x\260u\270A\377\360\006\000\t\016\210W\220\365A\047\0001S\006\005\230Q\230\377a\330\020\023\2205\230\003\377\2302\230S\240\004\240H\377\250A\250V\2603\260a\377\330\024\030\230\004\230F\240\377!\2406\250\021\330\024\027\373\220r\206\000A\330\030\034\230\377H\240A\240U\250&\260\377\001\260\024\260X\270Q\270\377e\3006\310\023\310B\310\2760\000\027\220u\230D?\004U\177\260&\270\001\330\030\035a\000\347h\240a\307\003m\001c\240\021\376m\003\001\230\026\230t\2404\373\240up\000T\260\030\270\021\373\270!q\001\t\240\021\240$""\377\240h\250a\250v\260V\377\2701\270D\300\006\300a?\300u\310A\310Q0\022\232\000\377\030\230\010\240\001\240\031\250t;\002\007\001\021\270!\006\220f\317!u\200\370\002\r\312*\007\220q\357\000\3755\355\000L\260\003\2605\270w\004\270A\302#Q\220b\363\000\337H\240D\250\t\331\002V\300\3774\300q\320\0000\260\001\337\340\004\007\200{\247B\010\016\373\210j\224@\021\340\004\010\210\377\001\210\030\220\021\330\004\030\357\230\014\240C\306\000M\270\022\357\2703\270a\353 \005\010\200\377w\210a\210q\330\t\n\375\330\321@E\220\025\220a\220\365q\317A\001\324A\005\220U\230\375!\360 R\230}\250B\250\375b\202\0002\260Q\330\020\025\373\220R\345 \032\2403\240a\337\240t\2502\250\357\000\025\220\375W\225a\330\014\017\210q\220\325\005\226`\004\303aC\n\000\003\220\0254\354 E\254 !";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1117, 1456);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (1225 bytes) */
-static const char bytes[] = "(tree fragment)?disableenablegcisenabledmax_tokens_per_tenant must be at least 1no default __reduce__ due to non-trivial __cinit__src/smg/_ext/prefix_tree.pyxtenant must be a non-negative intPrefixTreePrefixTree.__reduce_cython__PrefixTree.__setstate_cython__PrefixTree.insertPrefixTree.matchPrefixTree.remove_tenantPrefixTree.tenant_tokens__Pyx_PyDict_NextRef__all____annotate____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutine_longest_firstasyncio.coroutinescline_in_tracebackemptyfoundidsinsertitemitemsjkeymatchmax_tokens_per_tenantmetnodepopremove_tenantselfsetdefaultsizesmg._ext.prefix_treesortedtenanttenant_tokenstokensvalues\200\001\330\004\n\210+\220Q\200\001\330\004\013\2101\210D\220\001\220\024\220T\230\021\230!\200A\330\010\013\2107\220\"\220A\330\014\022\220*\230A\230Q\340\010\014\210A\210X\220Q\330\r\016\330\014\020\220\010\230\001\230\023\230E\240\024\240\\\260\023\260E\270\024\270Q\200A\340\010\020\220\004\220F\230%\230q\240\001\330\010\017\210v\220V\230;\240f\250C\250t\2606\270\024\270X\300Q\200A\340\010\"\240)\2504\250x\260u\270A\360\006\000\t\016\210W\220A\220V\2301\330\r\016\330\014\020\220\010\230\005\230Q\230a\330\020\023\2205\230\003\2302\230S\240\004\240H\250A\250V\2603\260a\330\024\030\230\004\230F\240!\2406\250\021\330\024\027\220r\230\023\230A\330\030\034\230H\240A\240U\250&\260\001\260\024\260X\270Q\270e\3006\310\023\310B\310a\330\024\027\220u\230D\240\004\240H\250A\250U\260&\270\001\330\030\035\230Q\230h\240a\330\014\020\220\010\230\005\230Q\230c\240\021\330\020\023\2205\230\001\230\026\230t\2404\240u\250A\250T\260\030\270\021\270!\330\024\030\230\t\240\021\240$\240h\250a\250v\260V\2701\270D\300\006\300a\300u\310A\310Q\330\014\020\220\010\230\005\230Q\230c\240\021\330\020\023\2205\230\001\230\021\330\024\030\230\010\240\001\240\031\250!\330\024\030\230\010\240\001\240\021\330\014\020\220\006\220f\230A\230Q""\200A\360\006\000\t\r\210A\210X\220Q\330\r\016\330\014\020\220\007\220q\230\003\2305\240\004\240L\260\003\2605\270\004\270A\330\010\017\210v\220Q\220b\230\004\230H\240D\250\t\260\024\260X\270V\3004\300q";
+    #else /* compression: none (1456 bytes) */
+static const char bytes[] = "(tree fragment)?block_size must be at least 1disableenablegcisenabledmax_tokens_per_tenant must be at least 1no default __reduce__ due to non-trivial __cinit__src/smg/_ext/prefix_tree.pyxtenant must be a non-negative intPrefixTreePrefixTree.__reduce_cython__PrefixTree.__setstate_cython__PrefixTree.insertPrefixTree.matchPrefixTree.remove_tenantPrefixTree.tenant_tokens__Pyx_PyDict_NextRef__all____annotate____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutine_longest_firstasyncio.coroutinesbblock_hashesblock_sizeblockscline_in_tracebackemptyfoundhidsinsertitemitemsjkeymatchmax_tokens_per_tenantmetnnodeoutparentpopremove_tenantselfsetdefaultsizesmg._ext.prefix_treesortedtenanttenant_tokenstokensvalues\200\001\330\004\n\210+\220Q\200\001\330\004\013\2101\210D\220\001\220\024\220T\230\021\230!\200A\330\010\013\2107\220\"\220A\330\014\022\220*\230A\230Q\340\010\014\210A\210X\220Q\330\r\016\330\014\020\220\010\230\001\230\023\230E\240\024\240\\\260\023\260E\270\024\270Q\200A\340\010\020\220\004\220F\230%\230q\240\001\330\010\017\210v\220V\230;\240f\250C\250t\2606\270\024\270X\300Q\200A\340\010\"\240)\2504\250x\260u\270A\360\006\000\t\016\210W\220A\220V\2301\330\r\016\330\014\020\220\010\230\005\230Q\230a\330\020\023\2205\230\003\2302\230S\240\004\240H\250A\250V\2603\260a\330\024\030\230\004\230F\240!\2406\250\021\330\024\027\220r\230\023\230A\330\030\034\230H\240A\240U\250&\260\001\260\024\260X\270Q\270e\3006\310\023\310B\310a\330\024\027\220u\230D\240\004\240H\250A\250U\260&\270\001\330\030\035\230Q\230h\240a\330\014\020\220\010\230\005\230Q\230c\240\021\330\020\023\2205\230\001\230\026\230t\2404\240u\250A\250T\260\030\270\021\270!\330\024\030\230\t\240\021\240$\240h\250a\250v\260V\2701\270D\300\006\300a\300u\310A\310Q\330\014\020\220\010\230\005\230Q\230c\240\021\330\020\023\2205\230\001\230\021\330\024\030\230\010\240\001\240\031\250!""\330\024\030\230\010\240\001\240\021\330\014\020\220\006\220f\230A\230Q\200A\360\006\000\t\r\210A\210X\220Q\330\r\016\330\014\020\220\007\220q\230\003\2305\240\004\240L\260\003\2605\270\004\270A\330\010\017\210v\220Q\220b\230\004\230H\240D\250\t\260\024\260X\270V\3004\300q\320\0000\260\001\340\004\007\200{\220\"\220A\330\010\016\210j\230\001\230\021\340\004\010\210\001\210\030\220\021\330\004\030\230\014\240C\240u\250M\270\022\2703\270a\360\006\000\005\010\200w\210a\210q\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\020\220\001\330\014\020\220\005\220U\230!\2302\230R\230}\250B\250b\260\003\2602\260Q\330\020\025\220R\220r\230\032\2403\240a\240t\2502\250Q\330\014\025\220W\230A\230Q\330\014\017\210q\220\005\220Q\330\004\013\2101\210C\210q\220\003\2204\220u\230E\240\021\240!";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 62; i++) {
+    for (int i = 0; i < 71; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 10) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 11) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -7817,8 +8324,8 @@ static const char bytes[] = "(tree fragment)?disableenablegcisenabledmax_tokens_
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 62; i < 68; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-62].length;
+    for (int i = 71; i < 78; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-71].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -7828,15 +8335,15 @@ static const char bytes[] = "(tree fragment)?disableenablegcisenabledmax_tokens_
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 68; i++) {
+    for (Py_ssize_t i = 0; i < 78; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 62;
-      for (Py_ssize_t i=0; i<6; ++i) {
+      PyObject **table = stringtab + 71;
+      for (Py_ssize_t i=0; i<7; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -7900,7 +8407,7 @@ typedef struct {
     unsigned int argcount : 2;
     unsigned int num_posonly_args : 1;
     unsigned int num_kwonly_args : 1;
-    unsigned int nlocals : 3;
+    unsigned int nlocals : 4;
     unsigned int flags : 10;
     unsigned int first_line : 8;
 } __Pyx_PyCode_New_function_description;
@@ -7922,39 +8429,44 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 79};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 11, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 29};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_tokens, __pyx_mstate->__pyx_n_u_block_size, __pyx_mstate->__pyx_n_u_parent, __pyx_mstate->__pyx_n_u_ids, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_blocks, __pyx_mstate->__pyx_n_u_b, __pyx_mstate->__pyx_n_u_j, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_h, __pyx_mstate->__pyx_n_u_b};
+    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_block_hashes, __pyx_mstate->__pyx_kp_b_iso88591_0_A_j_CuM_3a_waq_E_aq_U_2R_Bb_2, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 107};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_tokens, __pyx_mstate->__pyx_n_u_tenant, __pyx_mstate->__pyx_n_u_ids};
-    __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_insert, __pyx_mstate->__pyx_kp_b_iso88591_A_7_A_AQ_AXQ_E_E_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_insert, __pyx_mstate->__pyx_kp_b_iso88591_A_7_A_AQ_AXQ_E_E_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 159};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 187};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_tokens, __pyx_mstate->__pyx_n_u_ids, __pyx_mstate->__pyx_n_u_met, __pyx_mstate->__pyx_n_u_item};
-    __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_match, __pyx_mstate->__pyx_kp_b_iso88591_A_AXQ_q_5_L_5_A_vQb_HD_XV4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_match, __pyx_mstate->__pyx_kp_b_iso88591_A_AXQ_q_5_L_5_A_vQb_HD_XV4q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 186};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 6, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 214};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_tenant, __pyx_mstate->__pyx_n_u_node, __pyx_mstate->__pyx_n_u_size, __pyx_mstate->__pyx_n_u_j, __pyx_mstate->__pyx_n_u_empty};
-    __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_remove_tenant, __pyx_mstate->__pyx_kp_b_iso88591_A_4xuA_WAV1_Qa_5_2S_HAV3a_F_6_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_remove_tenant, __pyx_mstate->__pyx_kp_b_iso88591_A_4xuA_WAV1_Qa_5_2S_HAV3a_F_6_r, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 209};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 237};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_tenant, __pyx_mstate->__pyx_n_u_found};
-    __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_tenant_tokens, __pyx_mstate->__pyx_kp_b_iso88591_A_F_q_vV_fCt6_XQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_tenant_tokens, __pyx_mstate->__pyx_kp_b_iso88591_A_F_q_vV_fCt6_XQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 3};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
-    __pyx_mstate_global->__pyx_codeobj_tab[5] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[5])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 224};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 252};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_item};
-    __pyx_mstate_global->__pyx_codeobj_tab[6] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_longest_first, __pyx_mstate->__pyx_kp_b_iso88591_1D_T, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[6])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[7] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_src_smg__ext_prefix_tree_pyx, __pyx_mstate->__pyx_n_u_longest_first, __pyx_mstate->__pyx_kp_b_iso88591_1D_T, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[7])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -9351,6 +9863,35 @@ bad:
     return;
 }
 
+/* ListAppendAndDecrefInternal (used by ListCompAppendAndDecref) */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE void __Pyx__ListComp_AppendAndDecref(PyObject* list, Py_ssize_t len, PyObject* x) {
+    PyList_SET_ITEM(list, len, x);
+    Py_SET_SIZE(list, len + 1);
+}
+#endif
+
+/* ListCompAppendAndDecref */
+#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
+static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x) {
+    PyListObject* L = (PyListObject*) list;
+    Py_ssize_t len = Py_SIZE(list);
+    if (likely(L->allocated > len)) {
+        __Pyx__ListComp_AppendAndDecref(list, len, x);
+        return 0;
+    }
+    int result = PyList_Append(list, x);
+    Py_DECREF(x);
+    return result;
+}
+#else
+static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x) {
+    int result = PyList_Append(list, x);
+    Py_DECREF(x);
+    return result;
+}
+#endif
+
 /* WriteUnraisableException */
 static void __Pyx_WriteUnraisable(const char *name, int clineno,
                                   int lineno, const char *filename,
@@ -9386,35 +9927,6 @@ static void __Pyx_WriteUnraisable(const char *name, int clineno,
     if (nogil)
         PyGILState_Release(state);
 }
-
-/* ListAppendAndDecrefInternal (used by ListCompAppendAndDecref) */
-#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
-static CYTHON_INLINE void __Pyx__ListComp_AppendAndDecref(PyObject* list, Py_ssize_t len, PyObject* x) {
-    PyList_SET_ITEM(list, len, x);
-    Py_SET_SIZE(list, len + 1);
-}
-#endif
-
-/* ListCompAppendAndDecref */
-#if CYTHON_USE_PYLIST_INTERNALS && CYTHON_ASSUME_SAFE_MACROS && CYTHON_ASSUME_SAFE_SIZE
-static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x) {
-    PyListObject* L = (PyListObject*) list;
-    Py_ssize_t len = Py_SIZE(list);
-    if (likely(L->allocated > len)) {
-        __Pyx__ListComp_AppendAndDecref(list, len, x);
-        return 0;
-    }
-    int result = PyList_Append(list, x);
-    Py_DECREF(x);
-    return result;
-}
-#else
-static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x) {
-    int result = PyList_Append(list, x);
-    Py_DECREF(x);
-    return result;
-}
-#endif
 
 /* PyDictVersioning (used by GetModuleGlobalName) */
 #if CYTHON_USE_DICT_VERSIONS && CYTHON_USE_TYPE_SLOTS
@@ -12338,6 +12850,399 @@ bad:
     }
 
 /* CIntFromPy */
+static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x);
+static uint64_t __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t(void) {
+    const char* type_name = "uint64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "can't convert negative value to %.200s", type_name);
+    return (uint64_t) -1;
+}
+static uint64_t __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t(void) {
+    const char* type_name = "uint64_t";
+    PyErr_Format(PyExc_OverflowError,
+        "value too large to convert to %.200s", type_name);
+    return (uint64_t) -1;
+}
+static CYTHON_INLINE uint64_t __Pyx_PyULong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    const int is_unsigned = 1;
+#if CYTHON_USE_PYLONG_INTERNALS
+    {
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(unsigned long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) >= 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#elif CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX < 0x030C00A7
+    if (unlikely(Py_SIZE(x) < 0)) {
+        goto raise_neg_overflow;
+    }
+#else
+    {
+        int result = PyObject_RichCompareBool(x, Py_False, Py_LT);
+        if (unlikely(result < 0))
+            return (uint64_t) -1;
+        if (unlikely(result == 1))
+            goto raise_neg_overflow;
+    }
+#endif
+    if ((sizeof(uint64_t) <= sizeof(unsigned long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned long, PyLong_AsUnsignedLong(x))
+    } else if ((sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, unsigned PY_LONG_LONG, PyLong_AsUnsignedLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static CYTHON_INLINE uint64_t __Pyx_PySLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    const int is_unsigned = 0;
+#if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsNeg(x)) {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                long ival = - (long) (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                long ival = - (long) (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0]));
+                __PYX_VERIFY_RETURN_INT(uint64_t, long, ival)
+            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((uint64_t) -1) * (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0])));
+            }
+        } else
+        {}
+    } else {
+        const Py_ssize_t size = __Pyx_PyLong_DigitCount(x);
+        const digit* digits = __Pyx_PyLong_Digits(x);
+        if (size == 2 && (8 * sizeof(uint64_t) > 1 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 2 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 2 * PyLong_SHIFT)) {
+                return (uint64_t) (((((uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 3 && (8 * sizeof(uint64_t) > 2 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 3 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 3 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        if (size == 4 && (8 * sizeof(uint64_t) > 3 * PyLong_SHIFT)) {
+            if ((8 * sizeof(long) > 4 * PyLong_SHIFT)) {
+                __PYX_VERIFY_RETURN_INT(uint64_t, unsigned long, (((((((((unsigned long)digits[3]) << PyLong_SHIFT) | (unsigned long)digits[2]) << PyLong_SHIFT) | (unsigned long)digits[1]) << PyLong_SHIFT) | (unsigned long)digits[0])))
+            } else if ((8 * sizeof(uint64_t) - 1 > 4 * PyLong_SHIFT)) {
+                return (uint64_t) (((((((((uint64_t)digits[3]) << PyLong_SHIFT) | (uint64_t)digits[2]) << PyLong_SHIFT) | (uint64_t)digits[1]) << PyLong_SHIFT) | (uint64_t)digits[0]));
+            }
+        } else
+        {}
+    }
+#endif
+    #if __PYX_LIMITED_VERSION_HEX >= 0x030d0000
+    if ((sizeof(uint64_t) <= sizeof(int)) && (sizeof(int) < sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, int, PyLong_AsInt(x))
+    } else
+    #endif
+    if ((sizeof(uint64_t) <= sizeof(long))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, long, PyLong_AsLong(x))
+    } else if ((sizeof(uint64_t) <= sizeof(PY_LONG_LONG))) {
+        __PYX_VERIFY_RETURN_INT_EXC(uint64_t, PY_LONG_LONG, PyLong_AsLongLong(x))
+    }
+    return __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(x);
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static uint64_t __Pyx_LargePyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    uint64_t val;
+    int ret = -1;
+#if PY_VERSION_HEX >= 0x030d00A6 && !CYTHON_COMPILING_IN_LIMITED_API
+    Py_ssize_t bytes_copied = PyLong_AsNativeBytes(
+        x, &val, sizeof(val), Py_ASNATIVEBYTES_NATIVE_ENDIAN | (is_unsigned ? Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE : 0));
+    if (unlikely(bytes_copied == -1)) {
+    } else if (unlikely(bytes_copied > (Py_ssize_t) sizeof(val))) {
+        goto raise_overflow;
+    } else {
+        ret = 0;
+    }
+#elif PY_VERSION_HEX < 0x030d0000 && !(CYTHON_COMPILING_IN_PYPY || CYTHON_COMPILING_IN_LIMITED_API) || defined(_PyLong_AsByteArray)
+    int one = 1; int is_little = (int)*(unsigned char *)&one;
+    unsigned char *bytes = (unsigned char *)&val;
+    ret = _PyLong_AsByteArray((PyLongObject *)x,
+                                bytes, sizeof(val),
+                                is_little, !is_unsigned);
+    if ((0)) goto raise_overflow;
+#else
+    PyObject *v;
+    PyObject *stepval = NULL, *mask = NULL, *shift = NULL;
+    int bits, remaining_bits, is_negative = 0;
+    int chunk_size = (sizeof(long) < 8) ? 30 : 62;
+    if (likely(PyLong_CheckExact(x))) {
+        v = __Pyx_NewRef(x);
+    } else {
+        v = PyNumber_Long(x);
+        if (unlikely(!v)) return (uint64_t) -1;
+        assert(PyLong_CheckExact(v));
+    }
+    {
+        int result = PyObject_RichCompareBool(v, Py_False, Py_LT);
+        if (unlikely(result < 0)) {
+            Py_DECREF(v);
+            return (uint64_t) -1;
+        }
+        is_negative = result == 1;
+    }
+    if (is_unsigned && unlikely(is_negative)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_OverflowError,
+            "can't convert negative value to uint64_t");
+        return (uint64_t) -1;
+    } else if (is_negative) {
+        stepval = PyNumber_Invert(v);
+        Py_DECREF(v);
+        if (unlikely(!stepval))
+            return (uint64_t) -1;
+    } else {
+        stepval = v;
+    }
+    v = NULL;
+    val = (uint64_t) 0;
+    mask = PyLong_FromLong((1L << chunk_size) - 1); if (unlikely(!mask)) goto done;
+    shift = PyLong_FromLong(chunk_size); if (unlikely(!shift)) goto done;
+    for (bits = 0; bits < (int) sizeof(uint64_t) * 8 - chunk_size; bits += chunk_size) {
+        PyObject *tmp, *digit;
+        long idigit;
+        digit = PyNumber_And(stepval, mask);
+        if (unlikely(!digit)) goto done;
+        idigit = PyLong_AsLong(digit);
+        Py_DECREF(digit);
+        if (unlikely(idigit < 0)) goto done;
+        val |= ((uint64_t) idigit) << bits;
+        tmp = PyNumber_Rshift(stepval, shift);
+        if (unlikely(!tmp)) goto done;
+        Py_DECREF(stepval); stepval = tmp;
+    }
+    Py_DECREF(shift); shift = NULL;
+    Py_DECREF(mask); mask = NULL;
+    {
+        long idigit = PyLong_AsLong(stepval);
+        if (unlikely(idigit < 0)) goto done;
+        remaining_bits = ((int) sizeof(uint64_t) * 8) - bits - (is_unsigned ? 0 : 1);
+        if (unlikely(idigit >= (1L << remaining_bits)))
+            goto raise_overflow;
+        val |= ((uint64_t) idigit) << bits;
+    }
+    if (!is_unsigned) {
+        if (unlikely(val & (((uint64_t) 1) << (sizeof(uint64_t) * 8 - 1))))
+            goto raise_overflow;
+        if (is_negative)
+            val = ~val;
+    }
+    ret = 0;
+done:
+    Py_XDECREF(shift);
+    Py_XDECREF(mask);
+    Py_XDECREF(stepval);
+#endif
+    if (unlikely(ret))
+        return (uint64_t) -1;
+    return val;
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+}
+static CYTHON_INLINE uint64_t __Pyx_PyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (unlikely(__Pyx_PyLong_IsNeg(x))) {
+            goto raise_neg_overflow;
+        } else if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_upylong, __Pyx_PyLong_CompactValueUnsigned(x))
+        } else
+        #endif
+        {
+            return __Pyx_PyULong___Pyx_PyLong_As_uint64_t(x);
+        }
+    } else {
+        #if CYTHON_USE_PYLONG_INTERNALS
+        if (__Pyx_PyLong_IsCompact(x)) {
+            __PYX_VERIFY_RETURN_INT(uint64_t, __Pyx_compact_pylong, __Pyx_PyLong_CompactValue(x))
+        } else
+        #endif
+        {
+            return __Pyx_PySLong___Pyx_PyLong_As_uint64_t(x);
+        }
+    }
+#if CYTHON_USE_PYLONG_INTERNALS
+raise_neg_overflow:
+    return __Pyx_raise_neg_overflow___Pyx_PyLong_As_uint64_t();
+raise_overflow:
+    return __Pyx_raise_overflow___Pyx_PyLong_As_uint64_t();
+#endif
+}
+static uint64_t __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(PyObject *x) {
+    uint64_t val;
+    PyObject *tmp = __Pyx_PyNumber_Long(x);
+    if (!tmp) return (uint64_t) -1;
+    val = __Pyx_PyLong_As_uint64_t(tmp);
+    Py_DECREF(tmp);
+    return val;
+}
+static CYTHON_INLINE uint64_t __Pyx_PyLong_As_uint64_t(PyObject *x) {
+    if (likely(PyLong_Check(x))) {
+        return __Pyx_PyLong___Pyx_PyLong_As_uint64_t(x);
+    } else {
+        return __Pyx_NonPyLong___Pyx_PyLong_As_uint64_t(x);
+    }
+}
+
+/* PyObjectVectorcallMethodKwds (used by CIntToPy) */
+#if !CYTHON_VECTORCALL
+static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    PyObject *result;
+    PyObject *obj = PyObject_GetAttr(args[0], name);
+    if (unlikely(!obj))
+        return NULL;
+    result = __Pyx_Object_VectorcallKwds(obj, args+1, nargsf-1, kwnames);
+    Py_DECREF(obj);
+    return result;
+}
+#endif
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_uint64_t(uint64_t value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const uint64_t neg_one = (uint64_t) -1, const_zero = (uint64_t) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(uint64_t) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint64_t) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(uint64_t) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(uint64_t) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(uint64_t) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(uint64_t),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(uint64_t));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntFromPy */
 static int __Pyx_LargePyLong___Pyx_PyLong_As_int(PyObject *x);
 static int __Pyx_raise_neg_overflow___Pyx_PyLong_As_int(void) {
     const char* type_name = "int";
@@ -12938,19 +13843,6 @@ static CYTHON_INLINE int32_t __Pyx_PyLong_As_int32_t(PyObject *x) {
         return __Pyx_NonPyLong___Pyx_PyLong_As_int32_t(x);
     }
 }
-
-/* PyObjectVectorcallMethodKwds (used by CIntToPy) */
-#if !CYTHON_VECTORCALL
-static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    PyObject *result;
-    PyObject *obj = PyObject_GetAttr(args[0], name);
-    if (unlikely(!obj))
-        return NULL;
-    result = __Pyx_Object_VectorcallKwds(obj, args+1, nargsf-1, kwnames);
-    Py_DECREF(obj);
-    return result;
-}
-#endif
 
 /* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int32_t(int32_t value) {

@@ -9,13 +9,41 @@ small vector), and a prompt's ids are copied once into an int32 buffer, after wh
 the splits and the eviction run with the GIL released.
 """
 from cython.operator cimport dereference as deref
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libcpp.queue cimport priority_queue
 from libcpp.unordered_map cimport unordered_map
 from libcpp.utility cimport pair
 from libcpp.vector cimport vector
 
-__all__ = ["PrefixTree"]
+__all__ = ["PrefixTree", "block_hashes"]
+
+
+cdef inline uint64_t _finish(uint64_t h) noexcept nogil:
+    h ^= h >> 30
+    h *= 0xBF58476D1CE4E5B9ULL
+    h ^= h >> 27
+    h *= 0x94D049BB133111EBULL
+    return h ^ (h >> 31)
+
+
+def block_hashes(tokens, Py_ssize_t block_size, uint64_t parent=0):
+    """See the twin's ``block_hashes``."""
+    if block_size < 1:
+        raise ValueError("block_size must be at least 1")
+    cdef vector[int32_t] ids
+    _ids(tokens, ids)
+    cdef Py_ssize_t n = <Py_ssize_t>ids.size(), blocks = n // block_size, b, j
+    cdef vector[uint64_t] out
+    cdef uint64_t h
+    out.resize(blocks)
+    with nogil:
+        for b in range(blocks):
+            h = parent
+            for j in range(b * block_size, (b + 1) * block_size):
+                h = (h ^ <uint32_t>ids[j]) * 0x100000001B3ULL
+            parent = _finish(h)
+            out[b] = parent
+    return [out[b] for b in range(blocks)]
 
 
 cdef int _ids(object tokens, vector[int32_t]& out) except -1:

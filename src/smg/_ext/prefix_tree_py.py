@@ -19,12 +19,42 @@ approximate: it records what was sent, not what the engine kept.
   at most 7/8 of the bound (so evictions come in batches, not on every insert); a node left with
   no tenant is deleted.
 
+``block_hashes`` (for ``kv_events``) chains a 64-bit hash over a prompt's full blocks of ids:
+per block, FNV-1a over the ids as 32-bit words starting from the parent's hash, then the
+splitmix64 finaliser; the first block's parent is 0 (or the hash of the block before).
+
 Both implementations must give the same results for the same calls (hypothesis-tested).
 """
 from __future__ import annotations
 
 import heapq
 from typing import Sequence
+
+_MASK = (1 << 64) - 1
+_FNV_PRIME = 0x100000001B3
+
+
+def _finish(h: int) -> int:
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & _MASK
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & _MASK
+    return h ^ (h >> 31)
+
+
+def block_hashes(tokens: Sequence[int], block_size: int, parent: int = 0) -> list[int]:
+    """The chained hashes of ``tokens``' full blocks of ``block_size`` ids, the first chained
+    from ``parent`` (see the docstring)."""
+    if block_size < 1:
+        raise ValueError("block_size must be at least 1")
+    out = []
+    for start in range(0, len(tokens) - block_size + 1, block_size):
+        h = parent
+        for token in tokens[start:start + block_size]:
+            h = ((h ^ (token & 0xFFFFFFFF)) * _FNV_PRIME) & _MASK
+        parent = _finish(h)
+        out.append(parent)
+    return out
 
 
 class _Node:

@@ -12,6 +12,10 @@ seed (or the engine's), in one of three modes:
 Being deterministic, it reports a log-probability of 0 for every token it emits (and that token
 as the only alternative) when logprobs are asked for. ``delay_ms`` is the per-step delay and ``tokens_per_chunk`` the ids per step, so it can mimic a
 GPU's decode rhythm; it honours ``max_new_tokens``, stop ids, EOS and abort through the server.
+
+``prefix_cache_tokens`` / ``prefill_us_per_token`` give it a simulated KV prefix cache
+(:mod:`smg.engine.kv_cache`): cached prompt tokens are reported, prefill time is waited for the
+uncached ones, and ``GetLoads`` answers from it, so routing policies can be measured on CPUs.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import asyncio
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
+from smg.engine.kv_cache import SimulatedPrefixCache
 from smg.engine.server import EngineRequest, EngineServer, ScoredTokens
 from smg.engines.base import ModelInfo
 from smg.tokenizer import Tokenizer
@@ -45,7 +50,8 @@ class ReferenceEngine:
     def __init__(self, tokenizer: Tokenizer, mode: str = "text", scripts: Sequence[str] = (),
                  delay_ms: float = 0.0, tokens_per_chunk: int = 1, seed: int = 0,
                  model_id: str = "smg-reference", eos_token_ids: Sequence[int] | None = None,
-                 tokenizer_dir: str | Path | None = None, max_context_length: int = 131072) -> None:
+                 tokenizer_dir: str | Path | None = None, max_context_length: int = 131072,
+                 prefix_cache_tokens: int = 0, prefill_us_per_token: float = 0.0) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "script" and not scripts:
@@ -70,6 +76,8 @@ class ReferenceEngine:
             bos_token_id=tokenizer.token_to_id(tokenizer.special_tokens_map.get("bos_token", "")) or None,
             model_type="reference", architectures=("ReferenceEngine",))
         self._tokenizer_dir = tokenizer_dir
+        self.prefix_cache = (SimulatedPrefixCache(prefix_cache_tokens, prefill_us_per_token)
+                             if prefix_cache_tokens or prefill_us_per_token else None)
 
     def _ids(self, request: EngineRequest) -> tuple[list[int], bool]:
         """The ids to stream and whether to end with EOS."""
@@ -103,4 +111,4 @@ class ReferenceEngine:
                 yield chunk
 
     def server(self) -> EngineServer:
-        return EngineServer(self.generate, self.model_info, self._tokenizer_dir)
+        return EngineServer(self.generate, self.model_info, self._tokenizer_dir, self.prefix_cache)

@@ -42,6 +42,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
 from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
 
+from smg.engine.kv_cache import SimulatedPrefixCache
 from smg.engine.multimodal_check import check_multimodal
 from smg.engines.base import ModelInfo, SamplingOptions
 
@@ -84,15 +85,20 @@ class _Sequence:
     matched: int | None = None
     logprobs: list[float] = field(default_factory=list)
     top: list[list[tuple[int, float]]] = field(default_factory=list)
+    cached: int = 0  # prompt tokens the prefix cache held (reported in every chunk)
 
 
 class _Core:
     """Protocol-independent request handling shared by both services."""
 
-    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: Path | None) -> None:
+    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: Path | None,
+                 prefix_cache: SimulatedPrefixCache | None = None) -> None:
         self.generate = generate
         self.model = model
         self.tokenizer_dir = tokenizer_dir
+        self.prefix_cache = prefix_cache
+        if prefix_cache is not None:
+            prefix_cache.load = self.load_record
         self.active: dict[str, asyncio.Event] = {}
         self.aborted: list[str] = []  # request ids aborted by RPC or cancellation (observable in tests)
         self.started = time.time()
@@ -111,8 +117,13 @@ class _Core:
         limit = sampling.max_new_tokens if sampling.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
         sequences = [_Sequence(i) for i in range(sampling.n)]
         lock = asyncio.Lock()
+        prefilled: asyncio.Task | None = None
+        if self.prefix_cache is not None:  # one prefill for the n sequences
+            prefilled = asyncio.ensure_future(self.prefix_cache.prefill(input_ids))
 
         async def drive(seq: _Sequence) -> None:
+            if prefilled is not None:
+                seq.cached = await asyncio.shield(prefilled)
             if limit == 0:
                 seq.finish = "length"
                 return
@@ -167,6 +178,9 @@ class _Core:
             for seq in sequences:
                 if seq.finish is None:
                     seq.finish = "abort"
+            if self.prefix_cache is not None:
+                for seq in sequences:
+                    self.prefix_cache.store(input_ids + seq.ids)
             return sequences
         except asyncio.CancelledError:
             self._record_abort(request_id)  # the client went away
@@ -175,8 +189,18 @@ class _Core:
             waiter.cancel()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, waiter, return_exceptions=True)
+            if prefilled is not None:
+                prefilled.cancel()
+            await asyncio.gather(*tasks, waiter, *([prefilled] if prefilled is not None else []),
+                                 return_exceptions=True)
             self.active.pop(request_id, None)
+
+    def load_record(self) -> cpb.EngineLoad:
+        """The engine's load as KV event batches carry it (and GetLoads reports it)."""
+        cache = self.prefix_cache
+        waiting = cache.prefilling if cache is not None else 0
+        return cpb.EngineLoad(running_requests=len(self.active) - waiting, waiting_requests=waiting,
+                              token_usage=cache.usage if cache is not None else 0.0)
 
     def _record_abort(self, request_id: str) -> None:
         if not self.aborted or self.aborted[-1] != request_id:  # Abort RPC + cancellation: once
@@ -305,12 +329,13 @@ def _builders(pb, rid: str | None, prompt: int, top: int) -> tuple[Callable, Cal
     def chunk(seq: _Sequence, n_new: int):
         start = len(seq.ids) - n_new
         return pb.GenerateResponse(chunk=pb.GenerateStreamChunk(
-            token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), index=seq.index,
-            output_logprobs=logprobs(seq, start)), **extra)
+            token_ids=seq.ids[start:], prompt_tokens=prompt, completion_tokens=len(seq.ids), cached_tokens=seq.cached,
+            index=seq.index, output_logprobs=logprobs(seq, start)), **extra)
 
     def complete(seq: _Sequence):
         done = pb.GenerateComplete(output_ids=seq.ids, finish_reason=seq.finish, prompt_tokens=prompt,
-                                   completion_tokens=len(seq.ids), index=seq.index, output_logprobs=logprobs(seq, 0))
+                                   completion_tokens=len(seq.ids), cached_tokens=seq.cached, index=seq.index,
+                                   output_logprobs=logprobs(seq, 0))
         if seq.matched is not None:
             done.matched_token_id = seq.matched
         return pb.GenerateResponse(complete=done, **extra)
@@ -344,7 +369,11 @@ class _Shared:
         await _unimplemented(context, "StopProfile")
 
     async def SubscribeKvEvents(self, request, context):
-        await _unimplemented(context, "SubscribeKvEvents")
+        cache = self.core.prefix_cache
+        if cache is None or not cache.capacity_tokens:
+            await _unimplemented(context, "SubscribeKvEvents (no simulated prefix cache)")
+        async for batch in cache.subscribe(request.start_sequence_number):
+            yield batch
 
 
 class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
@@ -390,10 +419,17 @@ class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
         return response
 
     async def GetLoads(self, request, context):
-        running = len(self.core.active)
-        load = spb.SchedulerLoad(dp_rank=0, num_running_reqs=running, num_total_reqs=running)
+        cache = self.core.prefix_cache
+        record = self.core.load_record()
+        running, waiting, usage = record.running_requests, record.waiting_requests, record.token_usage
+        load = spb.SchedulerLoad(dp_rank=0, num_running_reqs=running, num_waiting_reqs=waiting,
+                                 num_total_reqs=running + waiting, token_usage=usage,
+                                 num_used_tokens=cache.size if cache is not None else 0,
+                                 max_total_num_tokens=cache.capacity_tokens if cache is not None else 0,
+                                 cache_hit_rate=cache.hits / cache.prompts if cache is not None and cache.prompts else 0.0)
         return spb.GetLoadsResponse(timestamp=str(time.time()), version="smg", dp_rank_count=1, loads=[load],
-                                    aggregate=spb.AggregateMetrics(total_running_reqs=running, total_reqs=running))
+                                    aggregate=spb.AggregateMetrics(total_running_reqs=running, total_waiting_reqs=waiting,
+                                                                   total_reqs=running + waiting, avg_token_usage=usage))
 
 
     async def LoadLoRAAdapter(self, request, context):
@@ -463,8 +499,11 @@ class EngineServer:
         >>> port = await server.start("127.0.0.1", 0)     # doctest: +SKIP
     """
 
-    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: str | Path | None = None) -> None:
-        self._core = _Core(generate, model, Path(tokenizer_dir) if tokenizer_dir else None)
+    def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: str | Path | None = None,
+                 prefix_cache: SimulatedPrefixCache | None = None) -> None:
+        """``prefix_cache``: a simulated KV prefix cache (cached tokens reported, prefill time
+        waited, ``GetLoads`` from it); see smg.engine.kv_cache."""
+        self._core = _Core(generate, model, Path(tokenizer_dir) if tokenizer_dir else None, prefix_cache)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 

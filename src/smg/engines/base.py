@@ -259,6 +259,13 @@ class EngineAdapter(abc.ABC):
         chunks = self.stub.GetTokenizer(common_pb2.GetTokenizerRequest(), timeout=timeout)
         return b"".join([chunk.data async for chunk in chunks])
 
+    def kv_events(self, after: int):
+        """The engine's KV cache event batches (``SubscribeKvEvents``, in every protocol) numbered
+        after ``after``: a streaming call."""
+        from smg_grpc_proto.generated import common_pb2
+
+        return self.stub.SubscribeKvEvents(common_pb2.SubscribeKvEventsRequest(start_sequence_number=after))
+
     async def loads(self, timeout: float) -> dict:
         """The engine's reported load (``GetLoads``); {} for a protocol without it."""
         if not hasattr(self.pb, "GetLoadsRequest"):

@@ -29,7 +29,8 @@ from smg.engines import adapter_class
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, PushableCall, map_rpc_error
 from smg.engines.h2 import H2Channel
 from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
-from smg.policies import Policy, RequestView, make_policy
+from smg.engines.kv_events import KvEventFeed
+from smg.policies import KvEventConsumer, Policy, RequestView, make_policy
 
 log = logging.getLogger("smg.pool")
 
@@ -103,6 +104,8 @@ class WorkerPool:
                  policy: Policy | None = None) -> None:
         self.config = config or PoolConfig()
         self.policy = policy or make_policy(self.config.policy, self.config.routing)
+        # a policy routing by the engines' KV events gets every worker's event stream
+        self._kv_feed = KvEventFeed(self.policy.kv_index) if isinstance(self.policy, KvEventConsumer) else None
         self._workers: dict[str, Worker] = {}
         self._pending_urls = [(u, self.config.default_engine) for u in urls]
         self._health_task: asyncio.Task | None = None
@@ -121,6 +124,8 @@ class WorkerPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._kv_feed is not None:
+            await self._kv_feed.close()
         if self._health_task is not None:
             self._health_task.cancel()
             await asyncio.gather(self._health_task, return_exceptions=True)
@@ -151,6 +156,8 @@ class WorkerPool:
         worker = Worker(url, engine, adapter_class(engine)(channel, streams), channel)
         self._workers[url] = worker
         await self._probe(worker, discover=True)
+        if self._kv_feed is not None:
+            self._kv_feed.follow(worker)
         return worker
 
     async def remove_worker(self, url: str, grace: float = 30.0) -> None:
@@ -160,6 +167,8 @@ class WorkerPool:
         if worker is None:
             raise InvalidRequest(f"no worker {url!r} in this pool")
         self.policy.on_removed(worker)
+        if self._kv_feed is not None:
+            await self._kv_feed.unfollow(url)
         await _drained([worker], grace)
         await worker.close()
 

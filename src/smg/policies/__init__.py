@@ -8,6 +8,8 @@ builds a registered one from the pool's :class:`~smg.config.RoutingConfig`.
 =====================  ====================================================================
 ``cache_aware``        the default: the worker already sent the prompt's longest prefix,
                        else the least loaded; a balance guard falls back to load
+``kv_events``          as ``cache_aware``, by the blocks the engines report holding
+                       (``SubscribeKvEvents``), the approximation for workers without it
 ``round_robin``        in turn
 ``random``             uniformly
 ``power_of_two``       the less loaded of two drawn at random
@@ -24,10 +26,11 @@ from typing import Callable
 
 from smg.config import RoutingConfig
 from smg.errors import InvalidRequest
-from smg.policies.base import BasePolicy, Policy, RequestView, RoutedWorker
+from smg.policies.base import BasePolicy, KvEventConsumer, Policy, RequestView, RoutedWorker
 from smg.policies.bucket import Bucket
 from smg.policies.cache_aware import CacheAware
 from smg.policies.consistent_hashing import ConsistentHashing
+from smg.policies.kv_events import KvEvents
 from smg.policies.least_load import LeastLoad
 from smg.policies.manual import Manual
 from smg.policies.power_of_two import PowerOfTwo
@@ -35,10 +38,11 @@ from smg.policies.prefix_hash import PrefixHash
 from smg.policies.random_choice import Random
 from smg.policies.round_robin import RoundRobin
 
-__all__ = ["BasePolicy", "POLICIES", "Policy", "RequestView", "RoutedWorker", "make_policy"]
+__all__ = ["BasePolicy", "KvEventConsumer", "POLICIES", "Policy", "RequestView", "RoutedWorker", "make_policy"]
 
 POLICIES: dict[str, Callable[[RoutingConfig], Policy]] = {
     "cache_aware": CacheAware,
+    "kv_events": KvEvents,
     "round_robin": lambda config: RoundRobin(),
     "random": lambda config: Random(),
     "power_of_two": lambda config: PowerOfTwo(),

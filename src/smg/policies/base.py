@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Protocol, Sequence, TypeVar, runtime_checkable
 
 from smg.errors import NoHealthyWorker
 
@@ -50,6 +50,14 @@ class Policy(Protocol):
     def on_removed(self, worker: RoutedWorker) -> None: ...
 
 
+@runtime_checkable
+class KvEventConsumer(Protocol):
+    """A policy that routes by the engines' KV events: the pool follows every worker's
+    ``SubscribeKvEvents`` into its ``kv_index`` (a :class:`smg.policies.kv_index.KvIndex`)."""
+
+    kv_index: Any
+
+
 class BasePolicy:
     """No-op hooks, for policies that keep no state about requests."""
 
@@ -73,20 +81,40 @@ def require_workers(workers: Sequence[W]) -> None:
         raise NoHealthyWorker("no healthy engine worker to route to")
 
 
-def least_loaded(workers: Sequence[W], rng: random.Random, tie_key=None) -> W:
-    """The worker of the lowest load; among equals the lowest ``tie_key(worker)`` when given, then
-    one at random (never "the first": new work spreads)."""
-    low = min(w.load for w in workers)
-    tied = [w for w in workers if w.load == low]
+def least_loaded(workers: Sequence[W], rng: random.Random, tie_key=None, loads: Sequence[float] | None = None) -> W:
+    """The worker of the lowest load (``loads``: theirs, when already read); among equals the
+    lowest ``tie_key(worker)`` when given, then one at random (never "the first": new work spreads)."""
+    if loads is None:
+        loads = [w.load for w in workers]
+    low = min(loads)
+    tied = [w for w, load in zip(workers, loads) if load == low]
     if tie_key is not None and len(tied) > 1:
-        best = min(tie_key(w) for w in tied)
-        tied = [w for w in tied if tie_key(w) == best]
+        keys = [tie_key(w) for w in tied]
+        best = min(keys)
+        tied = [w for w, key in zip(tied, keys) if key == best]
     return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
-def is_imbalanced(workers: Sequence[RoutedWorker], absolute: float, relative: float) -> bool:
-    """The balance guard: the busiest worker has more than ``absolute`` requests over the idlest
-    and more than ``relative`` times its load."""
-    loads = [w.load for w in workers]
+def is_imbalanced(loads: Sequence[float], absolute: float, relative: float) -> bool:
+    """The balance guard over workers' loads: the busiest has more than ``absolute`` requests over
+    the idlest and more than ``relative`` times its load."""
     high, low = max(loads), min(loads)
     return high - low > absolute and high > low * relative
+
+
+class WorkerIndex:
+    """Worker URL -> position in the list a policy was given, rebuilt only when the URLs change
+    (the pool passes its healthy workers in a stable order, so this is one tuple compare)."""
+
+    def __init__(self) -> None:
+        self.urls: tuple[str, ...] = ()
+        self.positions: dict[str, int] = {}
+
+    def update(self, workers: Sequence[RoutedWorker]) -> bool:
+        """Index ``workers``; whether their URLs changed since the last call."""
+        urls = tuple([w.url for w in workers])
+        if urls == self.urls:
+            return False
+        self.urls = urls
+        self.positions = {url: i for i, url in enumerate(urls)}
+        return True

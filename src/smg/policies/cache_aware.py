@@ -26,7 +26,8 @@ from typing import Sequence
 
 from smg import _ext
 from smg.config import RoutingConfig
-from smg.policies.base import W, BasePolicy, RequestView, RoutedWorker, is_imbalanced, least_loaded, require_workers
+from smg.policies.base import (W, BasePolicy, RequestView, RoutedWorker, WorkerIndex, is_imbalanced, least_loaded,
+                               require_workers)
 
 PrefixTree = _ext.load("prefix_tree").PrefixTree
 
@@ -45,6 +46,8 @@ class StickyKeys:
         return url
 
     def pin(self, key: str, url: str) -> None:
+        if self._urls.get(key) == url:  # (a session going on: get() already made it the most recent)
+            return
         self._urls[key] = url
         self._urls.move_to_end(key)
         if len(self._urls) > self.limit:
@@ -55,21 +58,21 @@ class StickyKeys:
             del self._urls[key]
 
 
-def pinned_worker(keys: StickyKeys, request: RequestView, workers: Sequence[W], config: RoutingConfig) -> W | None:
+def pinned_worker(keys: StickyKeys, request: RequestView, workers: Sequence[W], loads: Sequence[float],
+                  index: WorkerIndex, config: RoutingConfig) -> W | None:
     """The healthy worker the request's routing key is pinned to, unless it is overloaded past
-    the balance guard (then the key is routed anew)."""
+    the balance guard against the idlest (then the key is routed anew)."""
     if request.routing_key is None:
         return None
     url = keys.get(request.routing_key)
     if url is None:
         return None
-    for worker in workers:
-        if worker.url == url:
-            idlest = min(workers, key=lambda w: w.load)
-            if is_imbalanced((worker, idlest), config.balance_abs_threshold, config.balance_rel_threshold):
-                return None
-            return worker
-    return None
+    index.update(workers)
+    position = index.positions.get(url)
+    if position is None or is_imbalanced((loads[position], min(loads)), config.balance_abs_threshold,
+                                         config.balance_rel_threshold):
+        return None
+    return workers[position]
 
 
 class CacheAware(BasePolicy):
@@ -79,7 +82,9 @@ class CacheAware(BasePolicy):
         self.config = config or RoutingConfig()
         self.tree = PrefixTree(self.config.max_tree_tokens)
         self._tenants: dict[str, int] = {}  # worker URL -> tenant id in the tree
+        self._urls: list[str | None] = []  # tenant id -> worker URL
         self._free_tenants: list[int] = []
+        self._index = WorkerIndex()
         self._keys = StickyKeys(self.config.max_routing_keys)
         self._rng = random.Random(seed)
         self._record = False  # whether the last select chose among several workers
@@ -87,8 +92,13 @@ class CacheAware(BasePolicy):
     def _tenant(self, url: str) -> int:
         tenant = self._tenants.get(url)
         if tenant is None:
-            tenant = self._free_tenants.pop() if self._free_tenants else len(self._tenants)
+            if self._free_tenants:
+                tenant = self._free_tenants.pop()
+            else:
+                tenant = len(self._urls)
+                self._urls.append(None)
             self._tenants[url] = tenant
+            self._urls[tenant] = url
         return tenant
 
     def _tree_tokens(self, worker: RoutedWorker) -> int:
@@ -101,35 +111,45 @@ class CacheAware(BasePolicy):
         if not self._record:
             return workers[0]
         config = self.config
-        pinned = pinned_worker(self._keys, request, workers, config)
+        loads = [w.load for w in workers]
+        pinned = pinned_worker(self._keys, request, workers, loads, self._index, config)
         if pinned is not None:
             return pinned
-        if is_imbalanced(workers, config.balance_abs_threshold, config.balance_rel_threshold):
-            return least_loaded(workers, self._rng, self._tree_tokens)
+        if is_imbalanced(loads, config.balance_abs_threshold, config.balance_rel_threshold):
+            return least_loaded(workers, self._rng, self._tree_tokens, loads)
         tokens = request.token_ids
         if tokens:
-            best = self._longest_match(tokens, workers)
+            best = self._longest_match(tokens, workers, loads)
             if best:
-                return least_loaded(best, self._rng)
-        return least_loaded(workers, self._rng, self._tree_tokens)
+                return least_loaded(best[0], self._rng, loads=best[1])
+        return least_loaded(workers, self._rng, self._tree_tokens, loads)
 
-    def _longest_match(self, tokens: Sequence[int], workers: Sequence[W]) -> list[W]:
-        """The workers sharing the longest match, when it passes the threshold."""
-        by_tenant = {self._tenants.get(w.url): w for w in workers}
-        best: list[W] = []
+    def _longest_match(self, tokens: Sequence[int], workers: Sequence[W], loads: Sequence[float]
+                       ) -> tuple[list[W], list[float]] | None:
+        """The workers sharing the longest match, and their loads, when it passes the threshold."""
+        longest, positions = self._matched(tokens, workers)
+        if not positions or longest <= self.config.cache_threshold * len(tokens):
+            return None
+        return [workers[i] for i in positions], [loads[i] for i in positions]
+
+    def _matched(self, tokens: Sequence[int], workers: Sequence[W]) -> tuple[int, list[int]]:
+        """The longest match among ``workers`` and their positions (by the tree)."""
+        matches = self.tree.match(tokens)  # longest first
+        if not matches:
+            return 0, []
+        self._index.update(workers)
+        positions, urls = self._index.positions, self._urls
+        found: list[int] = []
         longest = 0
-        for tenant, length in self.tree.match(tokens):  # longest first
-            worker = by_tenant.get(tenant)
-            if worker is None:
+        for tenant, length in matches:
+            position = positions.get(urls[tenant])
+            if position is None:  # (not among the healthy workers)
                 continue
-            if not best:
-                if length <= self.config.cache_threshold * len(tokens):
-                    return []
-                longest = length
-            elif length < longest:
+            if found and length < longest:
                 break
-            best.append(worker)
-        return best
+            longest = length
+            found.append(position)
+        return longest, found
 
     def on_routed(self, request: RequestView, worker: RoutedWorker) -> None:
         if not self._record:
@@ -143,5 +163,6 @@ class CacheAware(BasePolicy):
         tenant = self._tenants.pop(worker.url, None)
         if tenant is not None:
             self.tree.remove_tenant(tenant)
+            self._urls[tenant] = None
             self._free_tenants.append(tenant)
         self._keys.drop_url(worker.url)

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from array import array
 from typing import Sequence
 
-from smg.policies.base import W
+from smg.policies.base import W, WorkerIndex
 
 
 def hash64(data: bytes) -> int:
@@ -19,8 +18,9 @@ def hash64(data: bytes) -> int:
 
 
 def prefix_key(token_ids: Sequence[int], count: int) -> bytes:
-    """The bytes of a prompt's first ``count`` ids (what ``prefix_hash`` hashes)."""
-    return array("q", token_ids[:count]).tobytes()
+    """The key of a prompt's first ``count`` ids (what ``prefix_hash`` hashes): a tuple of ints
+    hashes the same in every process (only str and bytes hashes are salted), and fast."""
+    return hash(tuple(token_ids[:count])).to_bytes(8, "big", signed=True)
 
 
 class HashRing:
@@ -28,23 +28,18 @@ class HashRing:
 
     def __init__(self, virtual_nodes: int) -> None:
         self.virtual_nodes = virtual_nodes
-        self._urls: tuple[str, ...] = ()
+        self._index = WorkerIndex()
         self._points: list[int] = []
         self._owners: list[str] = []
 
     def _build(self, urls: tuple[str, ...]) -> None:
         points = sorted((hash64(f"{url}#{i}".encode()), url) for url in urls for i in range(self.virtual_nodes))
-        self._urls = urls
         self._points = [point for point, _ in points]
         self._owners = [url for _, url in points]
 
     def lookup(self, key: bytes, workers: Sequence[W]) -> W:
-        urls = tuple(sorted(w.url for w in workers))
-        if urls != self._urls:
-            self._build(urls)
-        index = bisect.bisect_left(self._points, hash64(key))
-        url = self._owners[index % len(self._owners)]
-        for worker in workers:
-            if worker.url == url:
-                return worker
-        raise AssertionError("the ring holds only the given workers")  # pragma: no cover
+        index = self._index
+        if index.update(workers):
+            self._build(index.urls)
+        point = bisect.bisect_left(self._points, hash64(key))
+        return workers[index.positions[self._owners[point % len(self._owners)]]]

@@ -1,0 +1,95 @@
+"""Following the engines' KV cache events (``SubscribeKvEvents``) for the ``kv_events`` policy.
+
+One task per worker reads its event stream into the policy's :class:`~smg.policies.kv_index.KvIndex`
+and each batch's load record into the worker's reported load. Sequence numbers decide what the
+index can trust:
+
+* the engine's batch 1 (a first subscription whose replay reaches back to it, or an engine that
+  restarted): the worker's index starts afresh and is *live* (complete);
+* the batch after the last one applied: applied;
+* anything else (a gap: batches the engine no longer had to replay, or that a dropped stream
+  lost): the index is reset, the worker *partial* (routed by the approximation), and the feed
+  resubscribes once from the start to rebuild it from the engine's history if it still holds it.
+
+A dropped stream is resumed after the last applied number (backoff 0.25 s doubling to 10 s); a
+worker answering UNIMPLEMENTED is left to the approximation for good.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from smg.policies.kv_index import LIVE, PARTIAL, UNSUPPORTED, KvIndex
+
+log = logging.getLogger("smg.kv_events")
+
+RETRY_MIN, RETRY_MAX = 0.25, 10.0
+
+
+class KvEventFeed:
+    def __init__(self, index: KvIndex) -> None:
+        self.index = index
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    def follow(self, worker) -> None:
+        """Start following ``worker`` (a :class:`smg.engines.pool.Worker`)."""
+        if worker.url not in self._tasks:
+            self.index.reset(worker.url, PARTIAL)
+            self._tasks[worker.url] = asyncio.create_task(self._follow(worker), name=f"smg-kv-events {worker.url}")
+
+    async def unfollow(self, url: str) -> None:
+        task = self._tasks.pop(url, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.index.forget(url)
+
+    async def close(self) -> None:
+        for url in list(self._tasks):
+            await self.unfollow(url)
+
+    async def _follow(self, worker) -> None:
+        index, url = self.index, worker.url
+        state = {"last": 0, "rebuilding": False}
+        delay = RETRY_MIN
+        while True:
+            call = worker.adapter.kv_events(state["last"])
+            try:
+                if await self._read(worker, call, state):
+                    delay = RETRY_MIN
+                    continue  # resubscribe from the start at once, to rebuild the index
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    index.reset(url, UNSUPPORTED)
+                    return
+                log.debug("KV events of %s: %s", url, exc)
+            finally:
+                call.cancel()
+            await asyncio.sleep(delay)  # the stream ended or failed: resume after the last batch
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _read(self, worker, call, state: dict) -> bool:
+        """Apply the batches of one subscription; True when a gap asks for a resubscription from the
+        start (``state["last"]`` is then 0)."""
+        index, url = self.index, worker.url
+        async for batch in call:
+            if batch.HasField("load"):
+                worker.reported_load = float(batch.load.running_requests + batch.load.waiting_requests)
+                if batch.load.load_only:
+                    continue
+            number = batch.sequence_number
+            if number == 1:
+                index.reset(url, LIVE)
+            elif number != state["last"] + 1:
+                log.info("KV events of %s: batch %d after %d; rebuilding its index", url, number, state["last"])
+                index.reset(url, PARTIAL)
+                if not state["rebuilding"]:  # once: a replay from the start, if the engine still has it
+                    state["rebuilding"], state["last"] = True, 0
+                    return True
+            index.apply(url, batch.events)
+            state["last"] = number
+            if index.live(url):
+                state["rebuilding"] = False
+        return False

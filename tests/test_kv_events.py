@@ -1,0 +1,134 @@
+"""KV-event routing: the gateway's index of what each engine holds, built from the engines' own
+events (the reference engine's simulated cache publishes them), and the feed that follows them
+(resuming after a dropped subscription, rebuilding after a gap, giving up on engines without it)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smg.config import PoolConfig
+from smg.engine import ReferenceEngine
+from smg.engine.kv_cache import SimulatedPrefixCache
+from smg.engines.base import GenerateRequest, SamplingOptions
+from smg.engines.pool import WorkerPool
+from smg.policies.kv_index import LIVE, PARTIAL, UNSUPPORTED, KvIndex
+
+
+def _batches(cache: SimulatedPrefixCache, prompts):
+    """Store ``prompts`` in the cache and return the batches it published (its history replayed)."""
+    for prompt in prompts:
+        cache.store(prompt)
+
+    async def main():
+        batches = []
+        if cache.sequence:
+            async for batch in cache.subscribe(0):
+                batches.append(batch)
+                if batch.sequence_number == cache.sequence:
+                    break
+        return batches
+    return asyncio.run(asyncio.wait_for(main(), 10))
+
+
+_prompt = st.lists(st.integers(0, 3), min_size=0, max_size=30)  # small alphabet: shared prefixes
+
+
+@settings(max_examples=150, deadline=None)
+@given(prompts=st.lists(_prompt, max_size=25), probes=st.lists(_prompt, max_size=10), capacity=st.integers(4, 60))
+def test_the_index_holds_what_the_engines_cache_holds(prompts, probes, capacity):
+    """Whatever an engine stores and evicts, the index built from its events finds, for any
+    prompt, exactly the cached tokens the engine itself would report."""
+    cache = SimulatedPrefixCache(capacity_tokens=capacity, block_size=4)
+    index = KvIndex()
+    index.reset("w", LIVE)
+    for batch in _batches(cache, prompts):
+        index.apply("w", batch.events)
+    for probe in prompts + probes:
+        longest, holders = index.longest(probe)
+        assert longest == cache.cached(probe)
+        assert holders == ({"w"} if longest else set())
+
+
+def test_the_longest_match_is_per_worker_and_a_cleared_cache_empties_it():
+    index = KvIndex()
+    shared, tail = list(range(32)), list(range(100, 116))
+    for url, prompt in (("a", shared + tail), ("b", shared)):
+        cache = SimulatedPrefixCache(capacity_tokens=1000, block_size=16)
+        index.reset(url, LIVE)
+        for batch in _batches(cache, [prompt]):
+            index.apply(url, batch.events)
+    assert index.longest(shared + tail + [1]) == (48, {"a"})
+    assert index.longest(shared + [5] * 16) == (32, {"a", "b"})
+    assert index.longest([9] * 40) == (0, set())
+
+    class Cleared:
+        @staticmethod
+        def WhichOneof(_):
+            return "cleared"
+
+    index.apply("a", [Cleared()])
+    assert index.longest(shared + tail) == (32, {"b"}) and index.live("a")
+    index.forget("b")
+    assert index.longest(shared) == (0, set()) and index.state("b") is None
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _until(condition, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+def test_the_feed_resumes_after_a_dropped_subscription_and_rebuilds_after_a_gap(llama):
+    engine = ReferenceEngine(llama)
+    engine.prefix_cache = SimulatedPrefixCache(capacity_tokens=100_000, block_size=16, history=3)
+    bare = ReferenceEngine(llama)  # no simulated cache: SubscribeKvEvents is UNIMPLEMENTED
+
+    async def generate(pool, worker, prompt):
+        request = GenerateRequest(f"r{prompt[0]}", prompt, SamplingOptions(max_new_tokens=2))
+        async with contextlib.aclosing(pool.generate(request, worker)) as stream:
+            async for _ in stream:
+                pass
+
+    async def main():
+        servers = [engine.server(), bare.server()]
+        urls = [f"grpc://127.0.0.1:{await s.start()}" for s in servers]
+        try:
+            async with WorkerPool(urls, PoolConfig(policy="kv_events")) as pool:
+                index = pool.policy.kv_index
+                cached, plain = pool.workers
+                prompts = [[1000 * k + i for i in range(64)] for k in range(1, 9)]
+                await generate(pool, cached, prompts[0])
+                await _until(lambda: index.longest(prompts[0])[0] == 64)
+                assert index.state(cached.url) == LIVE
+                await _until(lambda: index.state(plain.url) == UNSUPPORTED)
+
+                # dropped: two batches published meanwhile, still in the history: resumed, no gap
+                engine.prefix_cache.disconnect_subscribers()
+                for prompt in prompts[1:2]:
+                    await generate(pool, cached, prompt)
+                await _until(lambda: index.longest(prompts[1])[0] == 64)
+                states = [index.state(cached.url)]
+
+                # dropped again, and more published than the history keeps: a gap
+                engine.prefix_cache.disconnect_subscribers()
+                for prompt in prompts[2:7]:
+                    await generate(pool, cached, prompt)
+                await _until(lambda: index.longest(prompts[6])[0] == 64)
+                states.append(index.state(cached.url))
+                return states, index.longest(prompts[0])[0], cached.reported_load
+        finally:
+            for server in servers:
+                await server.stop()
+
+    states, first_prompt_known, load = run(main())
+    assert states == [LIVE, PARTIAL]  # the history no longer reaches batch 1: the index stays partial
+    assert first_prompt_known == 0  # what came before the gap was dropped, not trusted
+    assert load == 1.0  # the load record of the last batch, published as its request finished
