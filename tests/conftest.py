@@ -112,3 +112,12 @@ def sentencepiece_dir(tmp_path_factory):
     backend.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text('{"eos_token": "</s>", "bos_token": "<s>"}')
     return directory
+
+
+async def first_items(stream, count: int):
+    """The first ``count`` items of an async iterator (then it stops reading it)."""
+    async for item in stream:
+        yield item
+        count -= 1
+        if not count:
+            return

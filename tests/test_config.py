@@ -117,3 +117,18 @@ def test_serve_flags_and_a_config_file_make_one_config(tmp_path):
     overridden = config("--config", str(tmp_path / "g.toml"), "--port", "9100", "--engine-read-interval-ms", "2")
     assert overridden.port == 9100 and overridden.pool.read_interval == 0.002
     assert overridden.pool.policy == "least_load" and overridden.trust_request_chat_template  # the file's, kept
+
+
+def test_the_readme_fleet_config_loads(tmp_path):
+    """README's example config is a valid config (it must stay true)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "fleet.toml"
+    path.write_text(block, encoding="utf-8")
+    config = GatewayConfig.load(path)
+    names = [m.name for m in config.model_configs()]
+    assert names == ["llama", "deepseek", "qwen-pd"]
+    assert config.pool.policy == "cache_aware" and config.pool.routing.cache_threshold == 0.5
+    assert config.model_configs()[2].decode_policy == "least_load"

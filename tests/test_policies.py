@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from conftest import first_items
 
 from smg.config import ConfigError, PoolConfig, RoutingConfig
 from smg.errors import NoHealthyWorker
@@ -225,7 +226,7 @@ def test_kv_events_trusts_the_engines_reports_and_falls_back_for_the_rest():
     policy.kv_index.reset(a.url, LIVE)
     policy.kv_index.reset(b.url, LIVE)
     async def history():
-        return [batch async for batch in _first(cache.subscribe(0), cache.sequence)]
+        return [batch async for batch in first_items(cache.subscribe(0), cache.sequence)]
     for batch in asyncio.run(history()):
         policy.kv_index.apply(b.url, batch.events)
     assert route(policy, RequestView(shared + [1]), [a, b]) is b
@@ -237,11 +238,3 @@ def test_kv_events_trusts_the_engines_reports_and_falls_back_for_the_rest():
     a.in_flight = 0
     assert route(policy, RequestView(longer + [2]), pool) is c  # c's 128 by the tree beat b's 64 exact
     assert route(policy, RequestView(shared + [3]), [a, b]) is b
-
-
-async def _first(stream, count):
-    async for item in stream:
-        yield item
-        count -= 1
-        if not count:
-            return

@@ -11,6 +11,7 @@ import contextlib
 import httpx
 import openai
 import pytest
+from conftest import first_items
 
 from benchmarks.bench_routing import Fleet, drive, system_prompts
 from smg.asgi import create_app
@@ -66,8 +67,8 @@ def test_the_engines_cache_publishes_what_it_stores_and_evicts():
         run_first = cache.subscribe(0)
         cache.store(list(range(30)))  # batch 1: three blocks stored
         cache.store(list(range(20)) + [7] * 10)  # batch 2: one block under block 2; the oldest leaf goes
-        late = [b async for b in _take(cache.subscribe(1), 1)]  # resumed after 1: batch 2 only
-        return [b async for b in _take(run_first, 2)], late
+        late = [b async for b in first_items(cache.subscribe(1), 1)]  # resumed after 1: batch 2 only
+        return [b async for b in first_items(run_first, 2)], late
 
     batches, late = asyncio.run(main())
     assert [b.sequence_number for b in batches] == [1, 2] and [b.sequence_number for b in late] == [2]
@@ -77,14 +78,6 @@ def test_the_engines_cache_publishes_what_it_stores_and_evicts():
     second = batches[1].events
     assert second[0].stored.parent_block_hash == first.blocks[1].block_hash
     assert list(second[1].removed.block_hashes) == [first.blocks[2].block_hash]
-
-
-async def _take(stream, count):
-    async for item in stream:
-        yield item
-        count -= 1
-        if not count:
-            return
 
 
 def test_cached_tokens_and_loads_reach_the_gateway(llama):

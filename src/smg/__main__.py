@@ -40,6 +40,7 @@ def _engine(args: argparse.Namespace) -> int:
     import logging
 
     from smg.engine import ReferenceEngine
+    from smg.engine.disaggregation import Disaggregation
     from smg.tokenizer import Tokenizer
     from smg.tokenizer.bundled import resolve_tokenizer
 
@@ -57,7 +58,9 @@ def _engine(args: argparse.Namespace) -> int:
     engine = ReferenceEngine(tokenizer, mode=args.mode, scripts=scripts, delay_ms=args.delay_ms,
                              tokens_per_chunk=args.tokens_per_chunk, seed=args.seed, model_id=args.model_id,
                              tokenizer_dir=directory if directory.is_dir() else directory.parent,
-                             prefix_cache_tokens=args.prefix_cache_tokens, prefill_us_per_token=args.prefill_us_per_token)
+                             prefix_cache_tokens=args.prefix_cache_tokens, prefill_us_per_token=args.prefill_us_per_token,
+                             disaggregation=Disaggregation(args.disaggregation_mode, args.bootstrap_port)
+                             if args.disaggregation_mode else None)
 
     async def serve() -> None:
         server = engine.server()
@@ -100,7 +103,8 @@ def _serve_config(args: argparse.Namespace):
     if args.trust_request_chat_template:
         overrides["trust_request_chat_template"] = True
     if args.config:
-        single = [flag for flag, value in (("--worker", args.worker), ("--tokenizer", args.tokenizer),
+        single = [flag for flag, value in (("--worker", args.worker), ("--prefill", args.prefill),
+                                           ("--decode", args.decode), ("--tokenizer", args.tokenizer),
                                            ("--model", args.model), ("--engine", args.engine),
                                            ("--policy", args.policy), ("--chat-template", args.chat_template),
                                            ("--reasoning-parser", args.reasoning_parser),
@@ -111,7 +115,8 @@ def _serve_config(args: argparse.Namespace):
             raise ConfigError(f"--config names the models; drop {', '.join(single)}")
         values, source = msgspec.to_builtins(GatewayConfig.load(args.config)), "gateway config"
     else:
-        values, source = {"workers": list(args.worker), "tokenizer": args.tokenizer, "model": args.model,
+        values, source = {"workers": list(args.worker), "prefill": list(args.prefill), "decode": list(args.decode),
+                          "bootstrap_port": args.bootstrap_port, "tokenizer": args.tokenizer, "model": args.model,
                           "engine": args.engine, "policy": args.policy, "reasoning_parser": args.reasoning_parser,
                           "tool_parser": args.tool_parser, "chat_template": args.chat_template,
                           "lora_adapters": list(args.lora_adapter),
@@ -139,8 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     from smg.tokenizer.bundled import resolve_tokenizer
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.demo and not args.worker and not args.config:
-        print("error: give --worker grpc://HOST:PORT (repeatable), --config FILE, or --demo", file=sys.stderr)
+    if not args.demo and not args.worker and not args.prefill and not args.config:
+        print("error: give --worker grpc://HOST:PORT (repeatable), --prefill and --decode workers, --config FILE, "
+              "or --demo", file=sys.stderr)
         return 2
     config = _serve_config(args)
 
@@ -219,12 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simulate an LRU prefix (KV) cache of this many tokens (default: none)")
     eng.add_argument("--prefill-us-per-token", type=float, default=0.0,
                      help="simulated prefill time per uncached prompt token, in microseconds")
+    eng.add_argument("--disaggregation-mode", choices=["prefill", "decode"], default=None,
+                     help="serve one half of prefill/decode disaggregated requests (SGLang's protocol)")
+    eng.add_argument("--bootstrap-port", type=int, default=8998,
+                     help="a prefill engine's KV handover (bootstrap) port (default 8998)")
     eng.set_defaults(run=_engine)
     srv = sub.add_parser("serve", help="serve an OpenAI-compatible API in front of engine workers")
     srv.add_argument("--config", default=None,
                      help="a TOML (.toml) or JSON file naming the models and settings (see README); the "
                           "single-model flags below are a shorthand for a one-model config")
     srv.add_argument("--worker", action="append", default=[], help="engine worker grpc://HOST:PORT (repeatable)")
+    srv.add_argument("--prefill", action="append", default=[],
+                     help="prefill worker grpc://HOST:PORT of disaggregated serving (repeatable; with --decode)")
+    srv.add_argument("--decode", action="append", default=[],
+                     help="decode worker grpc://HOST:PORT of disaggregated serving (repeatable; with --prefill)")
+    srv.add_argument("--bootstrap-port", type=int, default=None,
+                     help="the prefill engines' KV handover (bootstrap) port (default 8998)")
     srv.add_argument("--demo", action="store_true",
                      help="start the reference CPU engine in-process with the bundled Llama 3.2 tokenizer")
     srv.add_argument("--demo-delay-ms", type=float, default=0.0, help="per-token delay of the demo engine")

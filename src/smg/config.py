@@ -171,6 +171,13 @@ class ModelConfig(_Record, frozen=True):
     name: str | None = None  # default: the model id the engine reports
     aliases: list[str] = []
     workers: list[str] = []
+    # prefill/decode disaggregation (instead of workers; SGLang engines): the two sides' workers,
+    # the prefill engines' KV handover (bootstrap) port, and each side's policy (default: policy)
+    prefill: list[str] = []
+    decode: list[str] = []
+    bootstrap_port: int = 8998
+    prefill_policy: str | None = None
+    decode_policy: str | None = None
     engine: str | None = None  # default: the gateway's pool.default_engine
     tokenizer: str | None = None  # a directory/file, or a bundled name; default: the engine's
     chat_template: str | None = None  # a template, a file, or a bundled/named template
@@ -188,8 +195,16 @@ class ModelConfig(_Record, frozen=True):
 
         if self.engine is not None and self.engine not in ENGINES:
             raise ConfigError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
-        if self.policy is not None and self.policy not in POLICIES:
-            raise ConfigError(f"unknown policy {self.policy!r}; known: {', '.join(POLICIES)}")
+        for policy in (self.policy, self.prefill_policy, self.decode_policy):
+            if policy is not None and policy not in POLICIES:
+                raise ConfigError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        if bool(self.prefill) != bool(self.decode):
+            raise ConfigError("prefill/decode disaggregation needs both prefill and decode workers")
+        if self.prefill and self.workers:
+            raise ConfigError("give either workers or prefill and decode workers, not both")
+        if self.prefill and self.engine not in (None, "sglang"):
+            raise ConfigError(f"prefill/decode disaggregation takes SGLang engines, not {self.engine}")
+        _number("ModelConfig", "bootstrap_port", self.bootstrap_port, 1, 65535, integer=True)
         if self.context_length is not None:
             _number("ModelConfig", "context_length", self.context_length, 1, integer=True)
         for name in [self.name, *self.aliases, *self.lora_adapters]:
@@ -213,6 +228,9 @@ class GatewayConfig(_Record, frozen=True):
     models: list[ModelConfig] = []
     # single-model shorthand
     workers: list[str] = []
+    prefill: list[str] = []
+    decode: list[str] = []
+    bootstrap_port: int = 8998
     tokenizer: str | None = None
     model: str | None = None
     engine: str | None = None
@@ -244,7 +262,8 @@ class GatewayConfig(_Record, frozen=True):
     max_connections: int = 10_000
 
     def __post_init__(self) -> None:
-        shorthand = self.workers or self.tokenizer or self.model or self.lora_adapters or self.image_processor
+        shorthand = (self.workers or self.prefill or self.decode or self.tokenizer or self.model or self.lora_adapters
+                     or self.image_processor)
         for entry in self.url_allow_list:
             if not entry or "/" in entry and not _is_network(entry):
                 raise ConfigError(f"url_allow_list entries are host names or CIDR networks, got {entry!r}")
@@ -269,7 +288,8 @@ class GatewayConfig(_Record, frozen=True):
         """The models, with the single-model shorthand as one entry."""
         if self.models:
             return list(self.models)
-        return [ModelConfig(name=self.model, workers=list(self.workers), engine=self.engine,
+        return [ModelConfig(name=self.model, workers=list(self.workers), prefill=list(self.prefill),
+                            decode=list(self.decode), bootstrap_port=self.bootstrap_port, engine=self.engine,
                             tokenizer=self.tokenizer, chat_template=self.chat_template,
                             reasoning_parser=self.reasoning_parser, tool_parser=self.tool_parser,
                             policy=self.policy, context_length=self.max_context_length,

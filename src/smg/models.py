@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Iterator
 
 from smg.config import CacheConfig, ModelConfig, PoolConfig, check_lora_engine, replace
 from smg.engines.base import ModelInfo
+from smg.engines.disaggregated import DisaggregatedPool
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, ModelNotFound, TokenizerLoadError
 from smg.multimodal.media import MediaPolicy
 from smg.parsers import parser_for_model
+from smg.policies import make_policy
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import resolve_tokenizer
@@ -44,8 +46,19 @@ class ServedModel:
         engine = config.engine or pool_config.default_engine
         check_lora_engine(config.name, config.lora_adapters, engine)
         self.config = config
-        self.pool = WorkerPool(config.workers, replace(pool_config, policy=config.policy or pool_config.policy,
-                                                       default_engine=engine))
+        policy = config.policy or pool_config.policy
+        self.pool: WorkerPool | DisaggregatedPool
+        if config.prefill:
+            if engine != "sglang":
+                raise InvalidRequest(f"model {config.name}: prefill/decode disaggregation takes SGLang engines, "
+                                     f"not {engine}")
+            side = replace(pool_config, default_engine=engine)
+            self.pool = DisaggregatedPool(
+                config.prefill, config.decode, side, config.bootstrap_port,
+                make_policy(config.prefill_policy or policy, side.routing),
+                make_policy(config.decode_policy or policy, side.routing))
+        else:
+            self.pool = WorkerPool(config.workers, replace(pool_config, policy=policy, default_engine=engine))
         self.name: str | None = config.name
         self.aliases = tuple(config.aliases)
         self.adapters = frozenset(config.lora_adapters)

@@ -16,6 +16,8 @@ GPU's decode rhythm; it honours ``max_new_tokens``, stop ids, EOS and abort thro
 ``prefix_cache_tokens`` / ``prefill_us_per_token`` give it a simulated KV prefix cache
 (:mod:`smg.engine.kv_cache`): cached prompt tokens are reported, prefill time is waited for the
 uncached ones, and ``GetLoads`` answers from it, so routing policies can be measured on CPUs.
+``disaggregation`` makes it the prefill or the decode half of disaggregated serving
+(:mod:`smg.engine.disaggregation`).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import asyncio
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
+from smg.engine.disaggregation import Disaggregation
 from smg.engine.kv_cache import SimulatedPrefixCache
 from smg.engine.server import EngineRequest, EngineServer, ScoredTokens
 from smg.engines.base import ModelInfo
@@ -51,7 +54,8 @@ class ReferenceEngine:
                  delay_ms: float = 0.0, tokens_per_chunk: int = 1, seed: int = 0,
                  model_id: str = "smg-reference", eos_token_ids: Sequence[int] | None = None,
                  tokenizer_dir: str | Path | None = None, max_context_length: int = 131072,
-                 prefix_cache_tokens: int = 0, prefill_us_per_token: float = 0.0) -> None:
+                 prefix_cache_tokens: int = 0, prefill_us_per_token: float = 0.0,
+                 disaggregation: Disaggregation | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "script" and not scripts:
@@ -78,6 +82,7 @@ class ReferenceEngine:
         self._tokenizer_dir = tokenizer_dir
         self.prefix_cache = (SimulatedPrefixCache(prefix_cache_tokens, prefill_us_per_token)
                              if prefix_cache_tokens or prefill_us_per_token else None)
+        self.disaggregation = disaggregation
 
     def _ids(self, request: EngineRequest) -> tuple[list[int], bool]:
         """The ids to stream and whether to end with EOS."""
@@ -111,4 +116,5 @@ class ReferenceEngine:
                 yield chunk
 
     def server(self) -> EngineServer:
-        return EngineServer(self.generate, self.model_info, self._tokenizer_dir, self.prefix_cache)
+        return EngineServer(self.generate, self.model_info, self._tokenizer_dir, self.prefix_cache,
+                            self.disaggregation)

@@ -42,6 +42,7 @@ from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
 from smg_grpc_proto.generated import vllm_engine_pb2 as vpb
 from smg_grpc_proto.generated import vllm_engine_pb2_grpc as vpbg
 
+from smg.engine.disaggregation import Disaggregation, HandoverFailed, HandoverServer, fetch
 from smg.engine.kv_cache import SimulatedPrefixCache
 from smg.engine.multimodal_check import check_multimodal
 from smg.engines.base import ModelInfo, SamplingOptions
@@ -92,11 +93,15 @@ class _Core:
     """Protocol-independent request handling shared by both services."""
 
     def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: Path | None,
-                 prefix_cache: SimulatedPrefixCache | None = None) -> None:
+                 prefix_cache: SimulatedPrefixCache | None = None,
+                 disaggregation: Disaggregation | None = None) -> None:
         self.generate = generate
         self.model = model
         self.tokenizer_dir = tokenizer_dir
         self.prefix_cache = prefix_cache
+        self.disaggregation = disaggregation
+        self.handover = (HandoverServer(disaggregation.timeout)
+                         if disaggregation is not None and disaggregation.role == "prefill" else None)
         if prefix_cache is not None:
             prefix_cache.load = self.load_record
         self.active: dict[str, asyncio.Event] = {}
@@ -107,9 +112,12 @@ class _Core:
     async def run(self, request_id: str, input_ids: list[int], sampling: SamplingOptions,
                   emit: Callable[[_Sequence, int], Awaitable[None]] | None,
                   top_logprobs: int = -1, lora_id: str | None = None,
-                  abort_event: asyncio.Event | None = None) -> list[_Sequence]:
+                  abort_event: asyncio.Event | None = None,
+                  handover: tuple[str, int, int] | None = None) -> list[_Sequence]:
         """Drive the n sequences; ``emit(seq, n_new)`` for streaming (the new ids are the last
-        ``n_new`` of ``seq.ids``); returns the finished sequences."""
+        ``n_new`` of ``seq.ids``); returns the finished sequences. ``handover``: the request's
+        (bootstrap host, port, room) on a disaggregated engine: a prefill engine prefills and
+        hands the room over (no output), a decode engine fetches the room, then decodes."""
         abort_event = abort_event or asyncio.Event()  # set by Abort
         self.active[request_id] = abort_event
         self.total += 1
@@ -117,14 +125,17 @@ class _Core:
         limit = sampling.max_new_tokens if sampling.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
         sequences = [_Sequence(i) for i in range(sampling.n)]
         lock = asyncio.Lock()
-        prefilled: asyncio.Task | None = None
-        if self.prefix_cache is not None:  # one prefill for the n sequences
-            prefilled = asyncio.ensure_future(self.prefix_cache.prefill(input_ids))
+        role = self.disaggregation.role if self.disaggregation is not None else None
+        prefilled: asyncio.Future | None = None  # one prefill (or handover) for the n sequences
+        if role == "decode":
+            prefilled = asyncio.ensure_future(self._fetch(handover))
+        elif self.prefix_cache is not None or role == "prefill":
+            prefilled = asyncio.ensure_future(self._prefill(input_ids, handover))
 
         async def drive(seq: _Sequence) -> None:
             if prefilled is not None:
                 seq.cached = await asyncio.shield(prefilled)
-            if limit == 0:
+            if limit == 0 or role == "prefill":
                 seq.finish = "length"
                 return
             source = self.generate(EngineRequest(request_id, input_ids, sampling, seq.index, top_logprobs, lora_id))
@@ -195,6 +206,16 @@ class _Core:
                                  return_exceptions=True)
             self.active.pop(request_id, None)
 
+    async def _prefill(self, input_ids: list[int], handover: tuple[str, int, int] | None) -> int:
+        cached = await self.prefix_cache.prefill(input_ids) if self.prefix_cache is not None else 0
+        if self.handover is not None and handover is not None:
+            self.handover.prefilled(handover[2], len(input_ids))
+        return cached
+
+    async def _fetch(self, handover: tuple[str, int, int]) -> int:
+        await fetch(*handover, timeout=self.disaggregation.timeout)
+        return 0  # (the KV came from the prefill engine: nothing of it was this engine's cache)
+
     def load_record(self) -> cpb.EngineLoad:
         """The engine's load as KV event batches carry it (and GetLoads reports it)."""
         cache = self.prefix_cache
@@ -260,7 +281,7 @@ class _NoLogprobs(Exception):
 
 async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampling: SamplingOptions, stream: bool,
                           chunk: Callable, complete: Callable, top_logprobs: int = -1,
-                          lora_id: str | None = None) -> AsyncIterator:
+                          lora_id: str | None = None, handover: tuple[str, int, int] | None = None) -> AsyncIterator:
     """The Generate stream of either protocol: ``chunk(seq, n_new)`` and ``complete(seq)`` build
     that protocol's responses. At most ``STREAM_BUFFER`` chunks wait for the reader: a generator
     faster than its reader waits for it (backpressure), so an Abort finds little generated ahead,
@@ -270,6 +291,9 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"prompt ({len(ids)} tokens) + max_new_tokens ({sampling.max_new_tokens}) exceed the "
                             f"context length ({context_length})")
+    if core.disaggregation is not None and handover is None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"this is a {core.disaggregation.role} engine: a request needs disaggregated_params")
     queue: asyncio.Queue = asyncio.Queue(STREAM_BUFFER)
 
     async def emit(seq: _Sequence, n_new: int) -> None:
@@ -277,7 +301,7 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
 
     aborted = asyncio.Event()
     runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs, lora_id,
-                                          aborted))
+                                          aborted, handover))
     getter: asyncio.Task | None = None
     try:
         while not (runner.done() and queue.empty()):
@@ -294,6 +318,8 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
             sequences = runner.result()
         except _NoLogprobs:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this engine does not return logprobs")
+        except HandoverFailed as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"disaggregated handover failed: {exc}")
         for seq in sequences:
             yield complete(seq)
     finally:
@@ -390,9 +416,13 @@ class _SglangServicer(_Shared, spbg.SglangSchedulerServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mm_inputs: {problem}")
         top = request.top_logprobs_num if request.return_logprob else -1
         chunk, complete = _builders(spb, rid, prompt, top)
+        handover = None
+        if request.HasField("disaggregated_params"):
+            params = request.disaggregated_params
+            handover = (params.bootstrap_host, params.bootstrap_port, params.bootstrap_room)
         async for response in _serve_generate(self.core, context, rid, list(request.tokenized.input_ids),
                                                _sampling_from_sglang(request.sampling_params), request.stream,
-                                               chunk, complete, top, request.lora_id or None):
+                                               chunk, complete, top, request.lora_id or None, handover):
             yield response
 
     async def HealthCheck(self, request, context):
@@ -500,10 +530,14 @@ class EngineServer:
     """
 
     def __init__(self, generate: Generate, model: ModelInfo, tokenizer_dir: str | Path | None = None,
-                 prefix_cache: SimulatedPrefixCache | None = None) -> None:
+                 prefix_cache: SimulatedPrefixCache | None = None,
+                 disaggregation: Disaggregation | None = None) -> None:
         """``prefix_cache``: a simulated KV prefix cache (cached tokens reported, prefill time
-        waited, ``GetLoads`` from it); see smg.engine.kv_cache."""
-        self._core = _Core(generate, model, Path(tokenizer_dir) if tokenizer_dir else None, prefix_cache)
+        waited, ``GetLoads`` from it); see smg.engine.kv_cache. ``disaggregation``: serve as the
+        prefill or the decode half of disaggregated requests (SGLang's protocol); see
+        smg.engine.disaggregation."""
+        self._core = _Core(generate, model, Path(tokenizer_dir) if tokenizer_dir else None, prefix_cache,
+                           disaggregation)
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -525,10 +559,14 @@ class EngineServer:
         self.port = server.add_insecure_port(f"{host}:{port}")
         await server.start()
         self._server = server
+        if self._core.handover is not None:
+            await self._core.handover.start(host, self._core.disaggregation.bootstrap_port)
         log.info("engine %s serving on %s:%d", self._core.model.model_id, host, self.port)
         return self.port
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self._core.handover is not None:
+            await self._core.handover.stop()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

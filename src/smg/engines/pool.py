@@ -245,6 +245,17 @@ class WorkerPool:
                 f"{w.url}: {w.last_error or 'unhealthy'}" for w in self._workers.values()))
         return self.policy.select(view, candidates)
 
+    async def choose(self, view: RequestView, exclude: Iterable[Worker] = ()) -> Worker:
+        """:meth:`pick`, after probing the down workers at once when none is healthy (so service
+        returns within about ``PROBE_FLOOR`` of an engine coming back)."""
+        try:
+            return self.pick(view, exclude)
+        except NoHealthyWorker:
+            if not self._workers:
+                raise
+            await self._revive()
+            return self.pick(view, exclude)
+
     def generate(self, request: GenerateRequest, worker: Worker | None = None) -> "EngineStream":
         """Stream the engine's outputs for ``request`` (see the module docstring)."""
         return EngineStream(self, request, worker)
@@ -260,13 +271,7 @@ class WorkerPool:
             if worker is not None:
                 target = worker
             else:
-                try:
-                    target = self.pick(view, tried)
-                except NoHealthyWorker:
-                    if not self._workers:
-                        raise
-                    await self._revive()
-                    target = self.pick(view, tried)
+                target = await self.choose(view, tried)
                 policy.on_routed(view, target)
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
@@ -298,9 +303,10 @@ class WorkerPool:
                 if open_sequences and not call.done():
                     # The consumer stopped early (or the call failed): stop the engine too.
                     call.cancel()
-                    self._abort_later(target, request.request_id)
+                    self.abort_later(target, request.request_id)
 
-    def _abort_later(self, worker: Worker, request_id: str) -> None:
+    def abort_later(self, worker: Worker, request_id: str) -> None:
+        """Send Abort for ``request_id`` to ``worker`` in the background (errors logged)."""
         async def abort() -> None:
             try:
                 await worker.adapter.abort(request_id)

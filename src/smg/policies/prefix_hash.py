@@ -19,10 +19,17 @@ class PrefixHash(BasePolicy):
         self._ring = HashRing(self.config.virtual_nodes)
         self._rng = random.Random(seed)
 
+    def ring_key(self, request: RequestView) -> bytes | None:
+        """Where the request stands on the ring (None: nowhere, the least loaded takes it)."""
+        if not request.token_ids:
+            return None
+        return prefix_key(request.token_ids, self.config.prefix_hash_tokens)
+
     def select(self, request: RequestView, workers: Sequence[W]) -> W:
         require_workers(workers)
         if len(workers) == 1:
             return workers[0]
-        if not request.token_ids:
+        key = self.ring_key(request)
+        if key is None:
             return least_loaded(workers, self._rng)
-        return self._ring.lookup(prefix_key(request.token_ids, self.config.prefix_hash_tokens), workers)
+        return self._ring.lookup(key, workers)
