@@ -159,12 +159,25 @@ def serve_one(policy: str, args) -> Outcome:
 
 # ---- decisions per second ---------------------------------------------------------------------------
 
+def _report_held(index, pool, systems) -> None:
+    """Each system prompt held by two workers' engines, as their KV events would say."""
+    from smg.engine.kv_cache import SimulatedPrefixCache
+    from smg.policies.kv_index import LIVE
+
+    for i, worker in enumerate(pool):
+        cache = SimulatedPrefixCache(capacity_tokens=1 << 20)
+        index.reset(worker.url, LIVE)
+        cache.store(systems[i % len(systems)])
+        for batch in cache.history():
+            index.apply(worker.url, batch.events)
+
+
 def decision_cost(policy_name: str, workers: int, requests: int = 4000) -> float:
     """Microseconds per ``select`` + ``on_routed`` + ``on_finished`` on the chat workload's prompts
     (token ids as a tokenizer would give them: system prompt ids, then the conversation's)."""
     from smg.config import RoutingConfig
     from smg.engines.pool import Worker
-    from smg.policies import RequestView, make_policy
+    from smg.policies import KvEventConsumer, RequestView, make_policy
 
     rng = random.Random(1)
     systems = [[rng.randrange(128_000) for _ in range(1500)] for _ in range(8)]
@@ -179,6 +192,8 @@ def decision_cost(policy_name: str, workers: int, requests: int = 4000) -> float
     policy = make_policy(policy_name, RoutingConfig())
     for view in views[:64]:  # warm: rings built, trees holding the system prompts
         policy.on_routed(view, policy.select(view, pool))
+    if isinstance(policy, KvEventConsumer):  # the engines report holding the system prompts
+        _report_held(policy.kv_index, pool, systems)
     started = time.perf_counter()
     for view in views:
         worker = policy.select(view, pool)
@@ -191,7 +206,7 @@ def main() -> None:
     from smg.policies import POLICIES
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--policies", default="cache_aware,round_robin,random,power_of_two,least_load,prefix_hash,"
+    parser.add_argument("--policies", default="cache_aware,kv_events,round_robin,random,power_of_two,least_load,prefix_hash,"
                                               "consistent_hashing,manual,bucket")
     parser.add_argument("--engines", type=int, default=4)
     parser.add_argument("--cache-tokens", type=int, default=6000, help="each engine's simulated cache")

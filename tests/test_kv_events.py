@@ -18,19 +18,10 @@ from smg.policies.kv_index import LIVE, PARTIAL, UNSUPPORTED, KvIndex
 
 
 def _batches(cache: SimulatedPrefixCache, prompts):
-    """Store ``prompts`` in the cache and return the batches it published (its history replayed)."""
+    """Store ``prompts`` in the cache and return the batches it published."""
     for prompt in prompts:
         cache.store(prompt)
-
-    async def main():
-        batches = []
-        if cache.sequence:
-            async for batch in cache.subscribe(0):
-                batches.append(batch)
-                if batch.sequence_number == cache.sequence:
-                    break
-        return batches
-    return asyncio.run(asyncio.wait_for(main(), 10))
+    return cache.history()
 
 
 _prompt = st.lists(st.integers(0, 3), min_size=0, max_size=30)  # small alphabet: shared prefixes

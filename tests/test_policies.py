@@ -2,13 +2,11 @@
 ``smg.engines.pool.Worker``); the pool and engines come in test_routing_e2e.py."""
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from conftest import first_items
 
 from smg.config import ConfigError, PoolConfig, RoutingConfig
 from smg.errors import NoHealthyWorker
@@ -225,9 +223,7 @@ def test_kv_events_trusts_the_engines_reports_and_falls_back_for_the_rest():
     cache.store(shared)
     policy.kv_index.reset(a.url, LIVE)
     policy.kv_index.reset(b.url, LIVE)
-    async def history():
-        return [batch async for batch in first_items(cache.subscribe(0), cache.sequence)]
-    for batch in asyncio.run(history()):
+    for batch in cache.history():
         policy.kv_index.apply(b.url, batch.events)
     assert route(policy, RequestView(shared + [1]), [a, b]) is b
     # c has no KV events: the approximation stands for it (it was sent a longer prompt)

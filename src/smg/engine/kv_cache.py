@@ -149,6 +149,10 @@ class SimulatedPrefixCache:
         finally:
             self._subscribers.discard(queue)
 
+    def history(self) -> list[cpb.KvEventBatch]:
+        """The published batches it still keeps (what a subscription from 0 replays first)."""
+        return list(self._history)
+
     def disconnect_subscribers(self) -> None:
         """End every subscription, as a lost connection would (they resume by sequence number)."""
         for queue in list(self._subscribers):
