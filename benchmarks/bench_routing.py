@@ -223,10 +223,11 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown policies: {sorted(unknown)}")
 
-    print("routing decision (select + on_routed + on_finished), prompts of ~1.5-2k ids, microseconds")
-    print(f"{'policy':20} {'8 workers':>10} {'64 workers':>11}")
+    print("routing decision (select + on_routed + on_finished), prompts of ~1.5-2k ids")
+    print(f"{'policy':20} {'us, 8 workers':>14} {'decisions/s':>12} {'us, 64 workers':>15} {'decisions/s':>12}")
     for name in policies:
-        print(f"{name:20} {decision_cost(name, 8):10.1f} {decision_cost(name, 64):11.1f}")
+        few, many = decision_cost(name, 8), decision_cost(name, 64)
+        print(f"{name:20} {few:14.1f} {1e6 / few:12,.0f} {many:15.1f} {1e6 / many:12,.0f}")
     if args.skip_served:
         return
     print(f"\nserved: {args.engines} engines, {args.cache_tokens}-token caches, {args.prefill_us:g} us/uncached "

@@ -123,3 +123,65 @@ def test_the_feed_resumes_after_a_dropped_subscription_and_rebuilds_after_a_gap(
     assert states == [LIVE, PARTIAL]  # the history no longer reaches batch 1: the index stays partial
     assert first_prompt_known == 0  # what came before the gap was dropped, not trusted
     assert load == 1.0  # the load record of the last batch, published as its request finished
+
+
+class _Call:
+    """A stand-in for a SubscribeKvEvents call: the batches, then the stream's end."""
+
+    def __init__(self, batches):
+        self._batches = list(batches)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if not self._batches:
+            await asyncio.sleep(3600)  # (a live stream waits for more)
+        return self._batches.pop(0)
+
+    def cancel(self):
+        return True
+
+
+class _Worker:
+    def __init__(self, url, calls):
+        self.url, self.reported_load, self._calls = url, 0.0, list(calls)
+        self.adapter = self
+        self.afters = []
+
+    def kv_events(self, after):
+        self.afters.append(after)
+        return self._calls.pop(0) if self._calls else _Call([])
+
+
+def test_a_relays_snapshot_resyncs_the_index_and_says_when_it_is_partial():
+    """Batches from a relay holding no history back to the engine's start: its snapshot (chunk 0
+    clears, the rest list the live blocks) makes the index whole again, unless the relay says it
+    missed the engine's first batches (``unknown_before``)."""
+    from smg_grpc_proto.generated import common_pb2 as cpb
+
+    from smg.engines.kv_events import KvEventFeed
+
+    cache = SimulatedPrefixCache(capacity_tokens=1000, block_size=4)
+    stored = _batches(cache, [list(range(8))])[0]
+
+    def snapshot(number, chunk, unknown=0, events=()):
+        batch = cpb.KvEventBatch(sequence_number=number, events=list(events))
+        batch.snapshot.CopyFrom(cpb.KvSnapshotChunk(index=chunk, count=2, unknown_before=unknown))
+        return batch
+
+    cleared = cpb.KvCacheEvent(cleared=cpb.KvCacheCleared())
+    outcomes = []
+    for unknown in (0, 5):
+        index = KvIndex()
+        worker = _Worker("w", [_Call([snapshot(41, 0, unknown, [cleared]), snapshot(42, 1, unknown, stored.events)])])
+
+        async def main():
+            feed = KvEventFeed(index)
+            feed.follow(worker)
+            await _until(lambda: index.longest(list(range(8)))[0] == 8)
+            outcome = (index.state("w"), worker.afters)
+            await feed.close()
+            return outcome
+        outcomes.append(run(main()))
+    assert outcomes == [(LIVE, [0]), (PARTIAL, [0])]  # no resubscription: a snapshot is no gap

@@ -192,3 +192,44 @@ def test_no_healthy_worker_is_a_503_in_the_openai_shape(llama):
 
     error = run(main())
     assert error.status_code == 503 and "no healthy engine worker" in error.message
+
+
+def test_an_application_plugs_its_own_policy(llama):
+    """Any object with select and the three hooks routes a pool's requests."""
+    class LastWorker:
+        name = "last"
+
+        def __init__(self):
+            self.events = []
+
+        def select(self, request, workers):
+            return workers[-1]
+
+        def on_routed(self, request, worker):
+            self.events.append(("routed", worker.url, len(request.token_ids)))
+
+        def on_finished(self, request, worker):
+            self.events.append(("finished", worker.url))
+
+        def on_removed(self, worker):
+            self.events.append(("removed", worker.url))
+
+    async def main():
+        servers = [ReferenceEngine(llama).server() for _ in range(2)]
+        urls = [f"grpc://127.0.0.1:{await s.start()}" for s in servers]
+        policy = LastWorker()
+        try:
+            async with WorkerPool(urls, policy=policy) as pool:
+                for _ in range(2):
+                    request = GenerateRequest("r", [1, 2, 3], SamplingOptions(max_new_tokens=2))
+                    async with contextlib.aclosing(pool.generate(request)) as stream:
+                        async for _ in stream:
+                            pass
+                await pool.remove_worker(urls[1])
+        finally:
+            for s in servers:
+                await s.stop()
+        return urls, policy.events
+
+    urls, events = run(main())
+    assert events == [("routed", urls[1], 3), ("finished", urls[1])] * 2 + [("removed", urls[1])]

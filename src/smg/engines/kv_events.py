@@ -5,7 +5,8 @@ and each batch's load record into the worker's reported load. Sequence numbers d
 index can trust:
 
 * the engine's batch 1 (a first subscription whose replay reaches back to it, or an engine that
-  restarted): the worker's index starts afresh and is *live* (complete);
+  restarted), or the first chunk of a relay's snapshot: the worker's index starts afresh and is
+  *live* (complete), unless the snapshot says the relay missed batches (``unknown_before``);
 * the batch after the last one applied: applied;
 * anything else (a gap: batches the engine no longer had to replay, or that a dropped stream
   lost): the index is reset, the worker *partial* (routed by the approximation), and the feed
@@ -80,7 +81,10 @@ class KvEventFeed:
                 if batch.load.load_only:
                     continue
             number = batch.sequence_number
-            if number == 1:
+            snapshot = batch.snapshot if batch.HasField("snapshot") else None
+            if number == 1 or (snapshot is not None and snapshot.index == 0):
+                # the engine's first batch, or a relay's snapshot of its whole state (its first
+                # chunk clears the worker's blocks, the rest list every live one)
                 index.reset(url, LIVE)
             elif number != state["last"] + 1:
                 log.info("KV events of %s: batch %d after %d; rebuilding its index", url, number, state["last"])
@@ -89,6 +93,8 @@ class KvEventFeed:
                     state["rebuilding"], state["last"] = True, 0
                     return True
             index.apply(url, batch.events)
+            if snapshot is not None and snapshot.unknown_before:  # the relay missed the engine's start
+                index.set_state(url, PARTIAL)
             state["last"] = number
             if index.live(url):
                 state["rebuilding"] = False

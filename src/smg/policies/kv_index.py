@@ -48,6 +48,9 @@ class KvIndex:
         worker = self._workers.get(url)
         return worker is not None and worker.state == LIVE
 
+    def set_state(self, url: str, state: str) -> None:
+        self._workers.setdefault(url, _WorkerBlocks()).state = state
+
     def reset(self, url: str, state: str) -> None:
         """Forget what ``url`` held (a gap, a restart, a new subscription) and set its state."""
         worker = self._workers.setdefault(url, _WorkerBlocks())
