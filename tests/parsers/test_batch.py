@@ -176,3 +176,19 @@ def test_feed_batches_rejects_bad_jobs_and_leaves_every_parser_as_it_was():
     assert [tuple(d) for d in rest[0]] == [("b", ""), ("", "c")]
     assert [d.content for d in rest[1]] == ["a", "bc"]
     assert feed_batches([]) == []
+
+
+def test_a_batch_closing_a_call_begun_before_it_leaves_no_arguments_behind():
+    """A call opened before a batch and closed in it, the next call's header opened at the batch's
+    end: the first call's arguments must not carry into the second (found by hypothesis; the
+    second call was dropped)."""
+    text = ('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{'
+            '"city": "Paris"}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>'
+            'function<｜tool▁sep｜>search\n```json\n{"q": "x"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
+    first = text.index("{") + 1
+    second = text.index("function<｜tool▁sep｜>search")
+    parser = ToolParser.create("deepseek_v3", TOOLS)
+    deltas = [parser.feed(text[:first]), *parser.feed_batch(*join_deltas([text[first:second]])),
+              parser.feed(text[second:]), parser.finish()]
+    calls = [(c.name, c.arguments) for d in deltas for c in d.calls]
+    assert calls == [("get_weather", '{"city": "Paris"}'), ("search", '{"q": "x"}')]

@@ -306,8 +306,9 @@ cdef class HeaderMachine(ToolMachine):
                 self._header_start = self._header_end = end
 
     cdef int _batch_keep(self, str source, Py_ssize_t released) except -1:
-        if self._state == NAME:
+        if self._state == NAME:  # (a call that closed in the batch took its arguments with it)
             self._header = source[self._header_start:released]
+            self._arguments = ""
         elif self._state == ARGS:
             self._header = source[self._header_start:self._header_end]
             self._arguments = source[self._arguments_start:released]
