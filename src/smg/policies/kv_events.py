@@ -3,8 +3,10 @@
 The pool subscribes to each worker's ``SubscribeKvEvents`` (:class:`smg.engines.kv_events.KvEventFeed`)
 into this policy's :class:`~smg.policies.kv_index.KvIndex`. A prompt's match on a worker whose
 index is live is the longest prefix of its blocks that engine holds; on a worker that does not
-implement the RPC, or whose index missed a batch, it is ``cache_aware``'s approximate match. From
-there the choice is ``cache_aware``'s: routing key, balance guard, threshold, least loaded. The
+implement the RPC, or whose index missed a batch, it is ``cache_aware``'s approximate match; and
+when no engine holds any of the prompt (all evicted it), the prompt goes where the tree says it
+was sent, so it is cached again where its other users will follow. From there the choice is
+``cache_aware``'s: routing key, balance guard, threshold, least loaded. The
 load records riding on the event batches keep each worker's reported load current.
 """
 from __future__ import annotations
@@ -30,6 +32,8 @@ class KvEvents(CacheAware):
         positions = self._index.positions
         exact, holders = index.longest(tokens)
         live = [positions[url] for url in holders if url in positions and index.live(url)]
+        if not live:  # no engine holds it (or none reports): where it was sent before, it is cached
+            return super()._matched(tokens, workers)  # again, and its other users follow it there
         # the others (no events, or a gap): the approximate tree, among those workers only
         guessed, found = 0, []
         if any(not index.live(w.url) for w in workers):
