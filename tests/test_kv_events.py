@@ -185,3 +185,33 @@ def test_a_relays_snapshot_resyncs_the_index_and_says_when_it_is_partial():
             return outcome
         outcomes.append(run(main()))
     assert outcomes == [(LIVE, [0]), (PARTIAL, [0])]  # no resubscription: a snapshot is no gap
+
+
+def test_load_records_reach_a_least_load_pool_between_probes(llama):
+    """With ``load_records``, a pool whose policy is not kv_events follows the event stream for the
+    load on its batches alone: the engine's count shows while a request runs, long before the
+    next GetLoads probe (an hour away here)."""
+    from smg.config import RoutingConfig
+
+    engine = ReferenceEngine(llama, delay_ms=20, prefix_cache_tokens=10_000)
+
+    async def main(load_records):
+        server = engine.server()
+        port = await server.start()
+        config = PoolConfig(policy="least_load", health_interval=3600,
+                            routing=RoutingConfig(load_records=load_records))
+        try:
+            async with WorkerPool([f"grpc://127.0.0.1:{port}"], config) as pool:
+                worker = pool.workers[0]
+                await asyncio.sleep(0.2)  # (subscribed)
+                request = GenerateRequest("slow", list(range(64)), SamplingOptions(max_new_tokens=30))
+                seen = []
+                async with contextlib.aclosing(pool.generate(request)) as stream:
+                    async for _ in stream:
+                        seen.append(worker.reported_load)
+                return set(seen)
+        finally:
+            await server.stop()
+
+    assert 1.0 in run(main(True))  # the record published at the prompt's prefill: one running
+    assert run(main(False)) == {0.0}  # GetLoads alone: only the probe at the start, when idle

@@ -79,6 +79,10 @@ class RoutingConfig(_Record, frozen=True):
         prefix_hash_tokens: how many leading ids ``prefix_hash`` hashes.
         virtual_nodes: points per worker on the consistent-hash ring.
         bucket_window: recent prompt lengths ``bucket`` draws its bands from.
+        load_records: follow every worker's ``SubscribeKvEvents`` for the load records on its
+            batches (the engine's queue at every scheduler step), not only ``GetLoads`` on the
+            health interval. ``kv_events`` always does; for the others it costs a stream per
+            worker and the parsing of its event batches, so it is off by default.
     """
 
     cache_threshold: float = 0.5
@@ -89,6 +93,7 @@ class RoutingConfig(_Record, frozen=True):
     prefix_hash_tokens: int = 256
     virtual_nodes: int = 160
     bucket_window: int = 1000
+    load_records: bool = False
 
     def __post_init__(self) -> None:
         _number("RoutingConfig", "cache_threshold", self.cache_threshold, 0, 1)

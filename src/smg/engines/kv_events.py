@@ -14,6 +14,9 @@ index can trust:
 
 A dropped stream is resumed after the last applied number (backoff 0.25 s doubling to 10 s); a
 worker answering UNIMPLEMENTED is left to the approximation for good.
+
+Without an index (``RoutingConfig.load_records`` under a policy that is not ``kv_events``) the
+feed reads the load records alone: the engine's queue between ``GetLoads`` probes.
 """
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ RETRY_MIN, RETRY_MAX = 0.25, 10.0
 
 
 class KvEventFeed:
-    def __init__(self, index: KvIndex) -> None:
-        self.index = index
+    def __init__(self, index: KvIndex | None) -> None:
+        """``index``: where the blocks go; None: only the load records are read."""
+        self.index = index if index is not None else KvIndex()  # (then never consulted)
+        self.load_only = index is None
         self._tasks: dict[str, asyncio.Task] = {}
 
     def follow(self, worker) -> None:
@@ -80,6 +85,8 @@ class KvEventFeed:
                 worker.reported_load = float(batch.load.running_requests + batch.load.waiting_requests)
                 if batch.load.load_only:
                     continue
+            if self.load_only:
+                continue
             number = batch.sequence_number
             snapshot = batch.snapshot if batch.HasField("snapshot") else None
             if number == 1 or (snapshot is not None and snapshot.index == 0):

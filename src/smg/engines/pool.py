@@ -104,8 +104,10 @@ class WorkerPool:
                  policy: Policy | None = None) -> None:
         self.config = config or PoolConfig()
         self.policy = policy or make_policy(self.config.policy, self.config.routing)
-        # a policy routing by the engines' KV events gets every worker's event stream
-        self._kv_feed = KvEventFeed(self.policy.kv_index) if isinstance(self.policy, KvEventConsumer) else None
+        # a policy routing by the engines' KV events gets every worker's event stream; others, when
+        # asked, the load records riding on it
+        self._kv_feed = (KvEventFeed(self.policy.kv_index) if isinstance(self.policy, KvEventConsumer)
+                         else KvEventFeed(None) if self.config.routing.load_records else None)
         self._workers: dict[str, Worker] = {}
         self._pending_urls = [(u, self.config.default_engine) for u in urls]
         self._health_task: asyncio.Task | None = None
