@@ -32,10 +32,12 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def pd_fleet(llama, decoders: int = 2, delay_ms: float = 0.0, gateway_bootstrap_port: int | None = None):
+async def pd_fleet(llama, decoders: int = 2, delay_ms: float = 0.0, gateway_bootstrap_port: int | None = None,
+                   prefill_context: int = 131072):
     """One prefill engine and ``decoders`` decode engines, and a gateway serving them as one model."""
     bootstrap = free_port()
-    prefill = ReferenceEngine(llama, disaggregation=Disaggregation("prefill", bootstrap, timeout=3))
+    prefill = ReferenceEngine(llama, max_context_length=prefill_context,
+                              disaggregation=Disaggregation("prefill", bootstrap, timeout=3))
     decodes = [ReferenceEngine(llama, delay_ms=delay_ms, disaggregation=Disaggregation("decode", timeout=3))
                for _ in range(decoders)]
     servers = [prefill.server(), *(d.server() for d in decodes)]
@@ -122,6 +124,21 @@ def test_a_failed_handover_fails_the_request_and_aborts_the_prefill(llama):
 
     prefill_aborted, decode_aborted = run(main())
     assert prefill_aborted and decode_aborted
+
+
+def test_a_failed_prefill_fails_the_request_with_its_error_and_aborts_the_decode(llama):
+    """The prefill engine refuses the request (its context is too short); the decode engine would
+    wait for a handover that never comes. The request fails with the prefill's error (a decode
+    timing out would be EngineUnavailable), and the decode half is aborted."""
+    async def main():
+        async with pd_fleet(llama, decoders=1, prefill_context=16) as (gateway, servers):
+            with pytest.raises(InvalidRequest, match="context length"):
+                await gateway.chat(CHAT, request_id="short")
+            await asyncio.sleep(0.2)
+            return [[rid for rid in s.aborted if rid.startswith("short")] for s in servers]
+
+    prefill_aborted, decode_aborted = run(main())
+    assert decode_aborted
 
 
 def test_disaggregation_config_is_checked():

@@ -48,10 +48,7 @@ class ServedModel:
         self.config = config
         policy = config.policy or pool_config.policy
         self.pool: WorkerPool | DisaggregatedPool
-        if config.prefill:
-            if engine != "sglang":
-                raise InvalidRequest(f"model {config.name}: prefill/decode disaggregation takes SGLang engines, "
-                                     f"not {engine}")
+        if config.prefill:  # (the pool refuses engines other than SGLang's)
             side = replace(pool_config, default_engine=engine)
             self.pool = DisaggregatedPool(
                 config.prefill, config.decode, side, config.bootstrap_port,

@@ -25,7 +25,7 @@ import grpc
 
 from smg.config import PoolConfig
 from smg.engines.base import EngineOutput, GenerateRequest, ModelInfo, map_rpc_error
-from smg.engines.pool import Worker, WorkerPool
+from smg.engines.pool import EngineStream, Worker, WorkerPool
 from smg.errors import EngineUnavailable, InvalidRequest
 from smg.policies import Policy, RequestView
 
@@ -104,12 +104,15 @@ class DisaggregatedPool:
             raise InvalidRequest(f"a disaggregated worker's role is prefill or decode, got {role!r}")
         return self.prefill if role == "prefill" else self.decode
 
-    def generate(self, request: GenerateRequest, worker: Worker | None = None) -> "DisaggregatedStream":
+    def generate(self, request: GenerateRequest, worker: Worker | None = None) -> EngineStream:
+        """The decode half's outputs. The stream is never pushable (its ``call`` stays None): the
+        compiled push path reads one call, and a request here is two."""
         if worker is not None:
             raise InvalidRequest("a disaggregated model picks its (prefill, decode) pair itself")
-        return DisaggregatedStream(self, request)
+        return EngineStream(self, request, None)
 
-    async def _outputs(self, request: GenerateRequest) -> AsyncIterator[EngineOutput]:
+    async def _outputs(self, request: GenerateRequest, worker: None, stream: EngineStream
+                       ) -> AsyncIterator[EngineOutput]:
         view = RequestView(request.input_ids, request.routing_key)
         prefill = await self.prefill.choose(view)
         decode = await self.decode.choose(view)
@@ -124,17 +127,29 @@ class DisaggregatedPool:
         prefill_call = prefill.adapter.call_generate(prefill.adapter.build(half), timeout)
         decode_call = decode.adapter.call_generate(decode.adapter.build(half), timeout)
         prefill_done = asyncio.ensure_future(_drain(prefill_call))
+        prefill_failure: list[BaseException] = []
+
+        def prefill_ended(done: asyncio.Future) -> None:
+            # a failed prefill half fails the request: the decode call is cancelled, so its read
+            # (which waits for a handover that will not come) ends at once
+            if not done.cancelled() and done.exception() is not None:
+                prefill_failure.append(done.exception())
+                decode_call.cancel()
+
+        prefill_done.add_done_callback(prefill_ended)
         open_sequences = set(range(request.sampling.n))
         try:
-            async for output in _until_failed(decode_call, prefill_done):
+            async for output in decode_call:
                 if output.finished:
                     open_sequences.discard(output.index)
                     if not open_sequences:
                         decode.served += 1
                 yield output
-        except grpc.RpcError as exc:
-            failed = prefill if prefill_done.done() and prefill_done.exception() is exc else decode
-            error = map_rpc_error(exc, failed.url)
+        except (grpc.RpcError, asyncio.CancelledError) as exc:
+            if not prefill_failure and isinstance(exc, asyncio.CancelledError):
+                raise  # (grpc.aio's read of a cancelled call raises this; any other is the task's)
+            failed = prefill if prefill_failure else decode
+            error = map_rpc_error(prefill_failure[0] if prefill_failure else exc, failed.url)
             if isinstance(error, EngineUnavailable):
                 failed.mark_down(str(error))
             raise error from None
@@ -164,43 +179,3 @@ class DisaggregatedPool:
 async def _drain(call) -> None:
     async for _ in call:
         pass
-
-
-async def _until_failed(call, other: asyncio.Future) -> AsyncIterator[EngineOutput]:
-    """``call``'s outputs; if ``other`` fails first, its error instead."""
-    outputs = call.__aiter__()
-    while True:
-        step = asyncio.ensure_future(outputs.__anext__())
-        if not other.done():
-            await asyncio.wait({step, other}, return_when=asyncio.FIRST_COMPLETED)
-        if other.done() and not other.cancelled() and other.exception() is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(BaseException):
-                await step
-            raise other.exception()
-        try:
-            output = await step
-        except StopAsyncIteration:
-            return
-        yield output
-
-
-class DisaggregatedStream:
-    """One request's decode outputs (``async for``, ``aclose``); never pushable (the compiled
-    push path reads a single call)."""
-
-    __slots__ = ("call", "_outputs")
-
-    def __init__(self, pool: DisaggregatedPool, request: GenerateRequest) -> None:
-        self.call = None
-        self._outputs = pool._outputs(request)
-
-    def __aiter__(self) -> AsyncIterator[EngineOutput]:
-        return self._outputs
-
-    async def aclose(self) -> None:
-        await self._outputs.aclose()
-
-    def pushable(self) -> None:
-        return None
-
