@@ -170,10 +170,7 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
     resampled along and dropped by the returned view. An image already of the size, and no window,
     is returned itself."""
     h, w, channels = image.shape
-    top, left, count_h, count_w = window if window is not None else (0, 0, out_h, out_w)
-    if not (0 <= top and 0 <= left and 0 < count_h and 0 < count_w and top + count_h <= out_h
-            and left + count_w <= out_w):
-        raise ValueError(f"window {window} is not inside the {out_w}x{out_h} result")
+    top, left, count_h, count_w = kernels_py.resize_window(window, out_h, out_w)
     if (h, w) == (out_h, out_w) and (count_h, count_w) == (h, w):
         return image
     if channels == 4 and image.flags.c_contiguous:

@@ -110,6 +110,16 @@ def horizontal_first(h: int, w: int, out_h: int, out_w: int) -> bool:
     return not (h - out_h > 0 and h - out_h > (w - out_w) * 2)
 
 
+def resize_window(window: tuple[int, int, int, int] | None, out_h: int, out_w: int) -> tuple[int, int, int, int]:
+    """``resize``'s window (top, left, height, width), the whole result when None; refused
+    unless it lies inside the ``out_w`` x ``out_h`` result."""
+    top, left, count_h, count_w = window if window is not None else (0, 0, out_h, out_w)
+    if not (0 <= top and 0 <= left and 0 < count_h and 0 < count_w and top + count_h <= out_h
+            and left + count_w <= out_w):
+        raise ValueError(f"window {window} is not inside the {out_w}x{out_h} result")
+    return top, left, count_h, count_w
+
+
 def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False,
            window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, or with ``torch_weights``
@@ -120,10 +130,7 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
     if filter_id not in FILTER_SUPPORT:
         raise ValueError(f"resampling filter {filter_id} is not supported")
     h, w = image.shape[:2]
-    top, left, count_h, count_w = window if window is not None else (0, 0, out_h, out_w)
-    if not (0 <= top and 0 <= left and 0 < count_h and 0 < count_w and top + count_h <= out_h
-            and left + count_w <= out_w):
-        raise ValueError(f"window {window} is not inside the {out_w}x{out_h} result")
+    top, left, count_h, count_w = resize_window(window, out_h, out_w)
     out = image
     passes = [(1, w, out_w, left, count_w), (0, h, out_h, top, count_h)]
     if not torch_weights and not horizontal_first(h, w, out_h, out_w):
