@@ -18,11 +18,9 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
 
-import msgspec
-
-from smg.api import routes
-from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply, smg_error_reply
-from smg.errors import InvalidRequest, SmgError, openai_error
+from smg.api import Router
+from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply
+from smg.errors import InvalidRequest, SmgError
 from smg.gateway import Gateway
 from smg.pipeline.plain import SSE_DONE
 
@@ -48,36 +46,33 @@ class App:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._routes = routes()
-        self._paths = {path for _, path in self._routes}
+        self._router = Router()
 
     async def respond(self, http: HttpRequest) -> Reply | StreamReply:
         """The reply to one request; its ``read_body`` is called only by routes that take a body
         and may raise :class:`ClientGone`, which propagates."""
-        handler = self._routes.get((http.method, http.path.rstrip("/") or "/"))
-        if handler is None:
-            status = 405 if http.path in self._paths else 404
+        route, http.params, known = self._router.match(http.method, http.path.rstrip("/") or "/")
+        if route is None:
+            status = 405 if known else 404
             return error_reply(status, f"{http.method} {http.path} not found", "invalid_request_error")
         try:
-            return await handler(self.gateway, http)
+            return await route.handler(self.gateway, http)
         except ClientGone:
             raise
         except SmgError as exc:
             self.gateway.metrics.inc("smg_request_errors_total", type=exc.error_type)
-            return smg_error_reply(exc)
+            return route.errors.reply(exc)
         except Exception:  # a bug must not take the server down, nor leak a traceback to clients
             log.exception("internal error on %s %s", http.method, http.path)
             self.gateway.metrics.inc("smg_request_errors_total", type="internal_error")
-            return error_reply(500, "internal server error", "internal_error")
+            return route.errors.reply(SmgError("internal server error"))
 
-    def stream_failed(self, error: BaseException) -> bytes:
+    def stream_failed(self, error: BaseException, reply: StreamReply) -> bytes:
         """The SSE event that ends a stream whose producer raised ``error`` after its first event."""
-        if isinstance(error, SmgError):
-            body = error.to_openai()
-        else:
+        if not isinstance(error, SmgError):
             log.error("stream failed", exc_info=error)
-            body = openai_error("internal server error", "internal_error", 500)
-        return b"data: " + msgspec.json.encode(body) + b"\n\n"
+            error = SmgError("internal server error")
+        return reply.errors.event(error)
 
     def client_disconnected(self) -> None:
         self.gateway.metrics.inc("smg_client_disconnects_total")
@@ -139,7 +134,7 @@ class App:
 
     async def _stream(self, receive: Receive, send: Send, reply: StreamReply, request_id: tuple) -> None:
         """Send SSE events; a client disconnect cancels the producer (and so aborts the engine)."""
-        first, events = reply
+        first, events = reply.first, reply.events
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE, request_id]})
 
         async def produce() -> None:
@@ -167,7 +162,7 @@ class App:
                 await asyncio.gather(producer, return_exceptions=True)
                 self.client_disconnected()
             elif producer.exception() is not None:
-                await send({"type": "http.response.body", "body": self.stream_failed(producer.exception()),
+                await send({"type": "http.response.body", "body": self.stream_failed(producer.exception(), reply),
                             "more_body": False})
         finally:
             watcher.cancel()

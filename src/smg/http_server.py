@@ -325,7 +325,7 @@ class HttpConnection(asyncio.Protocol):
 
     async def _write_stream(self, request: _Request, reply: StreamReply) -> bool:
         """Write a stream's events as they come; whether the connection can take another request."""
-        first, events = reply
+        first, events = reply.first, reply.events
         http10 = request.http10  # no chunked coding: the body ends when the connection closes
         keep_alive = request.keep_alive and not http10
         fields = _SSE_HEAD + _request_id_field(request)
@@ -354,7 +354,7 @@ class HttpConnection(asyncio.Protocol):
                 self.app.client_disconnected()
             raise
         except Exception as error:  # the stream failed after its first event: end it with an error event
-            event = self.app.stream_failed(error)
+            event = self.app.stream_failed(error, reply)
             write(_framed(event, http10, last=True))
             return keep_alive
         finally:

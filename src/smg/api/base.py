@@ -2,8 +2,10 @@
 the replies they give, and the route table each front end contributes to.
 
 A front end module defines ``ROUTES``: ``{(method, path): handler}``, each handler an
-``async (gateway, HttpRequest) -> Reply | StreamReply``. ``smg.api.routes()`` merges them, and the
-ASGI app and smg's HTTP server dispatch through that one table, so a new API is a new module.
+``async (gateway, HttpRequest) -> Reply | StreamReply`` (a path segment ``{name}`` matches any one
+segment, given to the handler in ``HttpRequest.params``), and optionally ``ERRORS``, its
+:class:`ErrorShape` (default OpenAI's). :class:`smg.api.Router` merges them, and the ASGI app and
+smg's HTTP server dispatch through it, so a new API is a new module.
 """
 from __future__ import annotations
 
@@ -34,12 +36,34 @@ class Reply(NamedTuple):
     content_type: bytes = JSON
 
 
+class ErrorShape:
+    """How an API answers errors: OpenAI's ``{"error": {...}}`` (this class) or another API's
+    (``smg.api.anthropic``). A route's errors, before and during a stream, take its API's shape."""
+
+    __slots__ = ()
+
+    def body(self, error: SmgError) -> dict:
+        return error.to_openai()
+
+    def reply(self, error: SmgError) -> Reply:
+        return Reply(error.status_code, msgspec.json.encode(self.body(error)))
+
+    def event(self, error: SmgError) -> bytes:
+        """The SSE event that ends a stream that failed after its first event."""
+        return b"data: " + msgspec.json.encode(self.body(error)) + b"\n\n"
+
+
+OPENAI_ERRORS = ErrorShape()
+
+
 class StreamReply(NamedTuple):
     """A 200 stream of SSE events: ``first`` was already produced (errors before it are a
-    :class:`Reply`); ``events`` yields the rest, the last ending with ``data: [DONE]``."""
+    :class:`Reply`); ``events`` yields the rest, the last ending with ``data: [DONE]`` (or the
+    iterator ends); a failure after the first event is sent as ``errors.event``."""
 
     first: bytes
     events: AsyncIterator[bytes]
+    errors: ErrorShape = OPENAI_ERRORS
 
 
 class HttpRequest:
@@ -47,11 +71,12 @@ class HttpRequest:
     may raise ``ClientGone``), the server's ``sink`` for pushed streams (see ``Gateway.chat_sse``)
     and its request id (the client's ``X-Request-Id``, else a new one; echoed in the reply)."""
 
-    __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id")
+    __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id", "params")
 
     def __init__(self, method: str, path: str, headers: Mapping[str, str], read_body: ReadBody,
                  sink: Sink | None = None) -> None:
         self.method, self.path, self.headers, self.read_body, self.sink = method, path, headers, read_body, sink
+        self.params: dict[str, str] = {}  # a route's ``{name}`` path segments
         given = headers.get(REQUEST_ID_HEADER)
         if given is not None and not (0 < len(given) <= _MAX_REQUEST_ID and given.isprintable()):
             given = None  # not usable as an engine id prefix: a fresh id instead
@@ -75,10 +100,10 @@ def smg_error_reply(error: SmgError) -> Reply:
     return Reply(error.status_code, msgspec.json.encode(error.to_openai()))
 
 
-async def sse_reply(events: AsyncIterator[bytes]) -> StreamReply:
+async def sse_reply(events: AsyncIterator[bytes], errors: ErrorShape = OPENAI_ERRORS) -> StreamReply:
     """A stream's reply once its first event exists (errors before it raise: a JSON error body)."""
     try:
-        return StreamReply(await anext(events), events)
+        return StreamReply(await anext(events), events, errors)
     except BaseException:
         await events.aclose()
         raise

@@ -12,7 +12,8 @@ from smg.api.base import HttpRequest, Reply, StreamReply, generation_reply
 from smg.api.openai_common import OpenAIShapes, usage, usage_wanted
 from smg.pipeline import plain
 from smg.pipeline.choice import Choice
-from smg.pipeline.prepare import Prepared, prepare_chat, request_ids
+from smg.pipeline.prepare import (ChatSpec, Prepared, output_constraint, prepare_chat, request_ids,
+                                  template_kwargs)
 from smg.pipeline.run import collect, run
 from smg.protocols import openai as oa
 
@@ -25,7 +26,14 @@ async def prepare(gw: "Gateway", request, request_id: str | None,
     gw.require_started()
     r = oa.decode_request(request, oa.ChatCompletionRequest)
     served, lora = gw.models.resolve(r.model)
-    p = await prepare_chat(served, r, request_ids("chatcmpl", request_id, routing_key), lora, gw.template_limits)
+    chat = ChatSpec(messages=r.messages, sampling=r, model=r.model,
+                    tools=[oa.to_dict(t) for t in r.tools] if r.tools else None, tool_choice=r.tool_choice,
+                    parallel_tool_calls=r.parallel_tool_calls,
+                    template_kwargs=template_kwargs(r.chat_template_kwargs, r.reasoning_effort),
+                    own_template=r.chat_template, add_generation_prompt=r.add_generation_prompt,
+                    separate_reasoning=r.separate_reasoning, constraint=output_constraint(r), logprobs=r.logprobs,
+                    top_logprobs=r.top_logprobs or 0, user=r.user)
+    p = await prepare_chat(served, chat, request_ids("chatcmpl", request_id, routing_key), lora, gw.template_limits)
     return r, p
 
 

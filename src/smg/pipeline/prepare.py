@@ -12,7 +12,7 @@ import json
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from smg.engines import GenerateRequest, MultimodalTensors, SamplingOptions
@@ -210,24 +210,42 @@ async def render_chat(served: ServedModel, messages: list, tools: list | None, k
         raise ChatTemplateError(f"the request's chat template took more than {limits[0]:g} s to render") from None
 
 
-async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | None,
+@dataclass
+class ChatSpec:
+    """A chat as every front end hands it to this stage (each maps its own request onto it)."""
+
+    messages: list  # OpenAI-style chat messages: content a string or parts, assistant tool_calls
+    sampling: Any  # OpenAI's sampling fields (``oa.SamplingFields`` or a request that has them)
+    model: str = ""
+    tools: list | None = None  # OpenAI function tools: {"type": "function", "function": {...}}
+    tool_choice: Any = None  # "auto" | "none" | "required" | {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool = True
+    template_kwargs: dict = field(default_factory=dict)
+    own_template: str | None = None
+    add_generation_prompt: bool = True
+    separate_reasoning: bool = True
+    constraint: tuple[str, str] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    user: str | None = None
+
+
+async def prepare_chat(served: ServedModel, chat: ChatSpec, ids: RequestIds, lora_id: str | None,
                        template_limits: TemplateLimits | None) -> Prepared:
-    """A chat request (OpenAI's shape: ``messages``, ``tools``, ``tool_choice``, template fields and
-    sampling fields) as a :class:`Prepared`; ``template_limits`` bound a request's own chat
-    template (None: requests may not bring one)."""
-    tools = [oa.to_dict(t) for t in r.tools] if r.tools else None
-    choice = r.tool_choice if r.tool_choice is not None else ("auto" if tools else "none")
-    kwargs = template_kwargs(r.chat_template_kwargs, r.reasoning_effort)
-    messages = [template_message(m) for m in r.messages]
-    refs = image_refs(r.messages)
+    """A chat as a :class:`Prepared`; ``template_limits`` bound a request's own chat template
+    (None: requests may not bring one)."""
+    tools = chat.tools or None
+    choice = chat.tool_choice if chat.tool_choice is not None else ("auto" if tools else "none")
+    messages = [template_message(m) for m in chat.messages]
+    refs = image_refs(chat.messages)
     if refs and served.images is None:
         raise UnsupportedFeature(f"model {served.name!r} does not take images (serve it with an image_processor)")
     # the images are fetched and preprocessed while the prompt renders and encodes
     images = asyncio.ensure_future(served.images.process(refs)) if refs else None
     multimodal = None
     try:
-        prompt = await render_chat(served, messages, tools, kwargs, r.add_generation_prompt, r.chat_template,
-                                   template_limits)
+        prompt = await render_chat(served, messages, tools, chat.template_kwargs, chat.add_generation_prompt,
+                                   chat.own_template, template_limits)
         prompt_ids = await served.encode(prompt)
         if images is not None:
             prompt_ids, multimodal = served.images.expand(prompt_ids, await images)
@@ -237,7 +255,7 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
                 images.cancel()
             elif not images.cancelled():
                 images.exception()  # (retrieved: when the render failed too, its error is the one answered)
-    constraint = output_constraint(r)
+    constraint = chat.constraint
     forced = None
     required = False
     tool_parser = None
@@ -256,16 +274,16 @@ async def prepare_chat(served: ServedModel, r, ids: RequestIds, lora_id: str | N
             constraint = ("json_schema", json.dumps(schema or {"type": "object"}))
         else:
             required = True
-            constraint = ("json_schema", json.dumps(required_schema(tools, single=not r.parallel_tool_calls)))
-    sampling, stop = sampling_options(served, r, len(prompt_ids), constraint)
-    reasoning = served.reasoning_parser if r.separate_reasoning else None
+            constraint = ("json_schema", json.dumps(required_schema(tools, single=not chat.parallel_tool_calls)))
+    sampling, stop = sampling_options(served, chat.sampling, len(prompt_ids), constraint)
+    reasoning = served.reasoning_parser if chat.separate_reasoning else None
     return Prepared(
-        served=served, request_id=ids.response, engine_request_id=ids.engine, model=r.model or served.name,
+        served=served, request_id=ids.response, engine_request_id=ids.engine, model=chat.model or served.name,
         created=int(time.time()), prompt_ids=prompt_ids, sampling=sampling, stop=stop, lora_id=lora_id,
-        return_logprob=r.logprobs, top_logprobs=r.top_logprobs or 0, reasoning=reasoning,
+        return_logprob=chat.logprobs, top_logprobs=chat.top_logprobs, reasoning=reasoning,
         in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
-        tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not r.parallel_tool_calls,
-        prompt_text=prompt, multimodal=multimodal, routing_key=ids.routing_key_or(r.user))
+        tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not chat.parallel_tool_calls,
+        prompt_text=prompt, multimodal=multimodal, routing_key=ids.routing_key_or(chat.user))
 
 
 def image_refs(messages: Sequence[Mapping[str, Any]]) -> list:
