@@ -121,3 +121,16 @@ async def first_items(stream, count: int):
         count -= 1
         if not count:
             return
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server started for this test session (tests/postgres_server.py)."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    try:
+        server.stop()
+    finally:
+        server.remove()

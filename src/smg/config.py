@@ -168,6 +168,26 @@ class MediaConfig(_Record, frozen=True):
             _number("MediaConfig", name, getattr(self, name), 1, integer=True)
 
 
+STORAGE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")
+
+
+class StorageConfig(_Record, frozen=True):
+    """Where stored responses and conversations live (``smg.storage``): ``memory`` (lost at exit),
+    ``sqlite:///relative/file`` or ``sqlite:////absolute/file`` (WAL; calls run off the event loop),
+    or ``postgresql://user@host:port/db`` (asyncpg, a pool of ``pool_size``; the schema is created
+    or migrated at start)."""
+
+    url: str = "memory"
+    pool_size: int = 8
+    timeout: float = 10.0  # seconds one storage call may take before it is a 503
+
+    def __post_init__(self) -> None:
+        if self.url.split(":", 1)[0] not in STORAGE_SCHEMES:
+            raise ConfigError(f"storage url must start with one of {', '.join(STORAGE_SCHEMES)}, got {self.url!r}")
+        _number("StorageConfig", "pool_size", self.pool_size, 1, integer=True)
+        _number("StorageConfig", "timeout", self.timeout, 0.001)
+
+
 class ModelConfig(_Record, frozen=True):
     """One served model: the name requests use (and aliases), its workers and how to talk to them,
     its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
@@ -254,6 +274,7 @@ class GatewayConfig(_Record, frozen=True):
     # loopback or link-local addresses
     url_allow_list: list[str] = []
     media: MediaConfig = MediaConfig()
+    storage: StorageConfig = StorageConfig()
     # a request's own chat template: time and output-size bounds of its rendering
     template_timeout: float = 5.0
     template_max_chars: int = 16 * MiB

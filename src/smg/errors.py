@@ -104,3 +104,18 @@ class RequestAborted(SmgError):
 
     status_code = 499
     error_type = "request_aborted"
+
+
+class NotFound(SmgError):
+    """A stored object (response, conversation, item) the request names does not exist."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class StorageUnavailable(SmgError):
+    """The storage backend cannot be reached or failed; nothing of the request was stored."""
+
+    status_code = 503
+    error_type = "storage_unavailable"
