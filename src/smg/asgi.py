@@ -88,7 +88,8 @@ class App:
         if root and path.startswith(root):  # mounted under a prefix (FastAPI/Starlette Mount)
             path = path[len(root):]
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        http = HttpRequest(scope["method"], path, headers, lambda: self._body(receive))
+        http = HttpRequest(scope["method"], path, headers, lambda: self._body(receive), None,
+                           scope.get("query_string", b"").decode("latin-1"))
         try:
             reply = await self.respond(http)
         except ClientGone:

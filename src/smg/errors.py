@@ -38,6 +38,12 @@ class InvalidRequest(SmgError):
     error_type = "invalid_request_error"
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus the tokens asked for) does not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
 class UnsupportedFeature(InvalidRequest):
     """A recognised API feature that smg does not implement yet (HTTP 400; listed in README)."""
 

@@ -25,8 +25,8 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 
 import msgspec
 
-from smg.api import openai_chat, openai_completions
-from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, convert
+from smg.api import anthropic, openai_chat, openai_completions, responses
+from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, StorageConfig, convert
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
@@ -35,6 +35,7 @@ from smg.metrics import Metrics
 from smg.models import ModelRegistry, ServedModel
 from smg.multimodal.media import MediaPolicy
 from smg.pipeline.plain import Sink
+from smg.storage import Storage, open_storage
 from smg.protocols import openai as oa
 from smg.tokenizer import Tokenizer
 
@@ -63,6 +64,8 @@ class Gateway:
             or a named one, never a file path), rendered off the event loop within
             ``config.template_timeout`` seconds and ``config.template_max_chars``. Off by default,
             as in vLLM: a template is code run on the gateway.
+        storage: where stored responses and conversations live (``smg.storage``): ``memory``
+            (the default here), ``sqlite:///file`` or ``postgresql://...``.
     """
 
     def __init__(self, workers: Sequence[str] = (), tokenizer: str | Path | Tokenizer | None = None,
@@ -72,7 +75,7 @@ class Gateway:
                  pool_config: PoolConfig | None = None, max_context_length: int | None = None,
                  trust_request_chat_template: bool = False, lora_adapters: Sequence[str] = (),
                  models: Sequence[ModelConfig | Mapping[str, Any]] | None = None,
-                 config: GatewayConfig | None = None) -> None:
+                 storage: str | StorageConfig | None = None, config: GatewayConfig | None = None) -> None:
         own_tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else None
         if config is None:
             values: dict[str, Any] = {
@@ -81,7 +84,8 @@ class Gateway:
                 "tool_parser": tool_parser, "chat_template": chat_template, "max_context_length": max_context_length,
                 "trust_request_chat_template": trust_request_chat_template, "lora_adapters": list(lora_adapters),
                 "models": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in models or ()],
-                "cache": cache, "pool": pool_config}  # (records given as objects are taken as they are)
+                "cache": cache, "pool": pool_config,
+                "storage": StorageConfig(url=storage) if isinstance(storage, str) else storage}  # (records given as objects are taken as they are)
             config = convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig,
                              "gateway arguments")
         self.config = config
@@ -95,6 +99,8 @@ class Gateway:
         self._pending = [ServedModel(m, config.pool, config.cache, own_tokenizer if i == 0 else None,
                                      *self._media_policy())
                          for i, m in enumerate(config.model_configs())]
+        self.storage: Storage = open_storage(config.storage)
+        self.background = responses.BackgroundRuns()
         self._started = False
         self._created = int(time.time())
 
@@ -113,7 +119,7 @@ class Gateway:
         if not self._pending:
             raise SmgError("this Gateway was closed (or failed to start): make a new one")
         pending, self._pending = self._pending, []
-        results = await asyncio.gather(*(m.start() for m in pending), return_exceptions=True)
+        results = await asyncio.gather(self.storage.start(), *(m.start() for m in pending), return_exceptions=True)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
         try:
             if failed is not None:
@@ -121,13 +127,14 @@ class Gateway:
             for model in pending:  # in the configured order: the first is the default
                 self.models.add(model)
         except BaseException:
-            await asyncio.gather(*(m.close() for m in pending), return_exceptions=True)
+            await asyncio.gather(self.storage.close(), *(m.close() for m in pending), return_exceptions=True)
             raise
         self._started = True
         return self
 
     async def close(self) -> None:
-        await asyncio.gather(*(m.close() for m in self.models), return_exceptions=True)
+        await self.background.close()
+        await asyncio.gather(self.storage.close(), *(m.close() for m in self.models), return_exceptions=True)
         self._started = False
 
     async def __aenter__(self) -> "Gateway":
@@ -246,6 +253,27 @@ class Gateway:
         without ``echo``: the compiled pump; ``sink`` as there)."""
         return openai_completions.stream(self, request, sse=True, sink=sink, request_id=request_id,
                                          routing_key=routing_key)
+
+    async def responses(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
+                        routing_key: str | None = None) -> dict:
+        """OpenAI Responses, non-streaming: the response object (stored in :attr:`storage`
+        unless ``store`` is false; ``background`` returns it queued)."""
+        return await responses.create(self, request, request_id, routing_key)
+
+    def responses_sse(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
+                      routing_key: str | None = None) -> AsyncIterator[bytes]:
+        """OpenAI Responses, streaming: the SSE events (``event: TYPE\ndata: {...}``)."""
+        return responses.stream(self, request, request_id, routing_key)
+
+    async def messages(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
+                       routing_key: str | None = None) -> dict:
+        """Anthropic Messages, non-streaming: the message object."""
+        return await anthropic.create(self, request, request_id, routing_key)
+
+    def messages_sse(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
+                     routing_key: str | None = None) -> AsyncIterator[bytes]:
+        """Anthropic Messages, streaming: the SSE events."""
+        return anthropic.stream(self, request, request_id, routing_key)
 
     async def generate(self, input_ids: Sequence[int] | None = None, text: str | None = None,
                        sampling: SamplingOptions | Mapping[str, Any] | None = None,

@@ -74,11 +74,12 @@ def _request_id_field(request: "_Request") -> bytes:
 class _Request:
     """A request whose head and body have arrived, or a connection-ending error to answer with."""
 
-    __slots__ = ("method", "path", "headers", "body", "keep_alive", "http10", "error", "request_id")
+    __slots__ = ("method", "path", "headers", "body", "keep_alive", "http10", "error", "request_id", "query")
 
     def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool,
                  http10: bool, error: Reply | None = None) -> None:
         self.method, self.path, self.headers, self.body = method, path, headers, body
+        self.query = ""
         self.keep_alive, self.http10, self.error = keep_alive, http10, error
         self.request_id = ""
 
@@ -200,12 +201,15 @@ class HttpConnection(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         try:
-            path = unquote(httptools.parse_url(b"".join(self._url)).path.decode("latin-1"))
+            url = httptools.parse_url(b"".join(self._url))
+            path = unquote(url.path.decode("latin-1"))
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "malformed request target")
             return
-        self.queue.append(_Request(parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body),
-                                   keep_alive, parser.get_http_version() == "1.0"))
+        request = _Request(parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body),
+                           keep_alive, parser.get_http_version() == "1.0")
+        request.query = url.query.decode("latin-1") if url.query else ""
+        self.queue.append(request)
         if not keep_alive:
             self._stop_reading()
         elif len(self.queue) > MAX_QUEUED:
@@ -278,7 +282,7 @@ class HttpConnection(asyncio.Protocol):
         keep_alive = request.keep_alive
         try:
             http = HttpRequest(request.method, request.path, request.headers, request.read_body,
-                               self._sink(request.http10))
+                               self._sink(request.http10), request.query)
             request.request_id = http.request_id  # echoed in the reply's head
             reply = request.error or await self.app.respond(http)
             if self.closed:  # gone while the reply was being made

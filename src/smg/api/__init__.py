@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from smg.api import openai_chat, openai_completions, service
+from smg.api import anthropic, openai_chat, openai_completions, responses, service
 from smg.api.base import OPENAI_ERRORS, ErrorShape, Handler
 
-FRONTENDS = (openai_chat, openai_completions, service)
+FRONTENDS = (openai_chat, openai_completions, responses, anthropic, service)
 
 
 class Route(NamedTuple):

@@ -9,6 +9,7 @@ smg's HTTP server dispatch through it, so a new API is a new module.
 """
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple
 
@@ -71,17 +72,23 @@ class HttpRequest:
     may raise ``ClientGone``), the server's ``sink`` for pushed streams (see ``Gateway.chat_sse``)
     and its request id (the client's ``X-Request-Id``, else a new one; echoed in the reply)."""
 
-    __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id", "params")
+    __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id", "params",
+                 "query")
 
     def __init__(self, method: str, path: str, headers: Mapping[str, str], read_body: ReadBody,
-                 sink: Sink | None = None) -> None:
+                 sink: Sink | None = None, query: str = "") -> None:
         self.method, self.path, self.headers, self.read_body, self.sink = method, path, headers, read_body, sink
         self.params: dict[str, str] = {}  # a route's ``{name}`` path segments
+        self.query = query  # the raw query string
         given = headers.get(REQUEST_ID_HEADER)
         if given is not None and not (0 < len(given) <= _MAX_REQUEST_ID and given.isprintable()):
             given = None  # not usable as an engine id prefix: a fresh id instead
         self.client_request_id = given
         self.request_id = given or uuid.uuid4().hex
+
+    def query_params(self) -> dict[str, str]:
+        """The query string's parameters (the first value of each)."""
+        return {name: values[0] for name, values in urllib.parse.parse_qs(self.query).items()}
 
 
 Handler = Callable[["Gateway", HttpRequest], Awaitable["Reply | StreamReply"]]

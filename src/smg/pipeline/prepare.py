@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from smg.engines import GenerateRequest, MultimodalTensors, SamplingOptions
-from smg.errors import ChatTemplateError, InvalidRequest, UnsupportedFeature
+from smg.errors import ChatTemplateError, ContextLengthExceeded, InvalidRequest, UnsupportedFeature
 from smg.models import ServedModel
 from smg.parsers.reasoning import prompt_opens_reasoning
 from smg.protocols import openai as oa
@@ -99,9 +99,9 @@ def sampling_options(served: ServedModel, r, prompt_len: int, constraint: tuple[
     if context:
         room = context - prompt_len
         if room < 1:
-            raise InvalidRequest(f"the prompt has {prompt_len} tokens; the model's context is {context}")
+            raise ContextLengthExceeded(f"the prompt has {prompt_len} tokens; the model's context is {context}")
         if max_tokens is not None and max_tokens > room:
-            raise InvalidRequest(f"max_tokens {max_tokens} + prompt {prompt_len} tokens exceed the model's "
+            raise ContextLengthExceeded(f"max_tokens {max_tokens} + prompt {prompt_len} tokens exceed the model's "
                                  f"context of {context}")
         max_tokens = max_tokens or room
     if max_tokens is not None and r.min_tokens > max_tokens:

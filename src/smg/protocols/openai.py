@@ -68,7 +68,7 @@ class _ConstraintFields(_Request, kw_only=True):
     guided_choice: list[str] | None = None
 
 
-class _SamplingFields(_ConstraintFields, kw_only=True):
+class SamplingFields(_ConstraintFields, kw_only=True):
     model: str = ""
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -94,7 +94,7 @@ class _SamplingFields(_ConstraintFields, kw_only=True):
     user: str | None = None
 
 
-class ChatCompletionRequest(_SamplingFields, kw_only=True):
+class ChatCompletionRequest(SamplingFields, kw_only=True):
     messages: list[dict[str, Any]]
     max_completion_tokens: int | None = None
     tools: list[Tool] | None = None
@@ -110,7 +110,7 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     separate_reasoning: bool = True
 
 
-class CompletionRequest(_SamplingFields, kw_only=True):
+class CompletionRequest(SamplingFields, kw_only=True):
     prompt: Union[str, list[Any]]  # str | list[str] | list[int] | list[list[int]], checked in _validate
     echo: bool = False
     logprobs: int | None = None
@@ -141,7 +141,7 @@ def decode_request(data: bytes | str | dict | msgspec.Struct, kind: type[msgspec
         raise InvalidRequest(f"request body is not valid UTF-8: {exc}") from None
     except RecursionError:  # nested deeper than the decoder's stack (it unwinds cleanly)
         raise InvalidRequest("the request is nested too deeply") from None
-    if isinstance(request, _SamplingFields):
+    if isinstance(request, SamplingFields):
         _validate(request)
     return request
 
@@ -166,7 +166,8 @@ def _check_range(name: str, value, low, high, inclusive_low: bool = True) -> Non
         raise InvalidRequest(f"{name} must be in {'[' if inclusive_low else '('}{low}, {high if high is not None else 'inf'}], got {value}")
 
 
-def _validate(r) -> None:
+def validate_sampling(r: SamplingFields) -> None:
+    """The sampling fields' ranges (every API's requests map onto them)."""
     _check_range("n", r.n, 1, 128)
     _check_range("temperature", r.temperature, 0, 2)
     _check_range("top_p", r.top_p, 0, 1, inclusive_low=False)
@@ -185,6 +186,10 @@ def _validate(r) -> None:
         raise InvalidRequest("stop strings must be non-empty")
     if len(stops) > 64:
         raise InvalidRequest("at most 64 stop strings")
+
+
+def _validate(r) -> None:
+    validate_sampling(r)
     if isinstance(r, ChatCompletionRequest):
         _check_range("max_completion_tokens", r.max_completion_tokens, 1, None)
         _check_range("top_logprobs", r.top_logprobs, 0, 20)
