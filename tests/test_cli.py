@@ -129,3 +129,17 @@ def test_request_chat_templates_are_off_unless_serve_is_told():
 
     assert build_parser().parse_args(["serve", "--demo"]).trust_request_chat_template is False
     assert build_parser().parse_args(["serve", "--demo", "--trust-request-chat-template"]).trust_request_chat_template
+
+
+def test_serve_storage_defaults_to_a_sqlite_file_and_takes_a_url(tmp_path):
+    from smg.__main__ import _serve_config, build_parser
+
+    assert _serve_config(build_parser().parse_args(["serve", "--demo"])).storage.url == "sqlite:///smg.sqlite3"
+    url = "postgresql://smg@127.0.0.1:5432/smg"
+    assert _serve_config(build_parser().parse_args(["serve", "--demo", "--storage", url])).storage.url == url
+    config = tmp_path / "gw.toml"
+    config.write_text('workers = ["grpc://127.0.0.1:1"]\n[storage]\nurl = "memory"\npool_size = 3\n')
+    from_file = _serve_config(build_parser().parse_args(["serve", "--config", str(config)]))
+    assert from_file.storage.url == "memory" and from_file.storage.pool_size == 3
+    assert _serve_config(build_parser().parse_args(["serve", "--config", str(config), "--storage",
+                                                    url])).storage.url == url

@@ -12,6 +12,9 @@ from smg.errors import SmgError
 from smg.multimodal import FAMILIES as MULTIMODAL_FAMILIES
 from smg.policies import POLICIES
 
+DEFAULT_STORAGE = "sqlite:///smg.sqlite3"  # smg serve keeps responses and conversations across restarts
+
+
 def _tokenize(args: argparse.Namespace) -> int:
     from smg.tokenizer import Tokenizer
     from smg.tokenizer.bundled import resolve_tokenizer
@@ -130,6 +133,8 @@ def _serve_config(args: argparse.Namespace):
         values["media"] = {**media, "allowed_dirs": [*media.get("allowed_dirs", []), *args.allowed_media_dir]}
     if args.engine_read_interval_ms is not None:
         values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
+    if args.storage is not None or "storage" not in values:  # (a config file's storage, unless --storage)
+        values["storage"] = {**values.get("storage", {}), "url": args.storage or DEFAULT_STORAGE}
     return convert(values, GatewayConfig, source)
 
 
@@ -265,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "link-local (refused by default against SSRF; repeatable)")
     srv.add_argument("--allowed-media-dir", action="append", default=[], metavar="DIR",
                      help="allow file:// image URLs inside this directory (repeatable; none by default)")
+    srv.add_argument("--storage", default=None, metavar="URL",
+                     help="where stored responses and conversations live: memory, sqlite:///FILE (relative; "
+                          "sqlite:////FILE absolute) or postgresql://USER@HOST:PORT/DB (default: the config "
+                          f"file's, else {DEFAULT_STORAGE}, in the working directory)")
     srv.add_argument("--host", default=None, help="default 127.0.0.1")
     srv.add_argument("--port", type=int, default=None, help="default 8000")
     srv.add_argument("--server", default=None, choices=["smg", "uvicorn"],
