@@ -306,3 +306,35 @@ def test_message_errors_in_anthropic_shape(family):
     raw = httpx.post(f"{base}/v1/messages", json={"model": "", "messages": [{"role": "user", "content": "x"}]},
                      headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
     assert raw.status_code == 400 and raw.json()["type"] == "error" and "max_tokens" in raw.json()["error"]["message"]
+
+
+def test_engine_failure_mid_stream_in_each_apis_shape(stack):
+    """An engine that goes away mid-stream: Messages ends with Anthropic's error event (the SDK
+    raises it), Responses with ``response.failed`` (stored as failed)."""
+    directory = bundled_tokenizer_dir("llama3.2")
+
+    def serve():
+        engine = ReferenceEngine(Tokenizer.from_dir(directory), delay_ms=10, model_id="dies", tokenizer_dir=directory)
+        server, _, port = stack.serve(engine, chat_template=str(template_path("llama3")))
+        return server, _clients(port)
+
+    server, (_, claude, _) = serve()
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        with claude.messages.stream(model="dies", max_tokens=2000, messages=[{"role": "user", "content": "x"}]) as s:
+            for k, _ in enumerate(s):
+                if k == 5:
+                    stack.call(server.stop(grace=0))
+    assert failed.value.body["type"] == "error" and failed.value.body["error"]["type"] in ("api_error",
+                                                                                           "overloaded_error")
+
+    server, (client, _, _) = serve()
+    kinds = []
+    with client.responses.stream(model="dies", input="x", max_output_tokens=2000) as s:
+        for event in s:
+            kinds.append(event.type)
+            if len(kinds) == 6:
+                stack.call(server.stop(grace=0))
+            if event.type == "response.failed":
+                failed_response = event.response
+    assert kinds[-1] == "response.failed" and failed_response.error.message
+    assert client.responses.retrieve(failed_response.id).status == "failed"

@@ -168,7 +168,7 @@ class MediaConfig(_Record, frozen=True):
             _number("MediaConfig", name, getattr(self, name), 1, integer=True)
 
 
-STORAGE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")
+STORAGE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")  # smg.storage.BACKENDS
 
 
 class StorageConfig(_Record, frozen=True):

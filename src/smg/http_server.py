@@ -20,6 +20,7 @@ OpenAI-style body and the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from email.utils import formatdate
@@ -32,6 +33,7 @@ from smg.api.base import HttpRequest
 from smg.asgi import MAX_BODY, App, Reply, StreamReply, error_reply
 from smg.pipeline.plain import SSE_DONE
 
+log = logging.getLogger("smg.http_server")
 MAX_HEAD = 64 << 10  # request line + headers
 MAX_QUEUED = 16  # pipelined requests waiting behind the one being answered before reading pauses
 LINGER_S = 2.0  # after a final reply, how long input is still read (and dropped) before closing
@@ -295,6 +297,10 @@ class HttpConnection(asyncio.Protocol):
                 self._write_reply(request, reply)
         except asyncio.CancelledError:  # the client went away (or the server is stopping)
             keep_alive = False
+        except Exception:  # a bug here must not leave the client waiting: close its connection
+            log.exception("internal error answering %s %s", request.method, request.path)
+            keep_alive = False
+            self.transport.close()
         finally:
             self.task = None
         if self.closed:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import msgspec
 
-from smg.api.base import ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
+from smg.api.base import ROUTING_KEY_HEADER, ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
 from smg.errors import InvalidRequest, RequestAborted, SmgError, UnsupportedFeature
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, Blocks
 from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, render_chat, request_ids, template_message
@@ -210,7 +210,8 @@ async def prepare(gw: "Gateway", request, request_id: str | None, routing_key: s
                     tools=tools, tool_choice=_tool_choice(r, tools),
                     parallel_tool_calls=not (r.tool_choice is not None and r.tool_choice.disable_parallel_tool_use),
                     template_kwargs=_template_kwargs(r), user=user)
-    p = await prepare_chat(served, chat, request_ids("msg", request_id, routing_key), lora, gw.template_limits)
+    ids = request_ids("msg", request_id, routing_key, separator="_")
+    p = await prepare_chat(served, chat, ids, lora, gw.template_limits)
     return r, p
 
 
@@ -363,7 +364,7 @@ async def count_tokens(gw: "Gateway", request) -> dict:
 
 async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
     r = oa.decode_request(await http.read_body(), an.MessagesRequest)
-    routing_key = http.headers.get("x-smg-routing-key") or None
+    routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     if r.stream:
         return await sse_reply(stream(gw, r, http.client_request_id, routing_key), ERRORS)
     return json_reply(await create(gw, r, http.client_request_id, routing_key))

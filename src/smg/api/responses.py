@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import msgspec
 
-from smg.api.base import ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
+from smg.api.base import ROUTING_KEY_HEADER, ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
 from smg.errors import (ContextLengthExceeded, InvalidRequest, NotFound, RequestAborted, SmgError,
                         UnsupportedFeature)
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, TOOL_CALL, Block, Blocks
@@ -45,6 +45,13 @@ THINKING_SWITCHES = ("enable_thinking", "thinking")
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _found(value, kind: str, object_id: str):
+    """``value``, or a 404 naming what was not found (OpenAI's message)."""
+    if value is None or value is False:
+        raise NotFound(f"{kind} with id '{object_id}' not found.")
+    return value
 
 
 class ResponsesErrors(ErrorShape):
@@ -361,8 +368,7 @@ async def _context(gw: "Gateway", r: rp.ResponsesRequest) -> list[dict]:
     outputs, in order, or the conversation's items."""
     if r.previous_response_id is not None:
         chain = await gw.storage.response_chain(r.previous_response_id)
-        if not chain:
-            raise NotFound(f"Previous response with id '{r.previous_response_id}' not found.")
+        _found(chain or None, "Previous response", r.previous_response_id)
         items: list[dict] = []
         for stored in chain:
             items += stored.input
@@ -370,10 +376,7 @@ async def _context(gw: "Gateway", r: rp.ResponsesRequest) -> list[dict]:
         return items
     conversation_id = _conversation_id(r)
     if conversation_id is not None:
-        page = await gw.storage.list_items(conversation_id)
-        if page is None:
-            raise NotFound(f"Conversation with id '{conversation_id}' not found.")
-        return page.items
+        return _found(await gw.storage.list_items(conversation_id), "Conversation", conversation_id).items
     return []
 
 
@@ -403,7 +406,7 @@ async def prepare(gw: "Gateway", request, request_id: str | None, routing_key: s
     items = input_items(r.input)
     tools = _tools(r.tools)
     history = await _context(gw, r)
-    ids = request_ids("resp", request_id, routing_key or r.prompt_cache_key)
+    ids = request_ids("resp", request_id, routing_key or r.prompt_cache_key, separator="_")
     sampling = oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                  max_tokens=r.max_output_tokens)
     while True:
@@ -531,7 +534,7 @@ class BackgroundRuns:
 
 async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
     body = await http.read_body()
-    routing_key = http.headers.get("x-smg-routing-key") or None
+    routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     r = oa.decode_request(body, rp.ResponsesRequest)
     if r.stream:
         return await sse_reply(stream(gw, r, http.client_request_id, routing_key), ERRORS)
@@ -540,10 +543,7 @@ async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
 
 async def _stored(gw: "Gateway", response_id: str) -> StoredResponse:
     gw.require_started()
-    stored = await gw.storage.get_response(response_id)
-    if stored is None:
-        raise NotFound(f"Response with id '{response_id}' not found.")
-    return stored
+    return _found(await gw.storage.get_response(response_id), "Response", response_id)
 
 
 async def _get(gw: "Gateway", http: HttpRequest) -> Reply:
@@ -554,8 +554,7 @@ async def _delete(gw: "Gateway", http: HttpRequest) -> Reply:
     response_id = http.params["response_id"]
     gw.require_started()
     await gw.background.cancel(response_id)
-    if not await gw.storage.delete_response(response_id):
-        raise NotFound(f"Response with id '{response_id}' not found.")
+    _found(await gw.storage.delete_response(response_id), "Response", response_id)
     return json_reply({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
@@ -600,10 +599,7 @@ async def _input_items(gw: "Gateway", http: HttpRequest) -> Reply:
 
 async def _conversation(gw: "Gateway", conversation_id: str) -> Conversation:
     gw.require_started()
-    found = await gw.storage.get_conversation(conversation_id)
-    if found is None:
-        raise NotFound(f"Conversation with id '{conversation_id}' not found.")
-    return found
+    return _found(await gw.storage.get_conversation(conversation_id), "Conversation", conversation_id)
 
 
 async def _create_conversation(gw: "Gateway", http: HttpRequest) -> Reply:
@@ -621,26 +617,24 @@ async def _get_conversation(gw: "Gateway", http: HttpRequest) -> Reply:
 async def _update_conversation(gw: "Gateway", http: HttpRequest) -> Reply:
     gw.require_started()
     r = oa.decode_request(await http.read_body(), rp.ConversationUpdate)
-    updated = await gw.storage.update_conversation(http.params["conversation_id"], r.metadata)
-    if updated is None:
-        raise NotFound(f"Conversation with id '{http.params['conversation_id']}' not found.")
-    return json_reply(updated.body())
+    conversation_id = http.params["conversation_id"]
+    updated = await gw.storage.update_conversation(conversation_id, r.metadata)
+    return json_reply(_found(updated, "Conversation", conversation_id).body())
 
 
 async def _delete_conversation(gw: "Gateway", http: HttpRequest) -> Reply:
     gw.require_started()
     conversation_id = http.params["conversation_id"]
-    if not await gw.storage.delete_conversation(conversation_id):
-        raise NotFound(f"Conversation with id '{conversation_id}' not found.")
+    _found(await gw.storage.delete_conversation(conversation_id), "Conversation", conversation_id)
     return json_reply({"id": conversation_id, "object": "conversation.deleted", "deleted": True})
 
 
 async def _list_items(gw: "Gateway", http: HttpRequest) -> Reply:
     gw.require_started()
     after, limit, descending = _paging(http, "asc")
-    page = await gw.storage.list_items(http.params["conversation_id"], after, limit, descending)
-    if page is None:
-        raise NotFound(f"Conversation with id '{http.params['conversation_id']}' not found.")
+    conversation_id = http.params["conversation_id"]
+    page = _found(await gw.storage.list_items(conversation_id, after, limit, descending), "Conversation",
+                  conversation_id)
     return json_reply(_page(page.items, page.has_more))
 
 
@@ -648,23 +642,21 @@ async def _add_items(gw: "Gateway", http: HttpRequest) -> Reply:
     gw.require_started()
     r = oa.decode_request(await http.read_body(), rp.ItemsCreate)
     items = input_items(r.items, "items")
-    if not await gw.storage.add_items(http.params["conversation_id"], items):
-        raise NotFound(f"Conversation with id '{http.params['conversation_id']}' not found.")
+    conversation_id = http.params["conversation_id"]
+    _found(await gw.storage.add_items(conversation_id, items), "Conversation", conversation_id)
     return json_reply(_page(items, False))
 
 
 async def _get_item(gw: "Gateway", http: HttpRequest) -> Reply:
     await _conversation(gw, http.params["conversation_id"])
-    item = await gw.storage.get_item(http.params["conversation_id"], http.params["item_id"])
-    if item is None:
-        raise NotFound(f"Item with id '{http.params['item_id']}' not found.")
-    return json_reply(item)
+    item_id = http.params["item_id"]
+    return json_reply(_found(await gw.storage.get_item(http.params["conversation_id"], item_id), "Item", item_id))
 
 
 async def _delete_item(gw: "Gateway", http: HttpRequest) -> Reply:
     conversation = await _conversation(gw, http.params["conversation_id"])
-    if not await gw.storage.delete_item(conversation.id, http.params["item_id"]):
-        raise NotFound(f"Item with id '{http.params['item_id']}' not found.")
+    item_id = http.params["item_id"]
+    _found(await gw.storage.delete_item(conversation.id, item_id), "Item", item_id)
     return json_reply(conversation.body())
 
 

@@ -80,11 +80,13 @@ class RequestIds:
         return self.routing_key if self.routing_key is not None else (user or None)
 
 
-def request_ids(kind: str, prefix: str | None = None, routing_key: str | None = None) -> RequestIds:
-    """Fresh ids (``kind``: ``chatcmpl``, ``cmpl``...); ``prefix`` (a client's X-Request-Id) starts
-    the engine's id, so engine logs find the client's request."""
+def request_ids(kind: str, prefix: str | None = None, routing_key: str | None = None,
+                separator: str = "-") -> RequestIds:
+    """Fresh ids (``kind``: ``chatcmpl``, ``cmpl``, ``resp``...; ``kind``, ``separator``, hex);
+    ``prefix`` (a client's X-Request-Id) starts the engine's id, so engine logs find the client's
+    request."""
     suffix = uuid.uuid4().hex
-    response = f"{kind}-{suffix}"
+    response = f"{kind}{separator}{suffix}"
     return RequestIds(response, f"{prefix}-{suffix[:16]}" if prefix else response, routing_key)
 
 
