@@ -4,13 +4,14 @@
 
 1. Per-token gateway CPU of streamed requests on the same load: ``smg serve`` (pinned to core 0,
    SQLite storage as it serves by default) in front of the reference engine replaying one output
-   (core 1, with this closed-loop client). Two loads: ``text`` (plain output: Chat Completions takes
-   its compiled fast path) and ``agentic`` (a Qwen3 output of ~150 reasoning tokens, ~90 text tokens
+   (core 1, with this closed-loop client). Two loads: ``text`` (plain output of a model without
+   parsers: Chat Completions takes its compiled fast path) and ``agentic`` (a Qwen3 output of ~150 reasoning tokens, ~90 text tokens
    and a tool call: every API runs the reasoning and tool parsers). The APIs take turns ``--rounds``
    times; the table shows each one's median CPU seconds per 1k output tokens and its ratio to Chat.
 2. A ``--turns``-turn conversation by ``previous_response_id`` (in-process gateway, SQLite storage,
-   16 output tokens per turn): the gateway's time per turn (request in to response out, less the
-   engine's stream) with the tokenizer's L1 prefix cache on and off.
+   ~400 input and 16 output tokens per turn, Llama 3.2's tokenizer and template): the gateway's time
+   per turn (request in to response out, less the engine's stream) and its stages', with the
+   tokenizer's L1 prefix cache on and off.
 """
 from __future__ import annotations
 
@@ -106,12 +107,15 @@ async def _load(base: str, api: str, tools: bool, concurrency: int, duration: fl
 def per_token_cpu(args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for load, script, tools in (("text", PLAIN, False), ("agentic", AGENTIC, True)):
+        # text: a model without parsers (Chat Completions takes its compiled fast path);
+        # agentic: a Qwen3 model (reasoning + tool parsers on every API)
+        for load, script, tools, model in (("text", PLAIN, False, "smg-reference"),
+                                           ("agentic", AGENTIC, True, "Qwen/Qwen3-8B")):
             script_file = Path(tmp) / f"{load}.txt"
             script_file.write_text(script, encoding="utf-8")
             engine_port, port = free_port(), free_port()
             engine = subprocess.Popen([sys.executable, "-m", "smg", "engine", "--reference", "--port", str(engine_port),
-                                       "--mode", "script", "--script", str(script_file), "--model-id", "Qwen/Qwen3-8B"],
+                                       "--mode", "script", "--script", str(script_file), "--model-id", model],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin(1))
             gateway = None
             try:
@@ -143,51 +147,77 @@ def per_token_cpu(args) -> list[dict]:
     return rows
 
 
-async def conversation(turns: int, l1: bool) -> list[float]:
-    """Gateway milliseconds per turn of a conversation chained by previous_response_id."""
+STAGES = ("storage read", "render", "encode", "storage write")
+
+
+async def conversation(turns: int, l1: bool) -> list[dict]:
+    """Per turn of a conversation chained by previous_response_id: the gateway's milliseconds
+    (request in to response out, less the engine's stream), those of each stage, and the prompt's
+    tokens."""
+    import smg.api.responses as responses_api
+    import smg.pipeline.prepare as prepare_stage
     from smg.config import CacheConfig
     from smg.engine import ReferenceEngine
     from smg.gateway import Gateway
-    from smg.pipeline import run as run_stage
     from smg.tokenizer import Tokenizer
     from smg.tokenizer.bundled import bundled_tokenizer_dir
 
     directory = bundled_tokenizer_dir("llama3.2")
-    engine = ReferenceEngine(Tokenizer.from_dir(directory), model_id="Qwen/Qwen3-8B", tokenizer_dir=directory)
+    # Llama 3.2's tokenizer and template: the turns' header tokens are special tokens, where L1 cuts
+    engine = ReferenceEngine(Tokenizer.from_dir(directory), model_id="meta-llama/Llama-3.2-1B-Instruct",
+                             tokenizer_dir=directory)
     server = engine.server()
     port = await server.start()
-    engine_seconds = 0.0
-    original = run_stage.run
+    spent: dict[str, float] = {}
 
-    async def timed_run(p, metrics):  # the engine's stream, timed, so it can be taken out
-        nonlocal engine_seconds
-        start = time.perf_counter()
-        async for item in original(p, metrics):
-            yield item
-        engine_seconds += time.perf_counter() - start
+    def timed(name: str, work):  # a stage's coroutine function, its time added to spent[name]
+        async def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return await work(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+        return run
 
-    import smg.api.responses as responses_api
+    def timed_stream(work):  # the engine's stream (run stage), timed so it can be taken out
+        async def run(*args):
+            start = time.perf_counter()
+            async for item in work(*args):
+                yield item
+            spent["engine"] = spent.get("engine", 0.0) + time.perf_counter() - start
+        return run
 
-    responses_api.run = timed_run
-    per_turn = []
+    patches = [(responses_api, "run", timed_stream(responses_api.run)),
+               (responses_api, "_context", timed("storage read", responses_api._context)),
+               (responses_api, "_store", timed("storage write", responses_api._store)),
+               (prepare_stage, "render_chat", timed("render", prepare_stage.render_chat))]
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, value in patches:
+        setattr(module, name, value)
+    rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cache = CacheConfig() if l1 else CacheConfig(l1_max_bytes=0)
-            async with Gateway([f"grpc://127.0.0.1:{port}"], chat_template="chatml_qwen3", cache=cache,
+            async with Gateway([f"grpc://127.0.0.1:{port}"], chat_template="llama3", cache=cache,
                                storage=f"sqlite:///{tmp}/c.sqlite3") as gw:
+                served = gw.default_model
+                served.encode = timed("encode", served.encode)
                 previous = None
                 for turn in range(turns):
-                    engine_seconds = 0.0
+                    spent.clear()
                     request = {"model": "", "max_output_tokens": 16,
-                               "input": f"Turn {turn}: {PROMPT}", "previous_response_id": previous}
+                               "input": f"Turn {turn}: {PROMPT * 4}", "previous_response_id": previous}
                     start = time.perf_counter()
                     response = await gw.responses(request)
-                    per_turn.append(1000 * (time.perf_counter() - start - engine_seconds))
+                    total = time.perf_counter() - start - spent.get("engine", 0.0)
+                    rows.append({"ms": 1000 * total, "prompt_tokens": response["usage"]["input_tokens"],
+                                 **{stage: 1000 * spent.get(stage, 0.0) for stage in STAGES}})
                     previous = response["id"]
     finally:
-        responses_api.run = original
+        for module, name, value in originals:
+            setattr(module, name, value)
         await server.stop()
-    return per_turn
+    return rows
 
 
 def main() -> None:
@@ -206,12 +236,21 @@ def main() -> None:
             print(f"| {row['load']} | {row['concurrency']} | {row['api']} | {row['tok_s']} | "
                   f"{row['cpu_s_per_1k_tok']} | {row['vs_chat']}x |")
     pin_self(0)
+    asyncio.run(conversation(3, True))  # warm-up: templates compiled, caches of the process filled
     for l1 in (True, False):
-        ms = asyncio.run(conversation(args.turns, l1))
-        first, last = statistics.mean(ms[1:4]), statistics.mean(ms[-3:])
-        print(f"\nconversation, L1 {'on' if l1 else 'off'}: gateway ms per turn "
-              + " ".join(f"{m:.2f}" for m in ms) + f"\n  turns 2-4 mean {first:.2f} ms, last 3 mean {last:.2f} ms "
-              f"({last / first:.2f}x)")
+        rows = asyncio.run(conversation(args.turns, l1))
+        print(f"\nconversation by previous_response_id, L1 {'on' if l1 else 'off'} (ms per turn; the first is "
+              "the gateway's first request)\n\n| turn | prompt tokens | gateway | "
+              + " | ".join(STAGES) + " |\n|---|---|---|" + "---|" * len(STAGES))
+        for turn, row in enumerate(rows, 1):
+            if turn in (1, 2, 5, 10, 15, 20) or turn == len(rows):
+                print(f"| {turn} | {row['prompt_tokens']} | {row['ms']:.2f} | "
+                      + " | ".join(f"{row[stage]:.2f}" for stage in STAGES) + " |")
+        early, late = rows[1:4], rows[-3:]
+        for key in ("ms", "encode"):
+            a, b = statistics.mean(r[key] for r in early), statistics.mean(r[key] for r in late)
+            print(f"  {key}: turns 2-4 mean {a:.2f} ms, last 3 mean {b:.2f} ms ({b / a:.2f}x; the prompt grew "
+                  f"{statistics.mean(r['prompt_tokens'] for r in late) / statistics.mean(r['prompt_tokens'] for r in early):.1f}x)")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ def setup():
     tokenizer = Tokenizer.from_dir(directory)
     engine = ReferenceEngine(tokenizer, mode="script", scripts=[SCRIPT], model_id="Qwen/Qwen3-8B",
                              tokenizer_dir=directory)
-    _, gateway, _ = stack.serve(engine, chat_template=str(template_path("chatml_qwen3")))
-    yield stack, gateway, tokenizer
+    _, parsed, _ = stack.serve(engine, chat_template=str(template_path("chatml_qwen3")))
+    # a model without parsers: its streams take the compiled pump (plain.stream)
+    plain_engine = ReferenceEngine(tokenizer, mode="script", scripts=[SCRIPT], model_id="smg-reference",
+                                   tokenizer_dir=directory)
+    _, plain, _ = stack.serve(plain_engine, chat_template=str(template_path("llama3")))
+    yield stack, {False: parsed, True: plain}, tokenizer
     stack.close()
 
 
@@ -123,24 +127,31 @@ async def _collect(events):
     return b"".join([e async for e in events])
 
 
-@settings(max_examples=40, deadline=None)
-@given(script=st.sampled_from(SCRIPTS), sizes=st.lists(st.integers(1, 7), min_size=1, max_size=6))
-def test_stream_assembles_into_the_response(setup, script, sizes):
-    stack, gateway, tokenizer = setup
+@settings(max_examples=60, deadline=None)
+@given(script=st.sampled_from(SCRIPTS), sizes=st.lists(st.integers(1, 7), min_size=1, max_size=6),
+       plain=st.booleans(), stop=st.sampled_from([None, "Paris", "18"]))
+def test_stream_assembles_into_the_response(setup, script, sizes, plain, stop):
+    stack, gateways, tokenizer = setup
+    gateway = gateways[plain]
     pool = gateway.default_model.pool
     pool.generate = _chunked(tokenizer.encode(script), sizes)
     try:
-        request = {"model": "", "input": "Weather?", "store": False,
-                   "tools": [{"type": "function", "name": "get_weather", "parameters": TOOLS}]}
+        request = {"model": "", "input": "Weather?", "store": False}
+        if not plain:
+            request["tools"] = [{"type": "function", "name": "get_weather", "parameters": TOOLS}]
         once = stack.call(gateway.responses(request))
         streamed = _events(stack.call(_collect(gateway.responses_sse(dict(request, stream=True)))))
         assert _fold_responses(streamed) == _response_output(once)
         assert msgspec.json.decode(msgspec.json.encode(streamed[-1][1]["response"]["usage"])) == once["usage"]
 
-        message = {"model": "", "max_tokens": 4096, "messages": [{"role": "user", "content": "Weather?"}],
-                   "tools": [{"name": "get_weather", "input_schema": TOOLS}]}
+        message = {"model": "", "max_tokens": 4096, "messages": [{"role": "user", "content": "Weather?"}]}
+        if not plain:
+            message["tools"] = [{"name": "get_weather", "input_schema": TOOLS}]
+        if stop:
+            message["stop_sequences"] = [stop]
         once = stack.call(gateway.messages(message))
-        content, stop = _fold_messages(_events(stack.call(_collect(gateway.messages_sse(dict(message, stream=True))))))
-        assert content == _message_content(once) and stop == once["stop_reason"]
+        content, reason = _fold_messages(_events(stack.call(_collect(gateway.messages_sse(dict(message,
+                                                                                               stream=True))))))
+        assert content == _message_content(once) and reason == once["stop_reason"]
     finally:
         del pool.generate

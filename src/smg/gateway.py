@@ -260,20 +260,21 @@ class Gateway:
         unless ``store`` is false; ``background`` returns it queued)."""
         return await responses.create(self, request, request_id, routing_key)
 
-    def responses_sse(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
-                      routing_key: str | None = None) -> AsyncIterator[bytes]:
-        """OpenAI Responses, streaming: the SSE events (``event: TYPE\ndata: {...}``)."""
-        return responses.stream(self, request, request_id, routing_key)
+    def responses_sse(self, request: Mapping[str, Any] | bytes, *, sink: Sink | None = None,
+                      request_id: str | None = None, routing_key: str | None = None) -> AsyncIterator[bytes]:
+        """OpenAI Responses, streaming: the SSE events (``event: TYPE\ndata: {...}``); a plain
+        response (no parsers) through the compiled pump, ``sink`` as for :meth:`chat_sse`."""
+        return responses.stream(self, request, request_id, routing_key, sink)
 
     async def messages(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
                        routing_key: str | None = None) -> dict:
         """Anthropic Messages, non-streaming: the message object."""
         return await anthropic.create(self, request, request_id, routing_key)
 
-    def messages_sse(self, request: Mapping[str, Any] | bytes, *, request_id: str | None = None,
-                     routing_key: str | None = None) -> AsyncIterator[bytes]:
-        """Anthropic Messages, streaming: the SSE events."""
-        return anthropic.stream(self, request, request_id, routing_key)
+    def messages_sse(self, request: Mapping[str, Any] | bytes, *, sink: Sink | None = None,
+                     request_id: str | None = None, routing_key: str | None = None) -> AsyncIterator[bytes]:
+        """Anthropic Messages, streaming: the SSE events (as :meth:`responses_sse`)."""
+        return anthropic.stream(self, request, request_id, routing_key, sink)
 
     async def generate(self, input_ids: Sequence[int] | None = None, text: str | None = None,
                        sampling: SamplingOptions | Mapping[str, Any] | None = None,

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import msgspec
 
-from smg.api.base import ROUTING_KEY_HEADER, ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
+from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply,
+                          json_reply, sse_reply)
 from smg.errors import InvalidRequest, RequestAborted, SmgError, UnsupportedFeature
+from smg.pipeline import plain
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, Blocks
+from smg.pipeline.plain import Sink
 from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, render_chat, request_ids, template_message
 from smg.pipeline.run import run
 from smg.protocols import anthropic as an
@@ -252,6 +255,7 @@ class _Run:
         self.content: list[dict] = []
         self.prefixes: dict[int, bytes] = {}
         self.message: dict = {}
+        self.base = {"id": p.request_id, "type": "message", "role": "assistant", "model": p.model, "content": []}
 
     def _start(self, block: Block) -> bytes | None:
         if block.kind not in (REASONING, TEXT):
@@ -300,33 +304,45 @@ class _Run:
             return "stop_sequence", choice.matched
         return "end_turn", None
 
-    async def events(self, gw: "Gateway") -> AsyncIterator[bytes | None]:
+    def head_events(self) -> list:
+        if not self.sse:
+            return []
         p = self.p
-        base = {"id": p.request_id, "type": "message", "role": "assistant", "model": p.model, "content": []}
-        if self.sse:
-            start = dict(base, stop_reason=None, stop_sequence=None,
-                         usage={"input_tokens": len(p.prompt_ids), "output_tokens": 0})
-            yield _event(b"message_start", _encode({"type": "message_start", "message": start}))
-            yield _event(b"ping", b'{"type":"ping"}')
+        start = dict(self.base, stop_reason=None, stop_sequence=None,
+                     usage={"input_tokens": len(p.prompt_ids), "output_tokens": 0})
+        return [_event(b"message_start", _encode({"type": "message_start", "message": start})),
+                _event(b"ping", b'{"type":"ping"}')]
+
+    def finish(self, choice, cached: int) -> list:
+        """The last events (``self.message`` is set)."""
+        p = self.p
+        stop_reason, stop_sequence = self._stop_reason(choice)
+        tokens = choice.tokens if choice is not None else 0
+        self.message = dict(self.base, content=self.content, stop_reason=stop_reason, stop_sequence=stop_sequence,
+                            usage={"input_tokens": len(p.prompt_ids), "output_tokens": tokens,
+                                   "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0})
+        if not self.sse:
+            return []
+        return [_event(b"message_delta", _encode({"type": "message_delta", "delta": {
+                    "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": {
+                    "output_tokens": tokens, "input_tokens": len(p.prompt_ids), "cache_read_input_tokens": cached}})),
+                _event(b"message_stop", b'{"type":"message_stop"}')]
+
+    async def events(self, gw: "Gateway") -> AsyncIterator[bytes | None]:
+        """The general pipeline's events; ``self.message`` is the message once they end."""
+        for event in self.head_events():
+            yield event
         blocks = Blocks()
         cached, choice = 0, None
-        async for choice, out, piece in run(p, gw.metrics):
+        async for choice, out, piece in run(self.p, gw.metrics):
             cached = max(cached, out.cached_tokens)
             events = blocks.feed(piece)
             if choice.finished:
                 events += blocks.finish()
             for event in self._block_events(events):
                 yield event
-        stop_reason, stop_sequence = self._stop_reason(choice)
-        usage = {"input_tokens": len(p.prompt_ids), "output_tokens": choice.tokens,
-                 "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
-        self.message = dict(base, content=self.content, stop_reason=stop_reason, stop_sequence=stop_sequence,
-                            usage=usage)
-        if self.sse:
-            yield _event(b"message_delta", _encode({"type": "message_delta", "delta": {
-                "stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": {
-                "output_tokens": choice.tokens, "input_tokens": len(p.prompt_ids), "cache_read_input_tokens": cached}}))
-            yield _event(b"message_stop", b'{"type":"message_stop"}')
+        for event in self.finish(choice, cached):
+            yield event
 
 
 async def create(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None) -> dict:
@@ -338,15 +354,48 @@ async def create(gw: "Gateway", request, request_id: str | None = None, routing_
     return job.message
 
 
-def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None
-           ) -> AsyncIterator[bytes]:
-    async def events() -> AsyncIterator[bytes]:
+class _Shapes(BlockStreamShapes):
+    """A streamed message for ``plain.stream``: a plain one's text as one text block."""
+
+    def __init__(self, gw: "Gateway", r: an.MessagesRequest, p: Prepared) -> None:
+        super().__init__(p if p.plain else None)
+        self.gw = gw
+        self.job = _Run(r, p, sse=True)
+        self.block = Block(0, TEXT)
+
+    def head(self) -> bytes:
+        return b"".join(self.job.head_events())
+
+    def open_text(self) -> bytes:
+        return self.job._start(self.block)
+
+    def delta(self, text: str) -> bytes:
+        return self.job._delta(self.block, text)
+
+    async def end(self, choice, cached: int, text: str | None) -> bytes:
+        events = []
+        if text is not None:
+            self.block.add(text)
+            self.block.close()
+            events.append(self.job._stop(self.block))
+        return b"".join(events + self.job.finish(choice, cached))
+
+    async def general(self) -> AsyncIterator[bytes]:
+        async for event in self.job.events(self.gw):
+            if event is not None:
+                yield event
+
+
+def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None,
+           sink: Sink | None = None) -> AsyncIterator[bytes]:
+    """A streamed message's SSE events; a plain one (no parsers) through the compiled pump
+    (``plain.stream``; ``sink`` as for ``Gateway.chat_sse``)."""
+    async def start() -> _Shapes:
         r, p = await prepare(gw, request, request_id, routing_key)
         gw.metrics.inc("smg_requests_total", route="messages", stream="true")
-        async for event in _Run(r, p, sse=True).events(gw):
-            yield event
+        return _Shapes(gw, r, p)
 
-    return events()
+    return plain.stream(start, gw.metrics, True, sink)
 
 
 async def count_tokens(gw: "Gateway", request) -> dict:
@@ -366,7 +415,7 @@ async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
     r = oa.decode_request(await http.read_body(), an.MessagesRequest)
     routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     if r.stream:
-        return await sse_reply(stream(gw, r, http.client_request_id, routing_key), ERRORS)
+        return await sse_reply(stream(gw, r, http.client_request_id, routing_key, http.sink), ERRORS)
     return json_reply(await create(gw, r, http.client_request_id, routing_key))
 
 

@@ -9,6 +9,7 @@ smg's HTTP server dispatch through it, so a new API is a new module.
 """
 from __future__ import annotations
 
+import abc
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, N
 import msgspec
 
 from smg.errors import SmgError, openai_error
-from smg.pipeline.plain import Sink
+from smg.pipeline.choice import Choice
+from smg.pipeline.plain import PlainPump, Sink
+from smg.pipeline.prepare import Prepared
 from smg.protocols import openai as oa
 
 if TYPE_CHECKING:
@@ -92,6 +95,75 @@ class HttpRequest:
 
 
 Handler = Callable[["Gateway", HttpRequest], Awaitable["Reply | StreamReply"]]
+
+
+class BlockStreamShapes(abc.ABC):
+    """``plain.stream``'s shapes for the block-event APIs (Responses, Messages). A plain request's
+    text is one text block: the API's head events and the block's start come with the first text,
+    then one delta event per engine message (the compiled pump detokenizes and checks stops), then
+    the block's end and the API's last events. Other requests stream the API's general events.
+    Subclasses give ``head``, ``open_text``, ``delta``, ``end`` and ``general``."""
+
+    role_first = False
+    sse_done = b""
+
+    def __init__(self, plain: Prepared | None) -> None:
+        self.plain = plain
+        self.texts: list[str] = []
+        self.opened = False  # the head events and the text block's start were sent
+
+    @abc.abstractmethod
+    def head(self) -> bytes:
+        """The API's first events (the response or message starts)."""
+
+    @abc.abstractmethod
+    def open_text(self) -> bytes:
+        """The text block's start."""
+
+    @abc.abstractmethod
+    def delta(self, text: str) -> bytes:
+        """One delta event of the text block."""
+
+    @abc.abstractmethod
+    async def end(self, choice: Choice, cached: int, text: str | None) -> bytes:
+        """The last events (``text``: the whole text block's, None when none was opened)."""
+
+    @abc.abstractmethod
+    def general(self) -> AsyncIterator[bytes]:
+        """The general pipeline's events (a request that is not plain)."""
+
+    def sse_event(self, chunk: bytes) -> bytes:
+        return chunk  # the general events are bytes already
+
+    def sse_pump(self, choice: Choice):
+        pump = PlainPump(choice.detok, choice.stop, b"", b"", b"")
+        feed_text, texts, delta = pump.feed_text, self.texts, self.delta
+
+        def feed(ids) -> bytes | None:
+            text = feed_text(ids)
+            if text is None:
+                return None
+            texts.append(text)
+            if self.opened:
+                return delta(text)
+            self.opened = True
+            return self.head() + self.open_text() + delta(text)
+
+        return pump, feed
+
+    async def sse_end(self, choice: Choice, piece: tuple, cached: int) -> bytes:
+        out = []
+        text = piece[1]
+        if text:
+            self.texts.append(text)
+            if not self.opened:
+                self.opened = True
+                out += [self.head(), self.open_text()]
+            out.append(self.delta(text))
+        elif not self.opened:
+            out.append(self.head())
+        out.append(await self.end(choice, cached, "".join(self.texts) if self.texts else None))
+        return b"".join(out)
 
 
 def json_reply(value, status: int = 200) -> Reply:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from smg.pipeline.choice import Choice
+from smg.pipeline.plain import SSE_DONE, PlainPump, event, sse_templates
 from smg.pipeline.prepare import Prepared
 from smg.protocols import openai as oa
 
@@ -28,12 +29,23 @@ class OpenAIShapes:
     stream may be a usage chunk. Subclasses give ``chunk_of``, ``text_chunk`` and ``general``."""
 
     chunk_type: type
+    sse_done = SSE_DONE
     __slots__ = ("gw", "r", "p", "plain", "_id", "_created", "_model")
 
     def __init__(self, gw: "Gateway", r, p: Prepared, plain: bool) -> None:
         self.gw, self.r, self.p = gw, r, p
         self.plain = p if plain else None
         self._id, self._created, self._model = p.request_id, p.created, p.model
+
+    def sse_event(self, chunk) -> bytes:
+        return event(chunk)
+
+    def sse_pump(self, choice: Choice):
+        pump = PlainPump(choice.detok, choice.stop, *sse_templates(self.chunk_of))
+        return pump, pump.feed
+
+    async def sse_end(self, choice: Choice, piece: tuple, cached: int) -> bytes:
+        return b"".join([*map(event, self.end_chunks(choice, piece, cached)), SSE_DONE])
 
     def end_chunks(self, choice: Choice, piece: tuple, cached: int) -> list:
         out = [self.chunk_of(choice, piece)]

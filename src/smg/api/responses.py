@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import msgspec
 
-from smg.api.base import ROUTING_KEY_HEADER, ErrorShape, HttpRequest, Reply, StreamReply, json_reply, sse_reply
+from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply,
+                          json_reply, sse_reply)
 from smg.errors import (ContextLengthExceeded, InvalidRequest, NotFound, RequestAborted, SmgError,
                         UnsupportedFeature)
-from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, TOOL_CALL, Block, Blocks
+from smg.pipeline import plain
+from smg.pipeline.blocks import DELTA, REASONING, START, STOP, TEXT, TOOL_CALL, Block, Blocks
+from smg.pipeline.plain import Sink
 from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, template_kwargs
 from smg.pipeline.run import run
 from smg.protocols import openai as oa
@@ -308,43 +311,52 @@ class _Run:
                 out.append(self.event("response.output_item.done", output_index=block.index, item=item))
         return out
 
-    async def events(self) -> AsyncIterator[bytes | None]:
-        """The stream's events; ``self.response`` is the final response object once it ends. An
-        engine failure after the start ends it as ``failed``."""
+    def head_events(self) -> list:
         started = dict(self.base, status="in_progress")
-        yield self.event("response.created", response=started)
-        yield self.event("response.in_progress", response=started)
+        return [self.event("response.created", response=started), self.event("response.in_progress", response=started)]
+
+    def finish(self, choice, cached: int) -> bytes | None:
+        """The last event of a response that ran to its end; ``self.response`` is set."""
+        finish = choice.finish_reason if choice is not None else "abort"
+        incomplete = finish in ("length", "abort")
+        self.response = dict(self.base, status="incomplete" if incomplete else "completed", output=self.output,
+                             usage=_usage(len(self.p.prompt_ids), choice.tokens if choice is not None else 0,
+                                          cached, choice.reasoning_tokens if choice is not None else 0),
+                             incomplete_details={"reason": "max_output_tokens" if finish == "length"
+                                                 else "engine_aborted"} if incomplete else None)
+        return self.event("response.incomplete" if incomplete else "response.completed", response=self.response)
+
+    def fail(self, error: SmgError, status: str = "failed") -> bytes | None:
+        """The last event of a response that failed (``self.response`` is set)."""
+        self.error = error
+        self.response = dict(self.base, status=status, output=self.output,
+                             error={"code": error.code or error.error_type, "message": error.message})
+        return self.event("response.failed", response=self.response)
+
+    async def events(self) -> AsyncIterator[bytes | None]:
+        """The general pipeline's events; ``self.response`` is the final response object once it
+        ends. An engine failure after the start ends it as ``failed``."""
+        for event in self.head_events():
+            yield event
         blocks = Blocks()
-        cached, finish, choice = 0, None, None
+        cached, choice = 0, None
         try:
             async for choice, out, piece in run(self.p, self.gw.metrics):
                 cached = max(cached, out.cached_tokens)
                 events = blocks.feed(piece)
                 if choice.finished:
                     events += blocks.finish()
-                    finish = choice.finish_reason
                 for event in self._block_events(events):
                     yield event
         except (SmgError, asyncio.CancelledError) as exc:
             for event in self._block_events(blocks.finish()):  # what was produced stays, closed
                 yield event
-            error = exc if isinstance(exc, SmgError) else RequestAborted("the response was cancelled")
-            self.error = error
-            status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            self.response = dict(self.base, status=status, output=self.output,
-                                 error={"code": error.code or error.error_type, "message": error.message})
-            if status == "cancelled":
+            if isinstance(exc, asyncio.CancelledError):
+                self.fail(RequestAborted("the response was cancelled"), "cancelled")
                 raise
-            yield self.event("response.failed", response=self.response)
+            yield self.fail(exc)
             return
-        tokens = choice.tokens if choice is not None else 0
-        reasoning_tokens = choice.reasoning_tokens if choice is not None else 0
-        incomplete = finish in ("length", "abort")
-        self.response = dict(self.base, status="incomplete" if incomplete else "completed", output=self.output,
-                             usage=_usage(len(self.p.prompt_ids), tokens, cached, reasoning_tokens),
-                             incomplete_details={"reason": "max_output_tokens" if finish == "length"
-                                                 else "engine_aborted"} if incomplete else None)
-        yield self.event("response.incomplete" if incomplete else "response.completed", response=self.response)
+        yield self.finish(choice, cached)
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -485,20 +497,79 @@ async def _background(gw: "Gateway", q: _Request) -> None:
     await _store(gw, q, job.response)
 
 
-def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None
-           ) -> AsyncIterator[bytes]:
-    """A streamed response's SSE events; the response is stored before its last event."""
-    async def events() -> AsyncIterator[bytes]:
-        q = await prepare(gw, request, request_id, routing_key)
-        gw.metrics.inc("smg_requests_total", route="responses", stream="true")
-        job = _Run(gw, q.r, q.p, q.base, sse=True)
+class _Shapes(BlockStreamShapes):
+    """A streamed response for ``plain.stream``: a plain one's text as one message item."""
+
+    def __init__(self, gw: "Gateway", q: _Request) -> None:
+        super().__init__(q.p if q.p.plain else None)
+        self.gw, self.q = gw, q
+        self.job = _Run(gw, q.r, q.p, q.base, sse=True)
+        self.block = Block(0, TEXT)
+
+    def head(self) -> bytes:
+        return b"".join(self.job.head_events())
+
+    def open_text(self) -> bytes:
+        return b"".join(self.job._block_events([(START, self.block)]))
+
+    def delta(self, text: str) -> bytes:
+        return self.job._delta(self.block, text)
+
+    async def end(self, choice, cached: int, text: str | None) -> bytes:
+        events = []
+        if text is not None:
+            self.block.add(text)
+            self.block.close()
+            events += self.job._block_events([(STOP, self.block)])
+        events.append(self.job.finish(choice, cached))
+        await _store(self.gw, self.q, self.job.response)  # before the last event: stored is what it says
+        return b"".join(events)
+
+    async def failed(self, error: SmgError) -> bytes:
+        """A plain stream that failed after its first event: the text so far, then ``response.failed``."""
+        events = []
+        if self.opened:
+            self.block.add("".join(self.texts))
+            self.block.close()
+            events += self.job._block_events([(STOP, self.block)])
+        events.append(self.job.fail(error))
+        await _store(self.gw, self.q, self.job.response)
+        return b"".join(events)
+
+    async def general(self) -> AsyncIterator[bytes]:
         pending = None
-        async for event in job.events():
+        async for event in self.job.events():
+            if event is None:
+                continue
             if pending is not None:
                 yield pending
             pending = event
-        await _store(gw, q, job.response)  # before the final event: a stored response is what it says
+        await _store(self.gw, self.q, self.job.response)  # before the final event
         yield pending
+
+
+def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None,
+           sink: Sink | None = None) -> AsyncIterator[bytes]:
+    """A streamed response's SSE events; the response is stored before its last event. A plain
+    response (no parsers) streams through the compiled pump (``plain.stream``; ``sink`` as for
+    ``Gateway.chat_sse``)."""
+    shapes: _Shapes | None = None
+
+    async def start() -> _Shapes:
+        nonlocal shapes
+        q = await prepare(gw, request, request_id, routing_key)
+        gw.metrics.inc("smg_requests_total", route="responses", stream="true")
+        shapes = _Shapes(gw, q)
+        return shapes
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in plain.stream(start, gw.metrics, True, sink):
+                yield event
+        except SmgError as error:
+            if shapes is None or shapes.plain is None or not shapes.opened:
+                raise  # before the first event (an error reply), or the general path's own
+            yield await shapes.failed(error)
 
     return events()
 
@@ -537,7 +608,7 @@ async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
     routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     r = oa.decode_request(body, rp.ResponsesRequest)
     if r.stream:
-        return await sse_reply(stream(gw, r, http.client_request_id, routing_key), ERRORS)
+        return await sse_reply(stream(gw, r, http.client_request_id, routing_key, http.sink), ERRORS)
     return json_reply(await create(gw, r, http.client_request_id, routing_key))
 
 

@@ -41,6 +41,7 @@ class StreamShapes(Protocol):
 
     plain: Prepared | None  # the one prepared request when the fast path can take it
     role_first: bool  # the first text goes through ``chunk_of`` (it carries the role)
+    sse_done: bytes  # the event after a general stream's last (OpenAI's ``data: [DONE]``), or b""
 
     def general(self) -> AsyncIterator:
         """The general pipeline's chunks (for a request that is not plain)."""
@@ -53,6 +54,15 @@ class StreamShapes(Protocol):
 
     def end_chunks(self, choice: Choice, piece: tuple, cached: int) -> list:
         """The stream's last chunks (the finish, usage if asked)."""
+
+    def sse_event(self, chunk) -> bytes:
+        """A general-path chunk as its event's bytes."""
+
+    def sse_pump(self, choice: Choice) -> tuple[PlainPump, Callable[[list], bytes | None]]:
+        """The plain choice's pump and what turns one message's ids into its events' bytes."""
+
+    async def sse_end(self, choice: Choice, piece: tuple, cached: int) -> bytes:
+        """The stream's last events in one piece (``piece``: the choice's final release)."""
 
 
 class _StandInChoice:
@@ -75,21 +85,25 @@ def sse_templates(chunk_of) -> tuple[bytes, bytes, bytes]:
 
 async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics, sse: bool,
                  sink: Sink | None = None) -> AsyncIterator:
-    """A streamed request's chunks, or with ``sse`` their events' bytes, ``data: [DONE]`` last.
-    ``start()`` prepares the request; a plain one takes the fast path (see the module docstring),
-    in this generator itself (no second generator per token)."""
+    """A streamed request's chunks, or with ``sse`` their events' bytes (the API's end last:
+    ``data: [DONE]`` for OpenAI's). ``start()`` prepares the request; a plain one takes the fast
+    path (see the module docstring), in this generator itself (no second generator per token)."""
     shapes = await start()
     p = shapes.plain
     if p is None:
         async with contextlib.aclosing(shapes.general()) as chunks:
             async for chunk in chunks:
-                yield event(chunk) if sse else chunk
-        if sse:
-            yield SSE_DONE
+                yield shapes.sse_event(chunk) if sse else chunk
+        if sse and shapes.sse_done:
+            yield shapes.sse_done
         return
-    chunk_of, text_chunk = shapes.chunk_of, shapes.text_chunk
     choice = Choice(0, p)
-    pump = PlainPump(choice.detok, choice.stop, *(sse_templates(chunk_of) if sse else (b"", b"", b"")))
+    if sse:
+        pump, feed = shapes.sse_pump(choice)
+    else:
+        chunk_of, text_chunk = shapes.chunk_of, shapes.text_chunk
+        pump = PlainPump(choice.detok, choice.stop, b"", b"", b"")
+        feed = pump.feed
     started = time.perf_counter()
     first, count, cached, last = None, 0, 0, None
     deciding = sink is not None  # with a sink: whether to push is decided at the first event
@@ -105,7 +119,7 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
         if not ids:
             return True
         count += len(ids)
-        piece = pump.feed(ids)
+        piece = feed(ids)
         if piece is not None:
             batch.append(piece)
         return not pump.finished
@@ -134,7 +148,7 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
                 break
             if ids:
                 if sse:
-                    piece = pump.feed(ids)
+                    piece = feed(ids)
                 else:
                     text = pump.feed_text(ids)
                     if text is None:
@@ -161,11 +175,10 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
     else:  # the engine finished it, or the stream ended without a complete for it
         piece = choice.end(last or EngineOutput(0, [], finished=True, finish_reason="abort"))
     record(metrics, p, started, first, count, choice.tokens)
-    last_chunks = shapes.end_chunks(choice, piece, cached)
     if sse:  # the stream's end in one piece (one write)
-        yield b"".join([*map(event, last_chunks), SSE_DONE])
+        yield await shapes.sse_end(choice, piece, cached)
     else:
-        for chunk in last_chunks:
+        for chunk in shapes.end_chunks(choice, piece, cached):
             yield chunk
 
 
