@@ -67,6 +67,15 @@ class PostgresDriver:
         if pool is not None:
             await pool.close()
 
+    async def fetch(self, sql: str, *args) -> list:
+        """One statement, its own transaction."""
+        async with self.transaction() as tx:
+            return await tx.fetch(sql, *args)
+
+    async def execute(self, sql: str, *args) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, *args)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
         import asyncpg

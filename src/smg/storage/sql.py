@@ -48,6 +48,11 @@ class Driver(Protocol):
 
     def transaction(self) -> AsyncContextManager[Transaction]: ...
 
+    async def fetch(self, sql: str, *args) -> list[Sequence]:
+        """One statement in its own transaction (the cheapest way to the database)."""
+
+    async def execute(self, sql: str, *args) -> int: ...
+
 
 def _text(value) -> str:
     return _encode(value).decode()
@@ -90,28 +95,27 @@ class SqlStorage:
         return True
 
     async def put_response(self, response: StoredResponse, conversation_items: Sequence[Item] = ()) -> None:
+        insert = (f"INSERT INTO smg_responses ({_RESPONSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+                  "ON CONFLICT (id) DO UPDATE SET body = excluded.body, input = excluded.input")
+        values = (response.id, response.created_at, response.previous_response_id, response.conversation_id,
+                  _text(response.body), _text(response.input))
+        if not conversation_items:
+            await self.driver.execute(insert, *values)
+            return
         async with self.driver.transaction() as tx:
-            if conversation_items and not await self._append(tx, response.conversation_id, conversation_items):
+            if not await self._append(tx, response.conversation_id, conversation_items):
                 raise NotFound(f"conversation {response.conversation_id!r} not found")
-            await tx.execute(
-                f"INSERT INTO smg_responses ({_RESPONSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
-                "ON CONFLICT (id) DO UPDATE SET body = excluded.body, input = excluded.input",
-                response.id, response.created_at, response.previous_response_id, response.conversation_id,
-                _text(response.body), _text(response.input))
+            await tx.execute(insert, *values)
 
     async def get_response(self, response_id: str) -> StoredResponse | None:
-        async with self.driver.transaction() as tx:
-            rows = await tx.fetch(f"SELECT {_RESPONSE_COLUMNS} FROM smg_responses WHERE id = $1", response_id)
+        rows = await self.driver.fetch(f"SELECT {_RESPONSE_COLUMNS} FROM smg_responses WHERE id = $1", response_id)
         return _response(rows[0]) if rows else None
 
     async def response_chain(self, response_id: str) -> list[StoredResponse]:
-        async with self.driver.transaction() as tx:
-            rows = await tx.fetch(_CHAIN, response_id)
-        return [_response(row) for row in rows]
+        return [_response(row) for row in await self.driver.fetch(_CHAIN, response_id)]
 
     async def delete_response(self, response_id: str) -> bool:
-        async with self.driver.transaction() as tx:
-            return await tx.execute("DELETE FROM smg_responses WHERE id = $1", response_id) > 0
+        return await self.driver.execute("DELETE FROM smg_responses WHERE id = $1", response_id) > 0
 
     async def create_conversation(self, conversation: Conversation, items: Sequence[Item] = ()) -> None:
         async with self.driver.transaction() as tx:
@@ -120,15 +124,13 @@ class SqlStorage:
             await self._append(tx, conversation.id, items)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        async with self.driver.transaction() as tx:
-            rows = await tx.fetch("SELECT id, created_at, metadata FROM smg_conversations WHERE id = $1",
-                                  conversation_id)
+        rows = await self.driver.fetch("SELECT id, created_at, metadata FROM smg_conversations WHERE id = $1",
+                                       conversation_id)
         return Conversation(id=rows[0][0], created_at=rows[0][1], metadata=_decode(rows[0][2])) if rows else None
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, str]) -> Conversation | None:
-        async with self.driver.transaction() as tx:
-            changed = await tx.execute("UPDATE smg_conversations SET metadata = $2 WHERE id = $1", conversation_id,
-                                       _text(metadata))
+        changed = await self.driver.execute("UPDATE smg_conversations SET metadata = $2 WHERE id = $1",
+                                            conversation_id, _text(metadata))
         return await self.get_conversation(conversation_id) if changed else None
 
     async def delete_conversation(self, conversation_id: str) -> bool:
@@ -159,12 +161,10 @@ class SqlStorage:
         return ItemPage(items[:limit] if more else items, more)
 
     async def get_item(self, conversation_id: str, item_id: str) -> Item | None:
-        async with self.driver.transaction() as tx:
-            rows = await tx.fetch("SELECT item FROM smg_conversation_items WHERE conversation_id = $1 AND id = $2",
-                                  conversation_id, item_id)
+        rows = await self.driver.fetch("SELECT item FROM smg_conversation_items WHERE conversation_id = $1 "
+                                       "AND id = $2", conversation_id, item_id)
         return _decode(rows[0][0]) if rows else None
 
     async def delete_item(self, conversation_id: str, item_id: str) -> bool:
-        async with self.driver.transaction() as tx:
-            return await tx.execute("DELETE FROM smg_conversation_items WHERE conversation_id = $1 AND id = $2",
-                                    conversation_id, item_id) > 0
+        return await self.driver.execute("DELETE FROM smg_conversation_items WHERE conversation_id = $1 AND id = $2",
+                                         conversation_id, item_id) > 0

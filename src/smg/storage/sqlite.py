@@ -26,14 +26,35 @@ _PARAM = re.compile(r"\$(\d+)")
 
 
 class _Transaction:
+    """Statements run on the connection's thread, one hop each; the ``BEGIN`` goes with the
+    first (a hop costs more than a statement)."""
+
     def __init__(self, driver: "SqliteDriver") -> None:
         self.driver = driver
+        self.begun = False
+
+    async def _run(self, work):
+        if not self.begun:
+            self.begun = True
+            statement = work
+
+            def work(db):
+                db.execute("BEGIN IMMEDIATE")
+                return statement(db)
+
+        return await self.driver.call(work)
 
     async def fetch(self, sql: str, *args) -> list:
-        return await self.driver.call(lambda db: db.execute(self.driver.sql(sql), args).fetchall())
+        return await self._run(lambda db: db.execute(self.driver.sql(sql), args).fetchall())
 
     async def execute(self, sql: str, *args) -> int:
-        return await self.driver.call(lambda db: db.execute(self.driver.sql(sql), args).rowcount)
+        return await self._run(lambda db: db.execute(self.driver.sql(sql), args).rowcount)
+
+    async def end(self, statement: str) -> None:
+        """COMMIT or ROLLBACK what was begun."""
+        if self.begun:
+            self.begun = False
+            await self.driver.call(lambda db: db.execute(statement))
 
 
 class SqliteDriver:
@@ -85,15 +106,23 @@ class SqliteDriver:
             await asyncio.get_running_loop().run_in_executor(self._thread, db.close)
         self._thread.shutdown(wait=False)
 
+    async def fetch(self, sql: str, *args) -> list:
+        """One statement, its own transaction (one hop)."""
+        async with self._lock:
+            return await self.call(lambda db: db.execute(self.sql(sql), args).fetchall())
+
+    async def execute(self, sql: str, *args) -> int:
+        async with self._lock:
+            return await self.call(lambda db: db.execute(self.sql(sql), args).rowcount)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
         async with self._lock:
             tx = _Transaction(self)
-            await tx.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
-                await tx.execute("COMMIT")
+                await tx.end("COMMIT")
             except BaseException:
                 with contextlib.suppress(StorageUnavailable, InvalidRequest):
-                    await tx.execute("ROLLBACK")
+                    await tx.end("ROLLBACK")
                 raise
