@@ -42,6 +42,7 @@ bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_gateway
 	$(BIN)/python -m benchmarks.bench_protocol
 	$(BIN)/python -m benchmarks.bench_multimodal
+	$(BIN)/python -m benchmarks.bench_agentic
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv
