@@ -1,6 +1,6 @@
 """End to end: the Responses API (with stored responses and conversations) and the Anthropic
-Messages API, through the official ``openai`` and ``anthropic`` SDKs, against smg's HTTP server in
-front of the reference engine replaying scripted outputs in two parser families' formats (Qwen3:
+Messages API, through the official ``openai`` and ``anthropic`` SDKs, against smg's HTTP server and
+uvicorn (the ASGI app) in front of the reference engine replaying scripted outputs in two parser families' formats (Qwen3:
 ``<think>`` + Hermes tool calls; DeepSeek-R1: ``</think>`` + DeepSeek V3 tool calls)."""
 import json
 import time
@@ -29,9 +29,9 @@ RESPONSE_TOOLS = [{"type": "function", "name": "get_weather", "description": "We
 MESSAGE_TOOLS = [{"name": "get_weather", "description": "Weather for a city", "input_schema": WEATHER}]
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack("smg")
+@pytest.fixture(scope="module", params=["smg", "uvicorn"])
+def stack(request):
+    s = Stack(request.param)
     yield s
     s.close()
 
@@ -338,3 +338,56 @@ def test_engine_failure_mid_stream_in_each_apis_shape(stack):
                 failed_response = event.response
     assert kinds[-1] == "response.failed" and failed_response.error.message
     assert client.responses.retrieve(failed_response.id).status == "failed"
+
+
+def test_request_fields_reach_the_engine(stack, family):
+    """What each API's fields become: engine constraints, sampling, stops, the thinking switch."""
+    from smg.api import anthropic as messages_api
+    from smg.api import responses as responses_api
+
+    gateway = family[3]
+
+    def responses(**fields):
+        return stack.call(responses_api.prepare(gateway, {"model": "", "input": "x", **fields}, None, None)).p
+
+    p = responses(text={"format": {"type": "json_schema", "name": "w", "schema": WEATHER}}, max_output_tokens=7,
+                  temperature=0.5, top_p=0.9)
+    assert p.sampling.constraint == ("json_schema", json.dumps(WEATHER))
+    assert (p.sampling.max_new_tokens, p.sampling.temperature, p.sampling.top_p) == (7, 0.5, 0.9)
+    assert responses(text={"format": {"type": "json_object"}}).sampling.constraint == ("json_object", "")
+    assert responses(reasoning={"effort": "none"}).prompt_text != responses(reasoning={"effort": "high"}).prompt_text
+    forced = responses(tools=RESPONSE_TOOLS, tool_choice={"type": "function", "name": "get_weather"})
+    assert forced.forced_tool == "get_weather" and forced.sampling.constraint[0] == "json_schema"
+    assert responses(tools=RESPONSE_TOOLS, tool_choice="required").required_tools
+    assert responses(tools=RESPONSE_TOOLS, parallel_tool_calls=False).single_tool_call
+
+    def message(**fields):
+        request = {"model": "", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}], **fields}
+        return stack.call(messages_api.prepare(gateway, request, None, None))[1]
+
+    p = message(tools=MESSAGE_TOOLS, tool_choice={"type": "any", "disable_parallel_tool_use": True},
+                stop_sequences=["END"], top_k=5, temperature=0.2, metadata={"user_id": "u1"})
+    assert p.required_tools and p.single_tool_call and "END" in p.stop.stop
+    assert (p.sampling.top_k, p.sampling.temperature, p.sampling.max_new_tokens, p.routing_key) == (5, 0.2, 2048, "u1")
+    assert message(tools=MESSAGE_TOOLS, tool_choice={"type": "tool", "name": "get_weather"}).forced_tool == "get_weather"
+    assert message(tools=MESSAGE_TOOLS, tool_choice={"type": "none"}).tool_parser is None
+    off = message(thinking={"type": "disabled"}).prompt_text
+    assert off != message(thinking={"type": "enabled", "budget_tokens": 1024}).prompt_text
+
+
+def test_truncation_auto_drops_the_oldest_turns(stack):
+    directory = bundled_tokenizer_dir("llama3.2")
+    engine = ReferenceEngine(Tokenizer.from_dir(directory), model_id="small", tokenizer_dir=directory)
+    _, _, port = stack.serve(engine, chat_template=str(template_path("llama3")), max_context_length=400)
+    client = _clients(port)[0]
+    words = "the quick brown fox jumps over the lazy dog " * 10  # ~100 tokens a turn
+    previous = None
+    for turn in range(3):
+        previous = client.responses.create(model="small", input=f"{turn}: {words}", max_output_tokens=4,
+                                           previous_response_id=previous).id
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="small", input=words, max_output_tokens=4, previous_response_id=previous)
+    assert refused.value.code == "context_length_exceeded"
+    fitted = client.responses.create(model="small", input=words, max_output_tokens=4, previous_response_id=previous,
+                                     truncation="auto")
+    assert fitted.status == "incomplete" and 0 < fitted.usage.input_tokens <= 396

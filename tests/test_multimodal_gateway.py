@@ -529,3 +529,30 @@ def test_engine_check_of_tiled_images():
     assert "tiles" in check(pixel_values=batch["pixel_values"][:-1])
     patch = token_ids["<|patch|>"]
     assert "outside the placeholders" in check(prompt=ids + [patch])
+
+
+@pytest.mark.end_to_end
+def test_images_through_the_responses_and_messages_apis(vl_dir):
+    """``input_image`` (Responses) and ``image`` blocks (Messages, base64 and URL) take the image
+    pipeline: the prompt is the chat's with the same images."""
+    first, second = png(64, 48, 7), png(30, 90, 8)
+    b64 = base64.b64encode(second).decode()
+
+    async def main():
+        async with vl_gateway(vl_dir) as gateway:
+            response = await gateway.responses({"input": [{"role": "user", "content": [
+                {"type": "input_text", "text": "Compare "}, {"type": "input_image", "image_url": data_url(first)},
+                {"type": "input_text", "text": " and "}, {"type": "input_image", "image_url": data_url(second)}]}],
+                "max_output_tokens": 4, "store": False})
+            message = await gateway.messages({"model": "", "max_tokens": 4, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image", "source": {"type": "url", "url": data_url(first)}},
+                {"type": "text", "text": " and "},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}}]}]})
+            return response, message
+
+    response, message = run(main())
+    parts = [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": " and "},
+             {"type": "image"}]
+    expected = expected_prompt_tokens(vl_dir, parts, [first, second])
+    assert response["usage"]["input_tokens"] == message["usage"]["input_tokens"] == expected

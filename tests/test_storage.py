@@ -129,10 +129,8 @@ def test_nothing_half_written(storage_url):
     run(go())
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite", "postgres"], indirect=True)  # (memory is ephemeral)
 def test_survives_a_restart(storage_url):
-    if storage_url == "memory":
-        pytest.skip("memory storage is ephemeral by design")
-
     async def go():
         s = await opened(storage_url)
         await s.put_response(response("r1"))

@@ -175,10 +175,6 @@ def error_reply(status: int, message: str, kind: str, code: int | str | None = N
     return Reply(status, msgspec.json.encode(openai_error(message, kind, status, code)))
 
 
-def smg_error_reply(error: SmgError) -> Reply:
-    return Reply(error.status_code, msgspec.json.encode(error.to_openai()))
-
-
 async def sse_reply(events: AsyncIterator[bytes], errors: ErrorShape = OPENAI_ERRORS) -> StreamReply:
     """A stream's reply once its first event exists (errors before it raise: a JSON error body)."""
     try:
