@@ -156,6 +156,7 @@ async def conversation(turns: int, l1: bool) -> list[dict]:
     tokens."""
     import smg.api.responses as responses_api
     import smg.pipeline.prepare as prepare_stage
+    import smg.pipeline.run as run_stage
     from smg.config import CacheConfig
     from smg.engine import ReferenceEngine
     from smg.gateway import Gateway
@@ -187,7 +188,7 @@ async def conversation(turns: int, l1: bool) -> list[dict]:
             spent["engine"] = spent.get("engine", 0.0) + time.perf_counter() - start
         return run
 
-    patches = [(responses_api, "run", timed_stream(responses_api.run)),
+    patches = [(run_stage, "run", timed_stream(run_stage.run)),
                (responses_api, "_context", timed("storage read", responses_api._context)),
                (responses_api, "_store", timed("storage write", responses_api._store)),
                (prepare_stage, "render_chat", timed("render", prepare_stage.render_chat))]

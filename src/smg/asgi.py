@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple
+from typing import Any, Awaitable, Callable
 
 from smg.api import Router
 from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply

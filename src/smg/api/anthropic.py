@@ -20,10 +20,9 @@ from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, Htt
                           json_reply, sse_reply)
 from smg.errors import InvalidRequest, RequestAborted, SmgError, UnsupportedFeature
 from smg.pipeline import plain
-from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, Blocks
+from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, BlockRun
 from smg.pipeline.plain import Sink
 from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, render_chat, request_ids, template_message
-from smg.pipeline.run import run
 from smg.protocols import anthropic as an
 from smg.protocols import openai as oa
 
@@ -265,7 +264,7 @@ class _Run:
         return _event(b"content_block_start", _encode({"type": "content_block_start", "index": block.index,
                                                        "content_block": _block(block, False)}))
 
-    def _delta(self, block: Block, text: str) -> bytes | None:
+    def delta(self, block: Block, text: str) -> bytes | None:
         if not self.sse:
             return None
         prefix = self.prefixes.get(block.index)
@@ -282,11 +281,11 @@ class _Run:
             return None
         return _event(b"content_block_stop", b'{"type":"content_block_stop","index":%d}' % block.index)
 
-    def _block_events(self, events: list) -> list:
+    def block_events(self, events: list) -> list:
         out = []
         for event in events:
             if event[0] == DELTA:
-                out.append(self._delta(event[1], event[2]))
+                out.append(self.delta(event[1], event[2]))
             elif event[0] == START:
                 out.append(self._start(event[1]))
             else:
@@ -332,16 +331,11 @@ class _Run:
         """The general pipeline's events; ``self.message`` is the message once they end."""
         for event in self.head_events():
             yield event
-        blocks = Blocks()
-        cached, choice = 0, None
-        async for choice, out, piece in run(self.p, gw.metrics):
-            cached = max(cached, out.cached_tokens)
-            events = blocks.feed(piece)
-            if choice.finished:
-                events += blocks.finish()
-            for event in self._block_events(events):
+        steps = BlockRun(self.p, gw.metrics)
+        async for events in steps.steps():
+            for event in self.block_events(events):
                 yield event
-        for event in self.finish(choice, cached):
+        for event in self.finish(steps.choice, steps.cached):
             yield event
 
 
@@ -358,26 +352,11 @@ class _Shapes(BlockStreamShapes):
     """A streamed message for ``plain.stream``: a plain one's text as one text block."""
 
     def __init__(self, gw: "Gateway", r: an.MessagesRequest, p: Prepared) -> None:
-        super().__init__(p if p.plain else None)
+        super().__init__(p if p.plain else None, _Run(r, p, sse=True))
         self.gw = gw
-        self.job = _Run(r, p, sse=True)
-        self.block = Block(0, TEXT)
-
-    def head(self) -> bytes:
-        return b"".join(self.job.head_events())
-
-    def open_text(self) -> bytes:
-        return self.job._start(self.block)
-
-    def delta(self, text: str) -> bytes:
-        return self.job._delta(self.block, text)
 
     async def end(self, choice, cached: int, text: str | None) -> bytes:
-        events = []
-        if text is not None:
-            self.block.add(text)
-            self.block.close()
-            events.append(self.job._stop(self.block))
+        events = self.close_text(text) if text is not None else []
         return b"".join(events + self.job.finish(choice, cached))
 
     async def general(self) -> AsyncIterator[bytes]:

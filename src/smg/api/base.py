@@ -12,11 +12,12 @@ from __future__ import annotations
 import abc
 import urllib.parse
 import uuid
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Protocol
 
 import msgspec
 
 from smg.errors import SmgError, openai_error
+from smg.pipeline.blocks import START, STOP, TEXT, Block
 from smg.pipeline.choice import Choice
 from smg.pipeline.plain import PlainPump, Sink
 from smg.pipeline.prepare import Prepared
@@ -97,32 +98,50 @@ class HttpRequest:
 Handler = Callable[["Gateway", HttpRequest], Awaitable["Reply | StreamReply"]]
 
 
+class BlockEvents(Protocol):
+    """A block API's event builder for one answer (``_Run`` of Responses and of Messages)."""
+
+    def head_events(self) -> list:
+        """The answer's first events (the response or message starts)."""
+
+    def block_events(self, events: list) -> list:
+        """The API's events for ``Blocks`` events (a block's start, deltas, its stop)."""
+
+    def delta(self, block: Block, text: str) -> bytes:
+        """One delta event of ``block``."""
+
+
 class BlockStreamShapes(abc.ABC):
     """``plain.stream``'s shapes for the block-event APIs (Responses, Messages). A plain request's
     text is one text block: the API's head events and the block's start come with the first text,
     then one delta event per engine message (the compiled pump detokenizes and checks stops), then
     the block's end and the API's last events. Other requests stream the API's general events.
-    Subclasses give ``head``, ``open_text``, ``delta``, ``end`` and ``general``."""
+    Subclasses give ``end`` and ``general``."""
 
     role_first = False
     sse_done = b""
 
-    def __init__(self, plain: Prepared | None) -> None:
+    def __init__(self, plain: Prepared | None, job: BlockEvents) -> None:
         self.plain = plain
+        self.job = job
+        self.block = Block(0, TEXT)  # a plain answer's one block
         self.texts: list[str] = []
         self.opened = False  # the head events and the text block's start were sent
 
-    @abc.abstractmethod
     def head(self) -> bytes:
-        """The API's first events (the response or message starts)."""
+        return b"".join(self.job.head_events())
 
-    @abc.abstractmethod
     def open_text(self) -> bytes:
-        """The text block's start."""
+        return b"".join(self.job.block_events([(START, self.block)]))
 
-    @abc.abstractmethod
     def delta(self, text: str) -> bytes:
-        """One delta event of the text block."""
+        return self.job.delta(self.block, text)
+
+    def close_text(self, text: str) -> list:
+        """The text block's end events, given its whole text."""
+        self.block.add(text)
+        self.block.close()
+        return self.job.block_events([(STOP, self.block)])
 
     @abc.abstractmethod
     async def end(self, choice: Choice, cached: int, text: str | None) -> bytes:

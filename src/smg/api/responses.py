@@ -24,10 +24,9 @@ from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, Htt
 from smg.errors import (ContextLengthExceeded, InvalidRequest, NotFound, RequestAborted, SmgError,
                         UnsupportedFeature)
 from smg.pipeline import plain
-from smg.pipeline.blocks import DELTA, REASONING, START, STOP, TEXT, TOOL_CALL, Block, Blocks
+from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, TOOL_CALL, Block, BlockRun
 from smg.pipeline.plain import Sink
 from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, template_kwargs
-from smg.pipeline.run import run
 from smg.protocols import openai as oa
 from smg.protocols import responses as rp
 from smg.storage import Conversation, StoredResponse
@@ -258,7 +257,7 @@ class _Run:
         self.seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + _encode(fields) + b"\n\n"
 
-    def _delta(self, block: Block, text: str) -> bytes | None:
+    def delta(self, block: Block, text: str) -> bytes | None:
         if not self.sse:
             return None
         prefix = self.prefixes.get(block.index)
@@ -275,12 +274,12 @@ class _Run:
         self.seq += 1
         return prefix + _encode(text) + b',"sequence_number":%d}\n\n' % seq
 
-    def _block_events(self, events: list) -> list:
+    def block_events(self, events: list) -> list:
         out = []
         for event in events:
             block = event[1]
             if event[0] == DELTA:
-                out.append(self._delta(block, event[2]))
+                out.append(self.delta(block, event[2]))
             elif event[0] == START:
                 item_id = self.ids[block.index] = new_id(_ITEM_PREFIX[_BLOCK_ITEM[block.kind]])
                 out.append(self.event("response.output_item.added", output_index=block.index,
@@ -338,25 +337,20 @@ class _Run:
         ends. An engine failure after the start ends it as ``failed``."""
         for event in self.head_events():
             yield event
-        blocks = Blocks()
-        cached, choice = 0, None
+        steps = BlockRun(self.p, self.gw.metrics)
         try:
-            async for choice, out, piece in run(self.p, self.gw.metrics):
-                cached = max(cached, out.cached_tokens)
-                events = blocks.feed(piece)
-                if choice.finished:
-                    events += blocks.finish()
-                for event in self._block_events(events):
+            async for events in steps.steps():
+                for event in self.block_events(events):
                     yield event
         except (SmgError, asyncio.CancelledError) as exc:
-            for event in self._block_events(blocks.finish()):  # what was produced stays, closed
+            for event in self.block_events(steps.blocks.finish()):  # what was produced stays, closed
                 yield event
             if isinstance(exc, asyncio.CancelledError):
                 self.fail(RequestAborted("the response was cancelled"), "cancelled")
                 raise
             yield self.fail(exc)
             return
-        yield self.finish(choice, cached)
+        yield self.finish(steps.choice, steps.cached)
 
 
 # ---- requests ------------------------------------------------------------------------------------
@@ -501,37 +495,18 @@ class _Shapes(BlockStreamShapes):
     """A streamed response for ``plain.stream``: a plain one's text as one message item."""
 
     def __init__(self, gw: "Gateway", q: _Request) -> None:
-        super().__init__(q.p if q.p.plain else None)
+        super().__init__(q.p if q.p.plain else None, _Run(gw, q.r, q.p, q.base, sse=True))
         self.gw, self.q = gw, q
-        self.job = _Run(gw, q.r, q.p, q.base, sse=True)
-        self.block = Block(0, TEXT)
-
-    def head(self) -> bytes:
-        return b"".join(self.job.head_events())
-
-    def open_text(self) -> bytes:
-        return b"".join(self.job._block_events([(START, self.block)]))
-
-    def delta(self, text: str) -> bytes:
-        return self.job._delta(self.block, text)
 
     async def end(self, choice, cached: int, text: str | None) -> bytes:
-        events = []
-        if text is not None:
-            self.block.add(text)
-            self.block.close()
-            events += self.job._block_events([(STOP, self.block)])
+        events = self.close_text(text) if text is not None else []
         events.append(self.job.finish(choice, cached))
         await _store(self.gw, self.q, self.job.response)  # before the last event: stored is what it says
         return b"".join(events)
 
     async def failed(self, error: SmgError) -> bytes:
         """A plain stream that failed after its first event: the text so far, then ``response.failed``."""
-        events = []
-        if self.opened:
-            self.block.add("".join(self.texts))
-            self.block.close()
-            events += self.job._block_events([(STOP, self.block)])
+        events = self.close_text("".join(self.texts)) if self.opened else []
         events.append(self.job.fail(error))
         await _store(self.gw, self.q, self.job.response)
         return b"".join(events)

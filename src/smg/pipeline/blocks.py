@@ -12,6 +12,12 @@ held until text follows; whitespace alone never makes a block.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, AsyncIterator
+
+if TYPE_CHECKING:
+    from smg.metrics import Metrics
+    from smg.pipeline.prepare import Prepared
+
 REASONING, TEXT, TOOL_CALL = "reasoning", "text", "tool_call"
 
 # events: (START, block) (DELTA, block, text) (STOP, block)
@@ -97,3 +103,31 @@ class Blocks:
             events.append((STOP, self.open))
             self.open = None
         return events
+
+
+class BlockRun:
+    """One request's engine stream (the ``run`` stage, one choice) through :class:`Blocks`:
+    :meth:`steps` yields each message's block events; then ``choice`` is the finished choice and
+    ``cached`` the engine's cached prompt tokens. ``blocks.finish()`` closes what is open when the
+    stream fails."""
+
+    __slots__ = ("p", "metrics", "blocks", "choice", "cached")
+
+    def __init__(self, p: "Prepared", metrics: "Metrics") -> None:
+        self.p, self.metrics = p, metrics
+        self.blocks = Blocks()
+        self.choice = None
+        self.cached = 0
+
+    async def steps(self) -> AsyncIterator[list]:
+        from smg.pipeline.run import run
+
+        blocks = self.blocks
+        async for choice, out, piece in run(self.p, self.metrics):
+            self.choice = choice
+            if out.cached_tokens > self.cached:
+                self.cached = out.cached_tokens
+            events = blocks.feed(piece)
+            if choice.finished:
+                events += blocks.finish()
+            yield events

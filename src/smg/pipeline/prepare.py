@@ -19,7 +19,6 @@ from smg.engines import GenerateRequest, MultimodalTensors, SamplingOptions
 from smg.errors import ChatTemplateError, ContextLengthExceeded, InvalidRequest, UnsupportedFeature
 from smg.models import ServedModel
 from smg.parsers.reasoning import prompt_opens_reasoning
-from smg.protocols import openai as oa
 from smg.stop import StopParams
 from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
 
