@@ -118,11 +118,13 @@ def test_nothing_half_written(storage_url):
                 await s.put_response(response("r1", conversation="gone"), [item("i1")])
             assert await s.get_response("r1") is None
             await s.create_conversation(Conversation(id="c1", created_at=1), [item("i1")])
-            if storage_url != "memory":  # (memory keys items by id: a repeated id replaces)
-                with pytest.raises(InvalidRequest):
-                    await s.put_response(response("r2", conversation="c1"), [item("i2"), item("i1")])
-                assert await s.get_response("r2") is None
-                assert [i["id"] for i in (await s.list_items("c1")).items] == ["i1"]
+            with pytest.raises(InvalidRequest):
+                await s.put_response(response("r2", conversation="c1"), [item("i2"), item("i1")])
+            assert await s.get_response("r2") is None
+            assert [i["id"] for i in (await s.list_items("c1")).items] == ["i1"]
+            with pytest.raises(InvalidRequest):
+                await s.add_items("c1", [item("i3"), item("i3")])
+            assert [i["id"] for i in (await s.list_items("c1")).items] == ["i1"]
         finally:
             await s.close()
 

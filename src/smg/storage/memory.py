@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import copy
 
-from smg.errors import NotFound
+from smg.errors import InvalidRequest, NotFound
 from smg.storage.base import Conversation, Item, ItemPage, StoredResponse
+
+
+def _check_new(stored: dict[str, Item], items: list[Item]) -> None:
+    """Item ids are unique in a conversation (as the SQL backends' index makes them)."""
+    ids = [item["id"] for item in items]
+    if len(set(ids)) != len(ids) or any(i in stored for i in ids):
+        raise InvalidRequest("conflicts with what is stored: an item id is already in the conversation")
 
 
 class MemoryStorage:
@@ -25,6 +32,7 @@ class MemoryStorage:
             items = self._items.get(response.conversation_id)
             if items is None:
                 raise NotFound(f"conversation {response.conversation_id!r} not found")
+            _check_new(items, conversation_items)
             items.update((item["id"], copy.deepcopy(item)) for item in conversation_items)
         self._responses[response.id] = copy.deepcopy(response)
 
@@ -44,6 +52,7 @@ class MemoryStorage:
         return self._responses.pop(response_id, None) is not None
 
     async def create_conversation(self, conversation: Conversation, items: list[Item] = ()) -> None:
+        _check_new({}, items)
         self._conversations[conversation.id] = copy.deepcopy(conversation)
         self._items[conversation.id] = {item["id"]: copy.deepcopy(item) for item in items}
 
@@ -66,6 +75,7 @@ class MemoryStorage:
         stored = self._items.get(conversation_id)
         if stored is None:
             return False
+        _check_new(stored, items)
         stored.update((item["id"], copy.deepcopy(item)) for item in items)
         return True
 
