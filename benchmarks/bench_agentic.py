@@ -11,7 +11,8 @@
 2. A ``--turns``-turn conversation by ``previous_response_id`` (in-process gateway, SQLite storage,
    ~400 input and 16 output tokens per turn, Llama 3.2's tokenizer and template): the gateway's time
    per turn (request in to response out, less the engine's stream) and its stages', with the
-   tokenizer's L1 prefix cache on and off.
+   tokenizer's L1 prefix cache on and off, beside what HuggingFace ``tokenizers`` (what Python
+   servers use) takes to encode the same prompt.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
 
 from benchmarks._common import free_port, pin, pin_self, wait_for_port
 from benchmarks.bench_serve import wait_ready
@@ -170,12 +173,17 @@ async def conversation(turns: int, l1: bool) -> list[dict]:
     server = engine.server()
     port = await server.start()
     spent: dict[str, float] = {}
+    rendered: list[str] = []  # the turn's prompt, for the HuggingFace tokenizer's encode beside ours
+    hf = HFTokenizer.from_file(str(directory / "tokenizer.json"))
 
     def timed(name: str, work):  # a stage's coroutine function, its time added to spent[name]
         async def run(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return await work(*args, **kwargs)
+                result = await work(*args, **kwargs)
+                if name == "render":
+                    rendered.append(result)
+                return result
             finally:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
         return run
@@ -211,8 +219,11 @@ async def conversation(turns: int, l1: bool) -> list[dict]:
                     start = time.perf_counter()
                     response = await gw.responses(request)
                     total = time.perf_counter() - start - spent.get("engine", 0.0)
+                    hf_start = time.perf_counter()  # what a Python server re-tokenizing the turn spends
+                    hf.encode(rendered[-1], add_special_tokens=False)
+                    hf_ms = 1000 * (time.perf_counter() - hf_start)
                     rows.append({"ms": 1000 * total, "prompt_tokens": response["usage"]["input_tokens"],
-                                 **{stage: 1000 * spent.get(stage, 0.0) for stage in STAGES}})
+                                 **{stage: 1000 * spent.get(stage, 0.0) for stage in STAGES}, "hf": hf_ms})
                     previous = response["id"]
     finally:
         for module, name, value in originals:
@@ -242,13 +253,13 @@ def main() -> None:
         rows = asyncio.run(conversation(args.turns, l1))
         print(f"\nconversation by previous_response_id, L1 {'on' if l1 else 'off'} (ms per turn; the first is "
               "the gateway's first request)\n\n| turn | prompt tokens | gateway | "
-              + " | ".join(STAGES) + " |\n|---|---|---|" + "---|" * len(STAGES))
+              + " | ".join(STAGES) + " | HF tokenizers encode |\n|---|---|---|---|" + "---|" * len(STAGES))
         for turn, row in enumerate(rows, 1):
             if turn in (1, 2, 5, 10, 15, 20) or turn == len(rows):
                 print(f"| {turn} | {row['prompt_tokens']} | {row['ms']:.2f} | "
-                      + " | ".join(f"{row[stage]:.2f}" for stage in STAGES) + " |")
+                      + " | ".join(f"{row[stage]:.2f}" for stage in STAGES) + f" | {row['hf']:.2f} |")
         early, late = rows[1:4], rows[-3:]
-        for key in ("ms", "encode"):
+        for key in ("ms", "encode", "hf"):
             a, b = statistics.mean(r[key] for r in early), statistics.mean(r[key] for r in late)
             print(f"  {key}: turns 2-4 mean {a:.2f} ms, last 3 mean {b:.2f} ms ({b / a:.2f}x; the prompt grew "
                   f"{statistics.mean(r['prompt_tokens'] for r in late) / statistics.mean(r['prompt_tokens'] for r in early):.1f}x)")
