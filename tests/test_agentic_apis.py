@@ -204,6 +204,7 @@ def test_background_response_runs_and_cancels(slow):
     long = client.responses.create(model="slow", input="Tell me a long story", background=True,
                                    max_output_tokens=2000)
     time.sleep(0.2)
+    assert client.responses.retrieve(long.id).status == "in_progress"
     cancelled = client.responses.cancel(long.id)
     assert cancelled.status == "cancelled"
     assert client.responses.retrieve(long.id).status == "cancelled"

@@ -483,9 +483,12 @@ async def create(gw: "Gateway", request, request_id: str | None = None, routing_
 async def _background(gw: "Gateway", q: _Request) -> None:
     job = _Run(gw, q.r, q.p, q.base, sse=False)
     try:
+        await _store(gw, q, dict(q.base, status="in_progress"))  # GET shows it running
         async for _ in job.events():
             pass
     except asyncio.CancelledError:
+        if job.response.get("status") != "cancelled":  # (cancelled before the engine stream began)
+            job.fail(RequestAborted("the response was cancelled"), "cancelled")
         await _store(gw, q, job.response)  # status cancelled, the output so far
         raise
     await _store(gw, q, job.response)
