@@ -392,3 +392,32 @@ def test_truncation_auto_drops_the_oldest_turns(stack):
     fitted = client.responses.create(model="small", input=words, max_output_tokens=4, previous_response_id=previous,
                                      truncation="auto")
     assert fitted.status == "incomplete" and 0 < fitted.usage.input_tokens <= 396
+
+
+def test_scripted_model_calls_a_tool_then_answers(stack):
+    """The reference engine's ``script_by_turn``: the first script before any tool result, the
+    next after each, the last from then on, whatever the template's tool-result markers."""
+    directory = bundled_tokenizer_dir("llama3.2")
+    tokenizer = Tokenizer.from_dir(directory)
+    answer = "It is 18C and sunny in Paris."
+    engine = ReferenceEngine(tokenizer, mode="script", scripts=[QWEN_SCRIPT, answer], script_by_turn=True,
+                             model_id="Qwen/Qwen3-8B", tokenizer_dir=directory)
+    _, _, port = stack.serve(engine, chat_template=str(template_path("chatml_qwen3")))
+    client = _clients(port)[0]
+    first = client.responses.create(model="", input="Weather in Paris?", tools=RESPONSE_TOOLS)
+    assert first.output[-1].type == "function_call"
+    result = {"type": "function_call_output", "call_id": first.output[-1].call_id, "output": "18C, sunny"}
+    second = client.responses.create(model="", previous_response_id=first.id, tools=RESPONSE_TOOLS, input=[result])
+    assert [item.type for item in second.output] == ["message"] and second.output[0].content[0].text == answer
+    third = client.responses.create(model="", previous_response_id=second.id, tools=RESPONSE_TOOLS,
+                                    input="And tomorrow?")
+    assert third.output[-1].content[0].text == answer  # the last script from then on
+    call = {"id": "a", "type": "function", "function": {"name": "f", "arguments": {}}}
+    turn = [{"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "a", "content": "1"}, {"role": "user", "content": "more"}]
+    for template in ("llama3", "deepseek_v3", "chatml_qwen3"):
+        for results in (0, 1, 2):
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}, *turn * results],
+                                                   chat_template=str(template_path(template)),
+                                                   add_generation_prompt=True)
+            assert engine.tool_results(tokenizer.encode(prompt)) == results, (template, results)

@@ -143,3 +143,8 @@ def test_serve_storage_defaults_to_a_sqlite_file_and_takes_a_url(tmp_path):
     assert from_file.storage.url == "memory" and from_file.storage.pool_size == 3
     assert _serve_config(build_parser().parse_args(["serve", "--config", str(config), "--storage",
                                                     url])).storage.url == url
+
+
+def test_engine_cli_script_by_turn_needs_scripts():
+    out = run("engine", "--reference", "--script-by-turn")
+    assert out.returncode == 2 and "--script-by-turn needs" in out.stderr

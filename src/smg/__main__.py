@@ -54,6 +54,9 @@ def _engine(args: argparse.Namespace) -> int:
     if args.prefix_cache_tokens < 0 or args.prefill_us_per_token < 0:
         print("error: --prefix-cache-tokens and --prefill-us-per-token must not be negative", file=sys.stderr)
         return 2
+    if args.script_by_turn and (args.mode != "script" or not args.script):
+        print("error: --script-by-turn needs --mode script and at least one --script FILE", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     directory = resolve_tokenizer(args.tokenizer)
     tokenizer = Tokenizer.load(directory)
@@ -63,7 +66,7 @@ def _engine(args: argparse.Namespace) -> int:
                              tokenizer_dir=directory if directory.is_dir() else directory.parent,
                              prefix_cache_tokens=args.prefix_cache_tokens, prefill_us_per_token=args.prefill_us_per_token,
                              disaggregation=Disaggregation(args.disaggregation_mode, args.bootstrap_port)
-                             if args.disaggregation_mode else None)
+                             if args.disaggregation_mode else None, script_by_turn=args.script_by_turn)
 
     async def serve() -> None:
         server = engine.server()
@@ -222,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--tokenizer", default="llama3.2", help="tokenizer dir/file or bundled name (default llama3.2)")
     eng.add_argument("--mode", default="text", choices=["text", "echo", "script"])
     eng.add_argument("--script", action="append", default=[], help="text file to replay in script mode (repeatable)")
+    eng.add_argument("--script-by-turn", action="store_true",
+                     help="pick the script by the tool results already in the prompt: the first --script before "
+                          "any, the second after one, ..., the last from then on (a model that calls a tool, "
+                          "then answers)")
     eng.add_argument("--delay-ms", type=float, default=0.0, help="per-step delay")
     eng.add_argument("--tokens-per-chunk", type=int, default=1)
     eng.add_argument("--seed", type=int, default=0)

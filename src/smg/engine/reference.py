@@ -8,6 +8,10 @@ seed (or the engine's), in one of three modes:
 * ``echo`` — the prompt's own ids, then EOS;
 * ``script`` — one of the given texts (say, a model family's reasoning and tool-call format),
   tokenized, then EOS; sequence ``i`` of a request with seed ``s`` replays text ``(s + i) % len``.
+  With ``script_by_turn`` the text is picked by the number of tool results already in the prompt
+  instead: the first text before any, the second after one, ..., the last one from then on, so a
+  scripted model calls a tool and then answers with its result (tool results are found by the
+  markers chat templates put around them, ``TOOL_RESULT_MARKERS``).
 
 Being deterministic, it reports a log-probability of 0 for every token it emits (and that token
 as the only alternative) when logprobs are asked for. ``delay_ms`` is the per-step delay and ``tokens_per_chunk`` the ids per step, so it can mimic a
@@ -45,6 +49,10 @@ CORPUS = (
 )
 
 MODES = ("text", "echo", "script")
+# What chat templates put before each tool result in a prompt (Llama 3's ipython/tool turns, Hermes
+# and Qwen's <tool_response>, DeepSeek's tool output, Mistral's, GLM's observation).
+TOOL_RESULT_MARKERS = ("<|start_header_id|>ipython<|end_header_id|>", "<|start_header_id|>tool<|end_header_id|>",
+                       "<tool_response>", "<｜tool▁output▁begin｜>", "[TOOL_RESULTS]", "<|observation|>")
 
 
 class ReferenceEngine:
@@ -55,11 +63,14 @@ class ReferenceEngine:
                  model_id: str = "smg-reference", eos_token_ids: Sequence[int] | None = None,
                  tokenizer_dir: str | Path | None = None, max_context_length: int = 131072,
                  prefix_cache_tokens: int = 0, prefill_us_per_token: float = 0.0,
-                 disaggregation: Disaggregation | None = None) -> None:
+                 disaggregation: Disaggregation | None = None, script_by_turn: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode == "script" and not scripts:
             raise ValueError("script mode needs at least one script")
+        if script_by_turn and mode != "script":
+            raise ValueError("script_by_turn needs script mode")
+        self.script_by_turn = script_by_turn
         if tokens_per_chunk < 1:
             raise ValueError("tokens_per_chunk must be at least 1")
         self.tokenizer = tokenizer
@@ -90,6 +101,8 @@ class ReferenceEngine:
         if self.mode == "echo":
             return list(request.input_ids), True
         if self.mode == "script":
+            if self.script_by_turn:
+                return self._scripts[min(self.tool_results(request.input_ids), len(self._scripts) - 1)], True
             return self._scripts[seed % len(self._scripts)], True
         start = (seed * 7919 + len(request.input_ids)) % len(self._corpus)
         limit = request.sampling.max_new_tokens or 256
@@ -98,6 +111,11 @@ class ReferenceEngine:
             ids += self._corpus[start:start + limit - len(ids)]
             start = 0
         return ids, False
+
+    def tool_results(self, input_ids: Sequence[int]) -> int:
+        """How many tool results the prompt holds (an error result counts as one)."""
+        prompt = self.tokenizer.decode(list(input_ids), skip_special_tokens=False)
+        return sum(prompt.count(marker) for marker in TOOL_RESULT_MARKERS)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[list[int]]:
         ids, eos = self._ids(request)
