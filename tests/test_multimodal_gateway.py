@@ -535,6 +535,8 @@ def test_engine_check_of_tiled_images():
 def test_images_through_the_responses_and_messages_apis(vl_dir):
     """``input_image`` (Responses) and ``image`` blocks (Messages, base64 and URL) take the image
     pipeline: the prompt is the chat's with the same images."""
+    from smg.api import anthropic as messages_api
+
     first, second = png(64, 48, 7), png(30, 90, 8)
     b64 = base64.b64encode(second).decode()
 
@@ -549,10 +551,16 @@ def test_images_through_the_responses_and_messages_apis(vl_dir):
                 {"type": "image", "source": {"type": "url", "url": data_url(first)}},
                 {"type": "text", "text": " and "},
                 {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}}]}]})
-            return response, message
+            counted = await messages_api.count_tokens(gateway, {"model": "", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image", "source": {"type": "url", "url": data_url(first)}},
+                {"type": "text", "text": " and "},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64}}]}]})
+            return response, message, counted
 
-    response, message = run(main())
+    response, message, counted = run(main())
     parts = [{"type": "text", "text": "Compare "}, {"type": "image"}, {"type": "text", "text": " and "},
              {"type": "image"}]
     expected = expected_prompt_tokens(vl_dir, parts, [first, second])
     assert response["usage"]["input_tokens"] == message["usage"]["input_tokens"] == expected
+    assert counted == {"input_tokens": expected}  # count_tokens counts the images' tokens too

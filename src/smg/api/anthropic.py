@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import msgspec
 
-from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply,
-                          json_reply, sse_reply)
+from smg.api.base import (BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply, generation_reply,
+                          json_reply)
 from smg.errors import InvalidRequest, RequestAborted, SmgError, UnsupportedFeature
 from smg.pipeline import plain
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, BlockRun
 from smg.pipeline.plain import Sink
-from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, render_chat, request_ids, template_message
+from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, thinking_kwargs
 from smg.protocols import anthropic as an
 from smg.protocols import openai as oa
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from smg.gateway import Gateway
 
 _encode = msgspec.json.encode
-THINKING_SWITCHES = ("enable_thinking", "thinking")  # the templates' switches (Qwen3, DeepSeek)
 MIN_THINKING_BUDGET = 1024  # Anthropic's floor for budget_tokens
 
 # HTTP status -> (Anthropic's status, error type); 503 (no engine can take it) is Anthropic's 529
@@ -178,16 +177,22 @@ def _template_kwargs(r) -> dict:
     """``thinking`` as the templates' thinking switches (absent: the template's default)."""
     if r.thinking is None or r.thinking.type == "adaptive":
         return {}
-    return {switch: r.thinking.type == "enabled" for switch in THINKING_SWITCHES}
+    return thinking_kwargs(r.thinking.type == "enabled")
 
 
-def _check(r: an.MessagesRequest) -> None:
+def _sampling(r: an.MessagesRequest) -> oa.SamplingFields:
+    """The request's sampling fields, checked."""
     if r.max_tokens < 1:
         raise InvalidRequest("max_tokens must be at least 1")
     if r.temperature is not None and not 0 <= r.temperature <= 1:
         raise InvalidRequest(f"temperature must be in [0, 1], got {r.temperature}")
-    oa.validate_sampling(oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                           max_tokens=r.max_tokens, stop=r.stop_sequences))
+    sampling = oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_tokens,
+                                 stop=r.stop_sequences)
+    oa.validate_sampling(sampling)
+    return sampling
+
+
+def _check(r: an.MessagesRequest) -> None:
     if not r.messages:
         raise InvalidRequest("messages must not be empty")
     thinking = r.thinking
@@ -202,19 +207,22 @@ async def prepare(gw: "Gateway", request, request_id: str | None, routing_key: s
                   ) -> tuple[an.MessagesRequest, Prepared]:
     gw.require_started()
     r = oa.decode_request(request, an.MessagesRequest)
+    sampling = _sampling(r)
     _check(r)
     served, lora = gw.models.resolve(r.model)
-    tools = _tools(r)
     user = r.metadata.user_id if r.metadata is not None else None
-    chat = ChatSpec(messages=chat_messages(r), model=r.model,
-                    sampling=oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                               max_tokens=r.max_tokens, stop=r.stop_sequences),
-                    tools=tools, tool_choice=_tool_choice(r, tools),
+    ids = request_ids("msg", request_id, routing_key, separator="_")
+    p = await prepare_chat(served, _chat_spec(r, sampling, user), ids, lora, gw.template_limits)
+    return r, p
+
+
+def _chat_spec(r: an.MessagesRequest | an.CountTokensRequest, sampling: oa.SamplingFields,
+               user: str | None = None) -> ChatSpec:
+    tools = _tools(r)
+    return ChatSpec(messages=chat_messages(r), model=r.model, sampling=sampling, tools=tools,
+                    tool_choice=_tool_choice(r, tools),
                     parallel_tool_calls=not (r.tool_choice is not None and r.tool_choice.disable_parallel_tool_use),
                     template_kwargs=_template_kwargs(r), user=user)
-    ids = request_ids("msg", request_id, routing_key, separator="_")
-    p = await prepare_chat(served, chat, ids, lora, gw.template_limits)
-    return r, p
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -378,24 +386,20 @@ def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: s
 
 
 async def count_tokens(gw: "Gateway", request) -> dict:
-    """The prompt's token count as the model would see it (no engine involved)."""
+    """The prompt's token count as the model would see it, images' tokens included: the prepare
+    stage as for a message, without the engine."""
     gw.require_started()
     r = oa.decode_request(request, an.CountTokensRequest)
-    served, _ = gw.models.resolve(r.model)
-    tools = _tools(r)
-    prompt = await render_chat(served, [template_message(m) for m in chat_messages(r)], tools,
-                               _template_kwargs(r))
-    return {"input_tokens": len(await served.encode(prompt))}
+    served, lora = gw.models.resolve(r.model)
+    p = await prepare_chat(served, _chat_spec(r, oa.SamplingFields()), request_ids("count"), lora,
+                           gw.template_limits)
+    return {"input_tokens": len(p.prompt_ids)}
 
 
 # ---- routes --------------------------------------------------------------------------------------
 
 async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
-    r = oa.decode_request(await http.read_body(), an.MessagesRequest)
-    routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
-    if r.stream:
-        return await sse_reply(stream(gw, r, http.client_request_id, routing_key, http.sink), ERRORS)
-    return json_reply(await create(gw, r, http.client_request_id, routing_key))
+    return await generation_reply(http, an.MessagesRequest, gw.messages, gw.messages_sse, ERRORS)
 
 
 async def _count_tokens(gw: "Gateway", http: HttpRequest) -> Reply:

@@ -203,12 +203,14 @@ async def sse_reply(events: AsyncIterator[bytes], errors: ErrorShape = OPENAI_ER
         raise
 
 
-async def generation_reply(http: HttpRequest, request_type, once, stream) -> Reply | StreamReply:
-    """Decode a request of ``request_type``: the SSE events of ``stream`` if it asks to stream,
-    else the JSON of ``once`` (the gateway's calls, e.g. ``chat_sse`` and ``chat``)."""
+async def generation_reply(http: HttpRequest, request_type, once, stream,
+                           errors: ErrorShape = OPENAI_ERRORS) -> Reply | StreamReply:
+    """Decode a request of ``request_type``: the SSE events of ``stream`` if it asks to stream
+    (a failure mid-stream in ``errors``' shape), else the JSON of ``once`` (the gateway's calls,
+    e.g. ``chat_sse`` and ``chat``)."""
     request = oa.decode_request(await http.read_body(), request_type)
     routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
     if not request.stream:
         return Reply(200, oa.encode(await once(request, request_id=http.client_request_id, routing_key=routing_key)))
     return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
-                                  routing_key=routing_key))
+                                  routing_key=routing_key), errors)

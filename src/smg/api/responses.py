@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import msgspec
 
-from smg.api.base import (ROUTING_KEY_HEADER, BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply,
-                          json_reply, sse_reply)
+from smg.api.base import (BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply, generation_reply,
+                          json_reply)
 from smg.errors import (ContextLengthExceeded, InvalidRequest, NotFound, RequestAborted, SmgError,
                         UnsupportedFeature)
 from smg.pipeline import plain
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, TOOL_CALL, Block, BlockRun
 from smg.pipeline.plain import Sink
-from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, template_kwargs
+from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, template_kwargs, thinking_kwargs
 from smg.protocols import openai as oa
 from smg.protocols import responses as rp
 from smg.storage import Conversation, StoredResponse
@@ -41,8 +41,6 @@ _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output":
 _BLOCK_ITEM = {REASONING: "reasoning", TEXT: "message", TOOL_CALL: "function_call"}  # block kind -> item type
 _DELTA_EVENT = {REASONING: "response.reasoning_text.delta", TEXT: "response.output_text.delta",
                 TOOL_CALL: "response.function_call_arguments.delta"}
-# reasoning.effort -> the templates' thinking switches (Qwen3's enable_thinking, DeepSeek's thinking)
-THINKING_SWITCHES = ("enable_thinking", "thinking")
 
 
 def new_id(prefix: str) -> str:
@@ -211,9 +209,8 @@ def _constraint(text: rp.TextConfig | None) -> tuple[str, str] | None:
 def _template_kwargs(r: rp.ResponsesRequest) -> dict:
     effort = r.reasoning.effort if r.reasoning is not None else None
     kwargs = template_kwargs(None, None if effort in (None, "none") else effort)
-    if effort is not None:
-        for switch in THINKING_SWITCHES:
-            kwargs[switch] = effort != "none"
+    if effort is not None:  # reasoning.effort turns the templates' thinking on, or (none) off
+        kwargs.update(thinking_kwargs(effort != "none"))
     return kwargs
 
 
@@ -386,9 +383,11 @@ async def _context(gw: "Gateway", r: rp.ResponsesRequest) -> list[dict]:
     return []
 
 
-def _check(r: rp.ResponsesRequest) -> None:
-    oa.validate_sampling(oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                           max_tokens=r.max_output_tokens))
+def _check(r: rp.ResponsesRequest) -> oa.SamplingFields:
+    """The request's sampling fields, once the request is checked."""
+    sampling = oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+                                 max_tokens=r.max_output_tokens)
+    oa.validate_sampling(sampling)
     if r.previous_response_id is not None and r.conversation is not None:
         raise InvalidRequest("give previous_response_id or conversation, not both")
     if r.background and not r.store:
@@ -402,19 +401,18 @@ def _check(r: rp.ResponsesRequest) -> None:
         raise UnsupportedFeature(f"include values not supported: {sorted(unknown)}")
     if r.input is None and r.previous_response_id is None and r.conversation is None:
         raise InvalidRequest("input is required")
+    return sampling
 
 
 async def prepare(gw: "Gateway", request, request_id: str | None, routing_key: str | None) -> _Request:
     gw.require_started()
     r = oa.decode_request(request, rp.ResponsesRequest)
-    _check(r)
+    sampling = _check(r)
     served, lora = gw.models.resolve(r.model)
     items = input_items(r.input)
     tools = _tools(r.tools)
     history = await _context(gw, r)
     ids = request_ids("resp", request_id, routing_key or r.prompt_cache_key, separator="_")
-    sampling = oa.SamplingFields(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                                 max_tokens=r.max_output_tokens)
     while True:
         chat = ChatSpec(messages=chat_messages(history + items, r.instructions), sampling=sampling, model=r.model,
                         tools=tools, tool_choice=_tool_choice(r.tool_choice, tools),
@@ -582,12 +580,7 @@ class BackgroundRuns:
 # ---- routes --------------------------------------------------------------------------------------
 
 async def _create(gw: "Gateway", http: HttpRequest) -> Reply | StreamReply:
-    body = await http.read_body()
-    routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
-    r = oa.decode_request(body, rp.ResponsesRequest)
-    if r.stream:
-        return await sse_reply(stream(gw, r, http.client_request_id, routing_key, http.sink), ERRORS)
-    return json_reply(await create(gw, r, http.client_request_id, routing_key))
+    return await generation_reply(http, rp.ResponsesRequest, gw.responses, gw.responses_sse, ERRORS)
 
 
 async def _stored(gw: "Gateway", response_id: str) -> StoredResponse:

@@ -174,6 +174,15 @@ def output_constraint(r) -> tuple[str, str] | None:
 TemplateLimits = tuple[float, int]  # (seconds, characters) a request's own template may take and produce
 
 
+# the templates' thinking switches: Qwen3's enable_thinking, DeepSeek V3.1's thinking
+THINKING_SWITCHES = ("enable_thinking", "thinking")
+
+
+def thinking_kwargs(on: bool) -> dict:
+    """Template variables turning a model's thinking on or off (an API's reasoning switch)."""
+    return {switch: on for switch in THINKING_SWITCHES}
+
+
 def template_kwargs(chat_template_kwargs: Mapping[str, Any] | None, reasoning_effort: str | None = None) -> dict:
     """A request's extra template variables; the request's own fields cannot be set through them."""
     kwargs = dict(chat_template_kwargs or {})
