@@ -68,24 +68,30 @@ class PostgresDriver:
             await pool.close()
 
     async def fetch(self, sql: str, *args) -> list:
-        """One statement, its own transaction."""
-        async with self.transaction() as tx:
-            return await tx.fetch(sql, *args)
+        """One statement, its own (implicit) transaction: one round trip, no BEGIN/COMMIT."""
+        async with self._connection() as connection:
+            return await _Transaction(connection, self.timeout).fetch(sql, *args)
 
     async def execute(self, sql: str, *args) -> int:
-        async with self.transaction() as tx:
-            return await tx.execute(sql, *args)
+        async with self._connection() as connection:
+            return await _Transaction(connection, self.timeout).execute(sql, *args)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
+        async with self._connection() as connection:
+            async with connection.transaction():
+                yield _Transaction(connection, self.timeout)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        """A pooled connection; the driver's failures as smg's errors."""
         import asyncpg
 
         if self._pool is None:
             await self.connect()
         try:
             async with self._pool.acquire(timeout=self.timeout) as connection:
-                async with connection.transaction():
-                    yield _Transaction(connection, self.timeout)
+                yield connection
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise InvalidRequest(f"conflicts with what is stored: {exc}") from None
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -63,6 +63,10 @@ def _response(row: Sequence) -> StoredResponse:
                           body=_decode(row[4]), input=_decode(row[5]))
 
 
+def _conversation(row: Sequence) -> Conversation:
+    return Conversation(id=row[0], created_at=row[1], metadata=_decode(row[2]))
+
+
 class SqlStorage:
     """:class:`~smg.storage.base.Storage` on a SQL :class:`Driver`."""
 
@@ -126,12 +130,12 @@ class SqlStorage:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         rows = await self.driver.fetch("SELECT id, created_at, metadata FROM smg_conversations WHERE id = $1",
                                        conversation_id)
-        return Conversation(id=rows[0][0], created_at=rows[0][1], metadata=_decode(rows[0][2])) if rows else None
+        return _conversation(rows[0]) if rows else None
 
     async def update_conversation(self, conversation_id: str, metadata: dict[str, str]) -> Conversation | None:
-        changed = await self.driver.execute("UPDATE smg_conversations SET metadata = $2 WHERE id = $1",
-                                            conversation_id, _text(metadata))
-        return await self.get_conversation(conversation_id) if changed else None
+        rows = await self.driver.fetch("UPDATE smg_conversations SET metadata = $2 WHERE id = $1 "
+                                       "RETURNING id, created_at, metadata", conversation_id, _text(metadata))
+        return _conversation(rows[0]) if rows else None
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         async with self.driver.transaction() as tx:

@@ -88,6 +88,10 @@ class SqliteDriver:
             raise StorageUnavailable(f"sqlite storage {self.path}: {exc or 'timed out'}") from None
 
     async def connect(self) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):  # UPDATE ... RETURNING
+            raise StorageUnavailable(f"the sqlite storage needs SQLite 3.35 or newer, this Python has "
+                                     f"{sqlite3.sqlite_version}")
+
         def open_db() -> sqlite3.Connection:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
