@@ -79,9 +79,9 @@ class _Request:
     __slots__ = ("method", "path", "headers", "body", "keep_alive", "http10", "error", "request_id", "query")
 
     def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool,
-                 http10: bool, error: Reply | None = None) -> None:
+                 http10: bool, error: Reply | None = None, query: str = "") -> None:
         self.method, self.path, self.headers, self.body = method, path, headers, body
-        self.query = ""
+        self.query = query
         self.keep_alive, self.http10, self.error = keep_alive, http10, error
         self.request_id = ""
 
@@ -208,10 +208,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "malformed request target")
             return
-        request = _Request(parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body),
-                           keep_alive, parser.get_http_version() == "1.0")
-        request.query = url.query.decode("latin-1") if url.query else ""
-        self.queue.append(request)
+        self.queue.append(_Request(parser.get_method().decode("latin-1"), path, self._headers, b"".join(self._body),
+                                   keep_alive, parser.get_http_version() == "1.0",
+                                   query=url.query.decode("latin-1") if url.query else ""))
         if not keep_alive:
             self._stop_reading()
         elif len(self.queue) > MAX_QUEUED:
