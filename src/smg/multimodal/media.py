@@ -18,14 +18,13 @@ import asyncio
 import base64
 import binascii
 import io
-import ipaddress
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from smg.errors import InvalidImage
+from smg.outbound import AllowList, BlockedAddress
 
 MiB = 1 << 20
 IMAGE_TYPES = ("image/", "application/octet-stream")  # some servers label images as plain bytes
@@ -41,27 +40,13 @@ class MediaPolicy:
     fetch_timeout: float = 10.0
     max_bytes: int = 20 * MiB
     max_pixels: int = 50_000_000
-    _networks: tuple = field(init=False, repr=False, compare=False)
-    _hosts: frozenset = field(init=False, repr=False, compare=False)
+    allow: AllowList = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        networks, hosts = [], set()
-        for entry in self.url_allow_list:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                hosts.add(entry.lower().rstrip("."))
-        object.__setattr__(self, "_networks", tuple(networks))
-        object.__setattr__(self, "_hosts", frozenset(hosts))
-
-    def host_allowed(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self._hosts
+        object.__setattr__(self, "allow", AllowList(self.url_allow_list))
 
     def address_allowed(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
-        if any(ip in network for network in self._networks):
-            return True
-        return ip.is_global and not ip.is_multicast
+        return self.allow.address_allowed(address)
 
 
 def _bytes_label(count: int) -> str:
@@ -103,21 +88,10 @@ def read_file_url(url: str, name: str, policy: MediaPolicy) -> bytes:
 
 
 async def _checked_address(host: str, port: int, name: str, policy: MediaPolicy) -> str | None:
-    """The address to connect to, once every address ``host`` resolves to passed the policy
-    (non-public ones are refused unless the allow-list opens them); None when the allow-list names
-    the host itself (then it is connected to by name)."""
-    if policy.host_allowed(host):
-        return None
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise InvalidImage(f"{name}: cannot resolve {host}: {exc}") from None
-    addresses = [info[4][0].split("%")[0] for info in infos]
-    for address in addresses:
-        if not policy.address_allowed(address):
-            raise InvalidImage(f"{name}: {host} resolves to {address}, a private, loopback or link-local address; "
-                               f"add it to url_allow_list (smg serve --allow-url-host) to fetch from it")
-    return addresses[0]
+        return await policy.allow.checked_address(host, port)
+    except BlockedAddress as exc:
+        raise InvalidImage(f"{name}: {exc}") from None
 
 
 def _pinned(url: str, address: str | None) -> tuple[str, dict, dict]:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from smg.errors import InvalidImage, UnsupportedFeature
+from smg.errors import InvalidImage
 from smg.multimodal.pixels import pixels
 
 #: transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD, the default of most processors.

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from smg import _ext
 from smg._ext.tool_scan_py import CallRecorder, decode_json, encode_json, tool_schemas
 from smg._ext.tool_scan_py import feed_batch as feed_each_delta
-from smg.parsers.base import MarkerMachine, ToolCall, ToolCallDelta, ToolCallParser, ToolDelta, check_text
+from smg.parsers.base import MarkerMachine, ToolCall, ToolCallParser, ToolDelta, check_text
 from smg.parsers.names import canonical
 
 tool_kernel = _ext.load("tool_scan")
