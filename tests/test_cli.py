@@ -145,6 +145,33 @@ def test_serve_storage_defaults_to_a_sqlite_file_and_takes_a_url(tmp_path):
                                                     url])).storage.url == url
 
 
+def test_serve_mcp_flags_add_servers_to_the_config_files_and_set_the_loop_limits(tmp_path):
+    from smg.__main__ import _serve_config, build_parser
+    from smg.config import ConfigError
+
+    def config(*flags):
+        return _serve_config(build_parser().parse_args(["serve", *flags]))
+
+    default = config("--demo")
+    assert default.mcp_servers == [] and default.mcp.call_timeout == 60 and default.mcp.max_calls == 16
+    flagged = config("--demo", "--mcp-server", "docs=http://127.0.0.1:9000/mcp", "--mcp-server",
+                     "feed=https://example.com/sse", "--mcp-call-timeout", "2.5", "--mcp-max-calls", "3",
+                     "--allow-url-host", "10.0.0.0/8")
+    assert [(s.label, s.url) for s in flagged.mcp_servers] == [("docs", "http://127.0.0.1:9000/mcp"),
+                                                               ("feed", "https://example.com/sse")]
+    assert flagged.mcp.call_timeout == 2.5 and flagged.mcp.max_calls == 3 and flagged.url_allow_list == ["10.0.0.0/8"]
+    file = tmp_path / "gw.toml"
+    file.write_text('workers = ["grpc://127.0.0.1:1"]\n[[mcp_servers]]\nlabel = "local"\ncommand = "python"\n'
+                    'args = ["server.py"]\n[mcp]\nmax_calls = 5\n')
+    merged = config("--config", str(file), "--mcp-server", "docs=http://127.0.0.1:9000/mcp", "--mcp-call-timeout", "9")
+    assert [s.label for s in merged.mcp_servers] == ["local", "docs"] and merged.mcp_servers[0].args == ["server.py"]
+    assert merged.mcp.max_calls == 5 and merged.mcp.call_timeout == 9
+    for bad in (["--mcp-server", "nolabel"], ["--mcp-server", "x=ftp://h/mcp"], ["--mcp-max-calls", "0"],
+                ["--mcp-server", "a=http://h/mcp", "--mcp-server", "a=http://g/mcp"]):
+        with pytest.raises(ConfigError):
+            config("--demo", *bad)
+
+
 def test_engine_cli_script_by_turn_needs_scripts():
     out = run("engine", "--reference", "--script-by-turn")
     assert out.returncode == 2 and "--script-by-turn needs" in out.stderr

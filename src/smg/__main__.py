@@ -136,6 +136,16 @@ def _serve_config(args: argparse.Namespace):
         values["media"] = {**media, "allowed_dirs": [*media.get("allowed_dirs", []), *args.allowed_media_dir]}
     if args.engine_read_interval_ms is not None:
         values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
+    # MCP servers add to the file's; the loop's limits override it
+    for spec in args.mcp_server:
+        label, sep, url = spec.partition("=")
+        if not sep or not label or not url:
+            raise ConfigError(f"--mcp-server takes LABEL=URL, got {spec!r}")
+        values["mcp_servers"] = [*values.get("mcp_servers", []), {"label": label, "url": url}]
+    mcp = {key: value for key, value in (("call_timeout", args.mcp_call_timeout), ("max_calls", args.mcp_max_calls))
+           if value is not None}
+    if mcp:
+        values["mcp"] = {**values.get("mcp", {}), **mcp}
     if args.storage is not None or "storage" not in values:  # (a config file's storage, unless --storage)
         values["storage"] = {**values.get("storage", {}), "url": args.storage or DEFAULT_STORAGE}
     return convert(values, GatewayConfig, source)
@@ -273,14 +283,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take image inputs, preprocessed as this model family's processor does (its "
                           "preprocessor_config.json from the tokenizer directory)")
     srv.add_argument("--allow-url-host", action="append", default=[], metavar="HOST_OR_CIDR",
-                     help="fetch image URLs from this host or network although it is private, loopback or "
-                          "link-local (refused by default against SSRF; repeatable)")
+                     help="fetch image URLs and connect to requests' MCP server_urls on this host or network "
+                          "although it is private, loopback or link-local (refused by default against SSRF; "
+                          "repeatable)")
     srv.add_argument("--allowed-media-dir", action="append", default=[], metavar="DIR",
                      help="allow file:// image URLs inside this directory (repeatable; none by default)")
     srv.add_argument("--storage", default=None, metavar="URL",
                      help="where stored responses and conversations live: memory, sqlite:///FILE (relative; "
                           "sqlite:////FILE absolute) or postgresql://USER@HOST:PORT/DB (default: the config "
                           f"file's, else {DEFAULT_STORAGE}, in the working directory)")
+    srv.add_argument("--mcp-server", action="append", default=[], metavar="LABEL=URL",
+                     help="an MCP server requests name by server_label alone: streamable HTTP, or SSE when the "
+                          "URL's path ends in /sse (repeatable; stdio servers: the config key mcp_servers)")
+    srv.add_argument("--mcp-call-timeout", type=float, default=None, metavar="SECONDS",
+                     help="seconds one MCP tool call may take; then the model gets a tool error (default 60)")
+    srv.add_argument("--mcp-max-calls", type=int, default=None, metavar="N",
+                     help="MCP tool calls one response may make; then it ends incomplete (default 16)")
     srv.add_argument("--host", default=None, help="default 127.0.0.1")
     srv.add_argument("--port", type=int, default=None, help="default 8000")
     srv.add_argument("--server", default=None, choices=["smg", "uvicorn"],

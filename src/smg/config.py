@@ -1,5 +1,5 @@
 """Every configuration record, in one place: the gateway, its models, their pools, the tokenizer
-cache and the HTTP server.
+cache, storage, MCP servers and the HTTP server.
 
 Records are frozen msgspec structs: ``GatewayConfig.load(path_or_mapping)`` reads a TOML or JSON
 file (or a dict) with the same keys, and any unknown key or bad value is a :class:`ConfigError`
@@ -188,6 +188,48 @@ class StorageConfig(_Record, frozen=True):
         _number("StorageConfig", "timeout", self.timeout, 0.001)
 
 
+MCP_APPROVALS = ("always", "never")
+
+
+class McpServerConfig(_Record, frozen=True):
+    """An MCP server the operator configures (``mcp_servers``; ``smg serve --mcp-server LABEL=URL``):
+    a request names it by ``server_label`` alone. ``url``: streamable HTTP, or SSE when its path
+    ends in ``/sse``; or ``command`` + ``args``: a stdio server the gateway starts. ``headers`` go
+    with every HTTP request to it (a request's own headers add to them)."""
+
+    label: str
+    url: str | None = None
+    command: str | None = None
+    args: list[str] = []
+    env: dict[str, str] = {}  # stdio: extra environment for the server process
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if not self.label or not self.label.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"mcp server labels are letters, digits, '_' and '-', got {self.label!r}")
+        if (self.url is None) == (self.command is None):
+            raise ConfigError(f"mcp server {self.label!r}: give url (HTTP) or command (stdio), one of them")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"mcp server {self.label!r}: url must be http(s)://, got {self.url!r}")
+
+
+class McpConfig(_Record, frozen=True):
+    """The MCP tool loop's limits (``smg.mcp``)."""
+
+    call_timeout: float = 60.0  # seconds one tool call may take (then the model gets a tool error)
+    max_calls: int = 16  # tool calls one response may make (then it ends incomplete)
+    max_output_bytes: int = 1 * MiB  # a larger tool result is a tool error
+    connect_timeout: float = 10.0  # connecting to a server and listing its tools
+    tools_ttl: float = 60.0  # a session's tool list is listed again after this many seconds
+    idle_timeout: float = 300.0  # a pooled session unused this long is closed
+
+    def __post_init__(self) -> None:
+        for name in ("call_timeout", "connect_timeout", "tools_ttl", "idle_timeout"):
+            _number("McpConfig", name, getattr(self, name), 0.001)
+        _number("McpConfig", "max_calls", self.max_calls, 1, integer=True)
+        _number("McpConfig", "max_output_bytes", self.max_output_bytes, 1, integer=True)
+
+
 class ModelConfig(_Record, frozen=True):
     """One served model: the name requests use (and aliases), its workers and how to talk to them,
     its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
@@ -275,6 +317,9 @@ class GatewayConfig(_Record, frozen=True):
     url_allow_list: list[str] = []
     media: MediaConfig = MediaConfig()
     storage: StorageConfig = StorageConfig()
+    # MCP servers requests may name by label, and the tool loop's limits
+    mcp_servers: list[McpServerConfig] = []
+    mcp: McpConfig = McpConfig()
     # a request's own chat template: time and output-size bounds of its rendering
     template_timeout: float = 5.0
     template_max_chars: int = 16 * MiB
@@ -303,6 +348,9 @@ class GatewayConfig(_Record, frozen=True):
         _number("GatewayConfig", "template_max_chars", self.template_max_chars, 1, integer=True)
         for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "template_timeout"):
             _number("GatewayConfig", name, getattr(self, name), 0.001)
+        labels = [server.label for server in self.mcp_servers]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"mcp server labels must be unique, got {labels}")
         names: set[str] = set()
         for model in self.model_configs():
             for name in filter(None, [model.name, *model.aliases]):

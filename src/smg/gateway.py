@@ -26,11 +26,13 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 import msgspec
 
 from smg.api import anthropic, openai_chat, openai_completions, responses
-from smg.config import CacheConfig, GatewayConfig, ModelConfig, PoolConfig, StorageConfig, convert
+from smg.config import (CacheConfig, GatewayConfig, McpServerConfig, ModelConfig, PoolConfig, StorageConfig,
+                        convert)
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, SmgError
+from smg.mcp import McpServers
 from smg.metrics import Metrics
 from smg.models import ModelRegistry, ServedModel
 from smg.multimodal.media import MediaPolicy
@@ -66,6 +68,10 @@ class Gateway:
             as in vLLM: a template is code run on the gateway.
         storage: where stored responses and conversations live (``smg.storage``): ``memory``
             (the default here), ``sqlite:///file`` or ``postgresql://...``.
+        mcp_servers: MCP servers requests may name by ``server_label`` (``McpServerConfig`` or
+            dicts: ``label`` and ``url``, or ``command`` + ``args`` for stdio).
+        url_allow_list: hosts or CIDR networks the gateway may connect to although they are
+            private, loopback or link-local (image URLs, a request's MCP ``server_url``).
     """
 
     def __init__(self, workers: Sequence[str] = (), tokenizer: str | Path | Tokenizer | None = None,
@@ -75,7 +81,9 @@ class Gateway:
                  pool_config: PoolConfig | None = None, max_context_length: int | None = None,
                  trust_request_chat_template: bool = False, lora_adapters: Sequence[str] = (),
                  models: Sequence[ModelConfig | Mapping[str, Any]] | None = None,
-                 storage: str | StorageConfig | None = None, config: GatewayConfig | None = None) -> None:
+                 storage: str | StorageConfig | None = None,
+                 mcp_servers: Sequence[McpServerConfig | Mapping[str, Any]] | None = None,
+                 url_allow_list: Sequence[str] = (), config: GatewayConfig | None = None) -> None:
         own_tokenizer = tokenizer if isinstance(tokenizer, Tokenizer) else None
         if config is None:
             values: dict[str, Any] = {
@@ -85,6 +93,8 @@ class Gateway:
                 "trust_request_chat_template": trust_request_chat_template, "lora_adapters": list(lora_adapters),
                 "models": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in models or ()],
                 "cache": cache, "pool": pool_config,
+                "url_allow_list": list(url_allow_list),
+                "mcp_servers": [m if isinstance(m, Mapping) else msgspec.to_builtins(m) for m in mcp_servers or ()],
                 "storage": StorageConfig(url=storage) if isinstance(storage, str) else storage}  # (records given as objects are taken as they are)
             config = convert({k: v for k, v in values.items() if v not in (None, [])}, GatewayConfig,
                              "gateway arguments")
@@ -101,6 +111,7 @@ class Gateway:
                          for i, m in enumerate(config.model_configs())]
         self.storage: Storage = open_storage(config.storage)
         self.background = responses.BackgroundRuns()
+        self.mcp = McpServers(config.mcp_servers, config.url_allow_list, config.mcp)
         self._started = False
         self._created = int(time.time())
 
@@ -134,7 +145,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.background.close()
-        await asyncio.gather(self.storage.close(), *(m.close() for m in self.models), return_exceptions=True)
+        await asyncio.gather(self.storage.close(), self.mcp.close(), *(m.close() for m in self.models), return_exceptions=True)
         self._started = False
 
     async def __aenter__(self) -> "Gateway":

@@ -23,21 +23,26 @@ from smg.api.base import (BlockStreamShapes, ErrorShape, HttpRequest, Reply, Str
                           json_reply)
 from smg.errors import (ContextLengthExceeded, InvalidRequest, NotFound, RequestAborted, SmgError,
                         UnsupportedFeature)
+from smg.api import responses_mcp as mcp_items
+from smg.api.responses_mcp import McpCalls
 from smg.pipeline import plain
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, TOOL_CALL, Block, BlockRun
 from smg.pipeline.plain import Sink
-from smg.pipeline.prepare import ChatSpec, Prepared, prepare_chat, request_ids, template_kwargs, thinking_kwargs
+from smg.pipeline.prepare import (ChatSpec, Prepared, RequestIds, prepare_chat, request_ids, template_kwargs,
+                                  thinking_kwargs)
 from smg.protocols import openai as oa
 from smg.protocols import responses as rp
 from smg.storage import Conversation, StoredResponse
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
+    from smg.mcp.tools import McpToolset
 
 log = logging.getLogger("smg.responses")
 _encode = msgspec.json.encode
 INCLUDES = frozenset({"reasoning.encrypted_content"})  # accepted: reasoning items carry their text instead
-_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs",
+                **mcp_items.ITEM_PREFIX}
 _BLOCK_ITEM = {REASONING: "reasoning", TEXT: "message", TOOL_CALL: "function_call"}  # block kind -> item type
 _DELTA_EVENT = {REASONING: "response.reasoning_text.delta", TEXT: "response.output_text.delta",
                 TOOL_CALL: "response.function_call_arguments.delta"}
@@ -85,7 +90,7 @@ def input_items(value: str | list | None, where: str = "input") -> list[dict]:
         kind = item.setdefault("type", "message")
         if kind not in _ITEM_PREFIX:
             raise UnsupportedFeature(f"{where}[{i}]: item type {kind!r} is not supported (message, function_call, "
-                                     f"function_call_output and reasoning are)")
+                                     f"function_call_output, reasoning and the mcp_ items are)")
         if kind == "message":
             if item.get("role") not in ("user", "assistant", "system", "developer"):
                 raise InvalidRequest(f"{where}[{i}].role must be user, assistant, system or developer")
@@ -98,6 +103,8 @@ def input_items(value: str | list | None, where: str = "input") -> list[dict]:
         elif kind == "function_call_output":
             if not isinstance(item.get("call_id"), str) or "output" not in item:
                 raise InvalidRequest(f"{where}[{i}]: a function_call_output needs call_id and output")
+        elif kind in mcp_items.ITEM_PREFIX:
+            mcp_items.check_item(item, f"{where}[{i}]")
         item.setdefault("id", new_id(_ITEM_PREFIX[kind]))
         items.append(item)
     return items
@@ -136,9 +143,17 @@ def chat_messages(items: list[dict], instructions: str | None) -> list[dict]:
     function_call_output must answer an earlier function_call."""
     messages: list[dict] = [{"role": "system", "content": instructions}] if instructions else []
     calls: set[str] = set()
+    answers = {item["approval_request_id"]: item for item in items if item["type"] == "mcp_approval_response"}
     reasoning = ""
     for i, item in enumerate(items):
         kind = item["type"]
+        if kind in mcp_items.ITEM_PREFIX:
+            turn = mcp_items.call_messages(item, answers)
+            if turn and reasoning:
+                turn[0]["reasoning_content"] = reasoning
+                reasoning = ""
+            messages += turn
+            continue
         if kind == "reasoning":
             reasoning += _reasoning_text(item)
             continue
@@ -168,18 +183,23 @@ def chat_messages(items: list[dict], instructions: str | None) -> list[dict]:
     return messages
 
 
-def _tools(tools: list[dict] | None) -> list[dict] | None:
-    if not tools:
-        return None
-    out = []
-    for i, tool in enumerate(tools):
+def _tools(tools: list[dict] | None) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """The request's function tools (as chat tools) and its ``mcp`` entries (with their index)."""
+    functions, mcp = [], []
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"tools[{i}] must be an object")
+        if tool.get("type") == "mcp":
+            mcp.append((i, tool))
+            continue
         if tool.get("type") != "function":
-            raise UnsupportedFeature(f"tools[{i}]: tool type {tool.get('type')!r} is not supported (function is)")
+            raise UnsupportedFeature(f"tools[{i}]: tool type {tool.get('type')!r} is not supported (function and "
+                                     f"mcp are)")
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise InvalidRequest(f"tools[{i}] needs a name")
-        out.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters",
-                                                                           "strict") if tool.get(k) is not None}})
-    return out
+        functions.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters",
+                                                                                 "strict") if tool.get(k) is not None}})
+    return functions, mcp
 
 
 def _tool_choice(choice, tools: list[dict] | None):
@@ -187,12 +207,13 @@ def _tool_choice(choice, tools: list[dict] | None):
         if choice == "required" and not tools:
             raise InvalidRequest("tool_choice 'required' needs tools")
         return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
+    if isinstance(choice, dict) and choice.get("type") in ("function", "mcp") and "name" in choice:
         name = choice.get("name")
         if name not in {t["function"]["name"] for t in tools or ()}:
             raise InvalidRequest(f"tool_choice names a function not in tools: {name!r}")
         return {"type": "function", "function": {"name": name}}
-    raise UnsupportedFeature(f"tool_choice {choice!r} is not supported ('auto', 'none', 'required' or a function)")
+    raise UnsupportedFeature(f"tool_choice {choice!r} is not supported ('auto', 'none', 'required', a function or "
+                             f"an mcp tool by name)")
 
 
 def _constraint(text: rp.TextConfig | None) -> tuple[str, str] | None:
@@ -235,16 +256,24 @@ def _item(block: Block, item_id: str, done: bool) -> dict:
 
 
 class _Run:
-    """One response: its events (``sse``: as SSE bytes) and, when done, its response object."""
+    """One response: its events (``sse``: as SSE bytes) and, when done, its response object. A
+    request with MCP tools runs turns: the model's calls to them are run (``McpCalls``) and their
+    results fed back until the model answers without one, asks for approval, calls a client
+    function, or reaches the call limit."""
 
-    def __init__(self, gw: "Gateway", r: rp.ResponsesRequest, p: Prepared, base: dict, sse: bool) -> None:
-        self.gw, self.r, self.p, self.base, self.sse = gw, r, p, base, sse
+    def __init__(self, gw: "Gateway", q: "_Request", sse: bool) -> None:
+        self.gw, self.q, self.r, self.p, self.base, self.sse = gw, q, q.r, q.p, q.base, sse
         self.seq = 0
         self.output: list[dict] = []
-        self.ids: dict[int, str] = {}  # block index -> item id
+        self.offset = 0  # the output index of this turn's first block
+        self.ids: dict[int, str] = {}  # this turn's block index -> item id
         self.prefixes: dict[int, bytes] = {}  # block index -> its delta events' bytes up to the text
-        self.response = dict(base)
+        self.response = dict(self.base)
         self.error: SmgError | None = None  # why the response failed
+        self.ended = False  # the final event is made (self.response is final)
+        self.tokens = [0, 0, 0, 0]  # prompt, output, cached and reasoning tokens over the turns
+        self.calls = (McpCalls(q.toolset, self.event, self.output, q.max_calls)
+                      if q.toolset is not None else None)
 
     def event(self, kind: str, **fields) -> bytes | None:
         if not self.sse:
@@ -259,8 +288,11 @@ class _Run:
             return None
         prefix = self.prefixes.get(block.index)
         if prefix is None:
-            kind = _DELTA_EVENT[block.kind]
-            fields = {"type": kind, "item_id": self.ids[block.index], "output_index": block.index}
+            mcp = block.index in self.calls.blocks if self.calls is not None else False
+            if mcp and self.calls.asks(block):
+                return None  # an approval request streams whole, at its end
+            kind = "response.mcp_call_arguments.delta" if mcp else _DELTA_EVENT[block.kind]
+            fields = {"type": kind, "item_id": self.ids[block.index], "output_index": self.offset + block.index}
             if block.kind != TOOL_CALL:
                 fields["content_index"] = 0
             if block.kind == TEXT:
@@ -273,25 +305,33 @@ class _Run:
 
     def block_events(self, events: list) -> list:
         out = []
+        calls = self.calls
         for event in events:
             block = event[1]
+            index = self.offset + block.index
             if event[0] == DELTA:
                 out.append(self.delta(block, event[2]))
             elif event[0] == START:
+                if block.kind == TOOL_CALL and calls is not None and calls.claims(block):
+                    self.ids[block.index] = calls.item_id(block)
+                    out += calls.start(block, index)
+                    continue
                 item_id = self.ids[block.index] = new_id(_ITEM_PREFIX[_BLOCK_ITEM[block.kind]])
-                out.append(self.event("response.output_item.added", output_index=block.index,
+                out.append(self.event("response.output_item.added", output_index=index,
                                       item=_item(block, item_id, False)))
                 if block.kind == TEXT:
-                    out.append(self.event("response.content_part.added", item_id=item_id, output_index=block.index,
+                    out.append(self.event("response.content_part.added", item_id=item_id, output_index=index,
                                           content_index=0, part={"type": "output_text", "text": "",
                                                                  "annotations": [], "logprobs": []}))
                 elif block.kind == REASONING:
-                    out.append(self.event("response.content_part.added", item_id=item_id, output_index=block.index,
+                    out.append(self.event("response.content_part.added", item_id=item_id, output_index=index,
                                           content_index=0, part={"type": "reasoning_text", "text": ""}))
+            elif calls is not None and block.index in calls.blocks:
+                out += calls.stop(block, index)
             else:
                 item = _item(block, self.ids[block.index], True)
                 self.output.append(item)
-                where = {"item_id": item["id"], "output_index": block.index}
+                where = {"item_id": item["id"], "output_index": index}
                 if block.kind == TEXT:
                     out.append(self.event("response.output_text.done", **where, content_index=0, text=block.text,
                                           logprobs=[]))
@@ -304,60 +344,147 @@ class _Run:
                 else:
                     out.append(self.event("response.function_call_arguments.done", **where, name=block.name,
                                           arguments=block.text))
-                out.append(self.event("response.output_item.done", output_index=block.index, item=item))
+                out.append(self.event("response.output_item.done", output_index=index, item=item))
         return out
 
     def head_events(self) -> list:
         started = dict(self.base, status="in_progress")
         return [self.event("response.created", response=started), self.event("response.in_progress", response=started)]
 
+    def count(self, p: Prepared, choice, cached: int) -> None:
+        """Add one turn's tokens to the response's usage."""
+        tokens = self.tokens
+        tokens[0] += len(p.prompt_ids)
+        tokens[2] += cached
+        if choice is not None:
+            tokens[1] += choice.tokens
+            tokens[3] += choice.reasoning_tokens
+
     def finish(self, choice, cached: int) -> bytes | None:
-        """The last event of a response that ran to its end; ``self.response`` is set."""
+        """The last event of a one-turn response that ran to its end; ``self.response`` is set."""
+        self.count(self.p, choice, cached)
+        return self.end(choice)
+
+    def end(self, choice, reason: str | None = None) -> bytes | None:
+        """The last event of a response whose last turn ended with ``choice``; ``reason`` says why
+        it is incomplete otherwise."""
         finish = choice.finish_reason if choice is not None else "abort"
-        incomplete = finish in ("length", "abort")
-        self.response = dict(self.base, status="incomplete" if incomplete else "completed", output=self.output,
-                             usage=_usage(len(self.p.prompt_ids), choice.tokens if choice is not None else 0,
-                                          cached, choice.reasoning_tokens if choice is not None else 0),
-                             incomplete_details={"reason": "max_output_tokens" if finish == "length"
-                                                 else "engine_aborted"} if incomplete else None)
-        return self.event("response.incomplete" if incomplete else "response.completed", response=self.response)
+        if reason is None and finish in ("length", "abort"):
+            reason = "max_output_tokens" if finish == "length" else "engine_aborted"
+        self.ended = True
+        self.response = dict(self.base, status="incomplete" if reason else "completed", output=self.output,
+                             usage=_usage(*self.tokens), incomplete_details={"reason": reason} if reason else None)
+        return self.event("response.incomplete" if reason else "response.completed", response=self.response)
 
     def fail(self, error: SmgError, status: str = "failed") -> bytes | None:
         """The last event of a response that failed (``self.response`` is set)."""
-        self.error = error
+        self.error, self.ended = error, True
         self.response = dict(self.base, status=status, output=self.output,
                              error={"code": error.code or error.error_type, "message": error.message})
         return self.event("response.failed", response=self.response)
 
+    def _turn(self) -> None:
+        """A new turn's blocks come after the output so far."""
+        self.offset = len(self.output)
+        self.ids.clear()
+        self.prefixes.clear()
+        if self.calls is not None:
+            self.calls.new_turn()
+
     async def events(self) -> AsyncIterator[bytes | None]:
         """The general pipeline's events; ``self.response`` is the final response object once it
-        ends. An engine failure after the start ends it as ``failed``."""
+        ends. A failure after the start ends it as ``failed`` (cancelled: ``cancelled``)."""
         for event in self.head_events():
             yield event
-        steps = BlockRun(self.p, self.gw.metrics)
+        calls, p, turn = self.calls, self.p, 0
+        steps, reason = None, None
         try:
-            async for events in steps.steps():
-                for event in self.block_events(events):
+            if calls is not None:
+                for event in calls.list_events(self.q.history):
                     yield event
+                for event in await calls.run_approved(self.q.approvals):
+                    yield event
+                if self.q.approvals:  # the model goes on from the approved calls' results
+                    turn = 1
+                    p = await self.q.turn(self.output, turn)
+            while True:
+                self._turn()
+                steps = BlockRun(p, self.gw.metrics)
+                async for events in steps.steps():
+                    for event in self.block_events(events):
+                        yield event
+                self.count(p, steps.choice, steps.cached)
+                if calls is None or not calls.pending:
+                    break
+                for event in await calls.run_pending():
+                    yield event
+                finish = steps.choice.finish_reason if steps.choice is not None else "abort"
+                client_call = any(item["type"] == "function_call" for item in self.output[self.offset:])
+                if calls.asked or calls.limit_hit or client_call or finish in ("length", "abort"):
+                    break
+                if self.r.max_output_tokens is not None and self.tokens[1] >= self.r.max_output_tokens:
+                    reason = "max_output_tokens"
+                    break
+                turn += 1
+                steps = None
+                p = await self.q.turn(self.output, turn, self.tokens[1])
         except (SmgError, asyncio.CancelledError) as exc:
-            for event in self.block_events(steps.blocks.finish()):  # what was produced stays, closed
-                yield event
+            if steps is not None:
+                for event in self.block_events(steps.blocks.finish()):  # what was produced stays, closed
+                    yield event
             if isinstance(exc, asyncio.CancelledError):
                 self.fail(RequestAborted("the response was cancelled"), "cancelled")
                 raise
             yield self.fail(exc)
             return
-        yield self.finish(steps.choice, steps.cached)
+        if calls is not None and calls.limit_hit:
+            reason = "max_tool_calls"
+        yield self.end(steps.choice, reason)
 
 
 # ---- requests ------------------------------------------------------------------------------------
 
 class _Request:
-    """A decoded request with its context, prepared: what storing the response needs."""
+    """A decoded request with its context, prepared (its first turn: ``p``); ``turn`` prepares
+    the next ones of a tool loop. What storing the response needs."""
 
-    def __init__(self, r: rp.ResponsesRequest, p: Prepared, items: list[dict], conversation_id: str | None,
-                 base: dict) -> None:
-        self.r, self.p, self.items, self.conversation_id, self.base = r, p, items, conversation_id, base
+    def __init__(self, gw: "Gateway", r: rp.ResponsesRequest, sampling: oa.SamplingFields, items: list[dict],
+                 history: list[dict], functions: list[dict], toolset: "McpToolset | None", ids: RequestIds) -> None:
+        self.gw, self.r, self.sampling, self.items, self.history = gw, r, sampling, items, history
+        self.served, self.lora = gw.models.resolve(r.model)
+        self.tools = functions + (toolset.functions() if toolset is not None else [])
+        self.toolset, self.ids = toolset, ids
+        self.approvals = mcp_items.answered_approvals(items, history, toolset)
+        limit = gw.config.mcp.max_calls
+        self.max_calls = min(limit, r.max_tool_calls) if r.max_tool_calls is not None else limit
+        self.conversation_id = _conversation_id(r)
+        self.p: Prepared = None  # type: ignore[assignment]  (set by prepare)
+        self.base: dict = {}
+
+    async def turn(self, output: list[dict], turn: int = 0, used: int = 0) -> Prepared:
+        """The chat of turn ``turn`` (0: the first; later ones see the output so far, and may
+        call any tool), prepared; ``used``: the output tokens of the turns before, which
+        ``max_output_tokens`` (a bound on the whole response) leaves fewer to this one.
+        ``truncation: auto`` drops the oldest turns of the context until it fits."""
+        r = self.r
+        sampling = self.sampling
+        if used and sampling.max_tokens is not None:
+            sampling = msgspec.structs.replace(sampling, max_tokens=sampling.max_tokens - used)
+        choice = _tool_choice(r.tool_choice, self.tools) if turn == 0 else "auto"
+        ids = self.ids if turn == 0 else RequestIds(self.ids.response, f"{self.ids.engine}-{turn}",
+                                                     self.ids.routing_key)
+        while True:
+            chat = ChatSpec(messages=chat_messages(self.history + self.items + output, r.instructions),
+                            sampling=sampling, model=r.model, tools=self.tools or None, tool_choice=choice,
+                            unoffered_tools=self.toolset.unoffered() if self.toolset is not None else None,
+                            parallel_tool_calls=r.parallel_tool_calls, template_kwargs=_template_kwargs(r),
+                            constraint=_constraint(r.text), user=r.user)
+            try:
+                return await prepare_chat(self.served, chat, ids, self.lora, self.gw.template_limits)
+            except ContextLengthExceeded:
+                if r.truncation != "auto" or not self.history:
+                    raise
+                self.history = _drop_oldest_turn(self.history)
 
 
 def _conversation_id(r: rp.ResponsesRequest) -> str | None:
@@ -404,39 +531,43 @@ def _check(r: rp.ResponsesRequest) -> oa.SamplingFields:
     return sampling
 
 
+def _echoed_tools(tools: list[dict] | None) -> list[dict]:
+    """The request's tools as the response shows (and stores) them: an mcp tool's headers and
+    authorization left out (they are secrets)."""
+    return [{k: v for k, v in tool.items() if k not in ("headers", "authorization")}
+            if isinstance(tool, dict) and tool.get("type") == "mcp" else tool for tool in tools or ()]
+
+
 async def prepare(gw: "Gateway", request, request_id: str | None, routing_key: str | None) -> _Request:
     gw.require_started()
     r = oa.decode_request(request, rp.ResponsesRequest)
     sampling = _check(r)
-    served, lora = gw.models.resolve(r.model)
     items = input_items(r.input)
-    tools = _tools(r.tools)
+    functions, mcp_entries = _tools(r.tools)
     history = await _context(gw, r)
+    toolset = await gw.mcp.toolset(mcp_entries) if mcp_entries else None
+    if toolset is not None:
+        names = {tool["function"]["name"] for tool in functions}
+        clash = next((tool["function"]["name"] for tool in toolset.functions() if tool["function"]["name"] in names),
+                     None)
+        if clash is not None:
+            raise InvalidRequest(f"the function tool {clash!r} has the name of an MCP server's tool")
     ids = request_ids("resp", request_id, routing_key or r.prompt_cache_key, separator="_")
-    while True:
-        chat = ChatSpec(messages=chat_messages(history + items, r.instructions), sampling=sampling, model=r.model,
-                        tools=tools, tool_choice=_tool_choice(r.tool_choice, tools),
-                        parallel_tool_calls=r.parallel_tool_calls, template_kwargs=_template_kwargs(r),
-                        constraint=_constraint(r.text), user=r.user)
-        try:
-            p = await prepare_chat(served, chat, ids, lora, gw.template_limits)
-            break
-        except ContextLengthExceeded:
-            if r.truncation != "auto" or not history:
-                raise
-            history = _drop_oldest_turn(history)
-    conversation_id = _conversation_id(r)
-    base = {"id": p.request_id, "object": "response", "created_at": p.created, "status": "in_progress",
-            "model": p.model, "output": [], "error": None, "incomplete_details": None,
-            "instructions": r.instructions, "metadata": r.metadata or {}, "parallel_tool_calls": r.parallel_tool_calls,
-            "temperature": r.temperature, "top_p": r.top_p, "max_output_tokens": r.max_output_tokens,
-            "tool_choice": r.tool_choice if r.tool_choice is not None else "auto", "tools": r.tools or [],
-            "text": oa.to_dict(r.text) if r.text is not None else {"format": {"type": "text"}},
-            "reasoning": oa.to_dict(r.reasoning) if r.reasoning is not None else None,
-            "previous_response_id": r.previous_response_id, "store": r.store, "background": r.background,
-            "truncation": r.truncation, "user": r.user,
-            "conversation": {"id": conversation_id} if conversation_id else None, "usage": None}
-    return _Request(r, p, items, conversation_id, base)
+    q = _Request(gw, r, sampling, items, history, functions, toolset, ids)
+    p = q.p = await q.turn([])
+    conversation_id = q.conversation_id
+    q.base = {"id": p.request_id, "object": "response", "created_at": p.created, "status": "in_progress",
+              "model": p.model, "output": [], "error": None, "incomplete_details": None,
+              "instructions": r.instructions, "metadata": r.metadata or {},
+              "parallel_tool_calls": r.parallel_tool_calls, "temperature": r.temperature, "top_p": r.top_p,
+              "max_output_tokens": r.max_output_tokens, "max_tool_calls": r.max_tool_calls,
+              "tool_choice": r.tool_choice if r.tool_choice is not None else "auto", "tools": _echoed_tools(r.tools),
+              "text": oa.to_dict(r.text) if r.text is not None else {"format": {"type": "text"}},
+              "reasoning": oa.to_dict(r.reasoning) if r.reasoning is not None else None,
+              "previous_response_id": r.previous_response_id, "store": r.store, "background": r.background,
+              "truncation": r.truncation, "user": r.user,
+              "conversation": {"id": conversation_id} if conversation_id else None, "usage": None}
+    return q
 
 
 def _drop_oldest_turn(history: list[dict]) -> list[dict]:
@@ -469,7 +600,7 @@ async def create(gw: "Gateway", request, request_id: str | None = None, routing_
         await _store(gw, q, queued)
         gw.background.start(queued["id"], _background(gw, q))
         return queued
-    job = _Run(gw, q.r, q.p, q.base, sse=False)
+    job = _Run(gw, q, sse=False)
     async for _ in job.events():
         pass
     await _store(gw, q, job.response)
@@ -479,7 +610,7 @@ async def create(gw: "Gateway", request, request_id: str | None = None, routing_
 
 
 async def _background(gw: "Gateway", q: _Request) -> None:
-    job = _Run(gw, q.r, q.p, q.base, sse=False)
+    job = _Run(gw, q, sse=False)
     try:
         await _store(gw, q, dict(q.base, status="in_progress"))  # GET shows it running
         async for _ in job.events():
@@ -496,7 +627,7 @@ class _Shapes(BlockStreamShapes):
     """A streamed response for ``plain.stream``: a plain one's text as one message item."""
 
     def __init__(self, gw: "Gateway", q: _Request) -> None:
-        super().__init__(q.p if q.p.plain else None, _Run(gw, q.r, q.p, q.base, sse=True))
+        super().__init__(q.p if q.p.plain else None, _Run(gw, q, sse=True))
         self.gw, self.q = gw, q
 
     async def end(self, choice, cached: int, text: str | None) -> bytes:
@@ -513,15 +644,12 @@ class _Shapes(BlockStreamShapes):
         return b"".join(events)
 
     async def general(self) -> AsyncIterator[bytes]:
-        pending = None
         async for event in self.job.events():
             if event is None:
                 continue
-            if pending is not None:
-                yield pending
-            pending = event
-        await _store(self.gw, self.q, self.job.response)  # before the final event
-        yield pending
+            if self.job.ended:
+                await _store(self.gw, self.q, self.job.response)  # before the final event
+            yield event
 
 
 def stream(gw: "Gateway", request, request_id: str | None = None, routing_key: str | None = None,

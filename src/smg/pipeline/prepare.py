@@ -228,6 +228,9 @@ class ChatSpec:
     sampling: Any  # OpenAI's sampling fields (``oa.SamplingFields`` or a request that has them)
     model: str = ""
     tools: list | None = None  # OpenAI function tools: {"type": "function", "function": {...}}
+    # tools the parser recognises but the template does not offer (MCP tools outside allowed_tools:
+    # a call to one is refused with a tool error, not taken for text)
+    unoffered_tools: list | None = None
     tool_choice: Any = None  # "auto" | "none" | "required" | {"type": "function", "function": {"name"}}
     parallel_tool_calls: bool = True
     template_kwargs: dict = field(default_factory=dict)
@@ -292,7 +295,8 @@ async def prepare_chat(served: ServedModel, chat: ChatSpec, ids: RequestIds, lor
         created=int(time.time()), prompt_ids=prompt_ids, sampling=sampling, stop=stop, lora_id=lora_id,
         return_logprob=chat.logprobs, top_logprobs=chat.top_logprobs, reasoning=reasoning,
         in_reasoning=prompt_opens_reasoning(prompt, reasoning) if reasoning else None, tool_parser=tool_parser,
-        tools=tools, forced_tool=forced, required_tools=required, single_tool_call=not chat.parallel_tool_calls,
+        tools=tools + chat.unoffered_tools if tools and chat.unoffered_tools else tools, forced_tool=forced,
+        required_tools=required, single_tool_call=not chat.parallel_tool_calls,
         prompt_text=prompt, multimodal=multimodal, routing_key=ids.routing_key_or(chat.user))
 
 

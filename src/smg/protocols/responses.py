@@ -42,6 +42,7 @@ class ResponsesRequest(_Request, kw_only=True):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Union[str, dict[str, Any], None] = None
     parallel_tool_calls: bool = True
+    max_tool_calls: int | None = None  # MCP calls the gateway runs for this response (at most the config's)
     max_output_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
