@@ -43,6 +43,7 @@ bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_protocol
 	$(BIN)/python -m benchmarks.bench_multimodal
 	$(BIN)/python -m benchmarks.bench_agentic
+	$(BIN)/python -m benchmarks.bench_mcp
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv

@@ -47,6 +47,13 @@ def wait_for_port(port: int, seconds: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pin(core: int):
     """A ``preexec_fn`` pinning a child to ``core`` on a 2-core machine (None elsewhere)."""
     if (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from benchmarks._common import free_port, pin, pin_self, wait_for_port
+from benchmarks._common import cpu_seconds, free_port, pin, pin_self, wait_for_port
 from benchmarks.bench_serve import wait_ready
 
 REASONING = " ".join(f"Step {i}: the forecast for city {i % 7} needs checking against the archive." for i in range(12))
@@ -71,11 +70,6 @@ def _output_tokens(api: str, tail: bytes) -> int:
     return int(tail[at:end])
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _load(base: str, api: str, tools: bool, concurrency: int, duration: float, gateway_pid: int) -> dict:
     import aiohttp
 
@@ -101,9 +95,9 @@ async def _load(base: str, api: str, tools: bool, concurrency: int, duration: fl
         await asyncio.gather(*(one(w) for w in range(concurrency)))  # warm up
         tokens = requests = 0
         stop = time.monotonic() + duration
-        cpu0, wall0 = _cpu_seconds(gateway_pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(gateway_pid), time.monotonic()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        cpu, wall = _cpu_seconds(gateway_pid) - cpu0, time.monotonic() - wall0
+        cpu, wall = cpu_seconds(gateway_pid) - cpu0, time.monotonic() - wall0
     return {"tokens_per_s": tokens / wall, "cpu_s_per_1k_tok": 1000 * cpu / tokens, "requests": requests}
 
 

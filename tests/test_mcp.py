@@ -270,6 +270,22 @@ def test_the_call_limit_ends_the_response_incomplete(stack, web):
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_tool_calls"
 
 
+def test_background_and_conversation_responses_run_the_loop(weather, web):
+    client, _, _ = weather
+    queued = client.responses.create(model="", input="Weather in Paris?", tools=[mcp(web)], background=True)
+    deadline = time.monotonic() + 20
+    while (done := client.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert done.status == "completed" and [i.type for i in done.output][-2:] == ["mcp_call", "message"]
+    conversation = client.conversations.create()
+    client.responses.create(model="", input="Weather in Paris?", tools=[mcp(web)], conversation=conversation.id)
+    items = [item.type for item in client.conversations.items.list(conversation.id)]
+    assert items == ["message", "mcp_list_tools", "reasoning", "message", "mcp_call", "message"]
+    with pytest.raises(openai.BadRequestError, match="max_tool_calls"):
+        client.responses.create(model="", input="Go", tools=[mcp(web)], max_tool_calls=-1)
+
+
 def test_client_functions_and_mcp_tools_in_one_request(stack, web):
     mixed = call("weather", city="Rome") + "\n" + call("book_table", city="Rome")
     client, _, _ = serve(stack, mixed, ANSWER)

@@ -523,6 +523,8 @@ def _check(r: rp.ResponsesRequest) -> oa.SamplingFields:
         raise UnsupportedFeature("background streaming is not supported: poll GET /v1/responses/{id}")
     if r.top_logprobs:
         raise UnsupportedFeature("top_logprobs is not supported on /v1/responses")
+    if r.max_tool_calls is not None and r.max_tool_calls < 0:
+        raise InvalidRequest("max_tool_calls must be >= 0")
     unknown = set(r.include or ()) - INCLUDES
     if unknown:
         raise UnsupportedFeature(f"include values not supported: {sorted(unknown)}")
