@@ -243,7 +243,9 @@ def test_deeply_nested_json_is_a_400_not_a_500(llama, llama_dir, where):
     ("{{ 'a' * 1000000000 }}", "more than"),
     ("{% for i in range(100000000) %}{% endfor %}", "range"),
     ("{% for i in range(99999) %}{% for j in range(99999) %}{{ i }}{% endfor %}{% endfor %}", "more than"),
-    ("{% for i in range(99999) %}{% for j in range(99999) %}{% set x = j %}{% endfor %}{% endfor %}", "too long"),
+    # the sandbox's operation count or the time limit, whichever a loaded machine reaches first
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% set x = j %}{% endfor %}{% endfor %}",
+     ("too long", "took more than 1 s")),
     ("{{ 10 ** 100000000 }}", "exponent"),
 ])
 def test_a_requests_own_template_renders_off_the_loop_within_limits(llama, llama_dir, template, fragment):
@@ -283,7 +285,8 @@ def test_a_requests_own_template_renders_off_the_loop_within_limits(llama, llama
             await server.stop()
 
     bad, good, good_at, total = run(main())
-    assert bad.status_code == 400 and fragment in bad.json()["error"]["message"], bad.json()
+    fragments = (fragment,) if isinstance(fragment, str) else fragment
+    assert bad.status_code == 400 and any(f in bad.json()["error"]["message"] for f in fragments), bad.json()
     assert good.status_code == 200 and good_at < 1.0
     assert total < 3.0
 

@@ -115,7 +115,7 @@ class _Session:
 
     @property
     def broken(self) -> bool:
-        return self.ready.is_set() and self.client is None or self.task is not None and self.task.done()
+        return (self.ready.is_set() and self.client is None) or (self.task is not None and self.task.done())
 
     async def _transport(self, stack: AsyncExitStack, config: McpConfig):
         target = self.target
@@ -168,6 +168,7 @@ class SessionPool:
         self.config = config or McpConfig()
         self._sessions: dict[ServerTarget, _Session] = {}
         self._reaper: asyncio.Task | None = None
+        self._closing: set[asyncio.Task] = set()  # sessions being closed (held: the loop keeps weak references)
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -207,7 +208,9 @@ class SessionPool:
     def _drop(self, session: _Session) -> None:
         if self._sessions.get(session.target) is session:
             del self._sessions[session.target]
-        asyncio.ensure_future(session.close())
+        task = asyncio.ensure_future(session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _evict(self) -> None:
         idle = sorted((s for s in self._sessions.values() if s.users == 0), key=lambda s: s.last_used)
@@ -287,4 +290,4 @@ class SessionPool:
             self._reaper.cancel()
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
+        await asyncio.gather(*(session.close() for session in sessions), *self._closing, return_exceptions=True)
