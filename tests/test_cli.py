@@ -172,6 +172,45 @@ def test_serve_mcp_flags_add_servers_to_the_config_files_and_set_the_loop_limits
             config("--demo", *bad)
 
 
+def test_serve_api_keys_from_flags_and_a_file(tmp_path):
+    from smg.__main__ import _serve_config, build_parser
+    from smg.config import ConfigError
+
+    def config(*flags):
+        return _serve_config(build_parser().parse_args(["serve", "--demo", *flags]))
+
+    assert config().api_keys == []
+    keys_file = tmp_path / "keys.toml"
+    keys_file.write_text('[[keys]]\nname = "team-a"\nkey = "sk-a"\nmodels = ["llama"]\n')
+    keys = config("--api-key", "sk-1", "--api-key", "sk-2", "--api-keys-file", str(keys_file)).api_keys
+    assert [(k.name, k.key, k.models) for k in keys] == [("team-a", "sk-a", ["llama"]), ("key-1", "sk-1", []),
+                                                         ("key-2", "sk-2", [])]
+    json_file = tmp_path / "keys.json"
+    json_file.write_text('[{"name": "ops", "key": "sk-ops"}]')
+    assert [k.name for k in config("--api-keys-file", str(json_file)).api_keys] == ["ops"]
+    for bad in (["--api-key", "sk-1", "--api-key", "sk-1"], ["--api-key", "has space"],
+                ["--api-keys-file", str(tmp_path / "missing.json")]):
+        with pytest.raises(ConfigError):
+            config(*bad)
+    json_file.write_text('{"keys": 3}')
+    with pytest.raises(ConfigError, match="list of keys"):
+        config("--api-keys-file", str(json_file))
+
+
+def test_serve_admission_flags():
+    from smg.__main__ import _serve_config, build_parser
+    from smg.config import ConfigError
+
+    default = _serve_config(build_parser().parse_args(["serve", "--demo"]))
+    assert default.max_concurrent_requests is None and default.max_queue_size == 128 and default.queue_timeout == 30
+    set_ = _serve_config(build_parser().parse_args(["serve", "--demo", "--max-concurrent-requests", "8",
+                                                    "--max-queue-size", "0", "--queue-timeout", "2.5"]))
+    assert (set_.max_concurrent_requests, set_.max_queue_size, set_.queue_timeout) == (8, 0, 2.5)
+    for bad in (["--max-concurrent-requests", "0"], ["--max-queue-size", "-1"], ["--queue-timeout", "0"]):
+        with pytest.raises(ConfigError):
+            _serve_config(build_parser().parse_args(["serve", "--demo", *bad]))
+
+
 def test_engine_cli_script_by_turn_needs_scripts():
     out = run("engine", "--reference", "--script-by-turn")
     assert out.returncode == 2 and "--script-by-turn needs" in out.stderr

@@ -11,7 +11,7 @@ import pytest
 from smg.config import ConfigError, ModelConfig
 from smg.engine import ReferenceEngine
 from smg.engine.disaggregation import Disaggregation
-from smg.engines.base import GenerateRequest, SamplingOptions
+from smg.engines.base import GenerateRequest
 from smg.engines.pool import WorkerPool
 from smg.errors import EngineUnavailable, InvalidRequest
 from smg.gateway import Gateway

@@ -41,40 +41,51 @@ class Stack:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.servers = []
+        self.engines = []  # engine servers
+        self.webs = []  # (HTTP server, its task: uvicorn's)
 
     def call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
+    async def start_engine(self, engine: ReferenceEngine) -> tuple[object, int]:
+        server = engine.server()
+        port = await server.start()
+        self.engines.append(server)
+        return server, port
+
+    async def start_web(self, gateway: Gateway) -> int:
+        """``gateway`` served over HTTP (the server starts it); the port."""
+        if self.server == "smg":
+            web = HttpServer(create_app(gateway), port=0)
+            http_port, task = await web.start(), None
+        else:
+            http_port = free_port()
+            config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=http_port, log_level="warning",
+                                    lifespan="on", loop="none")
+            web = uvicorn.Server(config)
+            task = asyncio.create_task(web.serve())
+            while not web.started:
+                await asyncio.sleep(0.02)
+        self.webs.append((web, task))
+        return http_port
+
     def serve(self, engine: ReferenceEngine, **gateway_kwargs):
         async def start():
-            server = engine.server()
-            port = await server.start()
+            server, port = await self.start_engine(engine)
             gateway = Gateway([f"grpc://127.0.0.1:{port}"], **gateway_kwargs)
-            if self.server == "smg":
-                web = HttpServer(create_app(gateway), port=0)
-                http_port, task = await web.start(), None
-            else:
-                http_port = free_port()
-                config = uvicorn.Config(create_app(gateway), host="127.0.0.1", port=http_port, log_level="warning",
-                                        lifespan="on", loop="none")
-                web = uvicorn.Server(config)
-                task = asyncio.create_task(web.serve())
-                while not web.started:
-                    await asyncio.sleep(0.02)
-            self.servers.append((server, web, task))
-            return server, gateway, http_port
+            return server, gateway, await self.start_web(gateway)
 
         return self.call(start())
 
     def close(self):
         async def stop():
-            for server, web, task in self.servers:
+            for web, task in self.webs:
                 if task is None:
                     await web.close()
                 else:
                     web.should_exit = True
                     await task
+            for server in self.engines:
                 await server.stop()
 
         self.call(stop())

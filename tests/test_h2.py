@@ -784,7 +784,6 @@ def test_stream_ids_roll_over_to_a_new_connection():
 
 
 def test_a_frame_over_the_maximum_frame_size_is_a_connection_error_not_buffered():
-    import hpack
 
     goaway = []
 

@@ -104,7 +104,8 @@ def _serve_config(args: argparse.Namespace):
     from smg.config import ConfigError, GatewayConfig, convert
 
     overrides = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
-                                                     "request_body_timeout", "max_connections")
+                                                     "request_body_timeout", "max_connections",
+                                                     "max_concurrent_requests", "max_queue_size", "queue_timeout")
                  if getattr(args, key) is not None}
     if args.trust_request_chat_template:
         overrides["trust_request_chat_template"] = True
@@ -136,6 +137,13 @@ def _serve_config(args: argparse.Namespace):
         values["media"] = {**media, "allowed_dirs": [*media.get("allowed_dirs", []), *args.allowed_media_dir]}
     if args.engine_read_interval_ms is not None:
         values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
+    # API keys add to the file's: --api-key KEY (named key-1, key-2, ...) and --api-keys-file
+    keys = list(values.get("api_keys", []))
+    if args.api_keys_file:
+        keys += _api_keys_file(args.api_keys_file)
+    keys += [{"name": f"key-{i}", "key": key} for i, key in enumerate(args.api_key, 1)]
+    if keys:
+        values["api_keys"] = keys
     # MCP servers add to the file's; the loop's limits override it
     for spec in args.mcp_server:
         label, sep, url = spec.partition("=")
@@ -149,6 +157,30 @@ def _serve_config(args: argparse.Namespace):
     if args.storage is not None or "storage" not in values:  # (a config file's storage, unless --storage)
         values["storage"] = {**values.get("storage", {}), "url": args.storage or DEFAULT_STORAGE}
     return convert(values, GatewayConfig, source)
+
+
+def _api_keys_file(path: str) -> list:
+    """``--api-keys-file``: JSON (a list of keys, or ``{"keys": [...]}``) or TOML (``[[keys]]``),
+    each key ``{"name", "key", "models"}``."""
+    from smg.config import ConfigError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        if path.lower().endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            loaded = tomllib.loads(text)
+        else:
+            loaded = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read API keys file {path}: {exc}") from None
+    keys = loaded.get("keys") if isinstance(loaded, dict) else loaded
+    if not isinstance(keys, list):
+        raise ConfigError(f"API keys file {path}: expected a list of keys (or a 'keys' list)")
+    return keys
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -292,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where stored responses and conversations live: memory, sqlite:///FILE (relative; "
                           "sqlite:////FILE absolute) or postgresql://USER@HOST:PORT/DB (default: the config "
                           f"file's, else {DEFAULT_STORAGE}, in the working directory)")
+    srv.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                     help="a key clients must send (Authorization: Bearer KEY or x-api-key: KEY); repeatable. "
+                          "With any key set, every route but /health and /readiness needs one")
+    srv.add_argument("--api-keys-file", default=None, metavar="FILE",
+                     help="API keys with names and the models each may use: JSON or TOML, a list of "
+                          "{name, key, models}")
+    srv.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
+                     help="generation requests served at once; more wait in the queue (default: no limit)")
+    srv.add_argument("--max-queue-size", type=int, default=None, metavar="N",
+                     help="requests waiting for a slot at most; beyond, a 429 with Retry-After (default 128)")
+    srv.add_argument("--queue-timeout", type=float, default=None, metavar="SECONDS",
+                     help="seconds a request waits for a slot before a 429 (default 30)")
     srv.add_argument("--mcp-server", action="append", default=[], metavar="LABEL=URL",
                      help="an MCP server requests name by server_label alone: streamable HTTP, or SSE when the "
                           "URL's path ends in /sse (repeatable; stdio servers: the config key mcp_servers)")

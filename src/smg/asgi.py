@@ -7,6 +7,8 @@ headers reach the routes; ``X-Request-Id`` is echoed (a new one when the client 
 bodies with the status of the smg error type (400 for bad input, 503 when no worker can serve...).
 While a stream is being sent, the app also listens for ``http.disconnect``: a client that goes
 away cancels its stream, which closes the engine stream and sends Abort to the engine.
+With ``api_keys`` configured, every route but the health probes needs a key (:mod:`smg.auth`);
+with admission limits, generation requests wait for a slot or get a 429 (:mod:`smg.admission`).
 Runs under uvicorn, hypercorn or any ASGI server; the app owns the Gateway's lifespan.
 
 The routes answer with a :class:`Reply` or a :class:`StreamReply` (:meth:`App.respond`), which
@@ -20,6 +22,8 @@ from typing import Any, Awaitable, Callable
 
 from smg.api import Router
 from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply
+from smg.admission import Admission
+from smg.auth import OPEN_PATHS, ApiKeys, check_model
 from smg.errors import InvalidRequest, SmgError
 from smg.gateway import Gateway
 from smg.pipeline.plain import SSE_DONE
@@ -47,15 +51,37 @@ class App:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._router = Router()
+        config = gateway.config
+        self._keys = ApiKeys(config.api_keys) if config.api_keys else None  # None: the APIs are open
+        self._admission = Admission(config, gateway.models) if Admission.wanted(config) else None
+
+    def _authorize(self, http: HttpRequest) -> None:
+        """The caller's key checked; a key limited to some models has the body's model checked
+        when the route reads its body."""
+        caller = self._keys.caller(http.headers)
+        http.priority = caller.priority_of(http.headers)
+        if caller.models is not None:
+            read, models = http.read_body, self.gateway.models
+
+            async def read_checked() -> bytes:
+                body = await read()
+                check_model(caller, body, models)
+                return body
+
+            http.read_body = read_checked
 
     async def respond(self, http: HttpRequest) -> Reply | StreamReply:
         """The reply to one request; its ``read_body`` is called only by routes that take a body
         and may raise :class:`ClientGone`, which propagates."""
-        route, http.params, known = self._router.match(http.method, http.path.rstrip("/") or "/")
+        path = http.path.rstrip("/") or "/"
+        route, http.params, known = self._router.match(http.method, path)
         if route is None:
             status = 405 if known else 404
             return error_reply(status, f"{http.method} {http.path} not found", "invalid_request_error")
         try:
+            if self._keys is not None and path not in OPEN_PATHS:
+                self._authorize(http)
+            http.admission = self._admission
             return await route.handler(self.gateway, http)
         except ClientGone:
             raise
@@ -100,7 +126,8 @@ class App:
         else:
             await send({"type": "http.response.start", "status": reply.status,
                         "headers": [(b"content-type", reply.content_type),
-                                    (b"content-length", str(len(reply.body)).encode()), request_id]})
+                                    (b"content-length", str(len(reply.body)).encode()), request_id,
+                                    *reply.headers]})
             await send({"type": "http.response.body", "body": reply.body})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

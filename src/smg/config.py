@@ -1,5 +1,5 @@
 """Every configuration record, in one place: the gateway, its models, their pools, the tokenizer
-cache, storage, MCP servers and the HTTP server.
+cache, storage, MCP servers, API keys and the HTTP server.
 
 Records are frozen msgspec structs: ``GatewayConfig.load(path_or_mapping)`` reads a TOML or JSON
 file (or a dict) with the same keys, and any unknown key or bad value is a :class:`ConfigError`
@@ -45,6 +45,15 @@ def _number(owner: str, name: str, value, low: float, high: float | None = None,
         kind = "an int" if integer else "a number"
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{owner}.{name} must be {kind} {bound}, got {value!r}")
+
+
+def _admission_limits(owner: str, record) -> None:
+    if record.max_concurrent_requests is not None:
+        _number(owner, "max_concurrent_requests", record.max_concurrent_requests, 1, integer=True)
+    if record.max_queue_size is not None:
+        _number(owner, "max_queue_size", record.max_queue_size, 0, integer=True)
+    if record.queue_timeout is not None:
+        _number(owner, "queue_timeout", record.queue_timeout, 0.001)
 
 
 class CacheConfig(_Record, frozen=True):
@@ -188,9 +197,6 @@ class StorageConfig(_Record, frozen=True):
         _number("StorageConfig", "timeout", self.timeout, 0.001)
 
 
-MCP_APPROVALS = ("always", "never")
-
-
 class McpServerConfig(_Record, frozen=True):
     """An MCP server the operator configures (``mcp_servers``; ``smg serve --mcp-server LABEL=URL``):
     a request names it by ``server_label`` alone. ``url``: streamable HTTP, or SSE when its path
@@ -230,6 +236,22 @@ class McpConfig(_Record, frozen=True):
         _number("McpConfig", "max_output_bytes", self.max_output_bytes, 1, integer=True)
 
 
+class ApiKeyConfig(_Record, frozen=True):
+    """A key clients send (``Authorization: Bearer KEY`` or ``x-api-key: KEY``): its name (what logs
+    and metrics show, never the key), the key, and the models it may use (names or aliases; none:
+    every model)."""
+
+    name: str
+    key: str
+    models: list[str] = []
+    priority: int = 0  # its requests' place in admission queues (higher first)
+    priority_header: bool = False  # its requests may set their own priority (X-SMG-Priority)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.key or any(c.isspace() for c in self.key):
+            raise ConfigError(f"API key {self.name!r}: a key needs a name and a non-empty key without spaces")
+
+
 class ModelConfig(_Record, frozen=True):
     """One served model: the name requests use (and aliases), its workers and how to talk to them,
     its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
@@ -256,6 +278,10 @@ class ModelConfig(_Record, frozen=True):
     cache: CacheConfig | None = None  # default: the gateway's
     image_processor: str | None = None  # a family of smg.multimodal (qwen2_vl, llava, ...): takes images
     preprocessor_config: str | None = None  # default: the tokenizer directory's preprocessor_config.json
+    # admission control for this model (smg.admission; the queue's size and timeout default to the gateway's)
+    max_concurrent_requests: int | None = None
+    max_queue_size: int | None = None
+    queue_timeout: float | None = None
 
     def __post_init__(self) -> None:
         from smg.policies import POLICIES
@@ -280,6 +306,7 @@ class ModelConfig(_Record, frozen=True):
                                   f"got {name!r}")
         if self.engine is not None:
             check_lora_engine(self.name, self.lora_adapters, self.engine)
+        _admission_limits("ModelConfig", self)
         if self.image_processor is not None:
             from smg.multimodal import FAMILIES
 
@@ -320,6 +347,13 @@ class GatewayConfig(_Record, frozen=True):
     # MCP servers requests may name by label, and the tool loop's limits
     mcp_servers: list[McpServerConfig] = []
     mcp: McpConfig = McpConfig()
+    # API keys (smg serve --api-key / --api-keys-file); none: the APIs are open
+    api_keys: list[ApiKeyConfig] = []
+    # admission control of generation requests (smg.admission): at most this many at once, this
+    # many more waiting at most this long (then a 429); None: no limit
+    max_concurrent_requests: int | None = None
+    max_queue_size: int = 128
+    queue_timeout: float = 30.0
     # a request's own chat template: time and output-size bounds of its rendering
     template_timeout: float = 5.0
     template_max_chars: int = 16 * MiB
@@ -348,6 +382,10 @@ class GatewayConfig(_Record, frozen=True):
         _number("GatewayConfig", "template_max_chars", self.template_max_chars, 1, integer=True)
         for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "template_timeout"):
             _number("GatewayConfig", name, getattr(self, name), 0.001)
+        _admission_limits("GatewayConfig", self)
+        for what, values in (("names", [k.name for k in self.api_keys]), ("keys", [k.key for k in self.api_keys])):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"API key {what} must be unique")
         labels = [server.label for server in self.mcp_servers]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"mcp server labels must be unique, got {labels}")

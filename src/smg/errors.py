@@ -21,6 +21,7 @@ class SmgError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     code: str | None = None  # OpenAI's ``code`` when it is not the status (``model_not_found``)
+    retry_after: float | None = None  # seconds a client should wait before retrying (``Retry-After``)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -110,6 +111,35 @@ class RequestAborted(SmgError):
 
     status_code = 499
     error_type = "request_aborted"
+
+
+class Unauthorized(SmgError):
+    """No API key, or one the gateway does not know (the key itself is never logged or echoed)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(SmgError):
+    """A known API key that may not use what the request asks for (a model outside its list)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
+
+
+class Overloaded(SmgError):
+    """The gateway (or the model) is at its admission limits: the queue is full, or the request
+    waited past the queue timeout. ``retry_after``: seconds a client should wait (``Retry-After``)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotFound(SmgError):

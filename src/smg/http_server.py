@@ -316,6 +316,8 @@ class HttpConnection(asyncio.Protocol):
     def _write_reply(self, request: _Request, reply: Reply) -> None:
         fields = b"content-type: %b\r\ncontent-length: %d\r\n%b" % (reply.content_type, len(reply.body),
                                                                     _request_id_field(request))
+        for name, value in reply.headers:
+            fields += b"%b: %b\r\n" % (name, value)
         head = self._head(reply.status, fields, not request.keep_alive)
         self.transport.write(head if request.method == "HEAD" else head + reply.body)
 

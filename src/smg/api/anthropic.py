@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, AsyncIterator
 
 import msgspec
 
-from smg.api.base import (BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply, generation_reply,
-                          json_reply)
+from smg.api.base import (JSON, BlockStreamShapes, ErrorShape, HttpRequest, Reply, StreamReply, error_headers,
+                          generation_reply, json_reply)
 from smg.errors import InvalidRequest, RequestAborted, SmgError, UnsupportedFeature
 from smg.pipeline import plain
 from smg.pipeline.blocks import DELTA, REASONING, START, TEXT, Block, BlockRun
@@ -51,7 +51,7 @@ class AnthropicErrors(ErrorShape):
         return {"type": "error", "error": {"type": self.status_and_type(error)[1], "message": error.message}}
 
     def reply(self, error: SmgError) -> Reply:
-        return Reply(self.status_and_type(error)[0], _encode(self.body(error)))
+        return Reply(self.status_and_type(error)[0], _encode(self.body(error)), JSON, error_headers(error))
 
     def event(self, error: SmgError) -> bytes:
         return b"event: error\ndata: " + _encode(self.body(error)) + b"\n\n"

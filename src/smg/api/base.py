@@ -10,12 +10,14 @@ smg's HTTP server dispatch through it, so a new API is a new module.
 from __future__ import annotations
 
 import abc
+import math
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Protocol
 
 import msgspec
 
+from smg.admission import Admission, released
 from smg.errors import SmgError, openai_error
 from smg.pipeline.blocks import START, STOP, TEXT, Block
 from smg.pipeline.choice import Choice
@@ -34,11 +36,17 @@ _MAX_REQUEST_ID = 128
 
 
 class Reply(NamedTuple):
-    """A whole response."""
+    """A whole response (``headers``: more header fields, lower-case names)."""
 
     status: int
     body: bytes
     content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def error_headers(error: SmgError) -> tuple[tuple[bytes, bytes], ...]:
+    """The header fields an error's reply carries: ``retry-after`` for an error that says when."""
+    return () if error.retry_after is None else ((b"retry-after", b"%d" % math.ceil(error.retry_after)),)
 
 
 class ErrorShape:
@@ -51,7 +59,7 @@ class ErrorShape:
         return error.to_openai()
 
     def reply(self, error: SmgError) -> Reply:
-        return Reply(error.status_code, msgspec.json.encode(self.body(error)))
+        return Reply(error.status_code, msgspec.json.encode(self.body(error)), JSON, error_headers(error))
 
     def event(self, error: SmgError) -> bytes:
         """The SSE event that ends a stream that failed after its first event."""
@@ -77,13 +85,15 @@ class HttpRequest:
     and its request id (the client's ``X-Request-Id``, else a new one; echoed in the reply)."""
 
     __slots__ = ("method", "path", "headers", "read_body", "sink", "request_id", "client_request_id", "params",
-                 "query")
+                 "query", "admission", "priority")
 
     def __init__(self, method: str, path: str, headers: Mapping[str, str], read_body: ReadBody,
                  sink: Sink | None = None, query: str = "") -> None:
         self.method, self.path, self.headers, self.read_body, self.sink = method, path, headers, read_body, sink
         self.params: dict[str, str] = {}  # a route's ``{name}`` path segments
         self.query = query  # the raw query string
+        self.admission: Admission | None = None  # the server's admission control, for generation routes
+        self.priority = 0  # the request's place in admission queues (higher first)
         given = headers.get(REQUEST_ID_HEADER)
         if given is not None and not (0 < len(given) <= _MAX_REQUEST_ID and given.isprintable()):
             given = None  # not usable as an engine id prefix: a fresh id instead
@@ -210,7 +220,24 @@ async def generation_reply(http: HttpRequest, request_type, once, stream,
     e.g. ``chat_sse`` and ``chat``)."""
     request = oa.decode_request(await http.read_body(), request_type)
     routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
+    if http.admission is None:
+        if not request.stream:
+            return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,
+                                                   routing_key=routing_key)))
+        return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
+                                      routing_key=routing_key), errors)
+    # admitted: the request's slots are held until its answer ends (a stream's last event)
+    leave = await http.admission.enter(request.model, http.priority)
     if not request.stream:
-        return Reply(200, oa.encode(await once(request, request_id=http.client_request_id, routing_key=routing_key)))
-    return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
-                                  routing_key=routing_key), errors)
+        try:
+            return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,
+                                                   routing_key=routing_key)))
+        finally:
+            leave()
+    try:
+        reply = await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
+                                       routing_key=routing_key), errors)
+    except BaseException:
+        leave()
+        raise
+    return reply._replace(events=released(reply.events, leave))

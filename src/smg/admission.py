@@ -1,0 +1,127 @@
+"""Admission control: how many generation requests run at once, how many wait, for how long, and
+in what order (``max_concurrent_requests``, ``max_queue_size``, ``queue_timeout`` for the whole
+gateway and per model; ``smg serve --max-concurrent-requests`` ...).
+
+A request holds a slot of its model's gate (when the model has one), then of the gateway's, from
+when its body is decoded until its answer ends (a stream: its last event, or its client going
+away). When every slot is taken it waits in a bounded queue ordered by priority (higher first,
+then arrival); a full queue, or a wait past ``queue_timeout``, is a 429 with ``Retry-After``,
+never an unbounded queue. A request that waits on a busy model holds no slot of the gateway's.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+from smg.errors import ModelNotFound, Overloaded
+
+if TYPE_CHECKING:
+    from smg.config import GatewayConfig
+    from smg.models import ModelRegistry
+
+
+class Gate:
+    """At most ``limit`` holders; up to ``max_queue`` more wait (highest priority first, then
+    arrival) for at most ``timeout`` seconds."""
+
+    def __init__(self, name: str, limit: int, max_queue: int, timeout: float) -> None:
+        self.name, self.limit, self.max_queue, self.timeout = name, limit, max_queue, timeout
+        self.active = 0
+        self.queued = 0  # requests waiting now
+        self._waiting: list[tuple[int, int, asyncio.Future]] = []  # (-priority, arrival, future); some given up
+        self._arrivals = itertools.count()
+
+    async def enter(self, priority: int = 0) -> None:
+        if self.active < self.limit and not self.queued:
+            self.active += 1
+            return
+        if self.queued >= self.max_queue:
+            raise Overloaded(f"{self.name} is at capacity: {self.active} requests running and {self.queued} "
+                             f"waiting; retry later", retry_after=1.0)
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-priority, next(self._arrivals), future))
+        self.queued += 1
+        try:
+            await asyncio.wait_for(future, self.timeout)  # (a slot handed over stays counted in active)
+        except BaseException as exc:
+            if future.done() and not future.cancelled():
+                self.leave()  # handed a slot just as it gave up: the next waiter takes it
+            if isinstance(exc, asyncio.TimeoutError):
+                raise Overloaded(f"{self.name} is at capacity: the request waited {self.timeout:g} s for a slot; "
+                                 f"retry later", retry_after=self.timeout) from None
+            raise
+        finally:
+            self.queued -= 1
+
+    def leave(self) -> None:
+        """Free a slot: the first waiter still waiting takes it."""
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():  # (cancelled waiters: timed out, or their client went away)
+                future.set_result(None)
+                return
+        self.active -= 1
+
+
+class Admission:
+    """The gateway's gate and its models' (made when a model is first asked for, from its config)."""
+
+    def __init__(self, config: "GatewayConfig", models: "ModelRegistry") -> None:
+        self.config, self.models = config, models
+        self.gate = (Gate("the gateway", config.max_concurrent_requests, config.max_queue_size, config.queue_timeout)
+                     if config.max_concurrent_requests is not None else None)
+        self.model_gates: dict[str, Gate | None] = {}
+
+    @staticmethod
+    def wanted(config: "GatewayConfig") -> bool:
+        """Whether the config sets any admission limit."""
+        return config.max_concurrent_requests is not None or any(
+            model.max_concurrent_requests is not None for model in config.model_configs())
+
+    def _model_gate(self, model: str) -> Gate | None:
+        try:
+            served = self.models.resolve(model)[0]
+        except ModelNotFound:
+            return None  # (the route answers the 404)
+        if served.name not in self.model_gates:
+            limits, config = served.config, self.config
+            self.model_gates[served.name] = Gate(
+                f"model {served.name!r}", limits.max_concurrent_requests,
+                limits.max_queue_size if limits.max_queue_size is not None else config.max_queue_size,
+                limits.queue_timeout if limits.queue_timeout is not None else config.queue_timeout,
+            ) if limits.max_concurrent_requests is not None else None
+        return self.model_gates[served.name]
+
+    async def enter(self, model: str, priority: int) -> Callable[[], None]:
+        """Wait for the request's slots (``model``: the name the request gives); the function
+        that frees them."""
+        held: list[Gate] = []
+        try:
+            for gate in (self._model_gate(model), self.gate):
+                if gate is not None:
+                    await gate.enter(priority)
+                    held.append(gate)
+        except BaseException:
+            for gate in held:
+                gate.leave()
+            raise
+
+        def leave() -> None:
+            for gate in held:
+                gate.leave()
+            held.clear()  # (once)
+
+        return leave
+
+
+async def released(events: AsyncIterator[bytes], leave: Callable[[], None]) -> AsyncIterator[bytes]:
+    """``events``, then the slots freed (when the stream ends or is closed)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        leave()
+        await events.aclose()
