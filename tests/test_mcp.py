@@ -63,8 +63,17 @@ def web(cancel_log):
 STDIO = {"label": "local", "command": sys.executable, "args": [SERVER, "stdio", "--label", "local"]}
 
 
+@pytest.fixture(scope="module")
+def stack():
+    """smg's HTTP server (the loop is the same behind uvicorn: ``both`` runs what the servers do
+    differently, streaming and disconnects, on each)."""
+    s = Stack("smg")
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="module", params=["smg", "uvicorn"])
-def stack(request):
+def both(request):
     s = Stack(request.param)
     yield s
     s.close()
@@ -196,8 +205,8 @@ def test_a_slow_tool_past_its_timeout_is_cancelled(stack, web, cancel_log):
         time.sleep(0.05)
 
 
-def test_a_client_that_disconnects_cancels_the_tool_call_in_flight(stack, web, cancel_log):
-    client, base, _ = serve(stack, call("slow", seconds=20), ANSWER)
+def test_a_client_that_disconnects_cancels_the_tool_call_in_flight(both, web, cancel_log):
+    client, base, _ = serve(both, call("slow", seconds=20), ANSWER)
     body = {"model": "", "input": "Go", "tools": [mcp(web)], "stream": True}
     with httpx.stream("POST", f"{base}/v1/responses", json=body, timeout=30) as reply:
         for line in reply.iter_lines():
@@ -236,8 +245,8 @@ def test_two_servers_in_one_request(stack, web):
         client.responses.create(model="", input="Go", tools=[mcp(web), tools[1] | {"allowed_tools": None}])
 
 
-def test_streamed_events_in_order_assemble_the_response(weather, web):
-    client, _, _ = weather
+def test_streamed_events_in_order_assemble_the_response(both, web):
+    client, _, _ = serve(both, WEATHER_CALL, ANSWER)
     created = client.responses.create(model="", input="Weather in Paris?", tools=[mcp(web)], store=False)
     events = []
     with client.responses.stream(model="", input="Weather in Paris?", tools=[mcp(web)], store=False) as stream:

@@ -105,7 +105,8 @@ def _serve_config(args: argparse.Namespace):
 
     overrides = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
                                                      "request_body_timeout", "max_connections",
-                                                     "max_concurrent_requests", "max_queue_size", "queue_timeout")
+                                                     "max_concurrent_requests", "max_queue_size", "queue_timeout",
+                                                     "admin_key")
                  if getattr(args, key) is not None}
     if args.trust_request_chat_template:
         overrides["trust_request_chat_template"] = True
@@ -330,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-keys-file", default=None, metavar="FILE",
                      help="API keys with names and the models each may use: JSON or TOML, a list of "
                           "{name, key, models}")
+    srv.add_argument("--admin-key", default=None, metavar="KEY",
+                     help="open the admin API (/admin/models ...: add and remove models and workers, drain a "
+                          "worker, their health) to requests carrying this key (default: it is off)")
     srv.add_argument("--max-concurrent-requests", type=int, default=None, metavar="N",
                      help="generation requests served at once; more wait in the queue (default: no limit)")
     srv.add_argument("--max-queue-size", type=int, default=None, metavar="N",

@@ -23,8 +23,8 @@ from typing import Any, Awaitable, Callable
 from smg.api import Router
 from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply
 from smg.admission import Admission
-from smg.auth import OPEN_PATHS, ApiKeys, check_model
-from smg.errors import InvalidRequest, SmgError
+from smg.auth import OPEN_PATHS, AdminKey, ApiKeys, check_model
+from smg.errors import InvalidRequest, NotFound, SmgError
 from smg.gateway import Gateway
 from smg.pipeline.plain import SSE_DONE
 
@@ -53,6 +53,7 @@ class App:
         self._router = Router()
         config = gateway.config
         self._keys = ApiKeys(config.api_keys) if config.api_keys else None  # None: the APIs are open
+        self._admin_key = AdminKey(config.admin_key) if config.admin_key else None  # None: no admin API
         self._admission = Admission(config, gateway.models) if Admission.wanted(config) else None
 
     def _authorize(self, http: HttpRequest) -> None:
@@ -79,7 +80,11 @@ class App:
             status = 405 if known else 404
             return error_reply(status, f"{http.method} {http.path} not found", "invalid_request_error")
         try:
-            if self._keys is not None and path not in OPEN_PATHS:
+            if route.admin:
+                if self._admin_key is None:
+                    raise NotFound("the admin API is off (give the gateway an admin_key: smg serve --admin-key)")
+                self._admin_key.check(http.headers)
+            elif self._keys is not None and path not in OPEN_PATHS:
                 self._authorize(http)
             http.admission = self._admission
             return await route.handler(self.gateway, http)

@@ -12,6 +12,7 @@ its own (``X-SMG-Priority``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,16 +65,32 @@ class ApiKeys:
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         """The request's caller; :class:`Unauthorized` without a known key."""
-        key = headers.get("x-api-key")
-        if key is None:
-            scheme, _, token = headers.get("authorization", "").partition(" ")
-            key = token.strip() if scheme.lower() == "bearer" else None
-        if not key:
-            raise Unauthorized("no API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
-        caller = self._callers.get(_digest(key))
+        caller = self._callers.get(_digest(sent_key(headers)))
         if caller is None:
             raise Unauthorized("invalid API key")
         return caller
+
+
+def sent_key(headers: Mapping[str, str]) -> str:
+    """The key a request carries (``x-api-key``, else a Bearer token); :class:`Unauthorized` for none."""
+    key = headers.get("x-api-key")
+    if key is None:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+    if not key:
+        raise Unauthorized("no API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+    return key
+
+
+class AdminKey:
+    """The admin API's key (``admin_key``): compared by digest, in constant time."""
+
+    def __init__(self, key: str) -> None:
+        self._digest = _digest(key)
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        if not hmac.compare_digest(_digest(sent_key(headers)), self._digest):
+            raise Unauthorized("invalid admin key")
 
 
 def check_model(caller: Caller, body: bytes, models) -> None:

@@ -349,6 +349,7 @@ class GatewayConfig(_Record, frozen=True):
     mcp: McpConfig = McpConfig()
     # API keys (smg serve --api-key / --api-keys-file); none: the APIs are open
     api_keys: list[ApiKeyConfig] = []
+    admin_key: str | None = None  # opens the admin API (/admin/...; smg serve --admin-key); none: it is off
     # admission control of generation requests (smg.admission): at most this many at once, this
     # many more waiting at most this long (then a 429); None: no limit
     max_concurrent_requests: int | None = None
@@ -383,6 +384,9 @@ class GatewayConfig(_Record, frozen=True):
         for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "template_timeout"):
             _number("GatewayConfig", name, getattr(self, name), 0.001)
         _admission_limits("GatewayConfig", self)
+        if self.admin_key is not None and (not self.admin_key or any(c.isspace() for c in self.admin_key)
+                                           or self.admin_key in {k.key for k in self.api_keys}):
+            raise ConfigError("admin_key must be a non-empty key without spaces, and not an API key")
         for what, values in (("names", [k.name for k in self.api_keys]), ("keys", [k.key for k in self.api_keys])):
             if len(set(values)) != len(values):
                 raise ConfigError(f"API key {what} must be unique")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from smg.api import anthropic, openai_chat, openai_completions, responses, service
+from smg.api import admin, anthropic, openai_chat, openai_completions, responses, service
 from smg.api.base import OPENAI_ERRORS, ErrorShape, Handler
 
-FRONTENDS = (openai_chat, openai_completions, responses, anthropic, service)
+FRONTENDS = (openai_chat, openai_completions, responses, anthropic, service, admin)
 
 
 class Route(NamedTuple):
     handler: Handler
     errors: ErrorShape
+    admin: bool = False  # the admin key opens it (smg.api.admin), not an API key
 
 
 class Router:
@@ -24,11 +25,13 @@ class Router:
         self.patterns: list[tuple[str, tuple[str, ...], Route]] = []
         for module in frontends:
             errors = getattr(module, "ERRORS", OPENAI_ERRORS)
+            admin_only = getattr(module, "ADMIN", False)
             for (method, path), handler in module.ROUTES.items():
+                route = Route(handler, errors, admin_only)
                 if "{" in path:
-                    self.patterns.append((method, tuple(path.strip("/").split("/")), Route(handler, errors)))
+                    self.patterns.append((method, tuple(path.strip("/").split("/")), route))
                 else:
-                    self.exact[(method, path)] = Route(handler, errors)
+                    self.exact[(method, path)] = route
         self.paths = {path for _, path in self.exact}
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], bool]:
