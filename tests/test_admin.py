@@ -1,7 +1,5 @@
 """The admin API (smg.api.admin) over smg's HTTP server: models and workers added, listed, drained
 and removed while serving, behind the admin key; off without one."""
-import threading
-
 import httpx
 import openai
 import pytest
@@ -12,7 +10,7 @@ from smg.gateway import Gateway
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 from smg.tokenizer.templates import template_path
-from test_gateway_e2e import Stack
+from test_gateway_e2e import Stack, stream_in_thread
 
 pytestmark = pytest.mark.end_to_end
 ADMIN = {"authorization": "Bearer admin-secret"}
@@ -66,19 +64,8 @@ def test_models_and_workers_added_drained_and_removed_while_serving(served):
     workers = httpx.get(base + "/admin/models", headers=ADMIN).json()["data"][0]["workers"]
     assert sorted(w["url"] for w in workers) == sorted(urls[:2])
     # drain the first worker while a stream runs on it: the stream finishes, then the worker goes
-    lines, started = [], threading.Event()
-
-    def stream():
-        with httpx.stream("POST", base + "/v1/chat/completions", headers={"authorization": "Bearer sk-app"},
-                          timeout=30, json={"model": "alpha", "messages": [{"role": "user", "content": "Hi"}],
-                                            "max_tokens": 60, "stream": True, "ignore_eos": True}) as reply:
-            for line in reply.iter_lines():
-                started.set()
-                lines.append(line)
-
-    reader = threading.Thread(target=stream)
-    reader.start()
-    started.wait(10)
+    lines = []
+    reader = stream_in_thread(base, "alpha", 60, lines, {"authorization": "Bearer sk-app"})
     busy = next(w["url"] for w in httpx.get(base + "/admin/models", headers=ADMIN).json()["data"][0]["workers"]
                 if w["in_flight"])
     drained = httpx.delete(base + "/admin/models/alpha/workers", params={"url": busy}, headers=ADMIN, timeout=30)

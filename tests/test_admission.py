@@ -21,7 +21,7 @@ from smg.gateway import Gateway
 from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 from smg.tokenizer.templates import template_path
-from test_gateway_e2e import Stack
+from test_gateway_e2e import Stack, stream_in_thread
 
 
 def test_a_full_gate_queues_in_priority_then_arrival_order_and_refuses_beyond_its_queue():
@@ -141,27 +141,12 @@ def served(request):
     stack.close()
 
 
-def _stream_in_thread(base, model, tokens, started: threading.Event, results: list):
-    def run():
-        with httpx.stream("POST", base + "/v1/chat/completions", timeout=30, json={
-                "model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": tokens,
-                "stream": True, "ignore_eos": True}) as reply:
-            for line in reply.iter_lines():
-                started.set()
-                results.append(line)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    started.wait(10)
-    return thread
-
-
 @pytest.mark.end_to_end
 def test_over_capacity_is_a_429_with_retry_after_in_each_apis_shape(served):
     oa = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0)
     an = anthropic.Anthropic(base_url=served, api_key="unused", max_retries=0)
-    started, lines = threading.Event(), []
-    streaming = _stream_in_thread(served, "slow", 60, started, lines)  # holds the one slot ~1.2 s
+    lines = []
+    streaming = stream_in_thread(served, "slow", 60, lines)  # holds the one slot ~1.2 s
     waiting = threading.Thread(target=lambda: lines.append(
         httpx.post(served + "/v1/chat/completions", timeout=30, json={
             "model": "slow", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).status_code))
@@ -196,8 +181,7 @@ def test_a_client_that_goes_away_frees_its_slot(served):
 
 @pytest.mark.end_to_end
 def test_a_models_own_limit(served):
-    started, lines = threading.Event(), []
-    streaming = _stream_in_thread(served, "beta", 30, started, lines)
+    streaming = stream_in_thread(served, "beta", 30, [])
     busy = httpx.post(served + "/v1/chat/completions", timeout=30, json={
         "model": "beta", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
     assert busy.status_code == 429 and "model 'beta'" in busy.json()["error"]["message"]

@@ -92,6 +92,26 @@ class Stack:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
+def stream_in_thread(base: str, model: str, tokens: int, lines: list, headers: dict | None = None
+                     ) -> threading.Thread:
+    """A streamed chat completion of ``tokens`` tokens read on a thread into ``lines``; returns once
+    its first line arrived."""
+    started = threading.Event()
+
+    def run():
+        with httpx.stream("POST", base + "/v1/chat/completions", headers=headers, timeout=30, json={
+                "model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": tokens,
+                "stream": True, "ignore_eos": True}) as reply:
+            for line in reply.iter_lines():
+                started.set()
+                lines.append(line)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait(10)
+    return thread
+
+
 @pytest.fixture(scope="module", params=["uvicorn", "smg"])
 def stack(request):
     s = Stack(request.param)
