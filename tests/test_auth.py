@@ -1,5 +1,7 @@
 """API keys (smg.auth): the official ``openai`` and ``anthropic`` SDKs against smg's HTTP server in
 front of the reference engine serving two models, with keys for all models and for one."""
+import time
+
 import anthropic
 import httpx
 import openai
@@ -18,10 +20,9 @@ pytestmark = pytest.mark.end_to_end
 KEYS = [{"name": "ops", "key": "sk-ops-1"}, {"name": "team-a", "key": "sk-team-a", "models": ["alpha-alias"]}]
 
 
-@pytest.fixture(scope="module")
-def base():
-    """The base URL of a gateway with API keys serving models ``alpha`` (alias ``alpha-alias``) and ``beta``."""
-    stack = Stack("smg")  # (keys are checked in App.respond, which both servers share)
+def serve_two_models(stack: Stack, **config) -> str:
+    """A gateway with ``config`` serving models ``alpha`` and ``beta`` (aliases ``alpha-alias``,
+    ``beta-alias``), each on its reference engine; its base URL."""
     directory = bundled_tokenizer_dir("llama3.2")
 
     async def start():
@@ -31,10 +32,16 @@ def base():
             _, port = await stack.start_engine(engine)
             models.append({"name": name, "aliases": [f"{name}-alias"], "workers": [f"grpc://127.0.0.1:{port}"],
                            "chat_template": str(template_path("llama3"))})
-        return await stack.start_web(Gateway(config=GatewayConfig.load({"models": models, "api_keys": KEYS})))
+        return await stack.start_web(Gateway(config=GatewayConfig.load({"models": models, **config})))
 
-    port = stack.call(start())
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{stack.call(start())}"
+
+
+@pytest.fixture(scope="module")
+def base():
+    """API keys (keys are checked in App.respond, which both HTTP servers share: smg's here)."""
+    stack = Stack("smg")
+    yield serve_two_models(stack, api_keys=KEYS)
     stack.close()
 
 
@@ -96,3 +103,102 @@ def test_a_key_limited_to_some_models_gets_a_403_for_the_others(base):
     assert refused.value.body["error"]["type"] == "permission_error"
     with pytest.raises(openai.NotFoundError):  # a model nobody serves stays a 404
         oa.chat.completions.create(model="gamma", messages=[{"role": "user", "content": "Hi"}])
+
+
+# ---- JWT bearer tokens ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def issuers(tmp_path_factory):
+    """Two issuers' RSA keys: one published as a JWKS file, one at a URL (a local HTTP server)."""
+    import http.server
+    import json
+    import threading
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keys = {name: rsa.generate_private_key(public_exponent=65537, key_size=2048) for name in ("file", "url", "rogue")}
+
+    def jwks(name):
+        entry = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(keys[name].public_key()))
+        return json.dumps({"keys": [dict(entry, kid=f"{name}-1", use="sig", alg="RS256")]})
+
+    path = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    path.write_text(jwks("file"))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = jwks("url").encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield keys, str(path), f"http://127.0.0.1:{server.server_port}/jwks.json"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def jwt_base(issuers):
+    _, path, url = issuers
+    stack = Stack("smg")
+    yield serve_two_models(stack, api_keys=KEYS, jwt_issuers=[
+        {"issuer": "https://idp.example", "jwks_file": path, "audience": "smg"},
+        {"issuer": "https://other.example", "jwks_url": url}])
+    stack.close()
+
+
+def _token(keys, key, **claims):
+    import time as clock
+
+    import jwt
+
+    kid = {"file": "file-1", "url": "url-1", "rogue": "file-1"}[key]
+    body = {"iss": "https://idp.example", "aud": "smg", "sub": "svc-a", "exp": int(clock.time()) + 60, **claims}
+    return jwt.encode(body, keys[key], algorithm="RS256", headers={"kid": kid})
+
+
+def test_jwt_bearer_tokens_of_configured_issuers(issuers, jwt_base):
+    keys = issuers[0]
+
+    def chat(token, model="alpha"):
+        return httpx.post(jwt_base + "/v1/chat/completions", headers={"authorization": f"Bearer {token}"},
+                          json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+
+    assert chat(_token(keys, "file")).status_code == 200
+    other = _token(keys, "url", iss="https://other.example", aud=None)
+    assert chat(other).status_code == 200  # its keys fetched from the URL
+    assert chat("sk-ops-1").status_code == 200  # API keys still work beside tokens
+    limited = _token(keys, "file", models=["beta"], priority=3)
+    assert chat(limited, "beta").status_code == 200
+    refused = chat(limited, "alpha")
+    assert refused.status_code == 403 and "svc-a" in refused.json()["error"]["message"]
+    for bad, why in ((_token(keys, "rogue"), "Signature"),  # signed by a key the issuer does not publish
+                     (_token(keys, "file", exp=int(time.time()) - 120), "expired"),
+                     (_token(keys, "file", aud="someone-else"), "Audience"),
+                     (_token(keys, "file", iss="https://evil.example"), "issuer"),
+                     (_token(keys, "file", models="beta"), "list of model names"),
+                     ("a.b.c", "invalid bearer token")):
+        reply = chat(bad)
+        assert reply.status_code == 401 and why in reply.json()["error"]["message"], (why, reply.text)
+
+
+def test_jwt_issuer_configs_are_checked(issuers):
+    from smg.config import ConfigError, JwtIssuerConfig
+
+    path = issuers[1]
+    for bad, why in (({}, "jwks_file or jwks_url"), ({"jwks_file": path, "jwks_url": "http://x"}, "one of them"),
+                     ({"jwks_file": path, "algorithms": ["HS256"]}, "public-key"),
+                     ({"jwks_file": path, "algorithms": ["none"]}, "public-key")):
+        with pytest.raises(ConfigError, match=why):
+            JwtIssuerConfig(issuer="https://idp.example", **bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        from smg.auth import JwtIssuers
+
+        JwtIssuers([JwtIssuerConfig(issuer="https://idp.example", jwks_file=path + ".missing")])

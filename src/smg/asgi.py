@@ -7,7 +7,8 @@ headers reach the routes; ``X-Request-Id`` is echoed (a new one when the client 
 bodies with the status of the smg error type (400 for bad input, 503 when no worker can serve...).
 While a stream is being sent, the app also listens for ``http.disconnect``: a client that goes
 away cancels its stream, which closes the engine stream and sends Abort to the engine.
-With ``api_keys`` configured, every route but the health probes needs a key (:mod:`smg.auth`);
+With ``api_keys`` or ``jwt_issuers`` configured, every route but the health probes needs a key or a
+token (:mod:`smg.auth`);
 with admission limits, generation requests wait for a slot or get a 429 (:mod:`smg.admission`).
 Runs under uvicorn, hypercorn or any ASGI server; the app owns the Gateway's lifespan.
 
@@ -23,7 +24,7 @@ from typing import Any, Awaitable, Callable
 from smg.api import Router
 from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply
 from smg.admission import Admission
-from smg.auth import OPEN_PATHS, AdminKey, ApiKeys, check_model
+from smg.auth import OPEN_PATHS, AdminKey, Callers, check_model
 from smg.errors import InvalidRequest, NotFound, SmgError
 from smg.gateway import Gateway
 from smg.pipeline.plain import SSE_DONE
@@ -52,14 +53,15 @@ class App:
         self.gateway = gateway
         self._router = Router()
         config = gateway.config
-        self._keys = ApiKeys(config.api_keys) if config.api_keys else None  # None: the APIs are open
+        self._callers = (Callers(config.api_keys, config.jwt_issuers) if config.api_keys or config.jwt_issuers
+                         else None)  # None: the APIs are open
         self._admin_key = AdminKey(config.admin_key) if config.admin_key else None  # None: no admin API
         self._admission = Admission(config, gateway.models) if Admission.wanted(config) else None
 
-    def _authorize(self, http: HttpRequest) -> None:
+    async def _authorize(self, http: HttpRequest) -> None:
         """The caller's key checked; a key limited to some models has the body's model checked
         when the route reads its body."""
-        caller = self._keys.caller(http.headers)
+        caller = await self._callers.caller(http.headers)
         http.priority = caller.priority_of(http.headers)
         if caller.models is not None:
             read, models = http.read_body, self.gateway.models
@@ -84,8 +86,8 @@ class App:
                 if self._admin_key is None:
                     raise NotFound("the admin API is off (give the gateway an admin_key: smg serve --admin-key)")
                 self._admin_key.check(http.headers)
-            elif self._keys is not None and path not in OPEN_PATHS:
-                self._authorize(http)
+            elif self._callers is not None and path not in OPEN_PATHS:
+                await self._authorize(http)
             http.admission = self._admission
             return await route.handler(self.gateway, http)
         except ClientGone:

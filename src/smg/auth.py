@@ -1,5 +1,5 @@
 """Who may call: the gateway's API keys (``api_keys`` in the config; ``smg serve --api-key`` /
-``--api-keys-file``).
+``--api-keys-file``) and JWT bearer tokens of configured issuers (``jwt_issuers``).
 
 A request carries its key as ``Authorization: Bearer KEY`` (OpenAI's SDKs) or ``x-api-key: KEY``
 (Anthropic's). Keys are looked up by their SHA-256 digest, so no comparison runs over the key's
@@ -8,17 +8,24 @@ key is a 401, a model the key may not use a 403, each in the route's API's error
 health probes (``/health``, ``/readiness``) need no key. A key's ``priority`` orders its requests
 in admission queues (:mod:`smg.admission`); a key with ``priority_header`` lets each request set
 its own (``X-SMG-Priority``).
+
+A bearer token shaped as a JWT, when issuers are configured, is verified instead: its issuer's key
+(from a JWKS file or URL, by ``kid``), signature, ``iss``, ``aud``, ``exp`` and ``nbf``; its
+claims give the caller's name, models and priority as a key's fields do.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from smg.config import ApiKeyConfig
+from smg.config import ApiKeyConfig, JwtIssuerConfig
 from smg.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
 
 OPEN_PATHS = frozenset({"/health", "/readiness"})  # probes: load balancers and kubelets carry no key
@@ -80,6 +87,121 @@ def sent_key(headers: Mapping[str, str]) -> str:
     if not key:
         raise Unauthorized("no API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
     return key
+
+
+class _Issuer:
+    """One JWT issuer: its keys by ``kid``, loaded from its JWKS file, or fetched from its URL
+    (again after ``jwks_ttl``, or when a token names a key it lacks, at most every few seconds)."""
+
+    REFETCH_FLOOR = 5.0  # seconds between fetches a stream of unknown kids can cause
+
+    def __init__(self, config: JwtIssuerConfig) -> None:
+        self.config = config
+        self.keys: dict[str | None, object] = {}
+        self.fetched_at = float("-inf")
+        self._fetch: asyncio.Lock | None = None
+        if config.jwks_file is not None:
+            try:
+                with open(config.jwks_file, encoding="utf-8") as handle:
+                    self.keys = self._parse(handle.read())
+            except (OSError, ValueError) as exc:
+                from smg.config import ConfigError
+
+                raise ConfigError(f"JWT issuer {config.issuer!r}: cannot read {config.jwks_file}: {exc}") from None
+
+    @staticmethod
+    def _parse(text: str) -> dict:
+        import jwt
+
+        keys = {}
+        for entry in json.loads(text).get("keys", []):
+            try:
+                keys[entry.get("kid")] = jwt.PyJWK(entry)
+            except jwt.PyJWTError:
+                continue  # (a key of a type or algorithm this gateway does not take)
+        return keys
+
+    async def key(self, kid: str | None):
+        config = self.config
+        if config.jwks_url is not None:
+            now = time.monotonic()
+            stale = now - self.fetched_at > config.jwks_ttl
+            if stale or kid not in self.keys and now - self.fetched_at > self.REFETCH_FLOOR:
+                self._fetch = self._fetch or asyncio.Lock()
+                async with self._fetch:
+                    if self.fetched_at < now:  # (not fetched by another request meanwhile)
+                        await self._refetch()
+        found = self.keys.get(kid) or (next(iter(self.keys.values())) if kid is None and len(self.keys) == 1
+                                       else None)
+        if found is None:
+            raise Unauthorized(f"the token's key {kid!r} is not one of its issuer's")
+        return found
+
+    async def _refetch(self) -> None:
+        import httpx
+
+        self.fetched_at = time.monotonic()
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                reply = await client.get(self.config.jwks_url)
+                reply.raise_for_status()
+                self.keys = self._parse(reply.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            if not self.keys:  # (with keys from before, they serve until the URL answers again)
+                raise Unauthorized(f"the issuer's keys cannot be fetched: {type(exc).__name__}") from None
+
+
+class JwtIssuers:
+    """The configured issuers, by ``iss``."""
+
+    def __init__(self, issuers: Sequence[JwtIssuerConfig]) -> None:
+        self._issuers = {config.issuer: _Issuer(config) for config in issuers}
+
+    @staticmethod
+    def looks_like_jwt(token: str) -> bool:
+        return token.count(".") == 2
+
+    async def caller(self, token: str) -> Caller:
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid bearer token") from None
+        issuer = self._issuers.get(unverified.get("iss"))
+        if issuer is None:
+            raise Unauthorized("the token's issuer is not one this gateway takes")
+        config = issuer.config
+        key = await issuer.key(header.get("kid"))
+        try:
+            claims = jwt.decode(token, key, algorithms=config.algorithms, issuer=config.issuer,
+                                audience=config.audience, leeway=config.leeway,
+                                options={"require": ["exp", "iss"], "verify_aud": config.audience is not None})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid bearer token: {exc}") from None
+        models = claims.get(config.models_claim)
+        priority = claims.get(config.priority_claim, 0)
+        if models is not None and not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
+            raise Unauthorized(f"the token's {config.models_claim!r} claim must be a list of model names")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise Unauthorized(f"the token's {config.priority_claim!r} claim must be an integer")
+        return Caller(str(claims.get(config.name_claim, "")), frozenset(models) if models is not None else None,
+                      priority)
+
+
+class Callers:
+    """Who a request is: by its API key, or its JWT when issuers are configured."""
+
+    def __init__(self, keys: Sequence[ApiKeyConfig], issuers: Sequence[JwtIssuerConfig]) -> None:
+        self.keys = ApiKeys(keys)
+        self.issuers = JwtIssuers(issuers) if issuers else None
+
+    async def caller(self, headers: Mapping[str, str]) -> Caller:
+        token = sent_key(headers)
+        if self.issuers is not None and JwtIssuers.looks_like_jwt(token):
+            return await self.issuers.caller(token)
+        return self.keys.caller(headers)
 
 
 class AdminKey:

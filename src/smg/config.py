@@ -252,6 +252,32 @@ class ApiKeyConfig(_Record, frozen=True):
             raise ConfigError(f"API key {self.name!r}: a key needs a name and a non-empty key without spaces")
 
 
+class JwtIssuerConfig(_Record, frozen=True):
+    """An issuer whose JWT bearer tokens the gateway takes instead of API keys (``jwt_issuers``):
+    its ``iss``, its keys (a JWKS file, or a URL fetched and refreshed every ``jwks_ttl`` seconds
+    and when a token names a key it lacks), the audience tokens must name, and the claims that
+    map onto what an API key says (the caller's name, its models, its priority)."""
+
+    issuer: str
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = msgspec.field(default_factory=lambda: ["RS256", "ES256"])
+    leeway: float = 30.0  # seconds of clock skew allowed on exp / nbf
+    jwks_ttl: float = 300.0
+    name_claim: str = "sub"
+    models_claim: str = "models"  # a list of model names (absent: every model)
+    priority_claim: str = "priority"
+
+    def __post_init__(self) -> None:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ConfigError(f"JWT issuer {self.issuer!r}: give jwks_file or jwks_url, one of them")
+        if not self.algorithms or any(a.upper().startswith("HS") or a.lower() == "none" for a in self.algorithms):
+            raise ConfigError(f"JWT issuer {self.issuer!r}: algorithms are public-key ones (RS256, ES256, ...)")
+        _number("JwtIssuerConfig", "leeway", self.leeway, 0)
+        _number("JwtIssuerConfig", "jwks_ttl", self.jwks_ttl, 1)
+
+
 class ModelConfig(_Record, frozen=True):
     """One served model: the name requests use (and aliases), its workers and how to talk to them,
     its tokenizer, chat template and parsers. Unset values come from the gateway's defaults or
@@ -350,6 +376,7 @@ class GatewayConfig(_Record, frozen=True):
     # API keys (smg serve --api-key / --api-keys-file); none: the APIs are open
     api_keys: list[ApiKeyConfig] = []
     admin_key: str | None = None  # opens the admin API (/admin/...; smg serve --admin-key); none: it is off
+    jwt_issuers: list[JwtIssuerConfig] = []  # JWT bearer tokens taken beside the API keys
     # admission control of generation requests (smg.admission): at most this many at once, this
     # many more waiting at most this long (then a 429); None: no limit
     max_concurrent_requests: int | None = None
