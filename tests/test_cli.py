@@ -197,6 +197,15 @@ def test_serve_api_keys_from_flags_and_a_file(tmp_path):
         config("--api-keys-file", str(json_file))
 
 
+def test_serve_access_log_and_admin_key_flags():
+    from smg.__main__ import _serve_config, build_parser
+
+    default = _serve_config(build_parser().parse_args(["serve", "--demo"]))
+    assert default.access_log is False and default.admin_key is None
+    set_ = _serve_config(build_parser().parse_args(["serve", "--demo", "--access-log", "--admin-key", "adm-1"]))
+    assert set_.access_log is True and set_.admin_key == "adm-1"
+
+
 def test_serve_admission_flags():
     from smg.__main__ import _serve_config, build_parser
     from smg.config import ConfigError

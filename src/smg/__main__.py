@@ -110,6 +110,8 @@ def _serve_config(args: argparse.Namespace):
                  if getattr(args, key) is not None}
     if args.trust_request_chat_template:
         overrides["trust_request_chat_template"] = True
+    if args.access_log:
+        overrides["access_log"] = True
     if args.config:
         single = [flag for flag, value in (("--worker", args.worker), ("--prefill", args.prefill),
                                            ("--decode", args.decode), ("--tokenizer", args.tokenizer),
@@ -200,6 +202,13 @@ def _serve(args: argparse.Namespace) -> int:
               "or --demo", file=sys.stderr)
         return 2
     config = _serve_config(args)
+    if config.access_log:  # its lines alone, whatever --log-level says of the rest
+        access = logging.getLogger("smg.access")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
 
     async def main() -> None:
         nonlocal config
@@ -331,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--api-keys-file", default=None, metavar="FILE",
                      help="API keys with names and the models each may use: JSON or TOML, a list of "
                           "{name, key, models}")
+    srv.add_argument("--access-log", action="store_true",
+                     help="log a JSON line per request to stderr (id, method, path, status, key name, model, "
+                          "tokens, time to first token, duration; never keys or content)")
     srv.add_argument("--admin-key", default=None, metavar="KEY",
                      help="open the admin API (/admin/models ...: add and remove models and workers, drain a "
                           "worker, their health) to requests carrying this key (default: it is off)")

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from smg.api import Router
 from smg.api.base import JSON, HttpRequest, Reply, StreamReply, error_reply
+from smg.access_log import CURRENT as ACCESS
+from smg.access_log import AccessRecord, close_record, open_record
 from smg.admission import Admission
 from smg.auth import OPEN_PATHS, AdminKey, Callers, check_model
 from smg.errors import InvalidRequest, NotFound, SmgError
@@ -57,11 +59,15 @@ class App:
                          else None)  # None: the APIs are open
         self._admin_key = AdminKey(config.admin_key) if config.admin_key else None  # None: no admin API
         self._admission = Admission(config, gateway.models) if Admission.wanted(config) else None
+        self._access_log = config.access_log
 
     async def _authorize(self, http: HttpRequest) -> None:
         """The caller's key checked; a key limited to some models has the body's model checked
         when the route reads its body."""
         caller = await self._callers.caller(http.headers)
+        record = ACCESS.get()
+        if record is not None:
+            record.key = caller.name
         http.priority = caller.priority_of(http.headers)
         if caller.models is not None:
             read, models = http.read_body, self.gateway.models
@@ -75,7 +81,25 @@ class App:
 
     async def respond(self, http: HttpRequest) -> Reply | StreamReply:
         """The reply to one request; its ``read_body`` is called only by routes that take a body
-        and may raise :class:`ClientGone`, which propagates."""
+        and may raise :class:`ClientGone`, which propagates. With ``access_log``, its line is
+        logged when the answer ends."""
+        if not self._access_log:
+            return await self._respond(http)
+        record = open_record(http.request_id, http.method, http.path)
+        try:
+            reply = await self._respond(http)
+        except ClientGone:
+            record.outcome = "client_gone"
+            close_record(record)
+            raise
+        if isinstance(reply, StreamReply):
+            record.status = 200
+            return reply._replace(events=_logged(reply.events, record))
+        record.status = reply.status
+        close_record(record)
+        return reply
+
+    async def _respond(self, http: HttpRequest) -> Reply | StreamReply:
         path = http.path.rstrip("/") or "/"
         route, http.params, known = self._router.match(http.method, path)
         if route is None:
@@ -202,6 +226,29 @@ class App:
         finally:
             watcher.cancel()
             await events.aclose()
+
+
+async def _logged(events: AsyncIterator[bytes], record: AccessRecord) -> AsyncIterator[bytes]:
+    """A stream's ``events``, its access record logged when it ends: ``ok`` after its last event
+    (``data: [DONE]``, or the iterator's end), ``error`` when it failed, ``client_gone`` when it was
+    closed or cancelled before its end."""
+    last = b""
+    try:
+        async for last in events:
+            yield last
+    except GeneratorExit:
+        if not last.endswith(SSE_DONE):
+            record.outcome = "client_gone"
+        raise
+    except asyncio.CancelledError:
+        record.outcome = "client_gone"
+        raise
+    except BaseException:
+        record.outcome = "error"
+        raise
+    finally:
+        close_record(record)
+        await events.aclose()
 
 
 def create_app(gateway: Gateway) -> App:

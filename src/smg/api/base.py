@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, N
 
 import msgspec
 
+from smg.access_log import CURRENT as ACCESS
 from smg.admission import Admission, released
 from smg.errors import SmgError, openai_error
 from smg.pipeline.blocks import START, STOP, TEXT, Block
@@ -220,6 +221,9 @@ async def generation_reply(http: HttpRequest, request_type, once, stream,
     e.g. ``chat_sse`` and ``chat``)."""
     request = oa.decode_request(await http.read_body(), request_type)
     routing_key = http.headers.get(ROUTING_KEY_HEADER) or None
+    access = ACCESS.get()
+    if access is not None:
+        access.model = request.model or None
     if http.admission is None:
         if not request.stream:
             return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,

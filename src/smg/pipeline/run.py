@@ -7,6 +7,7 @@ import contextlib
 import time
 from typing import AsyncIterator
 
+from smg.access_log import CURRENT as ACCESS
 from smg.engines.base import EngineOutput
 from smg.metrics import Metrics
 from smg.pipeline.choice import Choice
@@ -51,6 +52,9 @@ def record(metrics: Metrics, p: Prepared, started: float, first: float | None, c
         metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)
     metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids))
     metrics.inc("smg_completion_tokens_total", tokens)
+    access = ACCESS.get()
+    if access is not None:
+        access.engine_stream(len(p.prompt_ids), tokens, first - started if first is not None else None)
 
 
 async def collect(p: Prepared, metrics: Metrics) -> tuple[list[Choice], int]:
