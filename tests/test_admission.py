@@ -164,6 +164,10 @@ def test_over_capacity_is_a_429_with_retry_after_in_each_apis_shape(served):
     assert lines[-1] != 429 and "[DONE]" in lines[-2]  # the stream that held the slot ran to its end
     done = oa.chat.completions.create(model="slow", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     assert done.choices[0].message.content  # its end freed the slot
+    metrics = httpx.get(served + "/metrics").text
+    assert 'smg_admission_rejected_total{gate="the gateway",reason="queue_full"}' in metrics
+    assert 'smg_admission_rejected_total{gate="the gateway",reason="timeout"}' in metrics
+    assert "smg_queue_wait_seconds_count" in metrics
 
 
 @pytest.mark.end_to_end

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from smg.errors import ModelNotFound, Overloaded
 
 if TYPE_CHECKING:
     from smg.config import GatewayConfig
+    from smg.metrics import Metrics
     from smg.models import ModelRegistry
 
 
@@ -27,8 +29,10 @@ class Gate:
     """At most ``limit`` holders; up to ``max_queue`` more wait (highest priority first, then
     arrival) for at most ``timeout`` seconds."""
 
-    def __init__(self, name: str, limit: int, max_queue: int, timeout: float) -> None:
+    def __init__(self, name: str, limit: int, max_queue: int, timeout: float, metrics: "Metrics | None" = None
+                 ) -> None:
         self.name, self.limit, self.max_queue, self.timeout = name, limit, max_queue, timeout
+        self.metrics = metrics  # smg_queue_wait_seconds, smg_admission_rejected_total
         self.active = 0
         self.queued = 0  # requests waiting now
         self._waiting: list[tuple[int, int, asyncio.Future]] = []  # (-priority, arrival, future); some given up
@@ -39,22 +43,31 @@ class Gate:
             self.active += 1
             return
         if self.queued >= self.max_queue:
+            self._rejected("queue_full")
             raise Overloaded(f"{self.name} is at capacity: {self.active} requests running and {self.queued} "
                              f"waiting; retry later", retry_after=1.0)
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (-priority, next(self._arrivals), future))
         self.queued += 1
+        started = time.perf_counter()
         try:
             await asyncio.wait_for(future, self.timeout)  # (a slot handed over stays counted in active)
         except BaseException as exc:
             if future.done() and not future.cancelled():
                 self.leave()  # handed a slot just as it gave up: the next waiter takes it
             if isinstance(exc, asyncio.TimeoutError):
+                self._rejected("timeout")
                 raise Overloaded(f"{self.name} is at capacity: the request waited {self.timeout:g} s for a slot; "
                                  f"retry later", retry_after=self.timeout) from None
             raise
         finally:
             self.queued -= 1
+            if self.metrics is not None:  # (waits that ended in a slot, a timeout or a client leaving)
+                self.metrics.observe("smg_queue_wait_seconds", time.perf_counter() - started)
+
+    def _rejected(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc("smg_admission_rejected_total", gate=self.name, reason=reason)
 
     def leave(self) -> None:
         """Free a slot: the first waiter still waiting takes it."""
@@ -69,10 +82,10 @@ class Gate:
 class Admission:
     """The gateway's gate and its models' (made when a model is first asked for, from its config)."""
 
-    def __init__(self, config: "GatewayConfig", models: "ModelRegistry") -> None:
-        self.config, self.models = config, models
-        self.gate = (Gate("the gateway", config.max_concurrent_requests, config.max_queue_size, config.queue_timeout)
-                     if config.max_concurrent_requests is not None else None)
+    def __init__(self, config: "GatewayConfig", models: "ModelRegistry", metrics: "Metrics | None" = None) -> None:
+        self.config, self.models, self.metrics = config, models, metrics
+        self.gate = (Gate("the gateway", config.max_concurrent_requests, config.max_queue_size, config.queue_timeout,
+                          metrics) if config.max_concurrent_requests is not None else None)
         self.model_gates: dict[str, Gate | None] = {}
 
     @staticmethod
@@ -91,7 +104,7 @@ class Admission:
             self.model_gates[served.name] = Gate(
                 f"model {served.name!r}", limits.max_concurrent_requests,
                 limits.max_queue_size if limits.max_queue_size is not None else config.max_queue_size,
-                limits.queue_timeout if limits.queue_timeout is not None else config.queue_timeout,
+                limits.queue_timeout if limits.queue_timeout is not None else config.queue_timeout, self.metrics,
             ) if limits.max_concurrent_requests is not None else None
         return self.model_gates[served.name]
 

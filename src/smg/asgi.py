@@ -58,7 +58,8 @@ class App:
         self._callers = (Callers(config.api_keys, config.jwt_issuers) if config.api_keys or config.jwt_issuers
                          else None)  # None: the APIs are open
         self._admin_key = AdminKey(config.admin_key) if config.admin_key else None  # None: no admin API
-        self._admission = Admission(config, gateway.models) if Admission.wanted(config) else None
+        self._admission = (Admission(config, gateway.models, gateway.metrics) if Admission.wanted(config)
+                           else None)
         self._access_log = config.access_log
 
     async def _authorize(self, http: HttpRequest) -> None:

@@ -322,6 +322,9 @@ class Gateway:
         m.describe("smg_tokenizer_cache_hits_total", "counter", "Tokenizer cache hits by level.")
         m.describe("smg_tokenizer_cache_misses_total", "counter", "Tokenizer cache misses by level.")
         m.describe("smg_client_disconnects_total", "counter", "Streams whose client went away (engine aborted).")
+        m.describe("smg_queue_wait_seconds", "histogram", "Time a request waited in an admission queue.")
+        m.describe("smg_admission_rejected_total", "counter", "Requests refused by admission control (429), by gate "
+                   "and reason.")
         m.describe("smg_worker_healthy", "gauge", "1 if the worker is in rotation.")
         m.describe("smg_worker_in_flight", "gauge", "Requests in flight on the worker.")
 
