@@ -17,7 +17,9 @@ from test_gateway_e2e import Stack
 
 pytestmark = pytest.mark.end_to_end
 
-KEYS = [{"name": "ops", "key": "sk-ops-1"}, {"name": "team-a", "key": "sk-team-a", "models": ["alpha-alias"]}]
+KEYS = [{"name": "ops", "key": "sk-ops-1"}, {"name": "team-a", "key": "sk-team-a", "models": ["alpha-alias"]},
+        {"name": "metered", "key": "sk-metered", "requests_per_minute": 2},
+        {"name": "thrifty", "key": "sk-thrifty", "tokens_per_minute": 30}]
 
 
 def serve_two_models(stack: Stack, **config) -> str:
@@ -78,6 +80,26 @@ def test_a_missing_or_unknown_key_is_a_401_in_each_apis_shape(base):
     basic = httpx.post(base + "/v1/messages", headers={"authorization": "Basic sk-ops-1"},
                        json={"model": "alpha", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
     assert basic.status_code == 401 and basic.json()["type"] == "error"  # only Bearer carries a key
+
+
+def test_per_key_rate_limits_are_429s_with_retry_after(base):
+    def chat(key, model="alpha"):
+        return httpx.post(base + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                          json={"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+
+    assert [chat("sk-metered").status_code for _ in range(2)] == [200, 200]
+    over = chat("sk-metered")
+    assert over.status_code == 429 and "requests per minute" in over.json()["error"]["message"]
+    assert 25 <= int(over.headers["retry-after"]) <= 30  # one request refills in 60 / 2 s
+    assert chat("sk-ops-1").status_code == 200  # other keys are not limited by it
+    # ~36 prompt + 2 output tokens: the first request takes the bucket into debt, the next waits
+    assert chat("sk-thrifty").status_code == 200
+    debt = chat("sk-thrifty")
+    assert debt.status_code == 429 and "tokens per minute" in debt.json()["error"]["message"]
+    assert int(debt.headers["retry-after"]) >= 1
+    an = anthropic.Anthropic(base_url=base, api_key="sk-metered", max_retries=0)
+    with pytest.raises(anthropic.RateLimitError):
+        an.messages.create(model="alpha", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
 
 
 def test_probes_need_no_key_and_metrics_do(base):

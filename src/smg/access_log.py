@@ -1,11 +1,13 @@
-"""Structured access logs (``access_log`` in the config; ``smg serve --access-log``): one JSON line per
+"""The record of a request, and structured access logs (``access_log`` in the config; ``smg serve
+--access-log``): one JSON line per
 request on the ``smg.access`` logger, when its answer ends (a stream: its last event, or its client
 going away), with the request's id, method, path, status, API key name, model, prompt and
 completion tokens, time to first token and duration. Never the key, never the content.
 
 The server opens a record for each request (:func:`open_record`); the stages that learn something
 add it to the record of the request they run for, found through a context variable (the stream
-of a request runs in its server task's context), so no stage takes a logging argument.
+of a request runs in its server task's context), so no stage takes a logging argument. A key's
+token rate limit is charged through the same record.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextvars
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 log = logging.getLogger("smg.access")
@@ -31,6 +34,7 @@ class AccessRecord:
     completion_tokens: int = 0
     ttft_ms: float | None = None
     outcome: str = "ok"  # "ok", "error" (a stream that ended with an error event), "client_gone"
+    charge: Callable[[int], None] | None = None  # the caller's token rate limit (smg.rate_limit)
 
     def line(self) -> str:
         return json.dumps({
@@ -43,6 +47,8 @@ class AccessRecord:
         """One engine stream of the request ended (a request may run several: n, tool loops)."""
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
+        if self.charge is not None:
+            self.charge(prompt_tokens + completion_tokens)
         if ttft is not None and self.ttft_ms is None:
             self.ttft_ms = round(ttft * 1e3, 2)
 

@@ -61,6 +61,8 @@ class App:
         self._admission = (Admission(config, gateway.models, gateway.metrics) if Admission.wanted(config)
                            else None)
         self._access_log = config.access_log
+        # a record per request: for its access line, or to charge its key's tokens
+        self._records = config.access_log or any(key.tokens_per_minute for key in config.api_keys)
 
     async def _authorize(self, http: HttpRequest) -> None:
         """The caller's key checked; a key limited to some models has the body's model checked
@@ -69,6 +71,10 @@ class App:
         record = ACCESS.get()
         if record is not None:
             record.key = caller.name
+        if caller.limits is not None:
+            caller.limits.admit()
+            if record is not None:
+                record.charge = caller.limits.charge
         http.priority = caller.priority_of(http.headers)
         if caller.models is not None:
             read, models = http.read_body, self.gateway.models
@@ -84,9 +90,11 @@ class App:
         """The reply to one request; its ``read_body`` is called only by routes that take a body
         and may raise :class:`ClientGone`, which propagates. With ``access_log``, its line is
         logged when the answer ends."""
-        if not self._access_log:
+        if not self._records:
             return await self._respond(http)
         record = open_record(http.request_id, http.method, http.path)
+        if not self._access_log:
+            return await self._respond(http)
         try:
             reply = await self._respond(http)
         except ClientGone:

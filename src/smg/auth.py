@@ -21,12 +21,13 @@ import hmac
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from smg.config import ApiKeyConfig, JwtIssuerConfig
 from smg.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
+from smg.rate_limit import KeyLimits
 
 OPEN_PATHS = frozenset({"/health", "/readiness"})  # probes: load balancers and kubelets carry no key
 
@@ -43,6 +44,7 @@ class Caller:
     models: frozenset[str] | None
     priority: int = 0
     priority_header: bool = False
+    limits: KeyLimits | None = field(default=None, compare=False)  # its rate limits (smg.rate_limit)
 
     def priority_of(self, headers: Mapping[str, str]) -> int:
         """The request's priority: its ``X-SMG-Priority`` header when the key allows one."""
@@ -67,8 +69,11 @@ class ApiKeys:
     """The gateway's keys, by digest."""
 
     def __init__(self, keys: Sequence[ApiKeyConfig]) -> None:
-        self._callers = {_digest(k.key): Caller(k.name, frozenset(k.models) if k.models else None, k.priority,
-                                                k.priority_header) for k in keys}
+        self._callers = {
+            _digest(k.key): Caller(k.name, frozenset(k.models) if k.models else None, k.priority, k.priority_header,
+                                   KeyLimits(k.name, k.requests_per_minute, k.tokens_per_minute)
+                                   if k.requests_per_minute or k.tokens_per_minute else None)
+            for k in keys}
 
     def caller(self, headers: Mapping[str, str]) -> Caller:
         """The request's caller; :class:`Unauthorized` without a known key."""

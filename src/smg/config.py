@@ -246,10 +246,15 @@ class ApiKeyConfig(_Record, frozen=True):
     models: list[str] = []
     priority: int = 0  # its requests' place in admission queues (higher first)
     priority_header: bool = False  # its requests may set their own priority (X-SMG-Priority)
+    requests_per_minute: int | None = None  # rate limits (smg.rate_limit); None: none
+    tokens_per_minute: int | None = None  # prompt + output tokens, charged as they are used
 
     def __post_init__(self) -> None:
         if not self.name or not self.key or any(c.isspace() for c in self.key):
             raise ConfigError(f"API key {self.name!r}: a key needs a name and a non-empty key without spaces")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            if getattr(self, name) is not None:
+                _number(f"API key {self.name!r}", name, getattr(self, name), 1, integer=True)
 
 
 class JwtIssuerConfig(_Record, frozen=True):
