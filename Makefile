@@ -28,7 +28,7 @@ test-compiled: .venv/.installed
 	SMG_HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-pure: .venv/.installed
-	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not compiled_only and not end_to_end"
+	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not compiled_only and not end_to_end and not no_kernels"
 
 ## compile: rebuild the Cython kernels in place after editing them
 compile: | $(BIN)/python

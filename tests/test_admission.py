@@ -23,6 +23,8 @@ from smg.tokenizer.bundled import bundled_tokenizer_dir
 from smg.tokenizer.templates import template_path
 from test_gateway_e2e import Stack, stream_in_thread
 
+pytestmark = pytest.mark.no_kernels  # (the twins' pass leaves it out)
+
 
 def test_a_full_gate_queues_in_priority_then_arrival_order_and_refuses_beyond_its_queue():
     async def main():

@@ -10,6 +10,8 @@ import pytest
 from smg import Gateway, GatewayConfig, ModelConfig, PoolConfig
 from smg.config import ConfigError
 
+pytestmark = pytest.mark.no_kernels  # (the twins' pass leaves it out)
+
 TOML = '''
 port = 9001
 trust_request_chat_template = true

@@ -14,6 +14,8 @@ from smg.engine import EngineServer
 from smg.engine.server import STREAM_BUFFER
 from smg.engines import ModelInfo
 
+pytestmark = pytest.mark.no_kernels  # (the twins' pass leaves it out)
+
 
 class Flood:
     """A generator with no step delay, counting what it produced."""

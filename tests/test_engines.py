@@ -23,6 +23,8 @@ from smg.engines.trtllm import TrtllmAdapter
 from smg.engines.vllm import sampling_params as vllm_params
 from smg.errors import EngineError, EngineUnavailable, InvalidRequest, NoHealthyWorker
 
+pytestmark = pytest.mark.no_kernels  # (the twins' pass leaves it out)
+
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
