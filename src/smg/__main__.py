@@ -165,21 +165,9 @@ def _serve_config(args: argparse.Namespace):
 def _api_keys_file(path: str) -> list:
     """``--api-keys-file``: JSON (a list of keys, or ``{"keys": [...]}``) or TOML (``[[keys]]``),
     each key ``{"name", "key", "models"}``."""
-    from smg.config import ConfigError
+    from smg.config import ConfigError, read_config_file
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        if path.lower().endswith(".toml"):
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib
-
-            loaded = tomllib.loads(text)
-        else:
-            loaded = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read API keys file {path}: {exc}") from None
+    loaded = read_config_file(path, "API keys file")
     keys = loaded.get("keys") if isinstance(loaded, dict) else loaded
     if not isinstance(keys, list):
         raise ConfigError(f"API keys file {path}: expected a list of keys (or a 'keys' list)")

@@ -450,21 +450,25 @@ class GatewayConfig(_Record, frozen=True):
         if isinstance(source, GatewayConfig):
             return source
         if not isinstance(source, Mapping):
-            path = Path(source)
-            try:
-                text = path.read_text(encoding="utf-8")
-                if path.suffix.lower() == ".toml":
-                    try:
-                        import tomllib
-                    except ImportError:  # Python 3.10
-                        import tomli as tomllib
-
-                    source = tomllib.loads(text)
-                else:
-                    source = json.loads(text)
-            except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
-                raise ConfigError(f"cannot read gateway config {path}: {exc}") from exc
+            source = read_config_file(source, "gateway config")
         return convert(source, cls, "gateway config")
+
+
+def read_config_file(path: "str | Path", what: str) -> Any:
+    """A TOML (``.toml``) or JSON file's value; a :class:`ConfigError` naming ``what`` otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
 
 
 def convert(values: Any, kind: type, what: str):
