@@ -224,24 +224,21 @@ async def generation_reply(http: HttpRequest, request_type, once, stream,
     access = ACCESS.get()
     if access is not None:
         access.model = request.model or None
-    if http.admission is None:
-        if not request.stream:
-            return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,
-                                                   routing_key=routing_key)))
-        return await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
-                                      routing_key=routing_key), errors)
-    # admitted: the request's slots are held until its answer ends (a stream's last event)
-    leave = await http.admission.enter(request.model, http.priority)
+    # admitted (when the server has admission control): the request's slots are held until its
+    # answer ends (a stream's last event)
+    leave = await http.admission.enter(request.model, http.priority) if http.admission is not None else None
     if not request.stream:
         try:
             return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,
                                                    routing_key=routing_key)))
         finally:
-            leave()
+            if leave is not None:
+                leave()
     try:
         reply = await sse_reply(stream(request, sink=http.sink, request_id=http.client_request_id,
                                        routing_key=routing_key), errors)
     except BaseException:
-        leave()
+        if leave is not None:
+            leave()
         raise
-    return reply._replace(events=released(reply.events, leave))
+    return reply if leave is None else reply._replace(events=released(reply.events, leave))
