@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from smg.errors import InvalidRequest
 from smg.mcp import ToolOutcome
@@ -89,6 +89,15 @@ def answered_approvals(items: list[dict], context: list[dict], toolset: "McpTool
     return pairs
 
 
+class _Claim(NamedTuple):
+    """A tool-call block that is an MCP call: its item's id, its server, and whether it asks for
+    approval (an ``mcp_approval_request``) rather than running."""
+
+    item_id: str
+    server: "BoundServer"
+    asks: bool
+
+
 class McpCalls:
     """One response's MCP calls, as its run meets them. ``event`` and ``output`` are the run's
     (an event builder, which returns None when not streaming, and the output items)."""
@@ -96,7 +105,7 @@ class McpCalls:
     def __init__(self, toolset: "McpToolset", event: Callable[..., bytes | None], output: list[dict],
                  limit: int) -> None:
         self.toolset, self.event, self.output, self.limit = toolset, event, output, limit
-        self.blocks: dict[int, tuple[str, "BoundServer"]] = {}  # this turn's claimed blocks: item id, server
+        self.blocks: dict[int, _Claim] = {}  # this turn's claimed blocks
         self.pending: list[tuple[int, dict, "BoundServer"]] = []  # calls to run at the turn's end
         self.made = 0  # calls run (or refused) so far
         self.asked = False  # an approval request ended a turn
@@ -133,26 +142,26 @@ class McpCalls:
         if server is None:
             return False
         asks = self.toolset.offered(block.name) and server.approval.required(block.name)
-        self.blocks[block.index] = (_id("mcpr" if asks else "mcp"), server)
+        self.blocks[block.index] = _Claim(_id("mcpr" if asks else "mcp"), server, asks)
         return True
 
     def asks(self, block: Block) -> bool:
-        return self.blocks[block.index][0].startswith("mcpr_")
+        return self.blocks[block.index].asks
 
     def item_id(self, block: Block) -> str:
-        return self.blocks[block.index][0]
+        return self.blocks[block.index].item_id
 
     def start(self, block: Block, index: int) -> list:
         if self.asks(block):
             return []  # an approval request comes whole, at its end
-        item_id, server = self.blocks[block.index]
+        item_id, server, _ = self.blocks[block.index]
         item = {"id": item_id, "type": "mcp_call", "server_label": server.label, "name": block.name,
                 "arguments": "", "output": None, "error": None, "status": "in_progress"}
         return [self.event("response.output_item.added", output_index=index, item=item),
                 self.event("response.mcp_call.in_progress", item_id=item_id, output_index=index)]
 
     def stop(self, block: Block, index: int) -> list:
-        item_id, server = self.blocks[block.index]
+        item_id, server, _ = self.blocks[block.index]
         if self.asks(block):
             item = {"id": item_id, "type": "mcp_approval_request", "server_label": server.label,
                     "name": block.name, "arguments": block.text}

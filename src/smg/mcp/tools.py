@@ -159,6 +159,10 @@ class McpToolset:
         for server in servers:
             for tool in server.tools:
                 self._owner.setdefault(tool.name, server)
+        # (made once: every turn of the request's tool loop offers the same)
+        self._functions = [_function(tool) for server in servers for tool in server.offered()]
+        unoffered = {tool.name: tool for server in servers for tool in server.tools if tool.name not in self._offered}
+        self._unoffered = [_function(tool) for tool in unoffered.values()]
 
     @classmethod
     async def bind(cls, entries: list[tuple[int, dict]], configured: Mapping[str, McpServerConfig],
@@ -181,12 +185,11 @@ class McpToolset:
 
     def functions(self) -> list[dict]:
         """The offered tools as chat-template functions."""
-        return [_function(tool) for server in self.servers for tool in server.offered()]
+        return self._functions
 
     def unoffered(self) -> list[dict]:
         """The listed tools ``allowed_tools`` leaves out, as functions (for the parser only)."""
-        unoffered = {tool.name: tool for server in self.servers for tool in server.tools if tool.name not in self._offered}
-        return [_function(tool) for tool in unoffered.values()]
+        return self._unoffered
 
     def server_of(self, name: str) -> BoundServer | None:
         """The server that lists a tool of this name (offered or not)."""
