@@ -114,7 +114,7 @@ def test_slots_are_never_lost_or_overgiven(steps, limit, max_queue):
 
 
 def test_a_keys_priority_and_its_header():
-    assert Caller("k", None, priority=3).priority_of({"x-smg-priority": "9"}) == 3  # the header needs the key's leave
+    assert Caller("k", None, priority=3).priority_of({"x-smg-priority": "9"}) == 3  # the header counts only when the key allows it
     assert Caller("k", None, priority=3, priority_header=True).priority_of({"x-smg-priority": "9"}) == 9
     with pytest.raises(InvalidRequest, match="integer"):
         Caller("k", None, priority_header=True).priority_of({"x-smg-priority": "high"})

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from smg.config import ApiKeyConfig, JwtIssuerConfig
+from smg.config import ApiKeyConfig, ConfigError, JwtIssuerConfig
 from smg.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
 from smg.rate_limit import KeyLimits
 
@@ -110,8 +110,6 @@ class _Issuer:
                 with open(config.jwks_file, encoding="utf-8") as handle:
                     self.keys = self._parse(handle.read())
             except (OSError, ValueError) as exc:
-                from smg.config import ConfigError
-
                 raise ConfigError(f"JWT issuer {config.issuer!r}: cannot read {config.jwks_file}: {exc}") from None
 
     @staticmethod
