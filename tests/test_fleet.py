@@ -10,6 +10,9 @@ from smg.engine import EngineServer, ReferenceEngine
 from smg.models import ModelRegistry, ServedModel
 from smg.config import CacheConfig, PoolConfig
 
+# Whole fleets of gateways and engines; the twins' pass covers their kernels in test_gateway (CI time).
+pytestmark = pytest.mark.end_to_end
+
 USER = [{"role": "user", "content": "Who are you?"}]
 
 

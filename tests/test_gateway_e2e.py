@@ -20,6 +20,9 @@ from smg.tokenizer import Tokenizer
 from smg.tokenizer.bundled import bundled_tokenizer_dir
 from smg.tokenizer.templates import template_path
 
+# Whole gateways over HTTP; the twins' pass covers the same kernels in test_gateway (CI time).
+pytestmark = pytest.mark.end_to_end
+
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
                                            "parameters": {"type": "object", "properties": {
                                                "city": {"type": "string"}}, "required": ["city"]}}}]

@@ -116,8 +116,12 @@ def test_lone_surrogate_is_typed_error_and_cache_unharmed(llama):
     assert llama.encode("<|eot_id|>fine") == before
 
 
-def test_empty_and_huge_input(llama, llama_dir):
+def test_empty_input(llama):
     assert llama.encode("") == []
+
+
+@pytest.mark.compiled_only  # 10 MB through the pure-Python BPE takes ~25 s; the twins agree on small inputs
+def test_huge_input(llama_dir):
     big = ("All work and no play makes a model dull. <|eot_id|>" * 200_000)[: 10_000_000]
     small = Tokenizer.from_dir(llama_dir, cache=CacheConfig(l0_max_bytes=1 << 20, l1_max_bytes=1 << 20))
     ids = small.encode(big)
