@@ -156,8 +156,9 @@ def test_models_health_metrics(demo):
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'smg_requests_total{route="chat",stream="false"}' in metrics
     assert 'smg_requests_total{route="chat",stream="true"}' in metrics
-    assert "smg_time_to_first_token_seconds_bucket" in metrics and 'smg_worker_healthy{worker=' in metrics
-    assert 'smg_tokenizer_cache_hits_total{level="l0"}' in metrics and 'smg_worker_in_flight{worker=' in metrics
+    assert "smg_time_to_first_token_seconds_bucket" in metrics and 'smg_worker_healthy{model="smg-demo",worker=' in metrics
+    assert 'smg_tokenizer_cache_hits_total{level="l0",model="smg-demo"}' in metrics
+    assert 'smg_worker_in_flight{model="smg-demo",worker=' in metrics
 
     def value(name):  # an unlabelled series' value
         return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(name + " ")))

@@ -33,7 +33,7 @@ from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
 from smg.errors import InvalidRequest, SmgError
 from smg.mcp import McpServers
-from smg.metrics import Metrics
+from smg.metrics import PUBLISH_INTERVAL, Metrics
 from smg.models import ModelRegistry, ServedModel
 from smg.multimodal.media import MediaPolicy
 from smg.pipeline.plain import Sink
@@ -113,6 +113,7 @@ class Gateway:
         self.background = responses.BackgroundRuns()
         self.mcp = McpServers(config.mcp_servers, config.url_allow_list, config.mcp)
         self._started = False
+        self._publishing: asyncio.Task | None = None  # (multiprocess metrics: see smg.metrics)
         self._created = int(time.time())
 
     @classmethod
@@ -141,9 +142,19 @@ class Gateway:
             await asyncio.gather(self.storage.close(), *(m.close() for m in pending), return_exceptions=True)
             raise
         self._started = True
+        if self.metrics.multiprocess:
+            self._publishing = asyncio.create_task(self._publish_metrics(), name="smg-metrics-publish")
         return self
 
+    async def _publish_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            self.metrics.publish()
+
     async def close(self) -> None:
+        if self._publishing is not None:
+            self._publishing.cancel()
+            self._publishing = None
         await self.background.close()
         await asyncio.gather(self.storage.close(), self.mcp.close(), *(m.close() for m in self.models), return_exceptions=True)
         self._started = False
@@ -325,13 +336,13 @@ class Gateway:
         m.describe("smg_queue_wait_seconds", "histogram", "Time a request waited in an admission queue.")
         m.describe("smg_admission_rejected_total", "counter", "Requests refused by admission control (429), by gate "
                    "and reason.")
-        m.describe("smg_worker_healthy", "gauge", "1 if the worker is in rotation.")
+        # (over worker processes: 1 only while every process has the worker in rotation)
+        m.describe("smg_worker_healthy", "gauge", "1 if the worker is in rotation.", multiprocess_mode="livemin")
         m.describe("smg_worker_in_flight", "gauge", "Requests in flight on the worker.")
 
     def _gauges(self):
-        several = len(self.models) > 1
         for served in self.models:
-            model = {"model": served.name} if several else {}
+            model = {"model": served.name}
             info = served.tokenizer.cache_info()
             for level, hits, misses in (("l0", info.l0_hits, info.l0_misses), ("l1", info.l1_hits, info.l1_misses)):
                 yield "smg_tokenizer_cache_hits_total", {"level": level, **model}, hits
