@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -39,7 +40,6 @@ def _tokenize(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     from smg.engine import ReferenceEngine
@@ -175,19 +175,22 @@ def _api_keys_file(path: str) -> list:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     from smg.asgi import create_app
-    from smg.config import replace
     from smg.gateway import Gateway
     from smg.http_server import HttpServer
-    from smg.tokenizer.bundled import resolve_tokenizer
+    from smg.supervisor import READY_LINE, die_with_supervisor, reuse_port_socket, worker_count
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.demo and not args.worker and not args.prefill and not args.config:
         print("error: give --worker grpc://HOST:PORT (repeatable), --prefill and --decode workers, --config FILE, "
               "or --demo", file=sys.stderr)
+        return 2
+    try:
+        args.workers_count = worker_count(args.workers)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     config = _serve_config(args)
     if config.access_log:  # its lines alone, whatever --log-level says of the rest
@@ -198,22 +201,23 @@ def _serve(args: argparse.Namespace) -> int:
         access.setLevel(logging.INFO)
         access.propagate = False
 
+    if args.workers_count > 1 and not args.worker_process:
+        return _supervise(args, config)
+    if args.worker_process:
+        die_with_supervisor()
+
     async def main() -> None:
         nonlocal config
         engine_server = None
-        if args.demo:
-            from smg.engine import ReferenceEngine
-            from smg.tokenizer import Tokenizer
-
-            directory = resolve_tokenizer(config.tokenizer or "llama3.2")
-            engine = ReferenceEngine(Tokenizer.load(directory), delay_ms=args.demo_delay_ms,
-                                     model_id=config.model or "smg-demo", tokenizer_dir=directory)
-            engine_server = engine.server()
-            port = await engine_server.start("127.0.0.1", 0)
-            config = replace(config, workers=[*config.workers, f"grpc://127.0.0.1:{port}"],
-                             chat_template=config.chat_template or "llama3", tokenizer=str(directory))
+        if args.demo_engine:  # a worker process of --workers N --demo: the supervisor runs the engine
+            config = _demo_config(config, args.demo_engine)
+        elif args.demo:
+            engine_server, url = await _start_demo_engine(args, config)
+            config = _demo_config(config, url)
         gateway = Gateway(config=config)
         app = create_app(gateway)
+        # a worker process of --workers N listens beside its siblings on the port (smg.supervisor)
+        sock = reuse_port_socket(config.host, config.port) if args.worker_process else None
         if config.server == "uvicorn":
             import uvicorn
 
@@ -221,27 +225,99 @@ def _serve(args: argparse.Namespace) -> int:
                                                    loop="none", http="httptools", lifespan="on", access_log=False,
                                                    timeout_keep_alive=config.keep_alive,
                                                    limit_concurrency=config.max_connections))
+            serving = server.serve(sockets=[sock] if sock is not None else None)
         else:
             server = HttpServer(app, config.host, config.port, keep_alive=config.keep_alive,
                                 head_timeout=config.request_head_timeout, body_timeout=config.request_body_timeout,
-                                max_connections=config.max_connections)
+                                max_connections=config.max_connections, sock=sock)
+            serving = server.serve()
         _tune_gc()
         workers = [w for m in config.model_configs() for w in m.workers]
-        print(f"smg serving an OpenAI-compatible API on http://{config.host}:{config.port}/v1 "
-              f"(workers: {', '.join(workers)})", flush=True)
+
+        async def announce() -> None:  # once it listens (a supervisor waits for this line)
+            if isinstance(server, HttpServer):
+                await server.listening.wait()
+            else:
+                while not server.started:
+                    await asyncio.sleep(0.02)
+            print(f"{READY_LINE} an OpenAI-compatible API on http://{config.host}:{config.port}/v1 "
+                  f"(workers: {', '.join(workers)})", flush=True)
+
+        announcing = asyncio.ensure_future(announce())
         try:
-            await server.serve()
+            await serving
+        finally:
+            announcing.cancel()
+            if engine_server is not None:
+                await engine_server.stop()
+
+    _run_loop(main())
+    return 0
+
+
+def _run_loop(main) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(main)
+    except ImportError:
+        asyncio.run(main)
+
+
+async def _start_demo_engine(args: argparse.Namespace, config):
+    """The demo's reference engine, in this process: (its server, its URL)."""
+    from smg.engine import ReferenceEngine
+    from smg.tokenizer import Tokenizer
+    from smg.tokenizer.bundled import resolve_tokenizer
+
+    directory = resolve_tokenizer(config.tokenizer or "llama3.2")
+    engine = ReferenceEngine(Tokenizer.load(directory), delay_ms=args.demo_delay_ms,
+                             model_id=config.model or "smg-demo", tokenizer_dir=directory)
+    engine_server = engine.server()
+    port = await engine_server.start("127.0.0.1", 0)
+    return engine_server, f"grpc://127.0.0.1:{port}"
+
+
+def _demo_config(config, url: str):
+    from smg.config import replace
+    from smg.tokenizer.bundled import resolve_tokenizer
+
+    return replace(config, workers=[*config.workers, url], chat_template=config.chat_template or "llama3",
+                   tokenizer=str(resolve_tokenizer(config.tokenizer or "llama3.2")))
+
+
+def _supervise(args: argparse.Namespace, config) -> int:
+    """``--workers N``: this process supervises N worker processes (smg.supervisor)."""
+    from smg.supervisor import Supervisor
+
+    worker_args = _without_workers_flag(args.argv)
+
+    async def main() -> None:
+        engine_server = None
+        if args.demo:  # one engine for every worker process
+            engine_server, url = await _start_demo_engine(args, config)
+            worker_args.extend(["--demo-engine", url])
+        try:
+            await Supervisor(worker_args, args.workers_count, config.host, config.port).run()
         finally:
             if engine_server is not None:
                 await engine_server.stop()
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    _run_loop(main())
     return 0
+
+
+def _without_workers_flag(argv: list[str]) -> list[str]:
+    """``smg serve``'s arguments less ``serve`` and ``--workers N``."""
+    out, skip = [], False
+    for arg in argv[argv.index("serve") + 1:]:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -347,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds one MCP tool call may take; then the model gets a tool error (default 60)")
     srv.add_argument("--mcp-max-calls", type=int, default=None, metavar="N",
                      help="MCP tool calls one response may make; then it ends incomplete (default 16)")
+    srv.add_argument("--workers", default="1", metavar="N",
+                     help="worker processes serving the port, each with its own event loop, engine connections "
+                          "and caches; auto: one per core (default 1). /metrics and the admission and rate "
+                          "limits are the whole server's")
+    srv.add_argument("--worker-process", action="store_true", help=argparse.SUPPRESS)  # (smg.supervisor's)
+    srv.add_argument("--demo-engine", default=None, help=argparse.SUPPRESS)  # (--demo's engine, in the supervisor)
     srv.add_argument("--host", default=None, help="default 127.0.0.1")
     srv.add_argument("--port", type=int, default=None, help="default 8000")
     srv.add_argument("--server", default=None, choices=["smg", "uvicorn"],
@@ -373,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return args.run(args)
     except SmgError as exc:

@@ -15,32 +15,75 @@ import heapq
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from smg.errors import ModelNotFound, Overloaded
+from smg.shared_state import SharedSlots
 
 if TYPE_CHECKING:
     from smg.config import GatewayConfig
     from smg.metrics import Metrics
     from smg.models import ModelRegistry
+    from smg.shared_state import SharedState
+
+
+class Slots(Protocol):
+    """A gate's count of held slots: this process's (:class:`LocalSlots`) or a whole server's
+    (:class:`smg.shared_state.SharedSlots`)."""
+
+    limit: int
+
+    @property
+    def active(self) -> int: ...
+
+    def try_take(self) -> bool: ...
+
+    def give(self) -> None: ...
+
+
+class LocalSlots:
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    def try_take(self) -> bool:
+        if self.active < self.limit:
+            self.active += 1
+            return True
+        return False
+
+    def give(self) -> None:
+        self.active -= 1
+
+
+# How often a process's waiters look for a slot another process freed (shared slots only: a slot
+# freed in this process is handed on at once).
+SHARED_POLL_INTERVAL = 0.005
 
 
 class Gate:
     """At most ``limit`` holders; up to ``max_queue`` more wait (highest priority first, then
-    arrival) for at most ``timeout`` seconds."""
+    arrival) for at most ``timeout`` seconds. ``slots``: the count to hold them in (this process's
+    when not given); the queue is always this process's."""
 
-    def __init__(self, name: str, limit: int, max_queue: int, timeout: float, metrics: "Metrics | None" = None
-                 ) -> None:
+    def __init__(self, name: str, limit: int, max_queue: int, timeout: float, metrics: "Metrics | None" = None,
+                 slots: Slots | None = None) -> None:
         self.name, self.limit, self.max_queue, self.timeout = name, limit, max_queue, timeout
         self.metrics = metrics  # smg_queue_wait_seconds, smg_admission_rejected_total
-        self.active = 0
+        self.slots: Slots = slots if slots is not None else LocalSlots(limit)
+        self._shared = slots is not None
         self.queued = 0  # requests waiting now
         self._waiting: list[tuple[int, int, asyncio.Future]] = []  # (-priority, arrival, future); some given up
         self._arrivals = itertools.count()
+        self._poller: asyncio.Task | None = None
+
+    @property
+    def active(self) -> int:
+        return self.slots.active
 
     async def enter(self, priority: int = 0) -> None:
-        if self.active < self.limit and not self.queued:
-            self.active += 1
+        if not self.queued and self.slots.try_take():
             return
         if self.queued >= self.max_queue:
             self._rejected("queue_full")
@@ -49,9 +92,11 @@ class Gate:
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (-priority, next(self._arrivals), future))
         self.queued += 1
+        if self._shared and self._poller is None:
+            self._poller = asyncio.create_task(self._poll())
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(future, self.timeout)  # (a slot handed over stays counted in active)
+            await asyncio.wait_for(future, self.timeout)  # (a slot handed over stays held)
         except BaseException as exc:
             if future.done() and not future.cancelled():
                 self.leave()  # handed a slot just as it gave up: the next waiter takes it
@@ -69,24 +114,45 @@ class Gate:
         if self.metrics is not None:
             self.metrics.inc("smg_admission_rejected_total", gate=self.name, reason=reason)
 
+    def _hand_on(self) -> None:
+        """Give free slots to the first waiters still waiting."""
+        while self._waiting:
+            if self._waiting[0][2].done():  # (cancelled waiters: timed out, or their client went away)
+                heapq.heappop(self._waiting)
+            elif self.slots.try_take():
+                heapq.heappop(self._waiting)[2].set_result(None)
+            else:
+                return
+
+    async def _poll(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(SHARED_POLL_INTERVAL)
+                self._hand_on()
+        finally:
+            self._poller = None
+
     def leave(self) -> None:
         """Free a slot: the first waiter still waiting takes it."""
-        while self._waiting:
-            _, _, future = heapq.heappop(self._waiting)
-            if not future.done():  # (cancelled waiters: timed out, or their client went away)
-                future.set_result(None)
-                return
-        self.active -= 1
+        self.slots.give()
+        self._hand_on()
 
 
 class Admission:
-    """The gateway's gate and its models' (made when a model is first asked for, from its config)."""
+    """The gateway's gate and its models' (made when a model is first asked for, from its config).
+    ``shared``: the server's state when its worker processes share the limits (else this
+    process's limits are its own)."""
 
-    def __init__(self, config: "GatewayConfig", models: "ModelRegistry", metrics: "Metrics | None" = None) -> None:
-        self.config, self.models, self.metrics = config, models, metrics
-        self.gate = (Gate("the gateway", config.max_concurrent_requests, config.max_queue_size, config.queue_timeout,
-                          metrics) if config.max_concurrent_requests is not None else None)
+    def __init__(self, config: "GatewayConfig", models: "ModelRegistry", metrics: "Metrics | None" = None,
+                 shared: "SharedState | None" = None) -> None:
+        self.config, self.models, self.metrics, self.shared = config, models, metrics, shared
+        self.gate = self._gate("the gateway", config.max_concurrent_requests, config.max_queue_size,
+                               config.queue_timeout) if config.max_concurrent_requests is not None else None
         self.model_gates: dict[str, Gate | None] = {}
+
+    def _gate(self, name: str, limit: int, max_queue: int, timeout: float) -> Gate:
+        slots = SharedSlots(self.shared, name, limit) if self.shared is not None else None
+        return Gate(name, limit, max_queue, timeout, self.metrics, slots)
 
     @staticmethod
     def wanted(config: "GatewayConfig") -> bool:
@@ -101,10 +167,10 @@ class Admission:
             return None  # (the route answers the 404)
         if served.name not in self.model_gates:
             limits, config = served.config, self.config
-            self.model_gates[served.name] = Gate(
+            self.model_gates[served.name] = self._gate(
                 f"model {served.name!r}", limits.max_concurrent_requests,
                 limits.max_queue_size if limits.max_queue_size is not None else config.max_queue_size,
-                limits.queue_timeout if limits.queue_timeout is not None else config.queue_timeout, self.metrics,
+                limits.queue_timeout if limits.queue_timeout is not None else config.queue_timeout,
             ) if limits.max_concurrent_requests is not None else None
         return self.model_gates[served.name]
 

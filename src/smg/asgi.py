@@ -29,6 +29,7 @@ from smg.admission import Admission
 from smg.auth import OPEN_PATHS, AdminKey, Callers, check_model
 from smg.errors import InvalidRequest, NotFound, SmgError
 from smg.gateway import Gateway
+from smg import shared_state
 from smg.pipeline.plain import SSE_DONE
 
 log = logging.getLogger("smg.asgi")
@@ -55,10 +56,11 @@ class App:
         self.gateway = gateway
         self._router = Router()
         config = gateway.config
-        self._callers = (Callers(config.api_keys, config.jwt_issuers) if config.api_keys or config.jwt_issuers
+        shared = shared_state.current()  # (several worker processes: limits are the server's)
+        self._callers = (Callers(config.api_keys, config.jwt_issuers, shared) if config.api_keys or config.jwt_issuers
                          else None)  # None: the APIs are open
         self._admin_key = AdminKey(config.admin_key) if config.admin_key else None  # None: no admin API
-        self._admission = (Admission(config, gateway.models, gateway.metrics) if Admission.wanted(config)
+        self._admission = (Admission(config, gateway.models, gateway.metrics, shared) if Admission.wanted(config)
                            else None)
         self._access_log = config.access_log
         # a record per request: for its access line, or to charge its key's tokens

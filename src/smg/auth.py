@@ -28,6 +28,7 @@ import msgspec
 from smg.config import ApiKeyConfig, ConfigError, JwtIssuerConfig
 from smg.errors import Forbidden, InvalidRequest, ModelNotFound, Unauthorized
 from smg.rate_limit import KeyLimits
+from smg.shared_state import SharedState
 
 OPEN_PATHS = frozenset({"/health", "/readiness"})  # probes: load balancers and kubelets carry no key
 
@@ -68,10 +69,10 @@ def _digest(key: str) -> bytes:
 class ApiKeys:
     """The gateway's keys, by digest."""
 
-    def __init__(self, keys: Sequence[ApiKeyConfig]) -> None:
+    def __init__(self, keys: Sequence[ApiKeyConfig], shared: SharedState | None = None) -> None:
         self._callers = {
             _digest(k.key): Caller(k.name, frozenset(k.models) if k.models else None, k.priority, k.priority_header,
-                                   KeyLimits(k.name, k.requests_per_minute, k.tokens_per_minute)
+                                   KeyLimits(k.name, k.requests_per_minute, k.tokens_per_minute, shared)
                                    if k.requests_per_minute or k.tokens_per_minute else None)
             for k in keys}
 
@@ -196,8 +197,9 @@ class JwtIssuers:
 class Callers:
     """Who a request is: by its API key, or its JWT when issuers are configured."""
 
-    def __init__(self, keys: Sequence[ApiKeyConfig], issuers: Sequence[JwtIssuerConfig]) -> None:
-        self.keys = ApiKeys(keys)
+    def __init__(self, keys: Sequence[ApiKeyConfig], issuers: Sequence[JwtIssuerConfig],
+                 shared: SharedState | None = None) -> None:
+        self.keys = ApiKeys(keys, shared)
         self.issuers = JwtIssuers(issuers) if issuers else None
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -383,23 +384,30 @@ class HttpServer:
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, keep_alive: float = 75.0,
                  shutdown_grace: float = 30.0, head_timeout: float = 30.0, body_timeout: float = 60.0,
-                 max_connections: int = 10_000) -> None:
+                 max_connections: int = 10_000, sock: socket.socket | None = None) -> None:
         self.app, self.host, self.port = app, host, port
+        self.sock = sock  # a bound socket to listen on instead of host:port (smg serve --workers N)
         self.keep_alive, self.shutdown_grace = keep_alive, shutdown_grace
         self.head_timeout, self.body_timeout, self.max_connections = head_timeout, body_timeout, max_connections
         self.connections: set[HttpConnection] = set()
         self.closing = False
+        self.listening = asyncio.Event()  # set once start() listens
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> int:
         """Start the gateway, then listen; the bound port (``port=0`` picks one)."""
         await self.app.gateway.start()
         try:
-            self._server = await asyncio.get_running_loop().create_server(
-                lambda: HttpConnection(self), self.host, self.port, backlog=2048, reuse_address=True)
+            loop = asyncio.get_running_loop()
+            if self.sock is not None:
+                self._server = await loop.create_server(lambda: HttpConnection(self), sock=self.sock, backlog=2048)
+            else:
+                self._server = await loop.create_server(
+                    lambda: HttpConnection(self), self.host, self.port, backlog=2048, reuse_address=True)
         except BaseException:
             await self.app.gateway.close()
             raise
+        self.listening.set()
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

@@ -6,12 +6,20 @@ whose ``Retry-After`` says when the next one is there. Tokens are charged as the
 streams end, with the prompt and output tokens they used (at most prompt + max output), so the
 bucket may go into debt by one request's worth; a key whose token bucket is in debt is refused
 until it refills above zero.
+
+When a server's worker processes share their limits (:mod:`smg.shared_state`), a key's buckets
+live in the shared file: the key's rates are the server's, whichever process a request lands on.
 """
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from smg.errors import Overloaded
+from smg.shared_state import SharedBucket
+
+if TYPE_CHECKING:
+    from smg.shared_state import SharedState
 
 
 class TokenBucket:
@@ -48,15 +56,50 @@ class TokenBucket:
         self.level -= amount
 
 
+class SharedTokenBucket(TokenBucket):
+    """A :class:`TokenBucket` whose level and stamp are kept in a server's shared state: each
+    operation loads them, runs as the local bucket does, and stores them, under the state's lock."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self, per_minute: float, shared: SharedBucket) -> None:
+        super().__init__(per_minute)
+        self.shared = shared
+
+    def _locked(self, operation, *args):
+        with self.shared.values(self.capacity) as values:
+            self.level, self.stamp = values
+            result = operation(self, *args)
+            values[:] = (self.level, self.stamp)
+        return result
+
+    def take(self, amount: float = 1.0) -> float:
+        return self._locked(TokenBucket.take, amount)
+
+    def in_debt(self) -> float:
+        return self._locked(TokenBucket.in_debt)
+
+    def charge(self, amount: float) -> None:
+        self._locked(TokenBucket.charge, amount)
+
+
 class KeyLimits:
-    """One key's buckets (either may be None: no limit)."""
+    """One key's buckets (either may be None: no limit); ``shared``: the server's state, when its
+    processes share the limits."""
 
     __slots__ = ("name", "requests", "tokens")
 
-    def __init__(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
+    def __init__(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None,
+                 shared: "SharedState | None" = None) -> None:
         self.name = name
-        self.requests = TokenBucket(requests_per_minute) if requests_per_minute else None
-        self.tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
+        self.requests = self._bucket(f"{name}:requests", requests_per_minute, shared)
+        self.tokens = self._bucket(f"{name}:tokens", tokens_per_minute, shared)
+
+    @staticmethod
+    def _bucket(name: str, per_minute: int | None, shared: "SharedState | None") -> TokenBucket | None:
+        if not per_minute:
+            return None
+        return TokenBucket(per_minute) if shared is None else SharedTokenBucket(per_minute, SharedBucket(shared, name))
 
     def admit(self) -> None:
         """Take a request; :class:`Overloaded` (429) when the key is over a limit."""
