@@ -10,6 +10,7 @@
    tokens served from cache (``usage.prompt_tokens_details.cached_tokens``) and TTFT p50.
 
     python -m benchmarks.bench_routing [--policies cache_aware,round_robin,...] [--users 64]
+        [--gateway-processes 1,2]   (smg serve --workers: what routing loses when processes share traffic)
 
 ``tests/test_routing_e2e.py`` runs the served part small.
 """
@@ -104,8 +105,10 @@ class Fleet:
     """Reference engines with simulated caches and one ``smg serve`` before them, each its own
     process; a context manager."""
 
-    def __init__(self, engines: int, cache_tokens: int, prefill_us: float, policy: str) -> None:
+    def __init__(self, engines: int, cache_tokens: int, prefill_us: float, policy: str,
+                 gateway_processes: int = 1) -> None:
         self.engines, self.cache_tokens, self.prefill_us, self.policy = engines, cache_tokens, prefill_us, policy
+        self.gateway_processes = gateway_processes
         self.procs: list[subprocess.Popen] = []
         self.url = ""
 
@@ -123,7 +126,7 @@ class Fleet:
             workers = [arg for port in ports for arg in ("--worker", f"grpc://127.0.0.1:{port}")]
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "smg", "serve", *workers, "--tokenizer", "llama3.2", "--chat-template", "llama3", "--policy", self.policy,
-                 "--port", str(http_port), "--log-level", "warning"],
+                 "--port", str(http_port), "--log-level", "warning", "--workers", str(self.gateway_processes)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.url = f"http://127.0.0.1:{http_port}"
             deadline = time.monotonic() + 60
@@ -150,9 +153,9 @@ class Fleet:
                 proc.kill()
 
 
-def serve_one(policy: str, args) -> Outcome:
+def serve_one(policy: str, args, gateway_processes: int = 1) -> Outcome:
     systems = system_prompts(args.systems, args.system_words)
-    with Fleet(args.engines, args.cache_tokens, args.prefill_us, policy) as fleet:
+    with Fleet(args.engines, args.cache_tokens, args.prefill_us, policy, gateway_processes) as fleet:
         return asyncio.run(drive(fleet.url, systems, args.users, args.turns, args.concurrency,
                                  with_user=policy in ("consistent_hashing", "manual")))
 
@@ -217,6 +220,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--gateway-processes", default="1",
+                        help="smg serve --workers for the served part, comma-separated (1,2: each policy at both)")
     args = parser.parse_args()
     policies = args.policies.split(",")
     unknown = set(policies) - set(POLICIES)
@@ -233,10 +238,12 @@ def main() -> None:
     print(f"\nserved: {args.engines} engines, {args.cache_tokens}-token caches, {args.prefill_us:g} us/uncached "
           f"token; {args.users} users x {args.turns} turns on {args.systems} system prompts of "
           f"{args.system_words} words; {args.concurrency} at once")
-    print(f"{'policy':20} {'cached':>7} {'TTFT p50 ms':>12} {'errors':>7}")
+    print(f"{'policy':20} {'processes':>9} {'cached':>7} {'TTFT p50 ms':>12} {'errors':>7}")
     for name in policies:
-        outcome = serve_one(name, args)
-        print(f"{name:20} {outcome.cached_fraction:7.1%} {outcome.ttft_p50_ms:12.1f} {outcome.errors:7d}", flush=True)
+        for processes in map(int, args.gateway_processes.split(",")):
+            outcome = serve_one(name, args, processes)
+            print(f"{name:20} {processes:9d} {outcome.cached_fraction:7.1%} {outcome.ttft_p50_ms:12.1f} "
+                  f"{outcome.errors:7d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -234,3 +234,48 @@ def test_kv_events_trusts_the_engines_reports_and_falls_back_for_the_rest():
     a.in_flight = 0
     assert route(policy, RequestView(longer + [2]), pool) is c  # c's 128 by the tree beat b's 64 exact
     assert route(policy, RequestView(shared + [3]), [a, b]) is b
+
+
+def test_cache_aware_processes_of_one_server_learn_each_others_routes(tmp_path):
+    """smg serve --workers N: a prompt one process routed is matched by its sibling, which sends
+    the conversation's next turn to the same worker (smg.policies.siblings)."""
+    import asyncio
+
+    from smg.policies.siblings import SiblingRoutes
+
+    pool = workers(4)
+    served = {w.url for w in pool}
+
+    async def main():
+        ends = [SiblingRoutes(str(tmp_path), name) for name in ("one", "two")]
+        policies = [make_policy("cache_aware", RoutingConfig()) for _ in ends]
+        for end, policy in zip(ends, policies):
+            end.start()
+            end.attach("model", policy, served.__contains__)
+        try:
+            turns = [prompt(seed, 400) for seed in range(12)]
+            chosen = [route(policies[0], RequestView(turn), pool) for turn in turns]  # all on process one
+            for _ in range(100):  # (a datagram per route and sibling, taken by the loop)
+                if ends[1].learned == len(turns):
+                    break
+                await asyncio.sleep(0.01)
+            assert ends[0].sent == len(turns) and ends[1].learned == len(turns)
+            for turn, worker in zip(turns, chosen):  # the next turns, on process two
+                assert route(policies[1], RequestView(turn + prompt(99, 30)), pool) is worker
+            for seed in range(1000, 1200):  # a burst in one turn of the loop: sent in datagrams of ~96 KiB
+                route(policies[0], RequestView(prompt(seed, 400)), pool)
+            for _ in range(100):
+                if ends[1].learned == len(turns) + 200:
+                    break
+                await asyncio.sleep(0.01)
+            assert ends[1].learned == len(turns) + 200 and ends[0].dropped == 0
+            ends[1].attach("model", policies[1], lambda url: False)  # a worker it does not have: ignored
+            route(policies[0], RequestView(prompt(500, 400)), pool)
+            await asyncio.sleep(0.05)
+            assert ends[1].learned == len(turns) + 200
+        finally:
+            for end in ends:
+                end.close()
+        assert not list(tmp_path.iterdir())  # each end removed its socket
+
+    asyncio.run(main())

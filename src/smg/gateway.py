@@ -31,6 +31,7 @@ from smg.config import (CacheConfig, GatewayConfig, McpServerConfig, ModelConfig
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
 from smg.engines.pool import WorkerPool
+from smg.policies.siblings import SiblingRoutes
 from smg.errors import InvalidRequest, SmgError
 from smg.mcp import McpServers
 from smg.metrics import PUBLISH_INTERVAL, Metrics
@@ -114,6 +115,7 @@ class Gateway:
         self.mcp = McpServers(config.mcp_servers, config.url_allow_list, config.mcp)
         self._started = False
         self._publishing: asyncio.Task | None = None  # (multiprocess metrics: see smg.metrics)
+        self._siblings = SiblingRoutes.for_server()  # (None in one process)
         self._created = int(time.time())
 
     @classmethod
@@ -138,10 +140,13 @@ class Gateway:
                 raise failed
             for model in pending:  # in the configured order: the first is the default
                 self.models.add(model)
+                self._share_routes(model)
         except BaseException:
             await asyncio.gather(self.storage.close(), *(m.close() for m in pending), return_exceptions=True)
             raise
         self._started = True
+        if self._siblings is not None:
+            self._siblings.start()
         if self.metrics.multiprocess:
             self._publishing = asyncio.create_task(self._publish_metrics(), name="smg-metrics-publish")
         return self
@@ -151,7 +156,14 @@ class Gateway:
             await asyncio.sleep(PUBLISH_INTERVAL)
             self.metrics.publish()
 
+    def _share_routes(self, served: ServedModel) -> None:
+        """Worker processes of one server: the model's routes are shared (smg.policies.siblings)."""
+        if self._siblings is not None and isinstance(served.pool, WorkerPool):
+            self._siblings.attach(served.name, served.pool.policy, served.pool.has_worker)
+
     async def close(self) -> None:
+        if self._siblings is not None:
+            self._siblings.close()
         if self._publishing is not None:
             self._publishing.cancel()
             self._publishing = None
@@ -190,11 +202,14 @@ class Gateway:
         except SmgError:
             await served.close()
             raise
+        self._share_routes(served)
         return served
 
     async def remove_model(self, name: str) -> None:
         """Stop serving a model: new requests for it are a 404; requests in flight finish first."""
         served = self.models.remove(name)
+        if self._siblings is not None:
+            self._siblings.detach(served.name)
         await served.pool.drain()
         await served.close()
 

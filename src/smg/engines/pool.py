@@ -182,6 +182,9 @@ class WorkerPool:
     def workers(self) -> list[Worker]:
         return list(self._workers.values())
 
+    def has_worker(self, url: str) -> bool:
+        return url in self._workers
+
     def healthy_workers(self) -> list[Worker]:
         return [w for w in self._workers.values() if w.healthy]
 

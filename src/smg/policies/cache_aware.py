@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from typing import Sequence
+from typing import Callable, Sequence
 
 from smg import _ext
 from smg.config import RoutingConfig
@@ -88,6 +88,7 @@ class CacheAware(BasePolicy):
         self._keys = StickyKeys(self.config.max_routing_keys)
         self._rng = random.Random(seed)
         self._record = False  # whether the last select chose among several workers
+        self.share: Callable[[Sequence[int], str], None] | None = None  # (smg.policies.siblings)
 
     def _tenant(self, url: str) -> int:
         tenant = self._tenants.get(url)
@@ -156,8 +157,14 @@ class CacheAware(BasePolicy):
             return
         if request.token_ids:
             self.tree.insert(request.token_ids, self._tenant(worker.url))
+            if self.share is not None:
+                self.share(request.token_ids, worker.url)
         if request.routing_key is not None:
             self._keys.pin(request.routing_key, worker.url)
+
+    def learn(self, token_ids: Sequence[int], url: str) -> None:
+        """A route a sibling process made (``smg serve --workers N``): recorded as if made here."""
+        self.tree.insert(token_ids, self._tenant(url))
 
     def on_removed(self, worker: RoutedWorker) -> None:
         tenant = self._tenants.pop(worker.url, None)
