@@ -596,3 +596,48 @@ def test_health_is_probed_on_the_connection_that_carries_the_streams(llama, refe
 
     before, (healthy, error), after = run(main())
     assert before and not healthy and "cannot connect to 127.0.0.1:1" in error and after
+
+
+def test_a_stream_without_its_first_token_in_time_is_retried_elsewhere_and_its_worker_set_aside(llama):
+    """first_token_timeout: an engine that has not sent a first token in time loses the request
+    (nothing was sent, so it is retried on the other worker) and its place in rotation; a
+    non-streamed request, whose one answer comes at the end, is not held to it."""
+    stuck, quick = ReferenceEngine(llama, delay_ms=1500), ReferenceEngine(llama)
+
+    async def main():
+        servers = [stuck.server(), quick.server()]
+        ports = [await server.start() for server in servers]
+        config = PoolConfig(policy="round_robin", first_token_timeout=0.3, health_interval=60.0)
+        pool = await WorkerPool([f"grpc://127.0.0.1:{p}" for p in ports], config).start()
+        try:
+            started = asyncio.get_running_loop().time()
+            outs = [await collect(pool, GenerateRequest(f"r{i}", [1, 2], SamplingOptions(max_new_tokens=3)))
+                    for i in range(2)]  # (round robin: one of them goes first to the stuck engine)
+            took = asyncio.get_running_loop().time() - started
+            slow, fast = pool.workers
+            down = (slow.healthy, slow.last_error, fast.healthy)
+            alone = await WorkerPool([f"grpc://127.0.0.1:{ports[0]}"], config).start()
+            try:  # the stuck engine alone: its non-streamed answer takes 1.5 s, past the limit
+                whole = await collect(alone, GenerateRequest("once", [1], SamplingOptions(max_new_tokens=1),
+                                                             stream=False))
+            finally:
+                await alone.close()
+            return outs, took, down, whole
+        finally:
+            await pool.close()
+            for server in servers:
+                await server.stop(None)
+
+    outs, took, (slow_healthy, error, fast_healthy), whole = run(main())
+    assert all(len(stream_ids(o)) == 3 for o in outs) and took < 1.4  # never waited out the stuck one
+    assert not slow_healthy and "no first token from the engine in 0.3 s" in error and fast_healthy
+    assert whole[-1].finished
+
+
+def test_stall_limits_need_the_h2_transport():
+    from smg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="need stream_transport 'h2'"):
+        PoolConfig(stream_transport="grpc.aio", inter_token_timeout=1.0)
+    with pytest.raises(ConfigError):
+        PoolConfig(first_token_timeout=0)

@@ -4,62 +4,18 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from faults.processes import Served, free_port
+
 pytestmark = pytest.mark.end_to_end
 
 CHAT = {"model": "smg-demo", "messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 4}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """``smg serve ARGS`` on a free port, until its ready line."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "smg", "serve", *args, "--port", str(self.port)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            assert line, "smg serve exited:\n" + "".join(self.lines)
-            self.lines.append(line)
-            if line.startswith("smg serving"):
-                return
-        raise AssertionError("smg serve did not start:\n" + "".join(self.lines))
-
-    def worker_pids(self) -> list[int]:
-        """The worker processes (children of this server) alive now."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            try:
-                stat = (entry / "stat").read_text()
-            except (OSError, ValueError):
-                continue
-            if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                cmdline = (entry / "cmdline").read_bytes()
-                if b"--worker-process" in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
-                    pids.append(int(entry.name))
-        return sorted(pids)
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        return "".join(self.lines) + out
 
 
 def chat(base: str, headers: dict | None = None, **extra) -> httpx.Response:
@@ -165,8 +121,13 @@ def test_an_apps_own_uvicorn_workers_run_a_gateway_each(tmp_path, llama_dir):
     engine = subprocess.Popen([sys.executable, "-m", "smg", "engine", "--reference", "--port", str(engine_port)],
                               stdout=subprocess.PIPE, text=True)
     assert "serving" in engine.stdout.readline()
+    from smg.shared_state import SharedState
+
+    SharedState.create(str(tmp_path / "shared")).close()  # the server's state, as docs/serving.md says
+    (tmp_path / "metrics").mkdir()
     env = {**os.environ, "ENGINE": f"grpc://127.0.0.1:{engine_port}", "TOKENIZER": str(llama_dir),
-           "PYTHONPATH": str(tmp_path)}
+           "PYTHONPATH": str(tmp_path), "SMG_SHARED_STATE": str(tmp_path / "shared"),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     app = subprocess.Popen([sys.executable, "-m", "uvicorn", "smg_app:app", "--factory", "--workers", "2",
                             "--port", str(port), "--log-level", "warning"], env=env)
     try:
@@ -183,6 +144,8 @@ def test_an_apps_own_uvicorn_workers_run_a_gateway_each(tmp_path, llama_dir):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda _: chat(base), range(16)))
         assert all(r.status_code == 200 and r.json()["choices"][0]["message"]["content"] for r in replies)
+        for _ in range(4):  # whichever process answers, the server's count
+            assert metric(base, 'smg_requests_total{route="chat",stream="false"}') == 16
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(60)

@@ -138,8 +138,12 @@ def _serve_config(args: argparse.Namespace):
     if args.allowed_media_dir:
         media = values.get("media", {})
         values["media"] = {**media, "allowed_dirs": [*media.get("allowed_dirs", []), *args.allowed_media_dir]}
-    if args.engine_read_interval_ms is not None:
-        values["pool"] = {**values.get("pool", {}), "read_interval": args.engine_read_interval_ms / 1000}
+    pool = {key: value for key, value in (
+        ("read_interval", args.engine_read_interval_ms / 1000 if args.engine_read_interval_ms is not None else None),
+        ("first_token_timeout", args.first_token_timeout), ("inter_token_timeout", args.inter_token_timeout),
+        ("health_interval", args.health_interval)) if value is not None}
+    if pool:
+        values["pool"] = {**values.get("pool", {}), **pool}
     # API keys add to the file's: --api-key KEY (named key-1, key-2, ...) and --api-keys-file
     keys = list(values.get("api_keys", []))
     if args.api_keys_file:
@@ -445,6 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds a request body may take to arrive, from the end of its head (default 60)")
     srv.add_argument("--max-connections", type=int, default=None,
                      help="open client connections at most; beyond, new ones are closed at once (default 10000)")
+    srv.add_argument("--first-token-timeout", type=float, default=None, metavar="SECONDS",
+                     help="a streamed engine request that waits longer for its first token ends; the worker is "
+                          "out of rotation until a health probe passes, and a request with nothing sent yet is "
+                          "retried on another worker (default: no limit)")
+    srv.add_argument("--inter-token-timeout", type=float, default=None, metavar="SECONDS",
+                     help="the same, for the wait between two tokens (default: no limit)")
+    srv.add_argument("--health-interval", type=float, default=None, metavar="SECONDS",
+                     help="seconds between health probes of each worker (default 5)")
     srv.add_argument("--engine-read-interval-ms", type=float, default=None,
                      help="read an engine connection whose tokens come faster than every 2 intervals at "
                           "most once an interval, so that one read brings many tokens (default 1; 0 "

@@ -118,6 +118,11 @@ class PoolConfig(_Record, frozen=True):
     health_interval: float = 5.0
     health_timeout: float = 2.0
     request_timeout: float | None = None  # whole-stream deadline per attempt
+    # a streamed attempt that waits longer for its first token, or between two, ends (the worker
+    # is taken out of rotation until a health probe passes; an attempt with nothing sent yet is
+    # retried on another worker); None: no limit. h2 transport only.
+    first_token_timeout: float | None = None
+    inter_token_timeout: float | None = None
     connect_timeout: float = 5.0  # TCP connect + HTTP/2 handshake of an engine connection
     max_attempts: int = 2  # attempts per request while nothing has been sent yet
     policy: str = "cache_aware"
@@ -147,8 +152,11 @@ class PoolConfig(_Record, frozen=True):
         _number("PoolConfig", "health_timeout", self.health_timeout, 0.01)
         _number("PoolConfig", "connect_timeout", self.connect_timeout, 0.01)
         _number("PoolConfig", "max_attempts", self.max_attempts, 1, integer=True)
-        if self.request_timeout is not None:
-            _number("PoolConfig", "request_timeout", self.request_timeout, 0.001)
+        for name in ("request_timeout", "first_token_timeout", "inter_token_timeout"):
+            if getattr(self, name) is not None:
+                _number("PoolConfig", name, getattr(self, name), 0.001)
+        if self.stream_transport != "h2" and (self.first_token_timeout or self.inter_token_timeout):
+            raise ConfigError("first_token_timeout and inter_token_timeout need stream_transport 'h2'")
 
 
 def _is_network(entry: str) -> bool:

@@ -217,11 +217,13 @@ class EngineAdapter(abc.ABC):
     def _parse_bytes(self, raw: bytes) -> EngineOutput:
         return self.parse(self.pb.GenerateResponse.FromString(raw))
 
-    def call_generate(self, message, timeout: float | None):
+    def call_generate(self, message, timeout: float | None, streamed: bool = False):
         """Start the streaming Generate call: an async iterator of EngineOutputs with ``done()``
-        and ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call)."""
+        and ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call). ``streamed``: the engine
+        sends tokens as it makes them (the channel's stall limits apply)."""
         if self.streams is not None:
-            return self.streams.stream(self._generate_path, message.SerializeToString(), self.decode, timeout)
+            return self.streams.stream(self._generate_path, message.SerializeToString(), self.decode, timeout,
+                                       streamed)
         return self._generate(message, timeout=timeout)
 
     @abc.abstractmethod

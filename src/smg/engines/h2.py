@@ -22,7 +22,7 @@ import asyncio
 import struct
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, NamedTuple
 from urllib.parse import unquote
 
 import grpc
@@ -99,16 +99,31 @@ def _grpc_timeout(seconds: float) -> str:
     return "99999999H"
 
 
+class StallLimits(NamedTuple):
+    """Seconds a token stream may wait for its first message (``first_token``) and between two
+    (``inter_token``); either None: no limit. They are checked every ``check_interval``, so a
+    stall is seen within its limit plus that."""
+
+    first_token: float | None
+    inter_token: float | None
+
+    @property
+    def check_interval(self) -> float:
+        shortest = min(limit for limit in self if limit is not None)
+        return min(1.0, max(0.01, shortest / 4))
+
+
 class StreamCall:
     """One server-streaming call: ``async for message in call``; ``cancel()``; ``done()``."""
 
     __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
                  "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
-                 "_started", "_refusals", "_burst", "_loop", "_listener", "_returned", "_queued")
+                 "_started", "_refusals", "_burst", "_loop", "_listener", "_returned", "_queued", "_watched")
 
     def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
-                 timeout: float | None) -> None:
+                 timeout: float | None, watched: bool = False) -> None:
         self._channel, self._path, self._request, self._parse, self._timeout = channel, path, request, parse, timeout
+        self._watched = watched  # under its channel's stall limits (a token stream)
         self._connection: _Connection | None = None
         self.id = 0
         self._messages: deque[bytes] = deque()
@@ -299,7 +314,7 @@ class _Connection(asyncio.Protocol):
     session 9).
     """
 
-    def __init__(self, read_interval: float = 0.0) -> None:
+    def __init__(self, read_interval: float = 0.0, stall: "StallLimits | None" = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, StreamCall] = {}
         self.next_id = 1
@@ -330,6 +345,10 @@ class _Connection(asyncio.Protocol):
         self.resume: asyncio.TimerHandle | None = None  # while reading is paused
         # streams opened in the last interval, each with when that interval ends (_awaiting_first)
         self.fresh: deque[tuple[float, StreamCall]] = deque()
+        self.stall = stall
+        # watched streams: [bytes received when last seen to change, when that was, had data]
+        self.watched: dict[StreamCall, list] = {}
+        self.watch: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol --------------------------------------------------------------------------
 
@@ -560,6 +579,9 @@ class _Connection(asyncio.Protocol):
         self._shut(why)
 
     def _shut(self, why: str) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         self.closed, self.error, self.transport = True, why, None
         if self.keepalive is not None:
             self.keepalive.cancel()
@@ -586,6 +608,10 @@ class _Connection(asyncio.Protocol):
         stream._connection = self
         stream._send_window = self.initial_window
         self.streams[stream.id] = stream
+        if stream._watched and self.stall is not None:
+            self.watched[stream] = [0, self.loop.time(), False]
+            if self.watch is None:
+                self.watch = self.loop.call_later(self.stall.check_interval, self._check_stalls)
         block = self.encoder.encode(headers)
         first, block = block[:self.max_frame], block[self.max_frame:]
         frames = [_frame(HEADERS, 0 if block else END_HEADERS, stream.id, first)]
@@ -631,10 +657,34 @@ class _Connection(asyncio.Protocol):
     def forget(self, stream: StreamCall) -> None:
         if self.blocked and stream in self.blocked:  # (an ended stream would keep reads unpaced)
             self.blocked.remove(stream)
+        if self.watched:
+            self.watched.pop(stream, None)
         if self.streams.pop(stream.id, None) is not None:
             self._release_slots()
             if self.closed and not self.streams and self.transport is not None:
                 self.transport.close()
+
+    def _check_stalls(self) -> None:
+        """End the watched streams that waited too long for their first message or the next
+        one. Progress is read from the bytes each stream has received (which the data path counts
+        anyway): nothing is stamped or timed per message."""
+        self.watch = None
+        if not self.watched or self.transport is None:
+            return
+        now, (first, between) = self.loop.time(), (self.stall.first_token, self.stall.inter_token)
+        stalled = []
+        for stream, seen in self.watched.items():
+            if stream._received != seen[0] or stream._messages:
+                seen[0], seen[1], seen[2] = stream._received, now, True
+            else:
+                limit = between if seen[2] else first
+                if limit is not None and now - seen[1] > limit:
+                    stalled.append((stream, seen[2], limit))
+        for stream, started, limit in stalled:
+            stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no {'token' if started else 'first token'} from the engine in {limit:g} s")
+        if self.watched:
+            self.watch = self.loop.call_later(self.stall.check_interval, self._check_stalls)
 
     def _release_slots(self) -> None:
         while self.slots and (self.closed or len(self.streams) < self.max_streams):
@@ -649,10 +699,13 @@ class H2Channel:
     """Server-streaming gRPC calls to one ``host:port`` over one HTTP/2 connection (re-made
     when lost or when the server goes away)."""
 
-    def __init__(self, target: str, read_interval: float = 0.0, connect_timeout: float = 5.0) -> None:
+    def __init__(self, target: str, read_interval: float = 0.0, connect_timeout: float = 5.0,
+                 stall: StallLimits | None = None) -> None:
         """``read_interval``: seconds of the connection's read pacing (see ``_Connection``); 0
         reads whenever data arrives. ``connect_timeout``: seconds for TCP connect and the
-        server's first SETTINGS."""
+        server's first SETTINGS. ``stall``: how long a watched stream may wait for its first
+        message and between messages."""
+        self.stall = stall
         host, _, port = target.rpartition(":")
         self.host, self.port, self.authority = host.strip("[]"), int(port), target
         self.read_interval = read_interval
@@ -661,11 +714,12 @@ class H2Channel:
         self._connecting: asyncio.Task | None = None
 
     def stream(self, path: str, request: bytes, parse: Callable[[bytes], object],
-               timeout: float | None = None) -> StreamCall:
+               timeout: float | None = None, watched: bool = False) -> StreamCall:
         """A call of method ``path`` (``/package.Service/Method``) with the serialized request;
         ``parse`` turns each response message's bytes into the caller's object. The call starts
-        on the first ``__anext__``."""
-        return StreamCall(self, path, request, parse, timeout)
+        on the first ``__anext__``. ``watched``: the channel's stall limits apply to it (a stream
+        of tokens; not a call whose one answer comes at the end)."""
+        return StreamCall(self, path, request, parse, timeout, watched)
 
     async def _live(self) -> _Connection:
         connection = self._connection
@@ -684,7 +738,7 @@ class H2Channel:
         made: list[_Connection] = []
 
         async def handshake() -> _Connection:
-            _, connection = await loop.create_connection(lambda: _Connection(self.read_interval), self.host,
+            _, connection = await loop.create_connection(lambda: _Connection(self.read_interval, self.stall), self.host,
                                                          self.port)
             made.append(connection)
             await connection.ready

@@ -27,7 +27,7 @@ import grpc
 from smg.config import PoolConfig
 from smg.engines import adapter_class
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, PushableCall, map_rpc_error
-from smg.engines.h2 import H2Channel
+from smg.engines.h2 import H2Channel, StallLimits
 from smg.errors import EngineUnavailable, InvalidRequest, NoHealthyWorker
 from smg.engines.kv_events import KvEventFeed
 from smg.policies import KvEventConsumer, Policy, RequestView, make_policy
@@ -153,8 +153,11 @@ class WorkerPool:
             return self._workers[url]
         engine = engine or self.config.default_engine
         channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        streams = (H2Channel(target, self.config.read_interval, self.config.connect_timeout)
-                   if self.config.stream_transport == "h2" else None)
+        config = self.config
+        stall = (StallLimits(config.first_token_timeout, config.inter_token_timeout)
+                 if config.first_token_timeout or config.inter_token_timeout else None)
+        streams = (H2Channel(target, config.read_interval, config.connect_timeout, stall)
+                   if config.stream_transport == "h2" else None)
         worker = Worker(url, engine, adapter_class(engine)(channel, streams), channel)
         self._workers[url] = worker
         await self._probe(worker, discover=True)
@@ -279,7 +282,8 @@ class WorkerPool:
                 target = await self.choose(view, tried)
                 policy.on_routed(view, target)
             tried.append(target)
-            call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout)
+            call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout,
+                                                request.stream)
             stream.call = call
             target.in_flight += 1
             sent = False
