@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from faults.processes import Served, free_port
+from faults.processes import Served, free_port, metric
 
 pytestmark = pytest.mark.end_to_end
 
@@ -22,11 +22,6 @@ def chat(base: str, headers: dict | None = None, **extra) -> httpx.Response:
     # a connection per request: the kernel spreads connections, not requests, over the processes
     return httpx.post(f"{base}/v1/chat/completions", json={**CHAT, **extra},
                       headers={"connection": "close", **(headers or {})}, timeout=60)
-
-
-def metric(base: str, series: str) -> float:
-    text = httpx.get(f"{base}/metrics", headers={"connection": "close"}, timeout=30).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
 
 
 def test_worker_processes_share_the_port_and_metrics_and_come_back_when_one_dies():

@@ -104,7 +104,8 @@ def _serve_config(args: argparse.Namespace):
     from smg.config import ConfigError, GatewayConfig, convert
 
     overrides = {key: getattr(args, key) for key in ("host", "port", "server", "keep_alive", "request_head_timeout",
-                                                     "request_body_timeout", "max_connections",
+                                                     "request_body_timeout", "response_write_timeout",
+                                                     "max_connections",
                                                      "max_concurrent_requests", "max_queue_size", "queue_timeout",
                                                      "admin_key")
                  if getattr(args, key) is not None}
@@ -233,7 +234,8 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             server = HttpServer(app, config.host, config.port, keep_alive=config.keep_alive,
                                 head_timeout=config.request_head_timeout, body_timeout=config.request_body_timeout,
-                                max_connections=config.max_connections, sock=sock)
+                                max_connections=config.max_connections, sock=sock,
+                                write_timeout=config.response_write_timeout)
             serving = server.serve()
         _tune_gc()
         workers = [w for m in config.model_configs() for w in m.workers]
@@ -447,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds a request head may take to arrive, from its first byte (default 30)")
     srv.add_argument("--request-body-timeout", type=float, default=None,
                      help="seconds a request body may take to arrive, from the end of its head (default 60)")
+    srv.add_argument("--response-write-timeout", type=float, default=None, metavar="SECONDS",
+                     help="a client that reads none of its stream for this long is closed and its engine "
+                          "request aborted (default 60; smg's server)")
     srv.add_argument("--max-connections", type=int, default=None,
                      help="open client connections at most; beyond, new ones are closed at once (default 10000)")
     srv.add_argument("--first-token-timeout", type=float, default=None, metavar="SECONDS",

@@ -406,6 +406,7 @@ class GatewayConfig(_Record, frozen=True):
     keep_alive: float = 75.0
     request_head_timeout: float = 30.0
     request_body_timeout: float = 60.0
+    response_write_timeout: float = 60.0  # a client that reads none of its stream this long is closed
     max_connections: int = 10_000
 
     def __post_init__(self) -> None:
@@ -422,7 +423,8 @@ class GatewayConfig(_Record, frozen=True):
         _number("GatewayConfig", "port", self.port, 0, 65535, integer=True)
         _number("GatewayConfig", "max_connections", self.max_connections, 1, integer=True)
         _number("GatewayConfig", "template_max_chars", self.template_max_chars, 1, integer=True)
-        for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "template_timeout"):
+        for name in ("keep_alive", "request_head_timeout", "request_body_timeout", "response_write_timeout",
+                     "template_timeout"):
             _number("GatewayConfig", name, getattr(self, name), 0.001)
         _admission_limits("GatewayConfig", self)
         if self.admin_key is not None and (not self.admin_key or any(c.isspace() for c in self.admin_key)

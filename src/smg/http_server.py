@@ -23,6 +23,7 @@ import asyncio
 import logging
 import signal
 import socket
+import struct
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -373,10 +374,29 @@ class HttpConnection(asyncio.Protocol):
             await events.aclose()
 
     async def _drain(self) -> None:
+        """Wait for the client to read what was written; a client that reads nothing for
+        ``write_timeout`` seconds is gone (its connection reset, its engine stream aborted)."""
         if self.write_paused and not self.closed:
-            self.drained = self.loop.create_future()
-            await self.drained
-            self.drained = None
+            drained = self.drained = self.loop.create_future()
+            # (a timer, not asyncio.wait_for: on 3.11 wait_for drops a cancellation that comes with
+            # the future's result, as a client leaving brings both)
+            timer = self.loop.call_later(self.server.write_timeout,
+                                         lambda: drained.done() or drained.set_result(False))
+            try:
+                read = await drained
+            finally:
+                timer.cancel()
+                self.drained = None
+            if read is False:
+                self.closed = True
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:  # reset, not closed: what the kernel still held for it is dropped
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                self.transport.abort()
+                raise asyncio.CancelledError  # (as a client that left: see _write_stream)
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 class HttpServer:
@@ -384,8 +404,10 @@ class HttpServer:
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 8000, keep_alive: float = 75.0,
                  shutdown_grace: float = 30.0, head_timeout: float = 30.0, body_timeout: float = 60.0,
-                 max_connections: int = 10_000, sock: socket.socket | None = None) -> None:
+                 max_connections: int = 10_000, sock: socket.socket | None = None,
+                 write_timeout: float = 60.0) -> None:
         self.app, self.host, self.port = app, host, port
+        self.write_timeout = write_timeout  # seconds a stream waits for its client to read
         self.sock = sock  # a bound socket to listen on instead of host:port (smg serve --workers N)
         self.keep_alive, self.shutdown_grace = keep_alive, shutdown_grace
         self.head_timeout, self.body_timeout, self.max_connections = head_timeout, body_timeout, max_connections

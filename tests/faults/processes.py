@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,3 +93,58 @@ class Served:
         self.proc.send_signal(signal.SIGTERM)
         out, _ = self.proc.communicate(timeout=60)
         return "".join(self.lines) + out
+
+
+def engine_running(engine: Engine) -> int:
+    """Requests the engine is generating now (its GetLoads)."""
+    import grpc
+    from smg_grpc_proto.generated import sglang_scheduler_pb2 as spb
+    from smg_grpc_proto.generated import sglang_scheduler_pb2_grpc as spbg
+
+    with grpc.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+        reply = spbg.SglangSchedulerStub(channel).GetLoads(spb.GetLoadsRequest(), timeout=10)
+    return sum(load.num_running_reqs + load.num_waiting_reqs for load in reply.loads)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def metric(base: str, series: str) -> float:
+    """The sum of /metrics' samples whose line starts with ``series``."""
+    text = httpx.get(f"{base}/metrics", headers={"connection": "close"}, timeout=30).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+
+
+CHAT = {"model": "smg-reference", "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "stream": True}
+
+
+class GoodTraffic:
+    """Short streamed requests one after another, in a thread, counting failures."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.ok, self.failures = base, 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    with client.stream("POST", "/v1/chat/completions", json={**CHAT, "max_tokens": 8}) as reply:
+                        body = b"".join(reply.iter_bytes())
+                    if reply.status_code == 200 and body.rstrip().endswith(b"data: [DONE]") and b'"error"' not in body:
+                        self.ok += 1
+                    else:
+                        self.failures.append((reply.status_code, body[-200:]))
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from smg.api.base import HttpRequest, Reply, json_reply
-from smg.errors import InvalidRequest
+from smg.errors import InvalidRequest, TokenizerLoadError
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
@@ -37,8 +37,10 @@ def _model_state(model: "ServedModel") -> dict:
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         value = msgspec.json.decode(body or b"{}")
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"{what}: the body is not JSON ({exc})") from None
+    except RecursionError:  # (the decoder unwinds cleanly)
+        raise InvalidRequest(f"{what}: the body is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{what}: the body must be a JSON object")
     return value
@@ -51,7 +53,10 @@ async def _models(gw: "Gateway", http: HttpRequest) -> Reply:
 
 async def _add_model(gw: "Gateway", http: HttpRequest) -> Reply:
     gw.require_started()
-    served = await gw.add_model(_json_object(await http.read_body(), "a model config"))
+    try:
+        served = await gw.add_model(_json_object(await http.read_body(), "a model config"))
+    except TokenizerLoadError as exc:  # (the tokenizer the config names, or its workers report, is the caller's)
+        raise InvalidRequest(f"the model cannot be served: {exc.message}") from None
     return json_reply(_model_state(served))
 
 

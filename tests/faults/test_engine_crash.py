@@ -1,0 +1,72 @@
+"""An engine killed (SIGKILL) under 20 concurrent streams: every client completes or gets an error
+event within seconds, never a stream cut without one; requests that had not started are retried
+on the other engine; the gateway serves through the engine again soon after it returns on its
+address."""
+import concurrent.futures
+import json
+import time
+
+import httpx
+import pytest
+
+from faults.processes import Engine, Served
+
+pytestmark = pytest.mark.end_to_end
+
+
+def stream(base: str, max_tokens: int) -> tuple[str, float]:
+    """One streamed chat, read raw: ("ok" | "error event" | what went wrong, seconds it took)."""
+    started = time.monotonic()
+    body = {"model": "smg-reference", "stream": True, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "Tell me a story."}]}
+    try:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as reply:
+            if reply.status_code != 200:
+                error = json.loads(reply.read())["error"]  # an error status carries the API's error body
+                return f"status {reply.status_code}: {error['message']}", time.monotonic() - started
+            events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    except httpx.HTTPError as exc:
+        return f"cut: {exc!r}", time.monotonic() - started
+    took = time.monotonic() - started
+    if events and events[-1] == "[DONE]" and '"error"' not in events[-2]:
+        return "ok", took
+    if events and '"error"' in events[-1]:
+        return "error event", took
+    return f"cut without an error: {events[-2:]}", took
+
+
+def test_an_engine_killed_under_20_streams():
+    engines = [Engine("--delay-ms", "10"), Engine("--delay-ms", "10")]
+    served = Served(*(a for e in engines for a in ("--worker", e.url)), "--tokenizer", "llama3.2",
+                    "--chat-template", "llama3", "--policy", "round_robin", "--health-interval", "0.5",
+                    "--storage", "memory")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            started = time.monotonic()
+            streams = [pool.submit(stream, served.base, 300) for _ in range(20)]  # ~3 s each
+            time.sleep(1.0)
+            engines[0].kill()
+            killed = time.monotonic()
+            # sent as it dies: those routed to it fail before anything was sent, and are retried
+            fresh = [pool.submit(stream, served.base, 5) for _ in range(10)]
+            results = [s.result(timeout=60) for s in streams]
+            fresh_results = [s.result(timeout=60) for s in fresh]
+        outcomes = [r[0] for r in results]
+        assert set(outcomes) <= {"ok", "error event"}, results
+        assert 5 <= outcomes.count("error event") <= 15 and outcomes.count("ok") >= 5, results
+        ended_after_kill = [took - (killed - started) for (outcome, took) in results if outcome != "ok"]
+        assert max(ended_after_kill) < 3.0, results  # the cut streams' error events came at once
+        assert [r[0] for r in fresh_results] == ["ok"] * 10, fresh_results  # retried on the live engine
+        engines[0].start()  # back on the same address
+        back = time.monotonic()
+        deadline = back + 10
+        while not all(httpx.get(f"{served.base}/readiness", timeout=10).json()["models"]["smg-reference"]
+                      ["workers"][i]["healthy"] for i in range(2)):
+            assert time.monotonic() < deadline, "the engine did not come back into rotation"
+            time.sleep(0.1)
+        assert time.monotonic() - back < 5  # (health probes every 0.5 s, backoff from 1 s)
+        assert [stream(served.base, 5)[0] for _ in range(6)] == ["ok"] * 6  # round robin: 3 through it
+    finally:
+        served.stop()
+        for engine in engines:
+            engine.stop()
