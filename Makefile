@@ -44,6 +44,8 @@ bench: .venv/.installed
 	$(BIN)/python -m benchmarks.bench_multimodal
 	$(BIN)/python -m benchmarks.bench_agentic
 	$(BIN)/python -m benchmarks.bench_mcp
+	$(BIN)/python -m benchmarks.bench_processes
+	$(BIN)/python -m benchmarks.bench_soak
 
 clean:
 	rm -rf build src/smg/_ext/*.so src/smg/_ext/*.c src/*.egg-info .venv

@@ -145,6 +145,15 @@ def _serve_config(args: argparse.Namespace):
         ("health_interval", args.health_interval)) if value is not None}
     if pool:
         values["pool"] = {**values.get("pool", {}), **pool}
+    # discovered workers add to the file's sources
+    sources = [{"kind": "file", "path": path} for path in args.worker_file]
+    for spec in args.worker_dns:
+        name, sep, port = spec.rpartition(":")
+        if not sep or not name or not port.isdigit():
+            raise ConfigError(f"--worker-dns takes NAME:PORT, got {spec!r}")
+        sources.append({"kind": "dns", "name": name, "port": int(port)})
+    if sources:
+        values["discovery"] = [*values.get("discovery", []), *sources]
     # API keys add to the file's: --api-key KEY (named key-1, key-2, ...) and --api-keys-file
     keys = list(values.get("api_keys", []))
     if args.api_keys_file:
@@ -188,9 +197,9 @@ def _serve(args: argparse.Namespace) -> int:
     from smg.supervisor import READY_LINE, die_with_supervisor, reuse_port_socket, worker_count
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not args.demo and not args.worker and not args.prefill and not args.config:
-        print("error: give --worker grpc://HOST:PORT (repeatable), --prefill and --decode workers, --config FILE, "
-              "or --demo", file=sys.stderr)
+    if not (args.demo or args.worker or args.prefill or args.config or args.worker_file or args.worker_dns):
+        print("error: give --worker grpc://HOST:PORT (repeatable), --prefill and --decode workers, --worker-file, "
+              "--worker-dns, --config FILE, or --demo", file=sys.stderr)
         return 2
     try:
         args.workers_count = worker_count(args.workers)
@@ -369,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a TOML (.toml) or JSON file naming the models and settings (see README); the "
                           "single-model flags below are a shorthand for a one-model config")
     srv.add_argument("--worker", action="append", default=[], help="engine worker grpc://HOST:PORT (repeatable)")
+    srv.add_argument("--worker-file", action="append", default=[], metavar="PATH",
+                     help="workers listed in a JSON or TOML file, read again when it changes: added when listed "
+                          "(probed first), drained when gone (repeatable; see docs/serving.md)")
+    srv.add_argument("--worker-dns", action="append", default=[], metavar="NAME:PORT",
+                     help="workers at every address NAME resolves to (a Kubernetes headless service), resolved "
+                          "every 10 s (repeatable)")
     srv.add_argument("--prefill", action="append", default=[],
                      help="prefill worker grpc://HOST:PORT of disaggregated serving (repeatable; with --decode)")
     srv.add_argument("--decode", action="append", default=[],

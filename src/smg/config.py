@@ -227,6 +227,44 @@ class McpServerConfig(_Record, frozen=True):
             raise ConfigError(f"mcp server {self.label!r}: url must be http(s)://, got {self.url!r}")
 
 
+DISCOVERY_KINDS = ("file", "dns")
+WORKER_ROLES = ("regular", "prefill", "decode")
+
+
+class DiscoveryConfig(_Record, frozen=True):
+    """Where engine workers are found while serving (``smg.discovery``).
+
+    ``file``: ``path`` to a JSON or TOML file listing workers (``{"workers": [{"url", "model",
+    "role", "engine"}]}`` or the bare list), read again when it changes. ``dns``: ``name`` resolved
+    every ``interval`` seconds, each address a worker on ``port`` of ``model`` (a Kubernetes
+    headless service's name, say)."""
+
+    kind: str
+    path: str | None = None
+    name: str | None = None
+    port: int | None = None
+    model: str | None = None  # dns: the model its workers serve (default: the gateway's first)
+    role: str = "regular"  # dns: regular, prefill or decode
+    engine: str | None = None  # dns: the engine protocol (default: the model's)
+    interval: float | None = None  # seconds between looks (default: file 1, dns 10)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DISCOVERY_KINDS:
+            raise ConfigError(f"discovery kind must be one of {', '.join(DISCOVERY_KINDS)}, got {self.kind!r}")
+        if self.kind == "file" and not self.path:
+            raise ConfigError("file discovery needs a path")
+        if self.kind == "dns" and (not self.name or self.port is None):
+            raise ConfigError("dns discovery needs a name and a port")
+        if self.port is not None:
+            _number("DiscoveryConfig", "port", self.port, 1, 65535, integer=True)
+        if self.role not in WORKER_ROLES:
+            raise ConfigError(f"a worker's role is one of {', '.join(WORKER_ROLES)}, got {self.role!r}")
+        if self.engine is not None and self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.interval is not None:
+            _number("DiscoveryConfig", "interval", self.interval, 0.01)
+
+
 class McpConfig(_Record, frozen=True):
     """The MCP tool loop's limits (``smg.mcp``)."""
 
@@ -386,6 +424,7 @@ class GatewayConfig(_Record, frozen=True):
     # MCP servers requests may name by label, and the tool loop's limits
     mcp_servers: list[McpServerConfig] = []
     mcp: McpConfig = McpConfig()
+    discovery: list[DiscoveryConfig] = []  # engine workers found while serving (smg.discovery)
     # API keys (smg serve --api-key / --api-keys-file); none: the APIs are open
     api_keys: list[ApiKeyConfig] = []
     admin_key: str | None = None  # opens the admin API (/admin/...; smg serve --admin-key); none: it is off

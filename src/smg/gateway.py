@@ -30,6 +30,8 @@ from smg.config import (CacheConfig, GatewayConfig, McpServerConfig, ModelConfig
                         convert)
 from smg.engines import GenerateRequest, SamplingOptions
 from smg.engines.base import EngineOutput
+from smg.discovery import Discovery
+from smg.engines.disaggregated import DisaggregatedPool
 from smg.engines.pool import WorkerPool
 from smg.policies.siblings import SiblingRoutes
 from smg.errors import InvalidRequest, SmgError
@@ -116,6 +118,7 @@ class Gateway:
         self._started = False
         self._publishing: asyncio.Task | None = None  # (multiprocess metrics: see smg.metrics)
         self._siblings = SiblingRoutes.for_server()  # (None in one process)
+        self._discovery = Discovery.from_config(self) if config.discovery else None
         self._created = int(time.time())
 
     @classmethod
@@ -145,6 +148,8 @@ class Gateway:
             await asyncio.gather(self.storage.close(), *(m.close() for m in pending), return_exceptions=True)
             raise
         self._started = True
+        if self._discovery is not None:
+            await self._discovery.start()
         if self._siblings is not None:
             self._siblings.start()
         if self.metrics.multiprocess:
@@ -162,6 +167,8 @@ class Gateway:
             self._siblings.attach(served.name, served.pool.policy, served.pool.has_worker)
 
     async def close(self) -> None:
+        if self._discovery is not None:
+            await self._discovery.close()
         if self._siblings is not None:
             self._siblings.close()
         if self._publishing is not None:
@@ -213,9 +220,15 @@ class Gateway:
         await served.pool.drain()
         await served.close()
 
-    async def add_worker(self, model: str, url: str, engine: str | None = None) -> None:
-        """Add an engine worker to a model's pool (it takes requests once healthy)."""
-        await self.models.get(model).pool.add_worker(url, engine)
+    async def add_worker(self, model: str, url: str, engine: str | None = None, role: str = "regular") -> None:
+        """Add an engine worker to a model's pool (it takes requests once healthy); ``role``:
+        prefill or decode for a disaggregated model, else regular."""
+        pool = self.models.get(model).pool
+        if isinstance(pool, DisaggregatedPool) != (role != "regular"):
+            raise InvalidRequest(f"model {model!r} takes {'prefill or decode' if role == 'regular' else 'regular'} "
+                                 f"workers, not {role}")
+        await (pool.add_worker(url, engine, role) if isinstance(pool, DisaggregatedPool)
+               else pool.add_worker(url, engine))
 
     async def remove_worker(self, model: str, url: str) -> None:
         """Take a worker out of a model's rotation; its requests in flight finish, then it closes."""
