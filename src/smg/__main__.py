@@ -113,6 +113,8 @@ def _serve_config(args: argparse.Namespace):
         overrides["trust_request_chat_template"] = True
     if args.access_log:
         overrides["access_log"] = True
+    if args.tracing:
+        overrides["tracing"] = True
     if args.config:
         single = [flag for flag, value in (("--worker", args.worker), ("--prefill", args.prefill),
                                            ("--decode", args.decode), ("--tokenizer", args.tokenizer),
@@ -428,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--access-log", action="store_true",
                      help="log a JSON line per request to stderr (id, method, path, status, key name, model, "
                           "tokens, time to first token, duration; never keys or content)")
+    srv.add_argument("--tracing", action="store_true",
+                     help="OpenTelemetry: a span per request with its stages, the trace passed to the engines; "
+                          "exported over OTLP/HTTP as the OTEL_* variables say (the [tracing] extra)")
     srv.add_argument("--admin-key", default=None, metavar="KEY",
                      help="open the admin API (/admin/models ...: add and remove models and workers, drain a "
                           "worker, their health) to requests carrying this key (default: it is off)")

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("smg.access")
 
@@ -35,6 +36,11 @@ class AccessRecord:
     ttft_ms: float | None = None
     outcome: str = "ok"  # "ok", "error" (a stream that ended with an error event), "client_gone"
     charge: Callable[[int], None] | None = None  # the caller's token rate limit (smg.rate_limit)
+    # tracing (smg.tracing): the request's span, its stages as (name, start, end) on the monotonic
+    # clock (None: not traced), and the trace context its engine requests carry
+    span: Any = None
+    stages: list[tuple[str, float, float]] | None = None
+    engine_metadata: tuple[tuple[str, str], ...] = ()
 
     def line(self) -> str:
         return json.dumps({
@@ -42,6 +48,11 @@ class AccessRecord:
             "outcome": self.outcome, "key": self.key, "model": self.model, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens, "ttft_ms": self.ttft_ms,
             "duration_ms": round((time.monotonic() - self.started) * 1e3, 2)}, separators=(",", ":"))
+
+    def stage(self, name: str, started: float, ended: float) -> None:
+        """A stage the request went through (kept when it is traced)."""
+        if self.stages is not None:
+            self.stages.append((name, started, ended))
 
     def engine_stream(self, prompt_tokens: int, completion_tokens: int, ttft: float | None) -> None:
         """One engine stream of the request ended (a request may run several: n, tool loops)."""

@@ -29,6 +29,7 @@ from smg.admission import Admission
 from smg.auth import OPEN_PATHS, AdminKey, Callers, check_model
 from smg.errors import InvalidRequest, NotFound, SmgError
 from smg.gateway import Gateway
+from smg.tracing import Tracer
 from smg import shared_state
 from smg.pipeline.plain import SSE_DONE
 
@@ -63,8 +64,11 @@ class App:
         self._admission = (Admission(config, gateway.models, gateway.metrics, shared) if Admission.wanted(config)
                            else None)
         self._access_log = config.access_log
-        # a record per request: for its access line, or to charge its key's tokens
-        self._records = config.access_log or any(key.tokens_per_minute for key in config.api_keys)
+        self._tracer = Tracer() if config.tracing else None
+        # a record per request: for its access line, its trace, or to charge its key's tokens; and
+        # whether it is closed (logged, traced) when the answer ends
+        self._closes = config.access_log or self._tracer is not None
+        self._records = self._closes or any(key.tokens_per_minute for key in config.api_keys)
 
     async def _authorize(self, http: HttpRequest) -> None:
         """The caller's key checked; a key limited to some models has the body's model checked
@@ -95,20 +99,29 @@ class App:
         if not self._records:
             return await self._respond(http)
         record = open_record(http.request_id, http.method, http.path)
-        if not self._access_log:
+        if self._tracer is not None:
+            self._tracer.begin(record, http.headers)
+        if not self._closes:
             return await self._respond(http)
         try:
             reply = await self._respond(http)
-        except ClientGone:
-            record.outcome = "client_gone"
-            close_record(record)
+        except BaseException:
+            record.outcome = "client_gone"  # (ClientGone, or the server cancelling it)
+            self._close(record)
             raise
         if isinstance(reply, StreamReply):
             record.status = 200
-            return reply._replace(events=_logged(reply.events, record))
+            return reply._replace(events=_logged(reply.events, record, self._close))
         record.status = reply.status
-        close_record(record)
+        self._close(record)
         return reply
+
+    def _close(self, record: AccessRecord) -> None:
+        """The request was answered: its access line, its trace."""
+        if self._access_log:
+            close_record(record)
+        if self._tracer is not None:
+            self._tracer.end(record)
 
     async def _respond(self, http: HttpRequest) -> Reply | StreamReply:
         path = http.path.rstrip("/") or "/"
@@ -239,8 +252,9 @@ class App:
             await events.aclose()
 
 
-async def _logged(events: AsyncIterator[bytes], record: AccessRecord) -> AsyncIterator[bytes]:
-    """A stream's ``events``, its access record logged when it ends: ``ok`` after its last event
+async def _logged(events: AsyncIterator[bytes], record: AccessRecord,
+                  close: Callable[[AccessRecord], None]) -> AsyncIterator[bytes]:
+    """A stream's ``events``, its access record closed (logged, traced) when it ends: ``ok`` after its last event
     (``data: [DONE]``, or the iterator's end), ``error`` when it failed, ``client_gone`` when it was
     closed or cancelled before its end."""
     last = b""
@@ -258,7 +272,7 @@ async def _logged(events: AsyncIterator[bytes], record: AccessRecord) -> AsyncIt
         record.outcome = "error"
         raise
     finally:
-        close_record(record)
+        close(record)
         await events.aclose()
 
 

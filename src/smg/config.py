@@ -429,7 +429,8 @@ class GatewayConfig(_Record, frozen=True):
     api_keys: list[ApiKeyConfig] = []
     admin_key: str | None = None  # opens the admin API (/admin/...; smg serve --admin-key); none: it is off
     jwt_issuers: list[JwtIssuerConfig] = []  # JWT bearer tokens taken beside the API keys
-    access_log: bool = False  # a JSON line per request on the smg.access logger (smg serve --access-log)
+    access_log: bool = False
+    tracing: bool = False  # OpenTelemetry spans per request (smg.tracing; the [tracing] extra)  # a JSON line per request on the smg.access logger (smg serve --access-log)
     # admission control of generation requests (smg.admission): at most this many at once, this
     # many more waiting at most this long (then a 429); None: no limit
     max_concurrent_requests: int | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import math
+import time
 import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping, NamedTuple, Protocol
@@ -226,7 +227,12 @@ async def generation_reply(http: HttpRequest, request_type, once, stream,
         access.model = request.model or None
     # admitted (when the server has admission control): the request's slots are held until its
     # answer ends (a stream's last event)
-    leave = await http.admission.enter(request.model, http.priority) if http.admission is not None else None
+    leave = None
+    if http.admission is not None:
+        waited = time.monotonic()
+        leave = await http.admission.enter(request.model, http.priority)
+        if access is not None:
+            access.stage("queue", waited, time.monotonic())
     if not request.stream:
         try:
             return Reply(200, oa.encode(await once(request, request_id=http.client_request_id,

@@ -26,6 +26,7 @@ AsyncIterator[list[int]]`` (token ids, a chunk at a time, for one sequence), plu
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import io
 import logging
@@ -106,6 +107,8 @@ class _Core:
             prefix_cache.load = self.load_record
         self.active: dict[str, asyncio.Event] = {}
         self.aborted: list[str] = []  # request ids aborted by RPC or cancellation (observable in tests)
+        # the W3C trace contexts the last Generate calls carried (a tracing engine would continue them)
+        self.trace_parents: collections.deque[str] = collections.deque(maxlen=1000)
         self.started = time.time()
         self.total = 0
 
@@ -286,6 +289,9 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
     that protocol's responses. At most ``STREAM_BUFFER`` chunks wait for the reader: a generator
     faster than its reader waits for it (backpressure), so an Abort finds little generated ahead,
     and what is still queued when a request is aborted is dropped."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            core.trace_parents.append(value)
     context_length = core.model.max_context_length
     if context_length and sampling.max_new_tokens is not None and len(ids) + sampling.max_new_tokens > context_length:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -549,6 +555,11 @@ class EngineServer:
     @property
     def active_requests(self) -> int:
         return len(self._core.active)
+
+    @property
+    def trace_parents(self) -> list[str]:
+        """The W3C ``traceparent`` of the last Generate calls that carried one (at most 1000)."""
+        return list(self._core.trace_parents)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 << 20),

@@ -217,14 +217,16 @@ class EngineAdapter(abc.ABC):
     def _parse_bytes(self, raw: bytes) -> EngineOutput:
         return self.parse(self.pb.GenerateResponse.FromString(raw))
 
-    def call_generate(self, message, timeout: float | None, streamed: bool = False):
+    def call_generate(self, message, timeout: float | None, streamed: bool = False,
+                      metadata: tuple[tuple[str, str], ...] = ()):
         """Start the streaming Generate call: an async iterator of EngineOutputs with ``done()``
         and ``cancel()`` (an ``H2Channel`` stream, or a grpc.aio call). ``streamed``: the engine
-        sends tokens as it makes them (the channel's stall limits apply)."""
+        sends tokens as it makes them (the channel's stall limits apply). ``metadata``: gRPC
+        metadata to send (a trace's ``traceparent``)."""
         if self.streams is not None:
             return self.streams.stream(self._generate_path, message.SerializeToString(), self.decode, timeout,
-                                       streamed)
-        return self._generate(message, timeout=timeout)
+                                       streamed, metadata)
+        return self._generate(message, timeout=timeout, metadata=metadata or None)
 
     @abc.abstractmethod
     async def abort(self, request_id: str, timeout: float = 2.0) -> None: ...

@@ -118,11 +118,12 @@ class StreamCall:
 
     __slots__ = ("_channel", "_path", "_request", "_parse", "_timeout", "_connection", "id", "_messages",
                  "_pending", "_waiter", "_status", "_headers_seen", "_send_window", "_unsent", "_received", "_timer",
-                 "_started", "_refusals", "_burst", "_loop", "_listener", "_returned", "_queued", "_watched")
+                 "_started", "_refusals", "_burst", "_loop", "_listener", "_returned", "_queued", "_watched", "_metadata")
 
     def __init__(self, channel: "H2Channel", path: str, request: bytes, parse: Callable[[bytes], object],
-                 timeout: float | None, watched: bool = False) -> None:
+                 timeout: float | None, watched: bool = False, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._channel, self._path, self._request, self._parse, self._timeout = channel, path, request, parse, timeout
+        self._metadata = metadata
         self._watched = watched  # under its channel's stall limits (a token stream)
         self._connection: _Connection | None = None
         self.id = 0
@@ -714,12 +715,14 @@ class H2Channel:
         self._connecting: asyncio.Task | None = None
 
     def stream(self, path: str, request: bytes, parse: Callable[[bytes], object],
-               timeout: float | None = None, watched: bool = False) -> StreamCall:
+               timeout: float | None = None, watched: bool = False,
+               metadata: tuple[tuple[str, str], ...] = ()) -> StreamCall:
         """A call of method ``path`` (``/package.Service/Method``) with the serialized request;
         ``parse`` turns each response message's bytes into the caller's object. The call starts
         on the first ``__anext__``. ``watched``: the channel's stall limits apply to it (a stream
-        of tokens; not a call whose one answer comes at the end)."""
-        return StreamCall(self, path, request, parse, timeout, watched)
+        of tokens; not a call whose one answer comes at the end). ``metadata``: more request headers
+        (gRPC metadata: lowercase ASCII names)."""
+        return StreamCall(self, path, request, parse, timeout, watched, metadata)
 
     async def _live(self) -> _Connection:
         connection = self._connection
@@ -760,7 +763,8 @@ class H2Channel:
         if stream._status is not None:  # cancelled before it started
             return
         headers = [(":method", "POST"), (":scheme", "http"), (":path", stream._path), (":authority", self.authority),
-                   ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smg-h2")]
+                   ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smg-h2"),
+                   *stream._metadata]
         if stream._timeout is None:
             await (await self._live()).open(stream, headers)
             return

@@ -24,6 +24,7 @@ from typing import AsyncIterator, Iterable
 
 import grpc
 
+from smg.access_log import CURRENT as ACCESS
 from smg.config import PoolConfig
 from smg.engines import adapter_class
 from smg.engines.base import EngineAdapter, EngineOutput, GenerateRequest, ModelInfo, PushableCall, map_rpc_error
@@ -274,16 +275,21 @@ class WorkerPool:
         attempts = 0
         view = RequestView(request.input_ids, request.routing_key)
         policy = self.policy
+        access = ACCESS.get()  # the request's record: its routing is a stage of its trace
+        metadata = access.engine_metadata if access is not None else ()
         while True:
             attempts += 1
             if worker is not None:
                 target = worker
             else:
+                routing = time.monotonic()
                 target = await self.choose(view, tried)
                 policy.on_routed(view, target)
+                if access is not None:
+                    access.stage("route", routing, time.monotonic())
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout,
-                                                request.stream)
+                                                request.stream, metadata)
             stream.call = call
             target.in_flight += 1
             sent = False

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from smg.access_log import CURRENT as ACCESS
 from smg.engines import GenerateRequest, MultimodalTensors, SamplingOptions
 from smg.errors import ChatTemplateError, ContextLengthExceeded, InvalidRequest, UnsupportedFeature
 from smg.models import ServedModel
@@ -257,9 +258,13 @@ async def prepare_chat(served: ServedModel, chat: ChatSpec, ids: RequestIds, lor
     images = asyncio.ensure_future(served.images.process(refs)) if refs else None
     multimodal = None
     try:
+        rendering = time.monotonic()
         prompt = await render_chat(served, messages, tools, chat.template_kwargs, chat.add_generation_prompt,
                                    chat.own_template, template_limits)
         prompt_ids = await served.encode(prompt)
+        access = ACCESS.get()
+        if access is not None:  # (the chat template rendered, then encoded)
+            access.stage("tokenize", rendering, time.monotonic())
         if images is not None:
             prompt_ids, multimodal = served.images.expand(prompt_ids, await images)
     finally:
@@ -363,6 +368,7 @@ def prepare_prompts(served: ServedModel, r, ids: RequestIds, lora_id: str | None
     tokenizer = served.tokenizer
     prompts: list[list[int]]
     texts: list[str]
+    encoding = time.monotonic()
     if isinstance(r.prompt, str):
         texts = [r.prompt]
         prompts = [tokenizer.encode(r.prompt, add_special_tokens=True)]
@@ -376,6 +382,9 @@ def prepare_prompts(served: ServedModel, r, ids: RequestIds, lora_id: str | None
         texts = [tokenizer.decode(x, skip_special_tokens=False) for x in prompts]
     if any(not p for p in prompts):
         raise InvalidRequest("prompt must not be empty")
+    access = ACCESS.get()
+    if access is not None:
+        access.stage("tokenize", encoding, time.monotonic())
     created = int(time.time())
     constraint = output_constraint(r)
     out = []

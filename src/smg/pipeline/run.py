@@ -55,6 +55,9 @@ def record(metrics: Metrics, p: Prepared, started: float, first: float | None, c
     access = ACCESS.get()
     if access is not None:
         access.engine_stream(len(p.prompt_ids), tokens, first - started if first is not None else None)
+        if first is not None:  # (perf_counter: the monotonic clock, as the record's stages take)
+            access.stage("time_to_first_token", started, first)
+            access.stage("stream", first, time.perf_counter())
 
 
 async def collect(p: Prepared, metrics: Metrics) -> tuple[list[Choice], int]:
