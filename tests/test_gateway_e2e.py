@@ -160,11 +160,16 @@ def test_models_health_metrics(demo):
     assert 'smg_tokenizer_cache_hits_total{level="l0",model="smg-demo"}' in metrics
     assert 'smg_worker_in_flight{model="smg-demo",worker=' in metrics
 
-    def value(name):  # an unlabelled series' value
-        return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(name + " ")))
+    def value(series):  # one series' value
+        return float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith(series + " ")))
 
-    assert value("smg_completion_tokens_total") >= 8 and value("smg_prompt_tokens_total") > 0
-    assert value("smg_inter_token_latency_seconds_count") >= 1  # per-token latency, one per stream
+    model = '{model="smg-demo"}'
+    assert value("smg_completion_tokens_total" + model) >= 8 and value("smg_prompt_tokens_total" + model) > 0
+    assert value("smg_inter_token_latency_seconds_count" + model) >= 1  # per-token latency, one per stream
+    assert value("smg_e2e_latency_seconds_count" + model) >= 2 and value("smg_retries_total" + model) == 0
+    assert value('smg_responses_total{status="200"}') >= 2
+    assert 'smg_time_to_first_token_seconds_bucket{le="0.005",model="smg-demo"}' in metrics
+    assert 'smg_worker_consecutive_failures{model="smg-demo",worker=' in metrics
 
 
 def test_non_streaming_chat(demo):

@@ -137,15 +137,20 @@ class App:
             elif self._callers is not None and path not in OPEN_PATHS:
                 await self._authorize(http)
             http.admission = self._admission
-            return await route.handler(self.gateway, http)
+            reply = await route.handler(self.gateway, http)
+            self.gateway.metrics.inc("smg_responses_total", status="200" if isinstance(reply, StreamReply)
+                                     else str(reply.status))
+            return reply
         except ClientGone:
             raise
         except SmgError as exc:
             self.gateway.metrics.inc("smg_request_errors_total", type=exc.error_type)
+            self.gateway.metrics.inc("smg_responses_total", status=str(exc.status_code))
             return route.errors.reply(exc)
         except Exception:  # a bug must not take the server down, nor leak a traceback to clients
             log.exception("internal error on %s %s", http.method, http.path)
             self.gateway.metrics.inc("smg_request_errors_total", type="internal_error")
+            self.gateway.metrics.inc("smg_responses_total", status="500")
             return route.errors.reply(SmgError("internal server error"))
 
     def stream_failed(self, error: BaseException, reply: StreamReply) -> bytes:

@@ -354,9 +354,9 @@ class Gateway:
         m = self.metrics
         m.describe("smg_requests_total", "counter", "Requests handled, by route and streaming.")
         m.describe("smg_request_errors_total", "counter", "Requests that ended in an error, by type.")
-        m.describe("smg_prompt_tokens_total", "counter", "Prompt tokens sent to engines.")
+        m.describe("smg_prompt_tokens_total", "counter", "Prompt tokens sent to engines, by model.")
         m.describe("smg_completion_tokens_total", "counter", "Completion tokens returned to clients.")
-        m.describe("smg_time_to_first_token_seconds", "histogram", "Time from dispatch to the first token.")
+        m.describe("smg_time_to_first_token_seconds", "histogram", "Time from dispatch to the first token, by model.")
         m.describe("smg_inter_token_latency_seconds", "histogram", "Mean time between tokens, per stream.")
         m.describe("smg_tokenizer_cache_hits_total", "counter", "Tokenizer cache hits by level.")
         m.describe("smg_tokenizer_cache_misses_total", "counter", "Tokenizer cache misses by level.")
@@ -367,6 +367,12 @@ class Gateway:
         # (over worker processes: 1 only while every process has the worker in rotation)
         m.describe("smg_worker_healthy", "gauge", "1 if the worker is in rotation.", multiprocess_mode="livemin")
         m.describe("smg_worker_in_flight", "gauge", "Requests in flight on the worker.")
+        m.describe("smg_worker_consecutive_failures", "gauge", "Failures in a row (the worker's circuit: open, "
+                   "out of rotation, while smg_worker_healthy is 0; probed again after 1 s doubling to 30 s).",
+                   multiprocess_mode="livemax")
+        m.describe("smg_retries_total", "counter", "Requests tried again on another worker (nothing sent yet).")
+        m.describe("smg_responses_total", "counter", "Responses by HTTP status (a stream counts at its start).")
+        m.describe("smg_e2e_latency_seconds", "histogram", "From the engine dispatch to a stream's end, by model.")
 
     def _gauges(self):
         for served in self.models:
@@ -378,3 +384,5 @@ class Gateway:
             for worker in served.pool.workers:
                 yield "smg_worker_healthy", {"worker": worker.url, **model}, float(worker.healthy)
                 yield "smg_worker_in_flight", {"worker": worker.url, **model}, float(worker.in_flight)
+                yield "smg_worker_consecutive_failures", {"worker": worker.url, **model}, float(worker.failures)
+            yield "smg_retries_total", model, float(served.pool.retries)

@@ -79,8 +79,8 @@ class Metrics:
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
         self._child(name, "counter", labels).inc(value)
 
-    def observe(self, name: str, value: float, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
-        self._child(name, "histogram", {}, buckets=buckets).observe(value)
+    def observe(self, name: str, value: float, buckets: tuple[float, ...] = _LATENCY_BUCKETS, **labels: str) -> None:
+        self._child(name, "histogram", labels, buckets=buckets).observe(value)
 
     def gauge_source(self, source: GaugeSource) -> None:
         """``source()`` yields ``(name, labels, value)`` from the gateway's state (worker health,
@@ -88,9 +88,10 @@ class Metrics:
         self._sources.append(source)
 
     def counter(self, name: str, **labels: str) -> float:
-        """This process's count (0 before the first)."""
-        value = self.registry.get_sample_value(name if name.endswith("_total") else name + "_total", labels)
-        return value or 0.0
+        """This process's count over the series whose labels include ``labels`` (0 before the first)."""
+        sample = name if name.endswith("_total") else name + "_total"
+        return sum(s.value for family in self.registry.collect() for s in family.samples
+                   if s.name == sample and labels.items() <= s.labels.items())
 
     def _source_families(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from faults.processes import Engine, Served
+from faults.processes import Engine, Served, metric
 
 pytestmark = pytest.mark.end_to_end
 
@@ -56,7 +56,10 @@ def test_an_engine_killed_under_20_streams():
         assert 5 <= outcomes.count("error event") <= 15 and outcomes.count("ok") >= 5, results
         ended_after_kill = [took - (killed - started) for (outcome, took) in results if outcome != "ok"]
         assert max(ended_after_kill) < 3.0, results  # the cut streams' error events came at once
-        assert [r[0] for r in fresh_results] == ["ok"] * 10, fresh_results  # retried on the live engine
+        assert [r[0] for r in fresh_results] == ["ok"] * 10, fresh_results
+        dead = f'{{model="smg-reference",worker="{engines[0].url}"}}'
+        assert metric(served.base, "smg_worker_healthy" + dead) == 0  # its circuit open
+        assert metric(served.base, "smg_worker_consecutive_failures" + dead) >= 1
         engines[0].start()  # back on the same address
         back = time.monotonic()
         deadline = back + 10
@@ -66,6 +69,12 @@ def test_an_engine_killed_under_20_streams():
             time.sleep(0.1)
         assert time.monotonic() - back < 5  # (health probes every 0.5 s, backoff from 1 s)
         assert [stream(served.base, 5)[0] for _ in range(6)] == ["ok"] * 6  # round robin: 3 through it
+        # killed with nothing on it: the next requests routed to it find it gone before anything
+        # was sent (before a probe does), and are retried on the other engine
+        engines[0].kill()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(lambda _: stream(served.base, 5)[0], range(8))) == ["ok"] * 8
+        assert metric(served.base, 'smg_retries_total{model="smg-reference"}') >= 1
     finally:
         served.stop()
         for engine in engines:

@@ -77,6 +77,10 @@ class DisaggregatedPool:
     def workers(self) -> list[Worker]:
         return self.prefill.workers + self.decode.workers
 
+    @property
+    def retries(self) -> int:
+        return self.prefill.retries + self.decode.retries
+
     def healthy_workers(self) -> list[Worker]:
         """The healthy workers, when both sides have one (else none: nothing can be served)."""
         prefill, decode = self.prefill.healthy_workers(), self.decode.healthy_workers()

@@ -114,6 +114,7 @@ class WorkerPool:
         self._health_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._closed = False
+        self.retries = 0  # attempts made again on another worker (nothing had been sent)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -310,6 +311,7 @@ class WorkerPool:
                 if sent or worker is not None or attempts >= self.config.max_attempts or not isinstance(
                         error, EngineUnavailable):
                     raise error from None
+                self.retries += 1
                 log.warning("retrying %s on another worker: %s", request.request_id, error)
             finally:
                 target.in_flight -= 1

@@ -140,7 +140,7 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
             if ids:
                 if first is None:
                     first = time.perf_counter()
-                    metrics.observe("smg_time_to_first_token_seconds", first - started)
+                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name)
                 elif not out.finished:
                     count += len(ids)
             if out.finished:  # its ids were streamed already

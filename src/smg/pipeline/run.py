@@ -29,7 +29,7 @@ async def run(p: Prepared, metrics: Metrics) -> AsyncIterator[tuple[Choice, Engi
             if out.token_ids:
                 if first is None:
                     first = time.perf_counter()
-                    metrics.observe("smg_time_to_first_token_seconds", first - started)
+                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name)
                 elif not out.finished:
                     count += len(out.token_ids)
             if out.finished:  # we always stream from the engine: its ids were streamed already
@@ -48,10 +48,12 @@ async def run(p: Prepared, metrics: Metrics) -> AsyncIterator[tuple[Choice, Engi
 
 def record(metrics: Metrics, p: Prepared, started: float, first: float | None, count: int, tokens: int) -> None:
     """A finished stream's metrics (every route runs through here, streamed or not)."""
+    model, ended = p.served.name, time.perf_counter()
     if first is not None and count:  # mean inter-token latency of the stream, one observation
-        metrics.observe("smg_inter_token_latency_seconds", (time.perf_counter() - first) / count)
-    metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids))
-    metrics.inc("smg_completion_tokens_total", tokens)
+        metrics.observe("smg_inter_token_latency_seconds", (ended - first) / count, model=model)
+    metrics.observe("smg_e2e_latency_seconds", ended - started, model=model)
+    metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids), model=model)
+    metrics.inc("smg_completion_tokens_total", tokens, model=model)
     access = ACCESS.get()
     if access is not None:
         access.engine_stream(len(p.prompt_ids), tokens, first - started if first is not None else None)
