@@ -224,3 +224,41 @@ def test_jwt_issuer_configs_are_checked(issuers):
         from smg.auth import JwtIssuers
 
         JwtIssuers([JwtIssuerConfig(issuer="https://idp.example", jwks_file=path + ".missing")])
+
+
+def test_jwt_callers_have_rate_limits_by_name_from_the_issuer_or_their_token(issuers, tmp_path):
+    import asyncio
+
+    from smg.auth import JwtIssuers
+    from smg.config import JwtIssuerConfig
+    from smg.errors import Overloaded, Unauthorized
+    from smg.shared_state import SharedState
+
+    keys, path, _ = issuers
+    config = JwtIssuerConfig(issuer="https://idp.example", jwks_file=path, audience="smg", requests_per_minute=2)
+
+    def admitted(jwts, token, times):
+        count = 0
+        for i in range(times):
+            limits = asyncio.run(jwts[i % len(jwts)].caller(token)).limits
+            try:
+                limits.admit()
+                count += 1
+            except Overloaded:
+                pass
+        return count
+
+    one = JwtIssuers([config])
+    assert admitted([one], _token(keys, "file"), 4) == 2  # the issuer's rate, kept across requests
+    assert admitted([one], _token(keys, "file", sub="svc-b"), 4) == 2  # each caller its own buckets
+    assert admitted([one], _token(keys, "file", sub="svc-c", requests_per_minute=3), 5) == 3  # its token's
+    with pytest.raises(Unauthorized, match="positive integer"):
+        asyncio.run(one.caller(_token(keys, "file", sub="svc-d", tokens_per_minute="lots")))
+    assert asyncio.run(JwtIssuers([JwtIssuerConfig(issuer="https://idp.example", jwks_file=path, audience="smg")])
+                       .caller(_token(keys, "file"))).limits is None  # no rate anywhere: no limit
+    # two worker processes (two states on one file): the caller's rate is the server's
+    SharedState.create(str(tmp_path / "shared")).close()
+    states = [SharedState(str(tmp_path / "shared")) for _ in range(2)]
+    for state in states:
+        state.claim()
+    assert admitted([JwtIssuers([config], state) for state in states], _token(keys, "file", sub="svc-e"), 6) == 2

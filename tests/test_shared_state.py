@@ -90,3 +90,17 @@ def test_names_share_no_record_and_the_table_is_bounded(path):
     with state.locked():
         offsets = {state.record(f"gate {i}") for i in range(200)}
     assert len(offsets) == 200
+
+
+def test_buckets_past_the_table_reuse_the_stalest_slots_and_keep_the_busy_ones(path):
+    from smg.rate_limit import SharedTokenBucket
+    from smg.shared_state import BUCKETS, SharedBucket
+
+    state = opened(path)
+    hot = SharedTokenBucket(5, SharedBucket(state, "hot"))
+    assert all(hot.take() == 0 for _ in range(5)) and hot.take() > 0  # emptied
+    for i in range(BUCKETS + 5000):  # more callers than the table holds
+        SharedTokenBucket(60, SharedBucket(state, f"caller {i}")).take()
+        if i % 500 == 0:
+            hot.take()  # (used now and then: never the stalest)
+    assert hot.take() > 0  # still empty: its slot was not reused

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -156,10 +157,14 @@ class _Issuer:
 
 
 class JwtIssuers:
-    """The configured issuers, by ``iss``."""
+    """The configured issuers, by ``iss``; the rate limits of the callers their tokens name."""
 
-    def __init__(self, issuers: Sequence[JwtIssuerConfig]) -> None:
+    MAX_CALLERS = 100_000  # callers whose buckets are kept (the least recently seen forgotten)
+
+    def __init__(self, issuers: Sequence[JwtIssuerConfig], shared: SharedState | None = None) -> None:
         self._issuers = {config.issuer: _Issuer(config) for config in issuers}
+        self._shared = shared
+        self._limits: OrderedDict[tuple[str, str], KeyLimits] = OrderedDict()
 
     @staticmethod
     def looks_like_jwt(token: str) -> bool:
@@ -190,8 +195,29 @@ class JwtIssuers:
             raise Unauthorized(f"the token's {config.models_claim!r} claim must be a list of model names")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise Unauthorized(f"the token's {config.priority_claim!r} claim must be an integer")
-        return Caller(str(claims.get(config.name_claim, "")), frozenset(models) if models is not None else None,
-                      priority)
+        name = str(claims.get(config.name_claim, ""))
+        return Caller(name, frozenset(models) if models is not None else None, priority,
+                      limits=self._caller_limits(config, name, claims))
+
+    def _caller_limits(self, config: JwtIssuerConfig, name: str, claims: dict) -> KeyLimits | None:
+        """The caller's buckets (kept across its tokens), from the issuer's limits or its token's."""
+        rates = []
+        for claim, default in ((config.requests_per_minute_claim, config.requests_per_minute),
+                               (config.tokens_per_minute_claim, config.tokens_per_minute)):
+            value = claims.get(claim, default)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise Unauthorized(f"the token's {claim!r} claim must be a positive integer")
+            rates.append(value)
+        if not any(rates):
+            return None
+        key = (config.issuer, name)
+        limits = self._limits.get(key)
+        if limits is None or limits.rates != tuple(rates):  # (new, or its token grants other rates)
+            limits = self._limits[key] = KeyLimits(f"{name} ({config.issuer})", *rates, self._shared)
+            if len(self._limits) > self.MAX_CALLERS:
+                self._limits.popitem(last=False)
+        self._limits.move_to_end(key)
+        return limits
 
 
 class Callers:
@@ -200,7 +226,7 @@ class Callers:
     def __init__(self, keys: Sequence[ApiKeyConfig], issuers: Sequence[JwtIssuerConfig],
                  shared: SharedState | None = None) -> None:
         self.keys = ApiKeys(keys, shared)
-        self.issuers = JwtIssuers(issuers) if issuers else None
+        self.issuers = JwtIssuers(issuers, shared) if issuers else None
 
     async def caller(self, headers: Mapping[str, str]) -> Caller:
         token = sent_key(headers)

@@ -319,6 +319,12 @@ class JwtIssuerConfig(_Record, frozen=True):
     name_claim: str = "sub"
     models_claim: str = "models"  # a list of model names (absent: every model)
     priority_claim: str = "priority"
+    # rate limits per caller (its name claim), as an API key's; a token's claims of these names
+    # (integers) override them
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    requests_per_minute_claim: str = "requests_per_minute"
+    tokens_per_minute_claim: str = "tokens_per_minute"
 
     def __post_init__(self) -> None:
         if (self.jwks_file is None) == (self.jwks_url is None):
@@ -326,6 +332,9 @@ class JwtIssuerConfig(_Record, frozen=True):
         if not self.algorithms or any(a.upper().startswith("HS") or a.lower() == "none" for a in self.algorithms):
             raise ConfigError(f"JWT issuer {self.issuer!r}: algorithms are public-key ones (RS256, ES256, ...)")
         _number("JwtIssuerConfig", "leeway", self.leeway, 0)
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            if getattr(self, name) is not None:
+                _number("JwtIssuerConfig", name, getattr(self, name), 1, integer=True)
         _number("JwtIssuerConfig", "jwks_ttl", self.jwks_ttl, 1)
 
 

@@ -87,11 +87,12 @@ class KeyLimits:
     """One key's buckets (either may be None: no limit); ``shared``: the server's state, when its
     processes share the limits."""
 
-    __slots__ = ("name", "requests", "tokens")
+    __slots__ = ("name", "rates", "requests", "tokens")
 
     def __init__(self, name: str, requests_per_minute: int | None, tokens_per_minute: int | None,
                  shared: "SharedState | None" = None) -> None:
         self.name = name
+        self.rates = (requests_per_minute, tokens_per_minute)
         self.requests = self._bucket(f"{name}:requests", requests_per_minute, shared)
         self.tokens = self._bucket(f"{name}:tokens", tokens_per_minute, shared)
 

@@ -25,10 +25,14 @@ from smg.errors import SmgError
 
 ENV = "SMG_SHARED_STATE"
 MAX_PROCESSES = 256
-RECORDS = 1024  # gates and rate-limited keys a server may have
+RECORDS = 1024  # admission gates a server may have
+BUCKETS = 1 << 16  # rate-limit buckets (API keys, JWT subjects); past them the stalest is reused
 _WORD = 8
-_RECORD = _WORD * (1 + MAX_PROCESSES)  # the name's hash, then one word per process (or a bucket's values)
-_SIZE = _RECORD * (RECORDS + 1)  # record 0: the pid of each column's process
+_RECORD = _WORD * (1 + MAX_PROCESSES)  # the name's hash, then one word per process
+_BUCKET = 4 * _WORD  # the name's hash, the level, the last refill time, a word spare
+_BUCKETS_AT = _RECORD * (RECORDS + 1)  # record 0: the pid of each column's process
+_SIZE = _BUCKETS_AT + _BUCKET * BUCKETS
+_PROBES = 16  # bucket slots looked at for a name before the stalest of them is reused
 
 
 def _hash(name: str) -> int:
@@ -126,7 +130,28 @@ class SharedState:
                     self._set(offset, 0, key, "<Q")
                 self._offsets[name] = offset
                 return offset
-        raise SmgError(f"the shared state {self.path} is full ({RECORDS} gates and rate-limited keys)")
+        raise SmgError(f"the shared state {self.path} is full ({RECORDS} admission gates)")
+
+    def bucket(self, name: str) -> int:
+        """The offset of ``name``'s bucket (call it holding the lock): its slot, a free one, or
+        (all ``_PROBES`` taken) the one refilled longest ago, which starts anew as ``name``'s."""
+        key = _hash(name)
+        start = key % BUCKETS
+        stalest, oldest = None, float("inf")
+        for probe in range(_PROBES):
+            offset = _BUCKETS_AT + ((start + probe) % BUCKETS) * _BUCKET
+            found = self._word(offset, 0, "<Q")
+            if found == key:
+                return offset
+            if not found:
+                stalest = offset
+                break
+            stamp = self._word(offset, 2, "<d")
+            if stamp < oldest:
+                stalest, oldest = offset, stamp
+        self._map[stalest:stalest + _BUCKET] = bytes(_BUCKET)
+        self._set(stalest, 0, key, "<Q")
+        return stalest
 
 
 class SharedSlots:
@@ -162,8 +187,8 @@ class SharedSlots:
 
 
 class SharedBucket:
-    """A token bucket's level and last refill time, kept in the shared file (words 1 and 2 of its
-    record; word 3 marks it filled once)."""
+    """A token bucket's level and last refill time, kept in the shared file's bucket region (a new
+    bucket, or one whose slot was reused, starts full)."""
 
     def __init__(self, state: SharedState, name: str) -> None:
         self.state, self.name = state, "bucket:" + name
@@ -173,15 +198,13 @@ class SharedBucket:
         """``[level, stamp]`` under the lock; what the caller leaves in the list is stored."""
         state = self.state
         with state.locked():
-            record = state.record(self.name)
-            if not state._word(record, 3, "<d"):
-                values = [capacity, time.monotonic()]  # (CLOCK_MONOTONIC: one clock for every process)
-                state._set(record, 3, 1.0, "<d")
-            else:
-                values = [state._word(record, 1, "<d"), state._word(record, 2, "<d")]
+            offset = state.bucket(self.name)
+            stamp = state._word(offset, 2, "<d")
+            # (CLOCK_MONOTONIC: one clock for every process; 0: a bucket new here)
+            values = [state._word(offset, 1, "<d"), stamp] if stamp else [capacity, time.monotonic()]
             yield values
-            state._set(record, 1, values[0], "<d")
-            state._set(record, 2, values[1], "<d")
+            state._set(offset, 1, values[0], "<d")
+            state._set(offset, 2, values[1], "<d")
 
 
 _current: SharedState | None = None
