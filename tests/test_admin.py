@@ -47,6 +47,8 @@ def test_the_admin_key_opens_it_and_api_keys_do_not(served):
     listed = httpx.get(base + "/admin/models", headers=ADMIN).json()["data"]
     assert [m["name"] for m in listed] == ["alpha"] and listed[0]["policy"] == "CacheAware"
     assert listed[0]["workers"][0]["healthy"] is True
+    routing = listed[0]["routing"]  # the policy's own state (one worker: nothing recorded yet)
+    assert routing["tree_tokens"] == 0 and routing["routing_keys"] == 0
     off = httpx.get(open_base + "/admin/models", headers=ADMIN)
     assert off.status_code == 404 and "admin API is off" in off.json()["error"]["message"]
 
@@ -66,8 +68,9 @@ def test_models_and_workers_added_drained_and_removed_while_serving(served):
     # drain the first worker while a stream runs on it: the stream finishes, then the worker goes
     lines = []
     reader = stream_in_thread(base, "alpha", 60, lines, {"authorization": "Bearer sk-app"})
-    busy = next(w["url"] for w in httpx.get(base + "/admin/models", headers=ADMIN).json()["data"][0]["workers"]
-                if w["in_flight"])
+    alpha = httpx.get(base + "/admin/models", headers=ADMIN).json()["data"][0]
+    busy = next(w["url"] for w in alpha["workers"] if w["in_flight"])
+    assert alpha["routing"]["tree_tokens_by_worker"][busy] > 0  # two workers: the tree records the route
     drained = httpx.delete(base + "/admin/models/alpha/workers", params={"url": busy}, headers=ADMIN, timeout=30)
     reader.join(30)
     assert drained.json() == {"url": busy, "removed": True} and "data: [DONE]" in lines

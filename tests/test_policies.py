@@ -279,3 +279,25 @@ def test_cache_aware_processes_of_one_server_learn_each_others_routes(tmp_path):
         assert not list(tmp_path.iterdir())  # each end removed its socket
 
     asyncio.run(main())
+
+
+def test_stateful_policies_report_what_they_keep():
+    from smg.policies.base import ReportsState
+
+    pool = workers(3)
+    for name in ("cache_aware", "kv_events", "manual", "bucket"):
+        policy = make_policy(name, RoutingConfig())
+        assert isinstance(policy, ReportsState)
+        for seed in range(6):
+            route(policy, RequestView(prompt(seed, 50 + 10 * seed), f"user-{seed % 2}"), pool)
+        state = policy.state()
+        if name in ("cache_aware", "kv_events"):
+            assert state["tree_tokens"] == sum(state["tree_tokens_by_worker"].values()) > 0
+            assert state["routing_keys"] == 2 and sum(state["routing_keys_by_worker"].values()) == 2
+        if name == "kv_events":
+            assert state["kv_index"]["workers"] == {}  # (no engine reported events here)
+        if name == "manual":
+            assert state == {"routing_keys": 2, "routing_keys_by_worker": state["routing_keys_by_worker"]}
+        if name == "bucket":
+            assert len(state["band_bounds"]) == 2 and state["recent_prompts"] == 6
+    assert not isinstance(make_policy("round_robin", RoutingConfig()), ReportsState)

@@ -20,6 +20,7 @@ import msgspec
 
 from smg.api.base import HttpRequest, Reply, json_reply
 from smg.errors import InvalidRequest, TokenizerLoadError
+from smg.policies.base import ReportsState
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
@@ -30,8 +31,10 @@ ADMIN = True  # (smg.api.Router: these routes take the admin key, not an API key
 
 def _model_state(model: "ServedModel") -> dict:
     pool = model.pool
+    policy = pool.policy
     return {"name": model.name, "aliases": list(model.aliases), "adapters": sorted(model.adapters),
-            "policy": type(pool.policy).__name__, "workers": pool.stats()}
+            "policy": type(policy).__name__, "workers": pool.stats(),
+            "routing": policy.state() if isinstance(policy, ReportsState) else {}}
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

@@ -58,6 +58,13 @@ class KvEventConsumer(Protocol):
     kv_index: Any
 
 
+@runtime_checkable
+class ReportsState(Protocol):
+    """A policy that can say what it keeps (the admin API shows it): a JSON-able dict."""
+
+    def state(self) -> dict: ...
+
+
 class BasePolicy:
     """No-op hooks, for policies that keep no state about requests."""
 

@@ -27,6 +27,10 @@ class Bucket(BasePolicy):
         self._bounds: list[int] = []
         self._stale = 0  # prompts seen since the bands were drawn
 
+    def state(self) -> dict:
+        """The prompt-length bands (upper bounds, in worker URL order) and the window they come from."""
+        return {"band_bounds": list(self._bounds), "recent_prompts": len(self._lengths)}
+
     def bounds(self, count: int) -> list[int]:
         """The ``count - 1`` lengths that split the recent prompts into equal bands."""
         recent = sorted(self._lengths)

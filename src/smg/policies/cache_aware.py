@@ -53,6 +53,16 @@ class StickyKeys:
         if len(self._urls) > self.limit:
             self._urls.popitem(last=False)
 
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    def pinned(self) -> dict[str, int]:
+        """Keys pinned per worker URL."""
+        counts: dict[str, int] = {}
+        for url in self._urls.values():
+            counts[url] = counts.get(url, 0) + 1
+        return counts
+
     def drop_url(self, url: str) -> None:
         for key in [k for k, u in self._urls.items() if u == url]:
             del self._urls[key]
@@ -161,6 +171,13 @@ class CacheAware(BasePolicy):
                 self.share(request.token_ids, worker.url)
         if request.routing_key is not None:
             self._keys.pin(request.routing_key, worker.url)
+
+    def state(self) -> dict:
+        """The prefix tree (tokens it records per worker, its nodes) and the pinned routing keys."""
+        return {"tree_nodes": self.tree.node_count, "tree_tokens": self.tree.size,
+                "tree_tokens_by_worker": {url: self.tree.tenant_tokens(tenant) for url, tenant in self._tenants.items()},
+                "routing_keys": len(self._keys), "routing_keys_by_worker": self._keys.pinned(),
+                "routes_shared_with_sibling_processes": self.share is not None}
 
     def learn(self, token_ids: Sequence[int], url: str) -> None:
         """A route a sibling process made (``smg serve --workers N``): recorded as if made here."""

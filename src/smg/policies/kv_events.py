@@ -26,6 +26,10 @@ class KvEvents(CacheAware):
         super().__init__(config, seed)
         self.kv_index = KvIndex()
 
+    def state(self) -> dict:
+        """The approximate tree's (for workers without events), and what the engines' events say."""
+        return {**super().state(), "kv_index": self.kv_index.summary()}
+
     def _matched(self, tokens: Sequence[int], workers: Sequence[W]) -> tuple[int, list[int]]:
         index = self.kv_index
         self._index.update(workers)

@@ -40,6 +40,11 @@ class KvIndex:
         self._holders: dict[int, set[str]] = {}  # content hash -> URLs of the workers holding it
         self.block_size = 0  # learnt from the first stored block (a model's workers share it)
 
+    def summary(self) -> dict:
+        """Per worker: whether its event history is whole (live) and the blocks it holds."""
+        return {"block_size": self.block_size, "distinct_blocks": len(self._holders),
+                "workers": {url: {"state": w.state, "blocks": len(w.ours)} for url, w in self._workers.items()}}
+
     def state(self, url: str) -> str | None:
         worker = self._workers.get(url)
         return worker.state if worker is not None else None

@@ -20,6 +20,9 @@ class Manual(BasePolicy):
         self.keys = StickyKeys(self.config.max_routing_keys)
         self._rng = random.Random(seed)
 
+    def state(self) -> dict:
+        return {"routing_keys": len(self.keys), "routing_keys_by_worker": self.keys.pinned()}
+
     def select(self, request: RequestView, workers: Sequence[W]) -> W:
         require_workers(workers)
         if request.routing_key is not None:
