@@ -1,7 +1,8 @@
-"""Workers found while serving (smg.discovery): a watched file and DNS. Real reference engines on
-127.0.0.x (the whole 127/8 is loopback), a real gateway; DNS through the system resolver for
-`localhost`, and through a resolver function where a name must change its answers (no DNS
-server runs here)."""
+"""Workers found while serving (smg.discovery): a watched file, DNS, Kubernetes pods. Real
+reference engines on 127.0.0.x (the whole 127/8 is loopback), a real gateway; DNS through the
+system resolver for `localhost`, and through a resolver function where a name must change its
+answers (no DNS server runs here); the Kubernetes API as a protocol fake over HTTP (no API server
+runs here)."""
 import asyncio
 import json
 import logging
@@ -118,7 +119,7 @@ def test_the_system_resolver_and_the_config_checks():
     source = DnsSource(DiscoveryConfig(kind="dns", name="localhost", port=30000))
     assert "grpc://127.0.0.1:30000" in {f.url for f in run(source.look())}
     for bad in ({"kind": "zookeeper"}, {"kind": "file"}, {"kind": "dns", "name": "x"},
-                {"kind": "dns", "name": "x", "port": 1, "role": "leader"}):
+                {"kind": "dns", "name": "x", "port": 1, "role": "leader"}, {"kind": "kubernetes"}):
         with pytest.raises(ConfigError):
             DiscoveryConfig(**bad)
 
@@ -131,3 +132,131 @@ def test_a_worker_file_entry_is_checked(tmp_path):
     path.write_text('[[workers]]\nurl = "grpc://10.0.0.1:30000"\nrole = "leader"\n')
     with pytest.raises(ConfigError, match="role must be one of"):
         run(FileSource(str(path)).look())
+
+
+class FakeKubernetes:
+    """The two calls of the Kubernetes API a pod watcher makes, on 127.0.0.1: list pods (by label
+    selector) and watch them from a resourceVersion (JSON lines, chunked). A protocol fake: no API
+    server runs here. It checks the bearer token and the selector."""
+
+    def __init__(self, token: str) -> None:
+        import http.server
+        import queue
+        import threading
+
+        self.token, self.pods, self.version, self.watches = token, {}, 1, []
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                from urllib.parse import parse_qs, urlparse
+
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                fake.requests.append(self.path)
+                if (self.headers.get("authorization") != f"Bearer {fake.token}"
+                        or url.path != "/api/v1/namespaces/serving/pods" or query.get("labelSelector") != "app=sglang"):
+                    body = b'{"kind": "Status", "code": 403}'
+                    self.send_response(403)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if query.get("watch") != "1":
+                    body = json.dumps({"kind": "PodList", "metadata": {"resourceVersion": str(fake.version)},
+                                       "items": list(fake.pods.values())}).encode()
+                    self.send_response(200)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                events = queue.Queue()
+                fake.watches.append(events)
+                self.send_response(200)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                while True:
+                    event = events.get()
+                    if event is None:
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    line = json.dumps(event).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(line), line))
+                    self.wfile.flush()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    @staticmethod
+    def pod(name: str, ip: str, port: int, ready: bool = True) -> dict:
+        return {"metadata": {"name": name, "annotations": {"smg.ai/port": str(port)}},
+                "status": {"phase": "Running" if ready else "Pending", "podIP": ip,
+                           "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    def change(self, kind: str, pod: dict) -> None:
+        self.version += 1
+        if kind == "DELETED":
+            self.pods.pop(pod["metadata"]["name"], None)
+        else:
+            self.pods[pod["metadata"]["name"]] = pod
+        for watch in self.watches:
+            watch.put({"type": kind, "object": pod})
+
+    def expire_watches(self) -> None:
+        """As an API server does when a watch's version is too old: an ERROR event (410)."""
+        for watch in self.watches:
+            watch.put({"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}})
+            watch.put(None)
+        self.watches.clear()
+
+    def close(self) -> None:
+        for watch in self.watches:
+            watch.put(None)
+        self.server.shutdown()
+
+
+def test_kubernetes_pods_by_label_are_watched_into_the_pool(llama, llama_dir, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("service-account-token\n")
+    api = FakeKubernetes("service-account-token")
+
+    async def main():
+        servers = [ReferenceEngine(llama, model_id="m").server() for _ in range(3)]
+        port = await servers[0].start("127.0.0.2", 0)
+        for server, host in zip(servers[1:], ("127.0.0.3", "127.0.0.4")):
+            await server.start(host, port)
+        api.change("ADDED", api.pod("sglang-a", "127.0.0.2", port))
+        api.change("ADDED", api.pod("sglang-b", "127.0.0.3", port, ready=False))
+        gw = gateway(llama_dir, [DiscoveryConfig(kind="kubernetes", namespace="serving", label_selector="app=sglang",
+                                                 api_server=api.url, token_file=str(token), interval=0.05)])
+        async with gw:
+            assert set(urls(gw)) == {f"grpc://127.0.0.2:{port}"}  # the ready pod, before serving
+            assert await chat(gw)
+            await until(lambda: api.watches)
+            api.change("MODIFIED", api.pod("sglang-b", "127.0.0.3", port))  # became ready
+            await until(lambda: set(urls(gw)) == {f"grpc://127.0.0.2:{port}", f"grpc://127.0.0.3:{port}"})
+            api.change("DELETED", api.pod("sglang-a", "127.0.0.2", port))  # drained
+            await until(lambda: set(urls(gw)) == {f"grpc://127.0.0.3:{port}"})
+            # the watch expires while a pod comes: the source lists again, and finds it
+            api.expire_watches()
+            api.pods["sglang-c"] = api.pod("sglang-c", "127.0.0.4", port)
+            await until(lambda: set(urls(gw)) == {f"grpc://127.0.0.3:{port}", f"grpc://127.0.0.4:{port}"})
+            await until(lambda: all(urls(gw).values()))
+            assert await chat(gw)
+        for server in servers:
+            await server.stop(None)
+
+    try:
+        run(main())
+    finally:
+        api.close()
+    lists = [r for r in api.requests if "watch=1" not in r]
+    assert len(lists) == 2 and all("labelSelector=app%3Dsglang" in r for r in api.requests)

@@ -154,6 +154,11 @@ def _serve_config(args: argparse.Namespace):
         if not sep or not name or not port.isdigit():
             raise ConfigError(f"--worker-dns takes NAME:PORT, got {spec!r}")
         sources.append({"kind": "dns", "name": name, "port": int(port)})
+    for spec in args.worker_pods:
+        namespace, sep, selector = spec.partition("/")
+        if not sep or not namespace or not selector:
+            raise ConfigError(f"--worker-pods takes NAMESPACE/LABEL_SELECTOR, got {spec!r}")
+        sources.append({"kind": "kubernetes", "namespace": namespace, "label_selector": selector})
     if sources:
         values["discovery"] = [*values.get("discovery", []), *sources]
     # API keys add to the file's: --api-key KEY (named key-1, key-2, ...) and --api-keys-file
@@ -199,7 +204,8 @@ def _serve(args: argparse.Namespace) -> int:
     from smg.supervisor import READY_LINE, die_with_supervisor, reuse_port_socket, worker_count
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if not (args.demo or args.worker or args.prefill or args.config or args.worker_file or args.worker_dns):
+    if not (args.demo or args.worker or args.prefill or args.config or args.worker_file or args.worker_dns
+            or args.worker_pods):
         print("error: give --worker grpc://HOST:PORT (repeatable), --prefill and --decode workers, --worker-file, "
               "--worker-dns, --config FILE, or --demo", file=sys.stderr)
         return 2
@@ -386,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--worker-dns", action="append", default=[], metavar="NAME:PORT",
                      help="workers at every address NAME resolves to (a Kubernetes headless service), resolved "
                           "every 10 s (repeatable)")
+    srv.add_argument("--worker-pods", action="append", default=[], metavar="NAMESPACE/SELECTOR",
+                     help="workers in the Kubernetes pods a label selector picks (e.g. serving/app=sglang), "
+                          "watched through the API with the pod's service account; each pod's port from its "
+                          "smg.ai/port annotation (repeatable)")
     srv.add_argument("--prefill", action="append", default=[],
                      help="prefill worker grpc://HOST:PORT of disaggregated serving (repeatable; with --decode)")
     srv.add_argument("--decode", action="append", default=[],

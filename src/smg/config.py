@@ -227,7 +227,7 @@ class McpServerConfig(_Record, frozen=True):
             raise ConfigError(f"mcp server {self.label!r}: url must be http(s)://, got {self.url!r}")
 
 
-DISCOVERY_KINDS = ("file", "dns")
+DISCOVERY_KINDS = ("file", "dns", "kubernetes")
 WORKER_ROLES = ("regular", "prefill", "decode")
 
 
@@ -237,7 +237,8 @@ class DiscoveryConfig(_Record, frozen=True):
     ``file``: ``path`` to a JSON or TOML file listing workers (``{"workers": [{"url", "model",
     "role", "engine"}]}`` or the bare list), read again when it changes. ``dns``: ``name`` resolved
     every ``interval`` seconds, each address a worker on ``port`` of ``model`` (a Kubernetes
-    headless service's name, say)."""
+    headless service's name, say). ``kubernetes``: the ready pods ``label_selector`` selects in
+    ``namespace``, watched."""
 
     kind: str
     path: str | None = None
@@ -246,7 +247,14 @@ class DiscoveryConfig(_Record, frozen=True):
     model: str | None = None  # dns: the model its workers serve (default: the gateway's first)
     role: str = "regular"  # dns: regular, prefill or decode
     engine: str | None = None  # dns: the engine protocol (default: the model's)
-    interval: float | None = None  # seconds between looks (default: file 1, dns 10)
+    interval: float | None = None  # seconds between looks (default: file 1, dns 10, kubernetes 1)
+    # kubernetes: pods of namespace selected by label_selector, their port from the annotation
+    # (else port); the API server and token of the pod's service account, unless given
+    namespace: str = "default"
+    label_selector: str | None = None
+    port_annotation: str = "smg.ai/port"
+    api_server: str | None = None
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DISCOVERY_KINDS:
@@ -255,6 +263,8 @@ class DiscoveryConfig(_Record, frozen=True):
             raise ConfigError("file discovery needs a path")
         if self.kind == "dns" and (not self.name or self.port is None):
             raise ConfigError("dns discovery needs a name and a port")
+        if self.kind == "kubernetes" and not self.label_selector:
+            raise ConfigError("kubernetes discovery needs a label_selector (app=sglang, say)")
         if self.port is not None:
             _number("DiscoveryConfig", "port", self.port, 1, 65535, integer=True)
         if self.role not in WORKER_ROLES:

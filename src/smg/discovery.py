@@ -1,5 +1,6 @@
-"""Engine workers found while serving: from a watched file, or from DNS (``discovery`` in the
-config; ``smg serve --worker-file PATH``, ``--worker-dns NAME:PORT``).
+"""Engine workers found while serving: from a watched file, DNS, or the Kubernetes API
+(``discovery`` in the config; ``smg serve --worker-file PATH``, ``--worker-dns NAME:PORT``,
+``--worker-pods NAMESPACE/SELECTOR``).
 
 Each source is looked at every ``interval`` seconds and gives the set of workers it lists now.
 Against the set it gave before:
@@ -15,6 +16,7 @@ set: a typo, or a DNS hiccup, drains nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("smg.discovery")
 
-DEFAULT_INTERVALS = {"file": 1.0, "dns": 10.0}
+DEFAULT_INTERVALS = {"file": 1.0, "dns": 10.0, "kubernetes": 1.0}
 
 
 class Found(NamedTuple):
@@ -119,8 +121,128 @@ class DnsSource:
                 for a in addresses}
 
 
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class KubernetesSource:
+    """Pods of a namespace selected by labels (the Kubernetes API: a list, then a watch of its
+    changes, listed again when the watch ends or fails). A pod is a worker while it is Running,
+    Ready and has an IP; its port is its ``port_annotation``'s value, else ``port``. Its model,
+    role and engine are the config's, or the pod's ``smg.ai/model``, ``smg.ai/role`` and
+    ``smg.ai/engine`` annotations. In a cluster it finds the API server and its credentials as
+    every pod does (``KUBERNETES_SERVICE_HOST``, the service account's token and CA); outside,
+    ``api_server`` and ``token_file``."""
+
+    def __init__(self, config: DiscoveryConfig) -> None:
+        self.config = config
+        self.pods: dict[str, Found] = {}  # pod name -> worker
+        self._synced = False
+        self._failure: str | None = None
+        self._watcher: asyncio.Task | None = None
+
+    def describe(self) -> str:
+        return f"Kubernetes pods {self.config.label_selector!r} in {self.config.namespace}"
+
+    async def look(self) -> set[Found]:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="smg-discovery-kubernetes")
+            while not self._synced and self._failure is None:  # (the first look waits for the first list)
+                await asyncio.sleep(0.02)
+        if not self._synced:
+            raise SmgError(self._failure or "not listed yet")
+        return set(self.pods.values())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+    def _client(self):
+        import httpx
+
+        config = self.config
+        server = config.api_server
+        verify: object = True
+        token_file = config.token_file
+        if server is None:
+            host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise SmgError("not in a Kubernetes cluster: give the discovery entry an api_server")
+            server = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+            token_file = token_file or f"{SERVICE_ACCOUNT}/token"
+            verify = f"{SERVICE_ACCOUNT}/ca.crt"
+        headers = {}
+        if token_file:
+            with open(token_file, encoding="utf-8") as handle:  # (read anew at each list: tokens rotate)
+                headers["authorization"] = f"Bearer {handle.read().strip()}"
+        return httpx.AsyncClient(base_url=server, headers=headers, verify=verify, timeout=httpx.Timeout(10, read=None))
+
+    def _found(self, pod: dict) -> Found | None:
+        config, meta, status = self.config, pod.get("metadata", {}), pod.get("status", {})
+        annotations = meta.get("annotations") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ())
+        address = status.get("podIP")
+        if status.get("phase") != "Running" or not ready or not address or meta.get("deletionTimestamp"):
+            return None
+        port = annotations.get(config.port_annotation) or config.port
+        if port is None or not str(port).isdigit():
+            log.warning("pod %s has no port (annotation %s)", meta.get("name"), config.port_annotation)
+            return None
+        host = f"[{address}]" if ":" in address else address
+        return Found(annotations.get("smg.ai/model", config.model), f"grpc://{host}:{port}",
+                     annotations.get("smg.ai/role", config.role), annotations.get("smg.ai/engine", config.engine))
+
+    async def _watch(self) -> None:
+        import httpx
+
+        path = f"/api/v1/namespaces/{self.config.namespace}/pods"
+        backoff = 1.0
+        while True:
+            try:
+                async with self._client() as client:
+                    params = {"labelSelector": self.config.label_selector}
+                    listed = await client.get(path, params=params)
+                    listed.raise_for_status()
+                    body = listed.json()
+                    pods = {}
+                    for pod in body.get("items") or ():
+                        found = self._found(pod)
+                        if found is not None:
+                            pods[pod["metadata"]["name"]] = found
+                    self.pods, self._synced, self._failure, backoff = pods, True, None, 1.0
+                    params |= {"watch": "1", "resourceVersion": body["metadata"]["resourceVersion"],
+                               "allowWatchBookmarks": "true"}
+                    async with client.stream("GET", path, params=params) as events:
+                        events.raise_for_status()
+                        async for line in events.aiter_lines():
+                            if line.strip():
+                                self._event(json.loads(line))
+            except asyncio.CancelledError:
+                raise
+            except (httpx.HTTPError, OSError, ValueError, KeyError, SmgError) as exc:
+                self._failure = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: %s; listing again in %g s", self.describe(), self._failure, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(30.0, backoff * 2)
+
+    def _event(self, event: dict) -> None:
+        kind, pod = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":  # (410 Gone: the version is too old to watch from; list again)
+            raise SmgError(f"the watch ended: {pod.get('message', pod)}")
+        name = (pod.get("metadata") or {}).get("name")
+        if kind not in ("ADDED", "MODIFIED", "DELETED") or not name:
+            return  # (BOOKMARK)
+        found = self._found(pod) if kind != "DELETED" else None
+        if found is None:
+            self.pods.pop(name, None)
+        else:
+            self.pods[name] = found
+
+
 def make_source(config: DiscoveryConfig) -> WorkerSource:
-    return FileSource(config.path) if config.kind == "file" else DnsSource(config)
+    if config.kind == "file":
+        return FileSource(config.path)
+    return DnsSource(config) if config.kind == "dns" else KubernetesSource(config)
 
 
 class Discovery:
@@ -149,6 +271,9 @@ class Discovery:
         for task in (*self._tasks, *self._draining):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._draining, return_exceptions=True)
+        for source, _ in self.sources:
+            if isinstance(source, KubernetesSource):
+                await source.close()
 
     async def _watch(self, source: WorkerSource, interval: float, mine: dict[Found, str]) -> None:
         while True:
