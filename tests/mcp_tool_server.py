@@ -1,8 +1,8 @@
 """A real MCP server (the ``mcp`` SDK's ``MCPServer``) for the MCP tests and benchmark, run as its
 own process: ``python tests/mcp_tool_server.py stdio`` or ``... http PORT`` (streamable HTTP at
 ``/mcp``) or ``... sse PORT`` (``/sse``). ``--label NAME`` names the server (tool outputs carry
-it, so a test can tell two servers apart); ``--cancel-log FILE`` gets a line for each ``slow``
-call that was cancelled."""
+it, so a test can tell two servers apart); ``--cancel-log FILE`` gets a line when a ``slow`` call
+starts, and when one is cancelled."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,9 @@ def build(label: str, cancel_log: str | None) -> MCPServer:
     @server.tool()
     async def slow(seconds: float) -> str:
         """Sleeps, then answers."""
+        if cancel_log:
+            with open(cancel_log, "a") as log:
+                log.write(f"started {seconds}\n")
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:

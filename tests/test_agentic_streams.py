@@ -44,9 +44,27 @@ def setup():
     stack.close()
 
 
+class _Scripted:
+    """An engine stream (as WorkerPool.generate returns) of scripted outputs, on no worker."""
+
+    call = worker = None
+
+    def __init__(self, outputs) -> None:
+        self._outputs = outputs
+
+    def __aiter__(self):
+        return self._outputs
+
+    async def aclose(self) -> None:
+        await self._outputs.aclose()
+
+    def pushable(self):
+        return None
+
+
 def _chunked(ids, sizes):
     """The script's ids as engine messages of the given sizes (cycled), then the finish."""
-    async def generate(request):
+    async def outputs():
         at, k = 0, 0
         while at < len(ids):
             size = sizes[k % len(sizes)]
@@ -54,7 +72,7 @@ def _chunked(ids, sizes):
             at, k = at + size, k + 1
         yield EngineOutput(0, [], finished=True, finish_reason="stop")
 
-    return generate
+    return lambda request: _Scripted(outputs())
 
 
 def _events(sse: bytes):

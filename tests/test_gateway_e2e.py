@@ -165,10 +165,13 @@ def test_models_health_metrics(demo):
 
     model = '{model="smg-demo"}'
     assert value("smg_completion_tokens_total" + model) >= 8 and value("smg_prompt_tokens_total" + model) > 0
-    assert value("smg_inter_token_latency_seconds_count" + model) >= 1  # per-token latency, one per stream
-    assert value("smg_e2e_latency_seconds_count" + model) >= 2 and value("smg_retries_total" + model) == 0
+    worker = next(line.split('worker="')[1].split('"')[0] for line in metrics.splitlines()
+                  if line.startswith("smg_worker_healthy{"))
+    by_worker = f'{{model="smg-demo",worker="{worker}"}}'
+    assert value("smg_inter_token_latency_seconds_count" + by_worker) >= 1  # per-token latency, one per stream
+    assert value("smg_e2e_latency_seconds_count" + by_worker) >= 2 and value("smg_retries_total" + model) == 0
     assert value('smg_responses_total{status="200"}') >= 2
-    assert 'smg_time_to_first_token_seconds_bucket{le="0.005",model="smg-demo"}' in metrics
+    assert f'smg_time_to_first_token_seconds_bucket{{le="0.005",model="smg-demo",worker="{worker}"}}' in metrics
     assert 'smg_worker_consecutive_failures{model="smg-demo",worker=' in metrics
 
 

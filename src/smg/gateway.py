@@ -356,8 +356,10 @@ class Gateway:
         m.describe("smg_request_errors_total", "counter", "Requests that ended in an error, by type.")
         m.describe("smg_prompt_tokens_total", "counter", "Prompt tokens sent to engines, by model.")
         m.describe("smg_completion_tokens_total", "counter", "Completion tokens returned to clients.")
-        m.describe("smg_time_to_first_token_seconds", "histogram", "Time from dispatch to the first token, by model.")
-        m.describe("smg_inter_token_latency_seconds", "histogram", "Mean time between tokens, per stream.")
+        m.describe("smg_time_to_first_token_seconds", "histogram",
+                   "Time from dispatch to the first token, by model and worker.")
+        m.describe("smg_inter_token_latency_seconds", "histogram",
+                   "Mean time between tokens, one per stream, by model and worker.")
         m.describe("smg_tokenizer_cache_hits_total", "counter", "Tokenizer cache hits by level.")
         m.describe("smg_tokenizer_cache_misses_total", "counter", "Tokenizer cache misses by level.")
         m.describe("smg_client_disconnects_total", "counter", "Streams whose client went away (engine aborted).")
@@ -372,7 +374,7 @@ class Gateway:
                    multiprocess_mode="livemax")
         m.describe("smg_retries_total", "counter", "Requests tried again on another worker (nothing sent yet).")
         m.describe("smg_responses_total", "counter", "Responses by HTTP status (a stream counts at its start).")
-        m.describe("smg_e2e_latency_seconds", "histogram", "From the engine dispatch to a stream's end, by model.")
+        m.describe("smg_e2e_latency_seconds", "histogram", "From the engine dispatch to a stream's end, by model and worker.")
 
     def _gauges(self):
         for served in self.models:

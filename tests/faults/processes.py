@@ -2,6 +2,7 @@
 ``smg serve``, each started, signalled and stopped as an operator's would be."""
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -148,3 +149,25 @@ class GoodTraffic:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(60)
+
+
+def stream(base: str, max_tokens: int) -> tuple[str, float, str]:
+    """One streamed chat, read raw: ("ok" | "error event" | what went wrong, seconds it took, the
+    error's message when there was one)."""
+    started = time.monotonic()
+    body = {"model": "smg-reference", "stream": True, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "Tell me a story."}]}
+    try:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as reply:
+            if reply.status_code != 200:
+                error = json.loads(reply.read())["error"]  # an error status carries the API's error body
+                return f"status {reply.status_code}", time.monotonic() - started, error["message"]
+            events = [line[6:] for line in reply.iter_lines() if line.startswith("data: ")]
+    except httpx.HTTPError as exc:
+        return "cut", time.monotonic() - started, repr(exc)
+    took = time.monotonic() - started
+    if events and events[-1] == "[DONE]" and '"error"' not in events[-2]:
+        return "ok", took, ""
+    if events and '"error"' in events[-1]:
+        return "error event", took, json.loads(events[-1])["error"]["message"]
+    return "cut without an error", took, repr(events[-2:])

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 
 from smg import _ext
-from smg.engines.h2 import H2Channel
+from smg.engines.h2 import H2Channel, ResponseRefused
 from smg.errors import EngineError, EngineUnavailable, InvalidRequest, RequestAborted, SmgError
 
 CONSTRAINTS = ("json_schema", "regex", "ebnf", "structural_tag", "json_object")
@@ -176,6 +176,8 @@ def map_rpc_error(exc: grpc.aio.AioRpcError | grpc.RpcError, url: str = "") -> S
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else str(exc)) or code.name
     where = f" ({url})" if url else ""
+    if isinstance(exc, ResponseRefused):  # (over smg's limits: this response's fault, not the worker's)
+        return EngineError(f"engine error{where}: {code.name}: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return EngineUnavailable(f"engine unavailable{where}: {code.name}: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.FAILED_PRECONDITION):

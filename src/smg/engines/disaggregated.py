@@ -128,6 +128,7 @@ class DisaggregatedPool:
         for side, worker in halves:
             side.policy.on_routed(view, worker)
             worker.in_flight += 1
+        stream.worker = decode  # (the half that streams the tokens)
         prefill_call = prefill.adapter.call_generate(prefill.adapter.build(half), timeout)
         decode_call = decode.adapter.call_generate(decode.adapter.build(half), timeout, request.stream)
         prefill_done = asyncio.ensure_future(_drain(prefill_call))

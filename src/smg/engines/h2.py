@@ -85,6 +85,11 @@ class H2RpcError(grpc.RpcError):
         return self._details
 
 
+class ResponseRefused(H2RpcError):
+    """A response this client refused (a message or headers over its limits): that stream's
+    failure, not a sign of the engine's health (the worker stays in rotation)."""
+
+
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     n = len(payload)
     return _frame_header.pack(n >> 8, n & 0xFF, kind, flags, stream_id) + payload
@@ -241,9 +246,9 @@ class StreamCall:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _end(self, code: grpc.StatusCode, details: str) -> None:
+    def _end(self, code: grpc.StatusCode, details: str, error: type[H2RpcError] = H2RpcError) -> None:
         if self._status is None:
-            self._status = H2RpcError(code, details)
+            self._status = error(code, details)
             if self._timer is not None:
                 self._timer.cancel()
             if self._connection is not None:
@@ -261,7 +266,8 @@ class StreamCall:
                 self._fail_stream(grpc.StatusCode.INTERNAL, "compressed message, but no compression was offered")
                 return
             if length > MAX_MESSAGE:
-                self._fail_stream(grpc.StatusCode.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit")
+                self._fail_stream(grpc.StatusCode.RESOURCE_EXHAUSTED, f"message of {length} bytes is over the limit",
+                                  ResponseRefused)
                 return
             if len(pending) < 5 + length:
                 break
@@ -278,10 +284,10 @@ class StreamCall:
         self._connection, self.id, self._unsent = None, 0, b""
         self._wake()
 
-    def _fail_stream(self, code: grpc.StatusCode, details: str) -> None:
+    def _fail_stream(self, code: grpc.StatusCode, details: str, error: type[H2RpcError] = H2RpcError) -> None:
         if self._connection is not None:
             self._connection.reset(self, CANCEL)
-        self._end(code, details)
+        self._end(code, details, error)
 
     def _headers(self, headers: list[tuple[str, str]], end_stream: bool) -> None:
         fields = dict(headers)
@@ -545,7 +551,7 @@ class _Connection(asyncio.Protocol):
             return
         if sum(len(name) + len(value) + 32 for name, value in raw) > MAX_HEADER_LIST:
             return stream._fail_stream(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                       f"response headers larger than {MAX_HEADER_LIST} bytes")
+                                       f"response headers larger than {MAX_HEADER_LIST} bytes", ResponseRefused)
         # values as text without failing on bytes that are not UTF-8 (a grpc-message may hold any)
         headers = [(name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw]
         stream._headers(headers, self.header_end_stream)

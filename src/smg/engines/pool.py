@@ -291,7 +291,7 @@ class WorkerPool:
             tried.append(target)
             call = target.adapter.call_generate(target.adapter.build(request), self.config.request_timeout,
                                                 request.stream, metadata)
-            stream.call = call
+            stream.call, stream.worker = call, target
             target.in_flight += 1
             sent = False
             open_sequences = set(range(request.sampling.n))
@@ -355,10 +355,11 @@ class EngineStream:
     that carries them now (``call``: a retry replaces it), which a consumer may read directly from
     the connection's data path between steps when it is a :class:`PushableCall`."""
 
-    __slots__ = ("call", "_outputs")
+    __slots__ = ("call", "worker", "_outputs")
 
     def __init__(self, pool: WorkerPool, request: GenerateRequest, worker: Worker | None) -> None:
         self.call = None
+        self.worker: Worker | None = None  # the worker serving it now (set with its call)
         self._outputs = pool._outputs(request, worker, self)
 
     def __aiter__(self) -> AsyncIterator[EngineOutput]:

@@ -20,7 +20,7 @@ from smg.engines.base import EngineOutput, PushableCall
 from smg.metrics import Metrics
 from smg.pipeline.choice import NO_CALLS, Choice
 from smg.pipeline.prepare import Prepared
-from smg.pipeline.run import record
+from smg.pipeline.run import record, worker_label
 from smg.protocols import openai as oa
 
 PlainPump = _ext.load("sse_pump").PlainPump
@@ -140,7 +140,8 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
             if ids:
                 if first is None:
                     first = time.perf_counter()
-                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name)
+                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name,
+                                    worker=worker_label(stream))
                 elif not out.finished:
                     count += len(ids)
             if out.finished:  # its ids were streamed already
@@ -174,7 +175,7 @@ async def stream(start: Callable[[], Awaitable[StreamShapes]], metrics: Metrics,
         piece = choice.emit(pump.text, final=True)
     else:  # the engine finished it, or the stream ended without a complete for it
         piece = choice.end(last or EngineOutput(0, [], finished=True, finish_reason="abort"))
-    record(metrics, p, started, first, count, choice.tokens)
+    record(metrics, p, stream, started, first, count, choice.tokens)
     if sse:  # the stream's end in one piece (one write)
         yield await shapes.sse_end(choice, piece, cached)
     else:

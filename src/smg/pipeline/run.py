@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from smg.access_log import CURRENT as ACCESS
 from smg.engines.base import EngineOutput
 from smg.metrics import Metrics
 from smg.pipeline.choice import Choice
 from smg.pipeline.prepare import Prepared
+
+if TYPE_CHECKING:
+    from smg.engines.pool import EngineStream
 
 
 async def run(p: Prepared, metrics: Metrics) -> AsyncIterator[tuple[Choice, EngineOutput, tuple | None]]:
@@ -29,7 +32,8 @@ async def run(p: Prepared, metrics: Metrics) -> AsyncIterator[tuple[Choice, Engi
             if out.token_ids:
                 if first is None:
                     first = time.perf_counter()
-                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name)
+                    metrics.observe("smg_time_to_first_token_seconds", first - started, model=p.served.name,
+                                    worker=worker_label(stream))
                 elif not out.finished:
                     count += len(out.token_ids)
             if out.finished:  # we always stream from the engine: its ids were streamed already
@@ -43,15 +47,22 @@ async def run(p: Prepared, metrics: Metrics) -> AsyncIterator[tuple[Choice, Engi
         if not choice.finished:  # the stream ended without a complete for this sequence
             ended = EngineOutput(choice.index, [], finished=True, finish_reason="abort")
             yield choice, ended, choice.end(ended)
-    record(metrics, p, started, first, count, sum(c.tokens for c in choices))
+    record(metrics, p, stream, started, first, count, sum(c.tokens for c in choices))
 
 
-def record(metrics: Metrics, p: Prepared, started: float, first: float | None, count: int, tokens: int) -> None:
-    """A finished stream's metrics (every route runs through here, streamed or not)."""
-    model, ended = p.served.name, time.perf_counter()
+def worker_label(stream: EngineStream) -> str:
+    """The URL of the worker serving ``stream`` (``none``: it never reached one)."""
+    return stream.worker.url if stream.worker is not None else "none"
+
+
+def record(metrics: Metrics, p: Prepared, stream: EngineStream, started: float, first: float | None, count: int,
+           tokens: int) -> None:
+    """A finished stream's metrics (every route runs through here, streamed or not): latencies by
+    model and the worker that served it, tokens by model."""
+    model, ended, worker = p.served.name, time.perf_counter(), worker_label(stream)
     if first is not None and count:  # mean inter-token latency of the stream, one observation
-        metrics.observe("smg_inter_token_latency_seconds", (ended - first) / count, model=model)
-    metrics.observe("smg_e2e_latency_seconds", ended - started, model=model)
+        metrics.observe("smg_inter_token_latency_seconds", (ended - first) / count, model=model, worker=worker)
+    metrics.observe("smg_e2e_latency_seconds", ended - started, model=model, worker=worker)
     metrics.inc("smg_prompt_tokens_total", len(p.prompt_ids), model=model)
     metrics.inc("smg_completion_tokens_total", tokens, model=model)
     access = ACCESS.get()
