@@ -200,6 +200,9 @@ class _Core:
             self._record_abort(request_id)  # the client went away
             raise
         finally:
+            # first: a second cancellation (the RPC's end, then its handler's) can interrupt the
+            # awaits below, and the request must not stay counted as running
+            self.active.pop(request_id, None)
             waiter.cancel()
             for task in tasks:
                 task.cancel()
@@ -207,7 +210,6 @@ class _Core:
                 prefilled.cancel()
             await asyncio.gather(*tasks, waiter, *([prefilled] if prefilled is not None else []),
                                  return_exceptions=True)
-            self.active.pop(request_id, None)
 
     async def _prefill(self, input_ids: list[int], handover: tuple[str, int, int] | None) -> int:
         cached = await self.prefix_cache.prefill(input_ids) if self.prefix_cache is not None else 0
@@ -308,6 +310,9 @@ async def _serve_generate(core: _Core, context, rid: str, ids: list[int], sampli
     aborted = asyncio.Event()
     runner = asyncio.create_task(core.run(rid, ids, sampling, emit if stream else None, top_logprobs, lora_id,
                                           aborted, handover))
+    # The RPC's end, whatever ends it: a client's cancellation that came before this handler ran
+    # (or while it waited) stops the generation too, not only the next write that fails.
+    context.add_done_callback(lambda _: runner.done() or runner.cancel())
     getter: asyncio.Task | None = None
     try:
         while not (runner.done() and queue.empty()):
