@@ -1,3 +1,4 @@
+import asyncio
 import importlib
 import os
 import random
@@ -134,3 +135,11 @@ def postgres():
         server.stop()
     finally:
         server.remove()
+
+
+async def until(condition, seconds: float = 10.0) -> None:
+    """Wait (on the running loop) until ``condition()`` holds; fail after ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)

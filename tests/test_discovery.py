@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+from conftest import until
 
 from smg import Gateway
 from smg.config import ConfigError, DiscoveryConfig, GatewayConfig, PoolConfig
@@ -20,13 +21,6 @@ pytestmark = pytest.mark.no_kernels
 
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 90))
-
-
-async def until(condition, seconds: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 def gateway(llama_dir, discovery, workers=()) -> Gateway:
@@ -62,8 +56,10 @@ def test_a_watched_file_adds_probes_and_drains_workers(llama, llama_dir, tmp_pat
                                                   "messages": [{"role": "user", "content": "hi"}]}))
             await until(lambda: any(w.in_flight for w in gw.models.get("m").pool.workers))
             busy = next(w.url for w in gw.models.get("m").pool.workers if w.in_flight)
-            listing.write_text(json.dumps([u for u in url[:2] if u != busy] + ["grpc://127.0.0.1:1"]))
-            await until(lambda: busy not in urls(gw) and "grpc://127.0.0.1:1" in urls(gw))
+            # (the config's own worker is never drained by the file: drop a listed one then)
+            dropped = busy if busy != url[2] else url[0]
+            listing.write_text(json.dumps([u for u in url[:2] if u != dropped] + ["grpc://127.0.0.1:1"]))
+            await until(lambda: dropped not in urls(gw) and "grpc://127.0.0.1:1" in urls(gw))
             assert (await long).usage.completion_tokens == 200  # finished on the drained worker
             assert urls(gw)["grpc://127.0.0.1:1"] is False  # probed, never healthy: gets no traffic
             assert all([await chat(gw) for _ in range(4)])

@@ -8,6 +8,7 @@ import contextlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import until
 
 from smg.config import PoolConfig
 from smg.engine import ReferenceEngine
@@ -70,13 +71,6 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-async def _until(condition, seconds: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 def test_the_feed_resumes_after_a_dropped_subscription_and_rebuilds_after_a_gap(llama):
     engine = ReferenceEngine(llama)
     engine.prefix_cache = SimulatedPrefixCache(capacity_tokens=100_000, block_size=16, history=3)
@@ -97,22 +91,22 @@ def test_the_feed_resumes_after_a_dropped_subscription_and_rebuilds_after_a_gap(
                 cached, plain = pool.workers
                 prompts = [[1000 * k + i for i in range(64)] for k in range(1, 9)]
                 await generate(pool, cached, prompts[0])
-                await _until(lambda: index.longest(prompts[0])[0] == 64)
+                await until(lambda: index.longest(prompts[0])[0] == 64)
                 assert index.state(cached.url) == LIVE
-                await _until(lambda: index.state(plain.url) == UNSUPPORTED)
+                await until(lambda: index.state(plain.url) == UNSUPPORTED)
 
                 # dropped: two batches published meanwhile, still in the history: resumed, no gap
                 engine.prefix_cache.disconnect_subscribers()
                 for prompt in prompts[1:2]:
                     await generate(pool, cached, prompt)
-                await _until(lambda: index.longest(prompts[1])[0] == 64)
+                await until(lambda: index.longest(prompts[1])[0] == 64)
                 states = [index.state(cached.url)]
 
                 # dropped again, and more published than the history keeps: a gap
                 engine.prefix_cache.disconnect_subscribers()
                 for prompt in prompts[2:7]:
                     await generate(pool, cached, prompt)
-                await _until(lambda: index.longest(prompts[6])[0] == 64)
+                await until(lambda: index.longest(prompts[6])[0] == 64)
                 states.append(index.state(cached.url))
                 return states, index.longest(prompts[0])[0], cached.reported_load
         finally:
@@ -179,7 +173,7 @@ def test_a_relays_snapshot_resyncs_the_index_and_says_when_it_is_partial():
         async def main():
             feed = KvEventFeed(index)
             feed.follow(worker)
-            await _until(lambda: index.longest(list(range(8)))[0] == 8)
+            await until(lambda: index.longest(list(range(8)))[0] == 8)
             outcome = (index.state("w"), worker.afters)
             await feed.close()
             return outcome

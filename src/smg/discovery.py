@@ -50,6 +50,8 @@ class WorkerSource(Protocol):
 
     async def look(self) -> set[Found]: ...
 
+    async def close(self) -> None: ...
+
 
 class FileSource:
     """A JSON or TOML file: ``{"workers": [...]}`` or the bare list, each worker ``{"url", "model",
@@ -62,6 +64,9 @@ class FileSource:
 
     def describe(self) -> str:
         return f"the worker file {self.path}"
+
+    async def close(self) -> None:
+        pass  # (nothing held between looks)
 
     async def look(self) -> set[Found]:
         try:
@@ -110,6 +115,9 @@ class DnsSource:
 
     def describe(self) -> str:
         return f"DNS name {self.config.name}"
+
+    async def close(self) -> None:
+        pass  # (nothing held between looks)
 
     async def look(self) -> set[Found]:
         config = self.config
@@ -272,8 +280,7 @@ class Discovery:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._draining, return_exceptions=True)
         for source, _ in self.sources:
-            if isinstance(source, KubernetesSource):
-                await source.close()
+            await source.close()
 
     async def _watch(self, source: WorkerSource, interval: float, mine: dict[Found, str]) -> None:
         while True:

@@ -82,7 +82,7 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen] = {}
         self.restarts = 0
         self._stopping = False
-        self._ready: dict[int, asyncio.Event] = {}
+        self._ready = [asyncio.Event() for _ in range(workers)]  # set when worker i first says it serves
 
     async def run(self) -> int:
         holder = reuse_port_socket(self.host, self.port)  # held, never listening: it takes no connection
@@ -118,7 +118,7 @@ class Supervisor:
         return 0
 
     async def _started(self, index: int) -> None:
-        await self._ready.setdefault(index, asyncio.Event()).wait()
+        await self._ready[index].wait()
 
     async def _keep(self, index: int, env: dict, metrics_dir: str) -> None:
         """Run worker ``index``; start it again whenever it exits while the server runs."""
@@ -151,7 +151,7 @@ class Supervisor:
         """(A thread per worker.) Pass the worker's output on, note when it says it serves, and
         set ``exited`` to its exit code."""
         assert proc.stdout is not None
-        ready = self._ready.setdefault(index, asyncio.Event())
+        ready = self._ready[index]
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             if line.startswith(READY_LINE):

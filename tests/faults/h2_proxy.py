@@ -38,14 +38,13 @@ class Frames:
         self.buffer = b""
         self.preface = preface
 
-    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int, bytes]]]:
-        """(bytes to pass before the frames, the whole frames now in the buffer)."""
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        """The whole frames now in the buffer (a client's preface skipped)."""
         self.buffer += data
-        head = b""
         if self.preface:
             if len(self.buffer) < len(PREFACE):
-                return b"", []
-            head, self.buffer, self.preface = self.buffer[:len(PREFACE)], self.buffer[len(PREFACE):], False
+                return []
+            self.buffer, self.preface = self.buffer[len(PREFACE):], False
         frames = []
         while len(self.buffer) >= 9:
             length = int.from_bytes(self.buffer[:3], "big")
@@ -55,7 +54,7 @@ class Frames:
             stream = int.from_bytes(self.buffer[5:9], "big") & 0x7FFFFFFF
             frames.append((kind, flags, stream, self.buffer[9:9 + length]))
             self.buffer = self.buffer[9 + length:]
-        return head, frames
+        return frames
 
 
 class FaultProxy:
@@ -101,7 +100,7 @@ class FaultProxy:
         block, block_stream = b"", 0
         while data := await reader.read(1 << 16):
             writer.write(data)
-            _, parsed = frames.feed(data)
+            parsed = frames.feed(data)
             for kind, flags, stream, payload in parsed:
                 if kind == HEADERS:
                     payload = _unpadded(flags, payload, priority=True)
@@ -123,7 +122,7 @@ class FaultProxy:
         """Engine to client: frames passed on, the fault applied to the targeted stream."""
         frames = Frames()
         while data := await reader.read(1 << 16):
-            _, parsed = frames.feed(data)
+            parsed = frames.feed(data)
             out = []
             for kind, flags, stream, payload in parsed:
                 if (kind == DATA and stream == state["targeted"] and not self.injected and payload
