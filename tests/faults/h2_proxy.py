@@ -10,8 +10,10 @@ Faults, applied to the ``target``-th Generate stream (counted from 1, on any con
 * ``oversized``: its first message's length prefix raised past any limit;
 * ``long_error``: its first message replaced by trailers with ``grpc-status`` 13 and a 200 KB
   ``grpc-message`` (in CONTINUATION frames);
-* ``goaway``: a GOAWAY on its connection once it started (last stream id: the highest started),
-  after which the connection still carries the streams it had.
+* ``goaway``: once ``opened`` Generate streams were seen, its first message passes, then a GOAWAY
+  naming it as the last stream started: the client must send those opened after it again on a new
+  connection (the engine, which did start them, cancels them when the old connection closes); the
+  connection still carries the streams up to it.
 """
 from __future__ import annotations
 
@@ -60,8 +62,8 @@ class Frames:
 class FaultProxy:
     """Listens on 127.0.0.1 (``port``), forwards to ``upstream`` (host, port); one fault, one target."""
 
-    def __init__(self, upstream: tuple[str, int], fault: str, target: int = 3) -> None:
-        self.upstream, self.fault, self.target = upstream, fault, target
+    def __init__(self, upstream: tuple[str, int], fault: str, target: int = 3, opened: int = 0) -> None:
+        self.upstream, self.fault, self.target, self.opened = upstream, fault, target, opened
         self.generate_streams = 0
         self.injected = False
         self.loop = asyncio.new_event_loop()
@@ -86,7 +88,7 @@ class FaultProxy:
         except OSError:
             client_writer.close()
             return
-        state = {"targeted": None, "highest": 0, "doomed": False}
+        state = {"targeted": None}
         await asyncio.gather(self._upward(client_reader, server_writer, state),
                              self._downward(server_reader, client_writer, state), return_exceptions=True)
         for writer in (client_writer, server_writer):
@@ -113,7 +115,6 @@ class FaultProxy:
                     fields = dict(decoder.decode(block))
                     if str(fields.get(":path", "")).endswith("/Generate"):
                         self.generate_streams += 1
-                        state["highest"] = max(state["highest"], block_stream)
                         if self.generate_streams == self.target:
                             state["targeted"] = block_stream
             await writer.drain()
@@ -128,13 +129,18 @@ class FaultProxy:
                 if (kind == DATA and stream == state["targeted"] and not self.injected and payload
                         and not flags & 0x8):
                     self.injected = True
-                    out.append(self._faulty(flags, stream, payload, state))
+                    if self.fault == "goaway":  # (the later streams opened first, for certain)
+                        for _ in range(500):
+                            if self.generate_streams >= self.opened:
+                                break
+                            await asyncio.sleep(0.01)
+                    out.append(self._faulty(flags, stream, payload))
                 else:
                     out.append(frame(kind, flags, stream, payload))
             writer.write(b"".join(out))
             await writer.drain()
 
-    def _faulty(self, flags: int, stream: int, payload: bytes, state) -> bytes:
+    def _faulty(self, flags: int, stream: int, payload: bytes) -> bytes:
         if self.fault == "malformed":  # (length kept; every byte 0xFF: an invalid protobuf wire type)
             return frame(DATA, flags, stream, payload[:5] + b"\xff" * (len(payload) - 5))
         if self.fault == "oversized":
@@ -150,8 +156,8 @@ class FaultProxy:
             for i, piece in enumerate(pieces[1:], 1):
                 out += frame(CONTINUATION, END_HEADERS if i == len(pieces) - 1 else 0, stream, piece)
             return out
-        # goaway: the message passes, then a GOAWAY naming the highest stream started
-        return frame(DATA, flags, stream, payload) + frame(GOAWAY, 0, 0, struct.pack(">II", state["highest"], 0))
+        # goaway: the message passes, then a GOAWAY naming its stream as the last started
+        return frame(DATA, flags, stream, payload) + frame(GOAWAY, 0, 0, struct.pack(">II", stream, 0))
 
 
 def _unpadded(flags: int, payload: bytes, priority: bool = False) -> bytes:

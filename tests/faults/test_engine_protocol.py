@@ -2,7 +2,8 @@
 error message, or a GOAWAY: a real engine and a real `smg serve`, with a fault-injecting HTTP/2
 proxy between them (tests/faults/h2_proxy.py) that makes one of eight concurrent streams
 misbehave. Only that stream fails, with an error in the API's shape; the other seven complete. After a GOAWAY,
-every stream completes and new requests are served on a new connection."""
+every stream completes (those the GOAWAY left unstarted are sent again on a new connection) and new
+requests are served on a new connection."""
 import concurrent.futures
 
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.end_to_end
     ("malformed", "INTERNAL"), ("oversized", "over the limit"), ("long_error", LONG_ERROR[:60]), ("goaway", None)])
 def test_one_misbehaving_stream_fails_alone(fault, error):
     engine = Engine("--delay-ms", "5")
-    proxy = FaultProxy(("127.0.0.1", engine.port), fault, target=3)
+    proxy = FaultProxy(("127.0.0.1", engine.port), fault, target=3, opened=8)
     served = Served("--worker", f"grpc://127.0.0.1:{proxy.port}", "--tokenizer", "llama3.2", "--chat-template",
                     "llama3", "--storage", "memory")
     try:
@@ -27,6 +28,7 @@ def test_one_misbehaving_stream_fails_alone(fault, error):
         outcomes = [r[0] for r in results]
         if error is None:  # a GOAWAY: what had started finishes, and the next requests open a new connection
             assert outcomes == ["ok"] * 8, results
+            assert proxy.generate_streams == 8 + 5  # the five opened after the third, sent again
             assert [stream(served.base, 5)[0] for _ in range(3)] == ["ok"] * 3
         else:
             # (its first message was the bad one: nothing was sent yet, so an error status with the

@@ -516,7 +516,7 @@ class _Connection(asyncio.Protocol):
             last = _u32.unpack_from(payload)[0] & MAX_WINDOW
             self.closed, self.error = True, "the server is going away"
             for stream in [s for i, s in self.streams.items() if i > last]:
-                stream._end(grpc.StatusCode.UNAVAILABLE, "the server went away before starting the stream")
+                stream._refused()  # not started (RFC 9113 6.8): it opens again on a new connection
             self._release_slots()
             if not self.streams:
                 self.transport.close()
@@ -600,15 +600,17 @@ class _Connection(asyncio.Protocol):
 
     # ---- streams ------------------------------------------------------------------------------------
 
-    async def open(self, stream: StreamCall, headers: list[tuple[str, str]]) -> None:
+    async def open(self, stream: StreamCall, headers: list[tuple[str, str]]) -> bool:
+        """Open ``stream`` here; False when the connection closed first (lost, or a GOAWAY while
+        the stream waited for a slot): the stream never left, so it may go on a new connection."""
         while len(self.streams) >= self.max_streams and not self.closed:
             slot = self.loop.create_future()
             self.slots.append(slot)
             await slot
         if stream._status is not None:  # ended (its deadline) while it waited for a slot
-            return
+            return True
         if self.closed or self.transport is None:
-            raise H2RpcError(grpc.StatusCode.UNAVAILABLE, self.error)
+            return False
         stream.id, self.next_id = self.next_id, self.next_id + 2
         if self.next_id > LAST_STREAM_ID:  # ids used up: later streams go to a new connection
             self.closed, self.error = True, "stream ids exhausted"
@@ -632,6 +634,7 @@ class _Connection(asyncio.Protocol):
         if self.resume is not None:  # begun before its first message
             self.resume.cancel()
             self._resume()
+        return True
 
     def _send(self, stream: StreamCall, frames: list[bytes] | None = None) -> bool:
         """Send what flow control allows of the stream's request (after ``frames``); True when
@@ -772,22 +775,29 @@ class H2Channel:
                    ("content-type", "application/grpc"), ("te", "trailers"), ("user-agent", "smg-h2"),
                    *stream._metadata]
         if stream._timeout is None:
-            await (await self._live()).open(stream, headers)
+            await self._open(stream, headers)
             return
         loop = asyncio.get_running_loop()
         if stream._timer is None:  # the deadline counts from the first try, connecting included
             stream._timer = loop.call_later(
                 stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
-
-        async def opened() -> None:
-            connection = await self._live()
-            headers.append(("grpc-timeout", _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001))))
-            await connection.open(stream, headers)
-
+        deadline = ("grpc-timeout", lambda: _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001)))
         try:
-            await asyncio.wait_for(opened(), max(stream._timer.when() - loop.time(), 0.0))
+            await asyncio.wait_for(self._open(stream, headers, deadline),
+                                   max(stream._timer.when() - loop.time(), 0.0))
         except asyncio.TimeoutError:
             stream._end(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the stream was opened")
+
+    async def _open(self, stream: StreamCall, headers: list[tuple[str, str]],
+                    deadline: tuple[str, Callable[[], str]] | None = None) -> None:
+        """Open the stream on the live connection, on a new one if that closed before the stream
+        left (a GOAWAY or a loss while it waited): a few times, then UNAVAILABLE."""
+        for _ in range(3):
+            connection = await self._live()
+            sent = headers if deadline is None else [*headers, (deadline[0], deadline[1]())]
+            if await connection.open(stream, sent):
+                return
+        raise H2RpcError(grpc.StatusCode.UNAVAILABLE, connection.error)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
