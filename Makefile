@@ -25,10 +25,10 @@ run: .venv/.installed
 test: test-compiled test-pure
 
 test-compiled: .venv/.installed
-	SMG_HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -p no:cacheprovider
+	SMG_HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 test-pure: .venv/.installed
-	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not compiled_only and not end_to_end and not no_kernels"
+	SMG_HYPOTHESIS_PROFILE=ci SMG_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider --durations=30 -m "not compiled_only and not end_to_end and not no_kernels"
 
 ## compile: rebuild the Cython kernels in place after editing them
 compile: | $(BIN)/python
