@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smg.engines.h2 import H2Channel, H2RpcError
+from smg.engines.h2 import STREAM_WINDOW, H2Channel, H2RpcError
 
 pytestmark = pytest.mark.no_kernels  # (the twins' pass leaves it out)
 
@@ -72,7 +72,8 @@ async def take(channel: H2Channel, request: bytes, timeout=None):
 def test_messages_of_any_size_arrive_whole_and_in_order():
     async def main():
         async with channel_to(echo) as channel:
-            for count, size in [(0, 0), (1, 0), (300, 7), (3, 70_000), (2, 1_000_000)]:
+            # (3 MB: one message over the stream's window, let through as it arrives)
+            for count, size in [(0, 0), (1, 0), (300, 7), (3, 70_000), (2, 1_000_000), (1, 3 * STREAM_WINDOW)]:
                 got = await take(channel, ask(count, size))
                 assert got == [bytes([i % 256]) * size for i in range(count)]
     run(main())
@@ -393,11 +394,53 @@ def test_take_messages_matches_twin(h2_data_impl, frames, cut, start):
     offset = min(start, len(data))
 
     def run(impl):
-        streams = {1: Sink(), 3: Sink(pending=b"\0\0"), 5: Sink(received=(1 << 30) - 20)}
+        streams = {1: Sink(), 3: Sink(pending=b"\0\0"), 5: Sink(received=STREAM_WINDOW - 20)}
         result = impl.take_messages(data, offset, streams)
         return result, {k: s.state() for k, s in streams.items()}
 
     assert run(h2_data_impl) == run(h2_data_py)
+
+
+def test_a_stream_nobody_reads_holds_at_most_its_window_and_goes_on_when_read():
+    """Per-stream flow control: what an unread stream holds is bounded by its window (the engine is
+    held back, not buffered here without end); reading it again lets the rest through, in order."""
+    count, size = 4000, 1000  # 4 MB, four windows
+
+    async def main():
+        async with channel_to(echo) as channel:
+            call = channel.stream(PATH, ask(count, size), identity)
+            got = [await call.__anext__()]
+            await asyncio.sleep(0.5)  # not reading: the engine fills the window and stops
+            held = sum(len(m) + 5 for m in call._messages)
+            assert STREAM_WINDOW // 2 < held <= STREAM_WINDOW
+            got += [m async for m in call]
+            assert got == [bytes([i % 256]) * size for i in range(count)]
+    run(main())
+
+
+def test_an_engine_sending_past_a_streams_window_fails_that_stream():
+    async def handle(reader, writer):  # one message, then 1.1 MB more whatever the window says
+        encoder, stream, headers = await first_request(reader, writer)
+        writer.write(headers + frame(0, 0, stream, grpc_message(b"first")))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        body = b"".join(grpc_message(b"x" * 995) for _ in range(1150))
+        writer.write(b"".join(frame(0, 0, stream, body[i:i + 16000]) for i in range(0, len(body), 16000)))
+        writer.write(frame(1, 0x5, stream, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def main():
+        async with raw_server(handle) as channel:
+            call = channel.stream(PATH, b"x", identity)
+            assert await call.__anext__() == b"first"
+            await asyncio.sleep(0.5)  # not reading (a reader would have given the window back)
+            with pytest.raises(H2RpcError) as info:
+                async for _ in call:
+                    pass
+            assert info.value.code() == grpc.StatusCode.INTERNAL and "flow-control window" in info.value.details()
+    run(main())
 
 
 def test_take_messages_stops_at_what_it_does_not_handle():

@@ -6,13 +6,14 @@ touched only to find the stream, queue its messages and wake it.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-__all__ = ["take_messages"]
+__all__ = ["take_messages", "STREAM_WINDOW"]
 
 cdef enum:
     DATA = 0
 
 cdef Py_ssize_t MAX_MESSAGE = 256 << 20
-cdef Py_ssize_t REPLENISH = 1 << 30
+cdef Py_ssize_t WINDOW = 1 << 20
+STREAM_WINDOW = WINDOW  # each stream's receive window (smg.engines.h2)
 cdef Py_ssize_t MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE's default, which smg's client keeps
 
 
@@ -56,7 +57,7 @@ cdef tuple _take(const unsigned char* p, Py_ssize_t size, Py_ssize_t offset, dic
             break
         stream_id = <unsigned int>_be(p + offset + 5, 4) & 0x7FFFFFFF
         stream = streams.get(stream_id)
-        if stream is None or stream._pending or stream._received + length >= REPLENISH:
+        if stream is None or stream._pending or stream._received + length > WINDOW:
             break
         if not _whole_messages(p, start, end):
             break

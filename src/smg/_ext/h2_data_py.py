@@ -6,15 +6,15 @@ of such frames from a read buffer: it queues each message on its stream, counts 
 received bytes and wakes it. It stops, leaving the frame to the connection's general code, at the
 first frame that is anything else: another frame type, flags (padding, END_STREAM), an unknown
 stream, a stream holding part of a message, a message cut by the frame's end or a compressed one,
-a stream about to need a WINDOW_UPDATE, or a frame larger than ``MAX_FRAME`` (an error the
-connection reports). Returns ``(offset, data_bytes)``: where it stopped and
+a frame past its stream's window (``STREAM_WINDOW``, an error), or a frame larger than
+``MAX_FRAME`` (an error the connection reports). Returns ``(offset, data_bytes)``: where it stopped and
 how many DATA payload bytes it consumed (for the connection's window).
 """
 from __future__ import annotations
 
 DATA = 0
 MAX_MESSAGE = 256 << 20
-REPLENISH = 1 << 30
+STREAM_WINDOW = 1 << 20  # each stream's receive window (smg.engines.h2)
 MAX_FRAME = 16384  # SETTINGS_MAX_FRAME_SIZE's default, which smg's client keeps
 
 
@@ -42,7 +42,7 @@ def take_messages(data: bytes, offset: int, streams: dict) -> tuple[int, int]:
         if end > size or length > MAX_FRAME or kind != DATA or flags:
             break
         stream = streams.get(stream_id)
-        if stream is None or stream._pending or stream._received + length >= REPLENISH:
+        if stream is None or stream._pending or stream._received + length > STREAM_WINDOW:
             break
         spans = _whole_messages(data, start, end)
         if spans is None:

@@ -11,8 +11,10 @@ unary RPCs (health, model info, abort) stay on ``grpc.aio``.
 
 Scope (what the engines' gRPC servers need, per RFC 9113 and gRPC's HTTP/2 protocol): one
 connection per worker, cleartext (prior knowledge), client-initiated streams; HPACK via the
-``hpack`` package; flow control both ways (receive windows opened wide and replenished, send
-windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY;
+``hpack`` package; flow control both ways (the connection's receive window opened wide and
+replenished as DATA arrives; each stream's, ``STREAM_WINDOW``, given back only once its consumer
+has taken what came, so a stream nobody reads holds at most that much here and the engine is held
+back instead; send windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY;
 ``grpc-timeout``; trailers-only responses; keepalive PINGs while streams are open. Errors are ``H2RpcError`` (a ``grpc.RpcError`` with
 ``code()``/``details()``), so the pool maps them as it maps ``grpc.aio``'s.
 """
@@ -40,9 +42,15 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 (S_HEADER_TABLE_SIZE, S_ENABLE_PUSH, S_MAX_CONCURRENT_STREAMS, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE,
  S_MAX_HEADER_LIST_SIZE) = range(1, 7)
-NO_ERROR, PROTOCOL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 6, 7, 8
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0, 1, 3, 6, 7, 8
 MAX_WINDOW = (1 << 31) - 1
-_REPLENISH = 1 << 30  # received bytes after which a window is opened again
+_REPLENISH = 1 << 30  # bytes received on the connection after which its window is opened again
+# Each stream's receive window: what a stream may hold here unread. A consumer that finds its
+# queue empty gives the window back once half of it was used (one WINDOW_UPDATE per 512 KiB: a
+# token stream of ~30-byte messages sends one per ~15,000 tokens), so a stream that is read is
+# never held back, and one that is not (a client that stopped reading) holds the engine back.
+STREAM_WINDOW = _ext.load("h2_data").STREAM_WINDOW
+_CREDIT_AT = STREAM_WINDOW // 2
 MAX_MESSAGE = 256 << 20  # as the grpc.aio channel's max_receive_message_length
 MAX_FRAME = 16384  # the largest frame the server may send: SETTINGS_MAX_FRAME_SIZE's default, kept
 MAX_HEADER_LIST = 1 << 20  # SETTINGS_MAX_HEADER_LIST_SIZE as advertised: a larger list fails its stream
@@ -167,6 +175,8 @@ class StreamCall:
                 await asyncio.sleep(0)
         while not self._messages:
             self._burst = 0
+            if self._received >= _CREDIT_AT and self._connection is not None:
+                self._connection.credit(self)
             if self._connection is None and self._refusals and self._status is None:
                 await self._channel._start(self)
                 continue
@@ -196,6 +206,8 @@ class StreamCall:
             return self._decode_next()
         if self._status is not None:
             self._raise_status()
+        if self._received >= _CREDIT_AT and self._connection is not None:
+            self._connection.credit(self)
         return None
 
     def put_back(self, message) -> None:
@@ -361,7 +373,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        settings = (_setting.pack(S_ENABLE_PUSH, 0) + _setting.pack(S_INITIAL_WINDOW_SIZE, MAX_WINDOW)
+        settings = (_setting.pack(S_ENABLE_PUSH, 0) + _setting.pack(S_INITIAL_WINDOW_SIZE, STREAM_WINDOW)
                     + _setting.pack(S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST))
         transport.write(_PREFACE + _frame(SETTINGS, 0, 0, settings)
                         + _frame(WINDOW_UPDATE, 0, 0, _u32.pack(MAX_WINDOW - 65535)))
@@ -438,7 +450,7 @@ class _Connection(asyncio.Protocol):
                 if consumed:  # _count_received inline: this runs once per read, a token's at low load
                     messages = True
                     received = self.received + consumed
-                    self.received = received if received < _REPLENISH else self._window(0, received)
+                    self.received = received if received < _REPLENISH else self._window(received)
             if size - offset < 9:
                 break
             hi, lo, kind, flags, stream_id = _frame_header.unpack_from(data, offset)
@@ -459,15 +471,25 @@ class _Connection(asyncio.Protocol):
         return messages
 
     def _count_received(self, n: int) -> None:
-        self.received = self._window(0, self.received + n)
+        self.received = self._window(self.received + n)
 
-    def _window(self, stream_id: int, received: int) -> int:
-        """Flow control of the connection (stream 0) or a stream: past a GiB received, open its
-        window again. Returns the count to keep."""
+    def _window(self, received: int) -> int:
+        """Flow control of the connection: past a GiB received, open its window again. Returns
+        the count to keep."""
         if received < _REPLENISH:
             return received
-        self.transport.write(_frame(WINDOW_UPDATE, 0, stream_id, _u32.pack(received)))
+        self.transport.write(_frame(WINDOW_UPDATE, 0, 0, _u32.pack(received)))
         return 0
+
+    def credit(self, stream: StreamCall) -> None:
+        """Give a stream its window back: its consumer found its queue empty, so all it received
+        was taken (or is part of a message still arriving, which must be let through)."""
+        if self.transport is not None and self.streams.get(stream.id) is stream:
+            self.transport.write(_frame(WINDOW_UPDATE, 0, stream.id, _u32.pack(stream._received)))
+            stream._received = 0
+            seen = self.watched.get(stream)
+            if seen is not None:  # (its stall check reads progress from the count: a reset is progress)
+                seen[0] = -1
 
     # ---- frames -------------------------------------------------------------------------------------
 
@@ -475,13 +497,17 @@ class _Connection(asyncio.Protocol):
         if self.header_stream and kind != CONTINUATION:
             return self._protocol_error("a header block was interrupted")
         if kind == DATA:
-            self._count_received(len(payload))
+            length = len(payload)  # (padding included: it counts against the windows)
+            self._count_received(length)
             stream = self.streams.get(stream_id)
             if stream is None:
                 return  # a stream we reset: its frames still count against the window, nothing else
+            if stream._received + length > STREAM_WINDOW:  # (RFC 9113 6.9.1: the stream's error)
+                self.reset(stream, FLOW_CONTROL_ERROR)
+                return stream._end(grpc.StatusCode.INTERNAL, "the engine sent past the stream's flow-control window")
+            stream._received += length
             if flags & PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            stream._received = self._window(stream_id, stream._received + len(payload))
+                payload = payload[1:length - payload[0]]
             stream._data(payload)
             if flags & END_STREAM and stream._status is None:
                 stream._end(grpc.StatusCode.INTERNAL, "stream ended without trailers")
