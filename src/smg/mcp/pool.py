@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smg.config import McpConfig
+from smg.waiting import wait_within
 
 log = logging.getLogger("smg.mcp")
 MAX_SESSIONS = 256  # beyond this, the least recently used idle session is closed
@@ -185,7 +186,7 @@ class SessionPool:
                 self._reaper = asyncio.ensure_future(self._reap())
         session.users += 1
         try:
-            await asyncio.wait_for(asyncio.shield(session.ready.wait()), self.config.connect_timeout)
+            await wait_within(session.ready.wait(), self.config.connect_timeout)
         except asyncio.TimeoutError:
             session.users -= 1
             self._drop(session)
@@ -233,7 +234,7 @@ class SessionPool:
             if session.tools is not None and time.monotonic() - session.tools_at < self.config.tools_ttl:
                 return session.tools
             try:
-                tools = await asyncio.wait_for(self._list(session.client), self.config.connect_timeout)
+                tools = await wait_within(self._list(session.client), self.config.connect_timeout)
             except asyncio.TimeoutError:
                 raise McpUnavailable(f"listing the tools of {target.describe()} took more than "
                                      f"{self.config.connect_timeout:g} s") from None
@@ -268,7 +269,7 @@ class SessionPool:
             return ToolOutcome(error=str(exc))
         config = self.config
         try:
-            result = await asyncio.wait_for(session.client.call_tool(name, arguments), config.call_timeout)
+            result = await wait_within(session.client.call_tool(name, arguments), config.call_timeout)
         except asyncio.TimeoutError:
             return ToolOutcome(error=f"the tool {name!r} took more than {config.call_timeout:g} s")
         except Exception as exc:
