@@ -45,14 +45,20 @@ def test_typed_and_dict_requests_agree(llama, llama_dir):
     assert a.choices[0].message.content == b.choices[0].message.content == c.choices[0].message.content
 
 
-def test_start_builds_the_detokenizer_table_and_template_before_the_first_request(llama, llama_dir):
+def test_start_builds_the_detokenizer_table_and_template_before_the_first_request(llama, llama_dir, tmp_path):
     """Built lazily they cost the first request ~0.5 s, and stall every request served beside it."""
+    import shutil
+
     from smg.tokenizer import Tokenizer
 
     async def body(gw):
         return gw.tokenizer._detokenizers._built, len(gw.tokenizer._templates)
 
-    tokenizer = Tokenizer.from_dir(llama_dir)
+    # a file no other tokenizer in this process has loaded (what a file's text builds is shared)
+    fresh = shutil.copytree(llama_dir, tmp_path / "model")
+    with open(fresh / "tokenizer.json", "a") as file:
+        file.write("\n")
+    tokenizer = Tokenizer.from_dir(fresh)
     assert not tokenizer._detokenizers._built and not tokenizer._templates
     assert run(with_gateway(ReferenceEngine(llama, tokenizer_dir=llama_dir), body, tokenizer=tokenizer)) == (True, 1)
     tokenizer.warm_up(chat_template="{% if %}")  # a broken template fails the chat requests, not start

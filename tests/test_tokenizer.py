@@ -18,6 +18,43 @@ def test_from_file_and_from_dir_agree(llama_dir):
     assert a.vocab_size == b.vocab_size == 128256 + 1
 
 
+def test_tokenizers_of_one_file_share_what_it_builds_and_keep_their_own_state(tmp_path, llama_dir):
+    """Several models of one family (or an engine beside its gateway) load a file once; what each
+    model's config changes, and each one's cache, stay its own; the shared part goes with the last."""
+    import gc
+
+    from smg.tokenizer.tokenizer import _TokenizerFile
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(llama_dir / name, tmp_path / name)
+    with open(tmp_path / "tokenizer.json", "a") as file:  # a text no other test's tokenizer holds
+        file.write(" ")
+    a = Tokenizer.from_dir(tmp_path)
+    b = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    assert a.backend is b.backend and a._file is b._file
+    a.warm_up()
+    assert a._file.fast_encoder is not None and b.fast_encoder_reason is None  # built once, for both
+    assert a.encode("Hello world") == b.encode("Hello world") == [9906, 1917]
+    assert a.cache_info().l0_misses == 1 and b.cache_info().l0_misses == 1  # each its own cache
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    shutil.copy(tmp_path / "tokenizer.json", other_dir)
+    assert config["clean_up_tokenization_spaces"] is True
+    (other_dir / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": False}))
+    c = Tokenizer.from_dir(other_dir)  # the same file, another config: its own detokenizer
+    assert c.backend is a.backend and c._detokenizers is not a._detokenizers
+    assert a.decode(a.encode("a , b")) == "a, b" and c.decode(c.encode("a , b")) == "a , b"
+    with open(tmp_path / "tokenizer.json", "a") as file:  # another text: loaded apart
+        file.write("\n")
+    d = Tokenizer.from_dir(tmp_path)
+    assert d.backend is not a.backend and d.encode("Hello world") == [9906, 1917]
+    loaded = len(_TokenizerFile._loaded)
+    del a, b, c
+    gc.collect()
+    assert len(_TokenizerFile._loaded) == loaded - 1
+
+
 def test_properties(llama, deepseek):
     assert llama.eos_token_ids == [llama.token_to_id("<|end_of_text|>")]
     assert "<|eot_id|>" in llama.special_tokens and "<|begin_of_text|>" in llama.special_tokens

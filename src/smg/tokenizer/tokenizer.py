@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import threading
+import weakref
 from pathlib import Path
 from collections.abc import Mapping, Sequence  # not typing's: their isinstance is ~10x slower
 from typing import Any
@@ -40,10 +42,16 @@ def _token_content(value: Any) -> str | None:
 def _read_json(path: Path) -> tuple[str, dict]:
     """The file's text and its parsed JSON object."""
     try:
-        source = path.read_text(encoding="utf-8")
-        data = json.loads(source)
+        return _parse_json(path, path.read_bytes())
     except OSError as exc:
         raise TokenizerLoadError(f"cannot read {path}: {exc}") from exc
+
+
+def _parse_json(path: Path, text: bytes) -> tuple[str, dict]:
+    """The file's text decoded, and its parsed JSON object."""
+    try:
+        source = text.decode("utf-8")
+        data = json.loads(source)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerLoadError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
@@ -56,6 +64,122 @@ def _is_identity_normalizer(normalizer: Any) -> bool:
         return True
     return (isinstance(normalizer, dict) and normalizer.get("type") == "Sequence"
             and all(_is_identity_normalizer(n) for n in normalizer.get("normalizers", [])))
+
+
+class _TokenizerFile:
+    """What a ``tokenizer.json``'s text alone determines, none of which a request changes: the
+    ``tokenizers`` backend, the added tokens, the L1 boundary scanner, smg's encoder and the
+    detokenizer tables (both built on first use). Every :class:`Tokenizer` of the same text in a
+    process shares one (:meth:`load`), so several models of one family, or an engine beside its
+    gateway, parse and build it once (~1.5 s and ~0.3 GB for a 128K vocabulary)."""
+
+    _loaded: "weakref.WeakValueDictionary[bytes, _TokenizerFile]" = weakref.WeakValueDictionary()
+    _loading = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path) -> "_TokenizerFile":
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise TokenizerLoadError(f"cannot read {path}: {exc}") from exc
+        key = hashlib.blake2b(text, digest_size=20).digest()  # (~10 ms for a 10 MB file)
+        with cls._loading:
+            loaded = cls._loaded.get(key)
+            if loaded is None:
+                loaded = cls._loaded[key] = cls(path, text)
+            return loaded
+
+    def __init__(self, path: Path, text: bytes) -> None:
+        from tokenizers import Tokenizer as Backend
+
+        source, raw = _parse_json(path, text)
+        try:
+            self.backend = Backend.from_str(source)
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise TokenizerLoadError(f"{path} is not a valid tokenizer.json: {exc}") from exc
+        # A serving gateway never truncates or pads silently.
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        added = [t for t in raw.get("added_tokens", []) if isinstance(t, dict) and "content" in t]
+        self.special_tokens: list[str] = [t["content"] for t in added if t.get("special")]
+        self.special_ids = frozenset(t["id"] for t in added if t.get("special"))
+        self.vocab_size: int = self.backend.get_vocab_size(with_added_tokens=True)
+        self.scanner, self.cut_ids, self.scanner_reason = self._build_scanner(raw, added)
+        self.affixes = self._find_special_affixes()
+        self._decoder_config = raw.get("decoder")
+        self._detokenizers: dict[bool, DetokenizerFactory] = {}
+        # smg's compiled encoder when the file is a shape it reproduces exactly (byte-level BPE
+        # behind the cl100k or DeepSeek pre-tokenizer): 12-17x tokenizers' encode, whose
+        # pre-tokenizer regex is nearly all its time. Built on first use or by warm_up (~0.4 s:
+        # 280k merges to read); until then the file's text is kept, not its parsed objects (~10x
+        # the size), and a file of another shape keeps nothing.
+        self.fast_encoder = None
+        _, self.fast_encoder_reason = scheme_of(raw)
+        self._fast_encoder_source = source if self.fast_encoder_reason is None else None
+        self._lock = threading.Lock()  # (building the encoder)
+        self._detokenizers_lock = threading.Lock()
+
+    def encoder(self):
+        """smg's encoder for this file, built on first call; None when tokenizers encodes."""
+        if self._fast_encoder_source is not None:
+            with self._lock:
+                if self._fast_encoder_source is not None:
+                    self.fast_encoder, self.fast_encoder_reason = build_fast_encoder(
+                        json.loads(self._fast_encoder_source), self.backend)
+                    self._fast_encoder_source = None
+        return self.fast_encoder
+
+    def detokenizers(self, cleanup: bool) -> DetokenizerFactory:
+        """The detokenizer factory for the config's ``clean_up_tokenization_spaces``."""
+        with self._detokenizers_lock:
+            factory = self._detokenizers.get(cleanup)
+            if factory is None:
+                factory = self._detokenizers[cleanup] = DetokenizerFactory(
+                    self.backend, self._decoder_config, self.special_ids, cleanup)
+            return factory
+
+    def _build_scanner(self, raw: dict, added: list[dict]):
+        """The L1 boundary scanner, or why L1 cannot be used for this tokenizer."""
+        if not added:
+            return None, b"", "the tokenizer has no added tokens to cut at"
+        model_ids = set(self.backend.get_vocab(with_added_tokens=False).values())
+        identity = _is_identity_normalizer(raw.get("normalizer"))
+        raw_tokens, normalized_tokens, cut_ids = [], [], set()
+        for t in added:
+            plain = not (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))
+            # A cut token's id must be impossible to produce from plain text (see cut_positions).
+            is_cut = plain and t["id"] not in model_ids
+            if t.get("normalized", not t.get("special", False)):
+                if not identity:
+                    continue  # matched inside segments after normalization: never crosses a cut
+                normalized_tokens.append((t["content"], t["id"], is_cut))
+            else:
+                raw_tokens.append((t["content"], t["id"], is_cut))
+            if is_cut:
+                cut_ids.add(t["id"])
+        if not cut_ids:
+            return None, b"", "no added token is a safe cut point"
+        bitmap = bytearray(max(cut_ids) // 8 + 1)
+        for token_id in cut_ids:
+            bitmap[token_id >> 3] |= 1 << (token_id & 7)
+        return kernel.BoundaryScanner(raw_tokens, normalized_tokens), bytes(bitmap), None
+
+    def _find_special_affixes(self) -> tuple[list[int], list[int]] | None:
+        """Ids the post-processor puts around one sequence, if it only adds fixed ids."""
+        affixes = None
+        for probe in ("a", "Hello world", "x y z 12"):
+            plain = self.backend.encode(probe, add_special_tokens=False).ids
+            full = self.backend.encode(probe, add_special_tokens=True).ids
+            for start in range(len(full) - len(plain) + 1):
+                if full[start:start + len(plain)] == plain:
+                    found = (full[:start], full[start + len(plain):])
+                    break
+            else:
+                return None
+            if affixes is not None and found != affixes:
+                return None
+            affixes = found
+        return affixes
 
 
 class Tokenizer:
@@ -73,47 +197,25 @@ class Tokenizer:
         directory: Path | None = None,
         cache: CacheConfig | None = None,
     ) -> None:
-        from tokenizers import Tokenizer as Backend
-
-        source, raw = _read_json(tokenizer_json)
-        try:
-            self._backend = Backend.from_str(source)
-        except Exception as exc:  # tokenizers raises plain Exception subclasses
-            raise TokenizerLoadError(f"{tokenizer_json} is not a valid tokenizer.json: {exc}") from exc
-        # A serving gateway never truncates or pads silently.
-        self._backend.no_truncation()
-        self._backend.no_padding()
+        self._file = file = _TokenizerFile.load(tokenizer_json)
+        self._backend = file.backend
         self._config = dict(config or {})
         self._directory = directory
         # by (chat_template argument, with tools): resolving an argument stats and reads a file,
         # which per request was 5% of a served request
         self._templates: dict[tuple[str | None, bool], ChatTemplate] = {}
         self._templates_lock = threading.Lock()
-
-        added = [t for t in raw.get("added_tokens", []) if isinstance(t, dict) and "content" in t]
-        self.special_tokens: list[str] = [t["content"] for t in added if t.get("special")]
-        self._special_ids = frozenset(t["id"] for t in added if t.get("special"))
-        self.vocab_size: int = self._backend.get_vocab_size(with_added_tokens=True)
+        self.special_tokens: list[str] = list(file.special_tokens)
+        self._special_ids = file.special_ids
+        self.vocab_size: int = file.vocab_size
         self.eos_token_ids: list[int] = self._find_eos_ids()
         self.clean_up_tokenization_spaces = bool(self._config.get("clean_up_tokenization_spaces", False))
         named = {name: _token_content(self._config.get(name)) for name in _NAMED_SPECIAL_TOKENS}
         self._named_special = {name: value for name, value in named.items() if value is not None}
-
-        # smg's compiled encoder when the file is a shape it reproduces exactly (byte-level BPE
-        # behind the cl100k or DeepSeek pre-tokenizer): 12-17x tokenizers' encode, whose
-        # pre-tokenizer regex is nearly all its time. Built on first use or by warm_up (~0.4 s:
-        # 280k merges to read); until then the file's text is kept, not its parsed objects (~10x
-        # the size), and a file of another shape keeps nothing.
-        self._fast_encoder = None
-        _, self._fast_encoder_reason = scheme_of(raw)
-        self._fast_encoder_source = source if self._fast_encoder_reason is None else None
-        self._fast_encoder_lock = threading.Lock()
-        self._detokenizers = DetokenizerFactory(self._backend, raw.get("decoder"), self._special_ids,
-                                                self.clean_up_tokenization_spaces)
-        scanner, cut_ids, reason = self._build_scanner(raw, added)
-        self._cache = TokenCache(self._encode_backend, self._encode_backend_one, scanner, cut_ids,
-                                 cache or CacheConfig(), reason)
-        self._affixes = self._find_special_affixes()
+        self._detokenizers = file.detokenizers(self.clean_up_tokenization_spaces)
+        self._cache = TokenCache(self._encode_backend, self._encode_backend_one, file.scanner, file.cut_ids,
+                                 cache or CacheConfig(), file.scanner_reason)
+        self._affixes = file.affixes
 
     # ---- loading ------------------------------------------------------------------------------
 
@@ -156,57 +258,15 @@ class Tokenizer:
                     ids.append(token_id)
         return ids
 
-    def _build_scanner(self, raw: dict, added: list[dict]):
-        """The L1 boundary scanner, or why L1 cannot be used for this tokenizer."""
-        if not added:
-            return None, b"", "the tokenizer has no added tokens to cut at"
-        model_ids = set(self._backend.get_vocab(with_added_tokens=False).values())
-        identity = _is_identity_normalizer(raw.get("normalizer"))
-        raw_tokens, normalized_tokens, cut_ids = [], [], set()
-        for t in added:
-            plain = not (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))
-            # A cut token's id must be impossible to produce from plain text (see cut_positions).
-            is_cut = plain and t["id"] not in model_ids
-            if t.get("normalized", not t.get("special", False)):
-                if not identity:
-                    continue  # matched inside segments after normalization: never crosses a cut
-                normalized_tokens.append((t["content"], t["id"], is_cut))
-            else:
-                raw_tokens.append((t["content"], t["id"], is_cut))
-            if is_cut:
-                cut_ids.add(t["id"])
-        if not cut_ids:
-            return None, b"", "no added token is a safe cut point"
-        bitmap = bytearray(max(cut_ids) // 8 + 1)
-        for token_id in cut_ids:
-            bitmap[token_id >> 3] |= 1 << (token_id & 7)
-        return kernel.BoundaryScanner(raw_tokens, normalized_tokens), bytes(bitmap), None
-
-    def _find_special_affixes(self) -> tuple[list[int], list[int]] | None:
-        """Ids the post-processor puts around one sequence, if it only adds fixed ids."""
-        affixes = None
-        for probe in ("a", "Hello world", "x y z 12"):
-            plain = self._backend.encode(probe, add_special_tokens=False).ids
-            full = self._backend.encode(probe, add_special_tokens=True).ids
-            for start in range(len(full) - len(plain) + 1):
-                if full[start:start + len(plain)] == plain:
-                    found = (full[:start], full[start + len(plain):])
-                    break
-            else:
-                return None
-            if affixes is not None and found != affixes:
-                return None
-            affixes = found
-        return affixes
-
     # ---- encode / decode ----------------------------------------------------------------------
 
     def _encode_backend(self, texts: Sequence[str]) -> list[list[int]]:
         # smg's encoder and tokenizers' encode_batch release the GIL (tokenizers' encode does not),
         # so misses in threads overlap.
         try:
-            if self._encoder() is not None:
-                return self._fast_encoder.encode_batch(texts)
+            encoder = self._file.encoder()
+            if encoder is not None:
+                return encoder.encode_batch(texts)
             return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=False)]
         except UnicodeEncodeError:
             raise
@@ -217,8 +277,9 @@ class Tokenizer:
         # A short text is encoded in well under a millisecond: the GIL-holding `encode` costs less
         # than `encode_batch`'s dispatch there; longer ones release the GIL for other threads.
         try:
-            if self._encoder() is not None:
-                return self._fast_encoder.encode(text)
+            encoder = self._file.encoder()
+            if encoder is not None:
+                return encoder.encode(text)
             if len(text) < _SHORT_ENCODE_CHARS:
                 return self._backend.encode(text, add_special_tokens=False).ids
             return self._backend.encode_batch([text], add_special_tokens=False)[0].ids
@@ -293,31 +354,21 @@ class Tokenizer:
         served beside it. A missing or broken template is left to raise its error when a chat
         request uses it."""
         self._detokenizers.ensure_table()
-        self._encoder()
+        self._file.encoder()
         with contextlib.suppress(ChatTemplateError):
             self._compiled_template(chat_template, False)
-
-    def _encoder(self):
-        """smg's encoder for this tokenizer, built on first call; None when tokenizers encodes."""
-        if self._fast_encoder_source is not None:
-            with self._fast_encoder_lock:
-                if self._fast_encoder_source is not None:
-                    self._fast_encoder, self._fast_encoder_reason = build_fast_encoder(
-                        json.loads(self._fast_encoder_source), self._backend)
-                    self._fast_encoder_source = None
-        return self._fast_encoder
 
     @property
     def fast_encoder_reason(self) -> str | None:
         """Why ``tokenizers`` encodes for this tokenizer (None: smg's compiled encoder does)."""
-        self._encoder()
-        return self._fast_encoder_reason
+        self._file.encoder()
+        return self._file.fast_encoder_reason
 
     @property
     def offload_chars(self) -> int:
         """Uncached characters past which encoding is worth moving off an event loop (both
         encoders release the GIL on long texts)."""
-        return _OFFLOAD_CHARS_FAST if self._encoder() is not None else _OFFLOAD_CHARS_BACKEND
+        return _OFFLOAD_CHARS_FAST if self._file.encoder() is not None else _OFFLOAD_CHARS_BACKEND
 
     @property
     def detokenizer_fallback_reason(self) -> str | None:
