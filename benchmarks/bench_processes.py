@@ -1,12 +1,18 @@
 """``smg serve --workers N``: what worker processes cost and give, and what their shared state costs.
 
-    python -m benchmarks.bench_processes [--conc 64,256] [--duration 8] [--rounds 2]
+    python -m benchmarks.bench_processes [--conc 64,256] [--duration 8] [--rounds 2] [--step-delay-ms 0]
 
 1. Served: the protocol-faithful fake engine of ``../shared/bench`` (one process), ``smg serve
    --workers 1`` and ``--workers 2``, and the Rust gateway (``../shared/bench``'s venv, when
    ``gateway_vs_smg.sh`` has made it) on the same machine cores, under the shared load generator
    (streaming, ~100-token prompts, 256 output tokens). Per cell: tokens/s, TTFT p50, and the
    gateway's CPU per 1k tokens summed over its processes (the supervisor and its workers).
+   ``smg-x1/2`` is one process at half the concurrency: the load each of two processes carries,
+   so that CPU per token at two processes can be told apart from CPU per token at half the load.
+   ``--step-delay-ms``: the engine sleeps that long between a stream's messages, as a GPU's decode
+   steps pace it, so that the load is set by the concurrency (each stream's rate fixed) rather than
+   by how fast the saturated machine runs; then ``smg-x1/2`` carries exactly what each of
+   ``smg-x2``'s processes does.
    Nothing is pinned: gateway, engine and load share the two cores, so that each gateway may use
    both.
 2. Shared state, per operation, in one process against several: a counter and a histogram
@@ -75,7 +81,7 @@ def gateway_command(kind: str, port: int, worker: str, tokenizer: Path) -> list[
                 "--tokenizer-path", str(tokenizer), "--chat-template", str(tokenizer / "chat_template.jinja"),
                 "--policy", "round_robin", "--log-level", "warn", "--prometheus-host", "127.0.0.1",
                 "--prometheus-port", str(free_port())]
-    processes = kind.split("x")[1]
+    processes = kind.split("x")[1].split("/")[0]
     return [sys.executable, "-m", "smg", "serve", "--worker", worker, "--tokenizer", str(tokenizer),
             "--policy", "round_robin", "--port", str(port), "--workers", processes]
 
@@ -104,31 +110,35 @@ def one_cell(kind: str, worker: str, tokenizer: Path, concurrency: int, duration
 
 
 def served(args) -> None:
-    kinds = ["smg-x1", "smg-x2"] + (["rust"] if RUST_SMG.exists() else [])
+    kinds = ["smg-x1", "smg-x2", "smg-x1/2"] + (["rust"] if RUST_SMG.exists() else [])
     if "rust" not in kinds:
         print(f"(no Rust gateway at {RUST_SMG}: run ../shared/bench/gateway_vs_smg.sh once to make its venv)")
     tokenizer = tokenizer_dir()
     engine_port = free_port()
     engine = subprocess.Popen([sys.executable, str(SHARED_BENCH / "fake_engine.py"), "serve", "--port", str(engine_port),
-                               "--tokenizer-dir", str(tokenizer), "--tokens-per-chunk", "1", "--uvloop"],
+                               "--tokenizer-dir", str(tokenizer), "--tokens-per-chunk", "1", "--uvloop",
+                               "--step-delay-ms", str(args.step_delay_ms)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(engine_port, 60)
         worker = f"grpc://127.0.0.1:{engine_port}"
-        print(f"served, {os.cpu_count()} cores shared by gateway, engine and load; medians of {args.rounds} rounds")
+        print(f"served, {os.cpu_count()} cores shared by gateway, engine and load; engine step delay "
+              f"{args.step_delay_ms:g} ms; medians of {args.rounds} rounds")
         print(f"{'gateway':8} {'conc':>5} | {'tok/s':>8} | {'TTFT p50 ms':>11} | {'CPU ms/1k tok':>13} | "
               f"{'tok/s vs x1':>11} | {'CPU vs x1':>9} | {'tok/s vs Rust':>13}")
         for concurrency in map(int, args.conc.split(",")):
             cells: dict[str, list[dict]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
                 for kind in kinds:
-                    cells[kind].append(one_cell(kind, worker, tokenizer, concurrency, args.duration))
+                    load = concurrency // 2 if kind.endswith("/2") else concurrency
+                    cells[kind].append(one_cell(kind, worker, tokenizer, load, args.duration))
             rate = {k: statistics.median(c["out_tok_per_s"] for c in v) for k, v in cells.items()}
             cpu = {k: statistics.median(c["gw_cpu_ms_per_1k_tok"] for c in v) for k, v in cells.items()}
             for kind in kinds:
                 ttft = statistics.median(c["ttft_p50_ms"] or float("nan") for c in cells[kind])
                 vs_rust = f"x{rate[kind] / rate['rust']:.2f}" if "rust" in rate and kind != "rust" else ""
-                print(f"{kind:8} {concurrency:5d} | {rate[kind]:8.0f} | {ttft:11.1f} | {cpu[kind]:13.1f} | "
+                load = concurrency // 2 if kind.endswith("/2") else concurrency
+                print(f"{kind:8} {load:5d} | {rate[kind]:8.0f} | {ttft:11.1f} | {cpu[kind]:13.1f} | "
                       f"x{rate[kind] / rate['smg-x1']:10.2f} | x{cpu[kind] / cpu['smg-x1']:8.2f} | {vs_rust:>13}",
                       flush=True)
     finally:
@@ -219,6 +229,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--skip-served", action="store_true")
+    parser.add_argument("--step-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     shared_costs()
     if not args.skip_served:
