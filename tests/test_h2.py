@@ -419,17 +419,8 @@ def test_a_stream_nobody_reads_holds_at_most_its_window_and_goes_on_when_read():
 
 
 def test_an_engine_sending_past_a_streams_window_fails_that_stream():
-    async def handle(reader, writer):  # one message, then 1.1 MB more whatever the window says
-        encoder, stream, headers = await first_request(reader, writer)
-        writer.write(headers + frame(0, 0, stream, grpc_message(b"first")))
-        await writer.drain()
-        await asyncio.sleep(0.2)
-        body = b"".join(grpc_message(b"x" * 995) for _ in range(1150))
-        writer.write(b"".join(frame(0, 0, stream, body[i:i + 16000]) for i in range(0, len(body), 16000)))
-        writer.write(frame(1, 0x5, stream, encoder.encode([("grpc-status", "0")])))
-        await writer.drain()
-        await reader.read()
-        writer.close()
+    body = b"".join(grpc_message(b"x" * 995) for _ in range(1150))  # 1.1 MB whatever the window says
+    handle = first_then([body[i:i + 16000] for i in range(0, len(body), 16000)])
 
     async def main():
         async with raw_server(handle) as channel:
@@ -494,6 +485,22 @@ def reply_at_once(messages):
     async def handle(reader, writer):
         encoder, stream, headers = await first_request(reader, writer)
         writer.write(headers + frame(0, 0, stream, b"".join(grpc_message(m) for m in messages))
+                     + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
+        await writer.drain()
+        await reader.read()  # until the client goes
+        writer.close()
+    return handle
+
+
+def first_then(payloads):
+    """A raw-server handler answering the first request with the message ``first``, then, 0.2 s
+    later (the client has taken it by then), a DATA frame of each of ``payloads`` and OK."""
+    async def handle(reader, writer):
+        encoder, stream, headers = await first_request(reader, writer)
+        writer.write(headers + frame(0, 0, stream, grpc_message(b"first")))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.write(b"".join(frame(0, 0, stream, payload) for payload in payloads)
                      + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
         await writer.drain()
         await reader.read()  # until the client goes
@@ -603,17 +610,7 @@ def test_a_listener_is_called_once_per_read_with_all_its_messages():
     """Messages of one stream in many DATA frames of one read: the listener runs once, after the
     read is parsed, and takes them all (so their events can go out in one write)."""
     messages = [bytes([i]) * 3 for i in range(20)]
-
-    async def handle(reader, writer):
-        encoder, stream, headers = await first_request(reader, writer)
-        writer.write(headers + frame(0, 0, stream, grpc_message(b"first")))
-        await writer.drain()
-        await asyncio.sleep(0.2)  # the client listens by now
-        writer.write(b"".join(frame(0, 0, stream, grpc_message(m)) for m in messages)
-                     + frame(1, 0x4 | 0x1, stream, encoder.encode([("grpc-status", "0")])))
-        await writer.drain()
-        await reader.read()
-        writer.close()
+    handle = first_then([grpc_message(m) for m in messages])
 
     async def main():
         async with raw_server(handle) as channel:
