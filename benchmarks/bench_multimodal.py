@@ -5,7 +5,7 @@ Per family and image: the median time of smg's processor, of transformers' PIL/N
 torchvision processor (the ``...Fast`` classes), one thread each; then a request of four 1920x1080
 photos on one thread and on two (smg runs each image's kernels with the GIL released).
 
-    python -m benchmarks.bench_multimodal [--repeat N]
+    python -m benchmarks.bench_multimodal [--repeat N] [--families phi4_multimodal,llava_next]
 
 torchvision: the test extra installs it; ``TORCHVISION_SITE=DIR`` adds a copy installed aside
 (``pip install --no-deps --target DIR torchvision==0.28.*``). See benchmarks/_torchvision.py for
@@ -73,7 +73,9 @@ def _columns(reference_ms: float | None, ours_ms: float, width: int = 9, digits:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated, of " + ", ".join(FAMILIES))
     args = parser.parse_args()
+    chosen = args.families.split(",")
     warm_up()  # as a gateway does at start: kernels loaded, Pillow images in one block
     import transformers
 
@@ -89,6 +91,8 @@ def main() -> None:
     print(f"one thread per processor; torchvision backend: {'yes' if with_tv else 'no (set TORCHVISION_SITE)'}")
     print(f"{'family':9} {'image':>10} {'smg ms':>9} {'PIL ms':>9} {'x PIL':>7} {'tv ms':>9} {'x tv':>7}")
     for family, (config, _, _) in FAMILIES.items():
+        if family not in chosen:
+            continue
         ours = ImageProcessor.create(family, config)
         backends = [reference(family, fast=False), reference(family, fast=True) if with_tv else None]
         if backends == [None, None]:

@@ -91,6 +91,9 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
     for height, width, fill in ((h, w, 0), (h + 3, w + 5, 255)):  # (on a larger canvas: padded with fill)
         assert np.array_equal(compiled.normalize_chw(image, lut, height, width, fill),
                               kernels_py.normalize_chw(image, lut, height, width, fill))
+        for out_h, out_w in ((7, 5), (2 * h + 1, w)):  # (down and up)
+            assert np.array_equal(compiled.bicubic_canvas(image, lut, height, width, fill, out_h, out_w),
+                                  kernels_py.bicubic_canvas(image, lut, height, width, fill, out_h, out_w))
     side = patch * merge
     tiled = rng.integers(0, 256, (side * (1 + h % 3), side * (1 + w % 3), 3), dtype=np.uint8)
     rows = (tiled.shape[0] // patch) * (tiled.shape[1] // patch)
@@ -462,12 +465,16 @@ def test_phi4_refuses_what_transformers_refuses():
         ImageProcessor.create("phi4_multimodal")([image])
 
 
-def test_bicubic_is_torchs_float_resize():
+def test_bicubic_is_torchs_float_resize_of_the_normalised_canvas():
     import torch
 
     rng = np.random.default_rng(43)
-    for h, w in [(896, 1344), (448, 448), (1000, 30), (5, 7)]:
-        image = rng.uniform(-1, 1, (3, h, w)).astype(np.float32)
-        expected = torch.nn.functional.interpolate(torch.from_numpy(image)[None], size=(448, 448), mode="bicubic",
+    lut = rng.uniform(-1, 1, (3, 256)).astype(np.float32)
+    for (h, w), (height, width) in [((896, 1300), (896, 1344)), ((448, 448), (448, 448)), ((990, 30), (1000, 30)),
+                                    ((5, 7), (5, 7))]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        canvas = kernels_py.normalize_chw(image, lut, height, width, 255)  # (white beyond the image)
+        expected = torch.nn.functional.interpolate(torch.from_numpy(canvas)[None], size=(448, 448), mode="bicubic",
                                                    align_corners=False, antialias=False)[0].numpy()
-        assert float(np.abs(kernels().bicubic_chw(image, 448, 448) - expected).max()) <= 1e-5
+        got = kernels().bicubic_canvas(image, lut, height, width, 255, 448, 448)
+        assert float(np.abs(got - expected).max()) <= 1e-5

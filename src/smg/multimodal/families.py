@@ -522,7 +522,7 @@ class Phi4MultimodalProcessor(ImageProcessor):
     right and bottom, normalised; the crops, after a global view that resizes the normalised
     canvas to one crop (bicubic, no antialiasing); per crop a 32x32 attention mask that zeroes the
     padding's patches. Equal to transformers' torchvision processor (it has no other): its uint8
-    resize is ``resize(..., torch_weights=True)``, the global view ``bicubic_chw``."""
+    resize is ``resize(..., torch_weights=True)``, the global view ``bicubic_canvas``."""
 
     families = ("phi4_multimodal",)
     image_token = "<|image|>"
@@ -582,8 +582,7 @@ class Phi4MultimodalProcessor(ImageProcessor):
         # the crops of the white-padded canvas straight from the resized image; the global view
         # from the normalised canvas
         self._kernels.normalize_tiles(resized, self.table, self.crop, rows, cols, 255, out[1:])
-        canvas = self._kernels.normalize_chw(resized, self.table, target_h, target_w, 255)
-        out[0] = self._kernels.bicubic_chw(canvas, self.crop, self.crop)
+        out[0] = self._kernels.bicubic_canvas(resized, self.table, target_h, target_w, 255, self.crop, self.crop)
         masks, tokens = self._masks(rows, cols, target_w - new_w, target_h - new_h)
         return ProcessedImage({"image_pixel_values": out, "image_sizes": np.array([[target_h, target_w]], np.int64),
                                "image_attention_mask": masks, "num_img_tokens": np.array([tokens], np.int64)}, tokens)
@@ -625,9 +624,9 @@ class Phi4MultimodalProcessor(ImageProcessor):
         most = max(len(image.arrays["image_pixel_values"]) for image in images)
 
         def padded(key: str, fill: float) -> np.ndarray:  # the crop axis, to the batch's most
-            parts = [image.arrays[key] for image in images]
-            return join([np.concatenate([p, np.full((most - len(p), *p.shape[1:]), fill, p.dtype)]) for p in parts],
-                        stack=True)
+            parts = [image.arrays[key] for image in images]  # (one with the most as it is: no copy)
+            return join([p if len(p) == most else np.concatenate([p, np.full((most - len(p), *p.shape[1:]), fill,
+                                                                             p.dtype)]) for p in parts], stack=True)
 
         joined = {key: join([image.arrays[key] for image in images]) for key in ("image_sizes", "num_img_tokens")}
         joined["image_attention_mask"] = padded("image_attention_mask", 1.0)

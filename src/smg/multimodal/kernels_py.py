@@ -190,6 +190,13 @@ def bicubic_chw(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
+def bicubic_canvas(image: np.ndarray, lut: np.ndarray, height: int, width: int, fill: int, out_h: int,
+                   out_w: int) -> np.ndarray:
+    """The canvas of ``normalize_chw(image, lut, height, width, fill)`` resized to ``out_h`` x
+    ``out_w`` by :func:`bicubic_chw` (Phi-4's global view)."""
+    return bicubic_chw(normalize_chw(image, lut, height, width, fill), out_h, out_w)
+
+
 def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int, fill: int,
                     out: np.ndarray) -> np.ndarray:
     """The (H, W, C) uint8 image on a ``rows`` x ``cols`` canvas of ``tile``-pixel tiles (the
