@@ -91,6 +91,10 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
     for height, width, fill in ((h, w, 0), (h + 3, w + 5, 255)):  # (on a larger canvas: padded with fill)
         assert np.array_equal(compiled.normalize_chw(image, lut, height, width, fill),
                               kernels_py.normalize_chw(image, lut, height, width, fill))
+        into = [np.full((2, 3, height + 1, width + 2), np.nan, np.float32) for _ in range(2)]  # (views of a batch)
+        compiled.normalize_into(image, lut, fill, into[0][1, :, :height, :width])
+        kernels_py.normalize_into(image, lut, fill, into[1][1, :, :height, :width])
+        assert np.array_equal(into[0], into[1], equal_nan=True)
         for out_h, out_w in ((7, 5), (2 * h + 1, w)):  # (down and up)
             assert np.array_equal(compiled.bicubic_canvas(image, lut, height, width, fill, out_h, out_w),
                                   kernels_py.bicubic_canvas(image, lut, height, width, fill, out_h, out_w))
@@ -240,15 +244,23 @@ def test_unknown_family():
         ImageProcessor.create("no-such-family")
 
 
-def test_threads_give_the_same_batch():
+@pytest.mark.parametrize("family", ["qwen2_vl", "pixtral", "phi4_multimodal"])
+def test_threads_give_the_same_batch(family):
+    """(each of these writes its images straight into one batch, from the executor's threads)"""
     from concurrent.futures import ThreadPoolExecutor
 
-    processor = ImageProcessor.create("qwen2_vl")
+    processor = ImageProcessor.create(family)
     images = [_image(300 + 40 * i, 200 + 30 * i, "RGB", 10 + i) for i in range(4)]
     with ThreadPoolExecutor(2) as pool:
         threaded = processor(images, executor=pool)
     serial = processor(images)
     assert all(np.array_equal(threaded[key], serial[key]) for key in serial)
+    if family == "qwen2_vl":
+        return  # (its batch stacks patch rows, not images)
+    alone = [processor([image]) for image in images]  # the batch: each image's own, zero-padded
+    for key in serial:
+        assert all(np.array_equal(serial[key][i][tuple(slice(0, n) for n in one[key][0].shape)], one[key][0])
+                   for i, one in enumerate(alone))
 
 
 # ---- placeholder token counts against transformers' model processors ---------------------------

@@ -186,17 +186,25 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
     return out if channels == 4 else out[:, :, :channels]
 
 
-@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64), **_JIT)
-def normalize_chw(image, lut, height, width, fill):
-    """(H, W, C) uint8 -> (C, height, width) float32 through ``lut[c, value]`` (rescale and
-    normalise fused), the canvas beyond the image the byte ``fill``."""
+@nb.njit(nb.float32[:, :, :](_IMAGE, _LUT, nb.int64, nb.float32[:, :, :]), **_JIT)
+def normalize_into(image, lut, fill, out):
+    """``normalize_chw`` written into ``out`` (C, height, width): a view of a caller's batch, say."""
     h, w, channels = image.shape
-    out = np.empty((channels, height, width), np.float32)
+    _, height, width = out.shape
     for c in range(channels):
         pad = lut[c, fill]
         for y in range(height):
             for x in range(width):
                 out[c, y, x] = lut[c, image[y, x, c]] if y < h and x < w else pad
+    return out
+
+
+@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64), **_JIT)
+def normalize_chw(image, lut, height, width, fill):
+    """(H, W, C) uint8 -> (C, height, width) float32 through ``lut[c, value]`` (rescale and
+    normalise fused), the canvas beyond the image the byte ``fill``."""
+    out = np.empty((image.shape[2], height, width), np.float32)
+    normalize_into(image, lut, fill, out)
     return out
 
 

@@ -159,6 +159,12 @@ def normalize_chw(image: np.ndarray, lut: np.ndarray, height: int, width: int, f
     return np.stack([lut[c][canvas[:, :, c]] for c in range(channels)])
 
 
+def normalize_into(image: np.ndarray, lut: np.ndarray, fill: int, out: np.ndarray) -> np.ndarray:
+    """:func:`normalize_chw` written into ``out`` (C, height, width), and returned."""
+    out[...] = normalize_chw(image, lut, out.shape[1], out.shape[2], fill)
+    return out
+
+
 def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     """torch's bicubic (A = -0.75, half-pixel centres, no antialiasing) along one axis: per output
     index its four source indices (clamped to the edge) and weights, computed in float32 as torch
