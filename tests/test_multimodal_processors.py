@@ -244,7 +244,7 @@ def test_unknown_family():
         ImageProcessor.create("no-such-family")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "pixtral", "phi4_multimodal"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "pixtral", "phi4_multimodal", "llava_next"])
 def test_threads_give_the_same_batch(family):
     """(each of these writes its images straight into one batch, from the executor's threads)"""
     from concurrent.futures import ThreadPoolExecutor

@@ -281,7 +281,15 @@ class LlavaNextProcessor(LlavaProcessor):
         self._tiles_as_cut = self.crop == (side, side) and (
             not self.do_resize or self._resized(side, side) == (side, side))
 
-    def process_one(self, image) -> ProcessedImage:
+    def _tile_count(self, image) -> int:
+        """1 (the global view) + the tiles of the image's best resolution, from its size alone."""
+        width, height = image.size
+        best_h, best_w = select_best_resolution(height, width, self.pinpoints)
+        return 1 + (best_h // self.crop[0]) * (best_w // self.crop[0])
+
+    def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
+        """One image's tiles (the global view first), written into ``out`` when given (the tiles
+        as cut only: see ``process``)."""
         array = as_rgb_array(image, self.convert_rgb)
         height, width = array.shape[:2]
         best_h, best_w = select_best_resolution(height, width, self.pinpoints)
@@ -294,7 +302,7 @@ class LlavaNextProcessor(LlavaProcessor):
         glance = self._tile(self._kernels.resize(array, self.global_side, self.global_side, self.resample))
         if self._tiles_as_cut and rows * side == best_h and cols * side == best_w:
             # the canvas's tiles normalised straight into the batch's memory
-            pixels = np.empty((1 + rows * cols, *glance.shape), np.float32)
+            pixels = np.empty((1 + rows * cols, *glance.shape), np.float32) if out is None else out
             pixels[0] = glance
             self._kernels.normalize_tiles(canvas, self.table, side, rows, cols, 0, pixels[1:])
         else:
@@ -313,6 +321,29 @@ class LlavaNextProcessor(LlavaProcessor):
         else:
             grid_w -= (grid_w - int(round(width * (grid_h / height), 7))) // 2 * 2
         return grid_h * grid_w + grid_h + patches_h * patches_w + self.extra_tokens
+
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """With the tiles as cut, every image writes its tiles straight into one batch, padded with
+        zero tiles to the most: the batch is tens of MB, and stacking the images' own arrays
+        afterwards copied it all on one thread."""
+        if len(images) < 2 or not self._tiles_as_cut or any(
+                best % self.crop[0] for pinpoint in self.pinpoints for best in pinpoint):
+            return super().process(images, executor)
+        counts = [self._tile_count(image) for image in images]
+        if not self.pad_batch and len(set(counts)) > 1:
+            raise InvalidImage("images with different tile counts need do_pad")
+        most, channels, side = max(counts), _channels(images, self.convert_rgb), self.crop[0]
+        batch = self._kernels.empty_rows(len(images) * most * channels * side, side).reshape(
+            len(images), most, channels, side, side)
+
+        def run(i: int) -> ProcessedImage:
+            batch[i, counts[i]:] = 0.0
+            return self.process_one(images[i], batch[i, :counts[i]])
+
+        processed = list(executor.map(run, range(len(images))) if executor else map(run, range(len(images))))
+        return processed, {"pixel_values": batch,
+                           "image_sizes": join([image.arrays["image_sizes"] for image in processed])}
 
     def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
         tiles = [image.arrays["pixel_values"] for image in images]
