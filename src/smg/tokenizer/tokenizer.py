@@ -387,7 +387,9 @@ class Tokenizer:
 
     @property
     def backend(self):
-        """The underlying ``tokenizers.Tokenizer`` (read-only use)."""
+        """The underlying ``tokenizers.Tokenizer``, for reading only: every Tokenizer of the same
+        file text in the process shares it (changing its truncation or padding would change
+        theirs)."""
         return self._backend
 
     @property
