@@ -288,8 +288,7 @@ class LlavaNextProcessor(LlavaProcessor):
         return 1 + (best_h // self.crop[0]) * (best_w // self.crop[0])
 
     def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
-        """One image's tiles (the global view first), written into ``out`` when given (the tiles
-        as cut only: see ``process``)."""
+        """One image's tiles (the global view first), written into ``out`` when given."""
         array = as_rgb_array(image, self.convert_rgb)
         height, width = array.shape[:2]
         best_h, best_w = select_best_resolution(height, width, self.pinpoints)
@@ -308,6 +307,9 @@ class LlavaNextProcessor(LlavaProcessor):
         else:
             pixels = np.stack([glance] + [self._tile(canvas[y:y + side, x:x + side])
                                           for y in range(0, best_h, side) for x in range(0, best_w, side)])
+            if out is not None:  # (process gives an out only where the fast path applies: kept right anyway)
+                out[...] = pixels
+                pixels = out
         tokens = self.num_tokens(height, width, best_h, best_w, pixels.shape[2], pixels.shape[3])
         return ProcessedImage({"pixel_values": pixels, "image_sizes": np.array([[height, width]], np.int64)}, tokens)
 
