@@ -490,3 +490,20 @@ def test_bicubic_is_torchs_float_resize_of_the_normalised_canvas():
                                                    align_corners=False, antialias=False)[0].numpy()
         got = kernels().bicubic_canvas(image, lut, height, width, 255, 448, 448)
         assert float(np.abs(got - expected).max()) <= 1e-5
+
+
+def test_llava_next_writes_a_given_batch_slot_on_either_path():
+    """Tiles cut as they are go straight into the batch; tiles that CLIP's steps still resize
+    (crop 224, shortest edge 200) are made apart, then written there: the same values."""
+    paths = []
+    for config in (LLAVA_15, {"size": {"shortest_edge": 200}, "crop_size": {"height": 224, "width": 224},
+                              "image_grid_pinpoints": [[448, 224], [224, 448], [448, 448]]}):
+        processor = ImageProcessor.create("llava_next", config)
+        paths.append(processor._tiles_as_cut)
+        image = _image(300, 200, "RGB", 21)
+        alone = processor.process_one(image).arrays["pixel_values"]
+        slot = np.full((2, *alone.shape), np.nan, np.float32)
+        written = processor.process_one(image, slot[1]).arrays["pixel_values"]
+        assert written is slot[1] or np.shares_memory(written, slot)
+        assert np.array_equal(slot[1], alone) and np.isnan(slot[0]).all()
+    assert paths == [True, False]
