@@ -14,7 +14,8 @@ connection per worker, cleartext (prior knowledge), client-initiated streams; HP
 ``hpack`` package; flow control both ways (the connection's receive window opened wide and
 replenished as DATA arrives; each stream's, ``STREAM_WINDOW``, given back only once its consumer
 has taken what came, so a stream nobody reads holds at most that much here and the engine is held
-back instead; send windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE, RST_STREAM, GOAWAY;
+back instead; send windows respected with queued DATA); SETTINGS, PING, WINDOW_UPDATE,
+RST_STREAM, GOAWAY (the streams it names as not started are sent again on a new connection);
 ``grpc-timeout``; trailers-only responses; keepalive PINGs while streams are open. Errors are ``H2RpcError`` (a ``grpc.RpcError`` with
 ``code()``/``details()``), so the pool maps them as it maps ``grpc.aio``'s.
 """

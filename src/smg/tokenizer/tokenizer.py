@@ -39,12 +39,16 @@ def _token_content(value: Any) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> tuple[str, dict]:
-    """The file's text and its parsed JSON object."""
+def _read_bytes(path: Path) -> bytes:
     try:
-        return _parse_json(path, path.read_bytes())
+        return path.read_bytes()
     except OSError as exc:
         raise TokenizerLoadError(f"cannot read {path}: {exc}") from exc
+
+
+def _read_json(path: Path) -> tuple[str, dict]:
+    """The file's text and its parsed JSON object."""
+    return _parse_json(path, _read_bytes(path))
 
 
 def _parse_json(path: Path, text: bytes) -> tuple[str, dict]:
@@ -78,10 +82,7 @@ class _TokenizerFile:
 
     @classmethod
     def load(cls, path: Path) -> "_TokenizerFile":
-        try:
-            text = path.read_bytes()
-        except OSError as exc:
-            raise TokenizerLoadError(f"cannot read {path}: {exc}") from exc
+        text = _read_bytes(path)
         key = hashlib.blake2b(text, digest_size=20).digest()  # (~10 ms for a 10 MB file)
         with cls._loading:
             loaded = cls._loaded.get(key)
