@@ -199,13 +199,11 @@ def normalize_into(image, lut, fill, out):
     return out
 
 
-@nb.njit(nb.float32[:, :, ::1](_IMAGE, _LUT, nb.int64, nb.int64, nb.int64), **_JIT)
 def normalize_chw(image, lut, height, width, fill):
     """(H, W, C) uint8 -> (C, height, width) float32 through ``lut[c, value]`` (rescale and
-    normalise fused), the canvas beyond the image the byte ``fill``."""
-    out = np.empty((image.shape[2], height, width), np.float32)
-    normalize_into(image, lut, fill, out)
-    return out
+    normalise fused), the canvas beyond the image the byte ``fill``. (Allocated by NumPy: one
+    thread fills it, and huge pages make its first touch cheap; see processor.own_array.)"""
+    return normalize_into(image, lut, fill, np.empty((image.shape[2], height, width), np.float32))
 
 
 @nb.njit("Tuple((int64[:, ::1], float32[:, ::1]))(int64, int64)", **_JIT)
