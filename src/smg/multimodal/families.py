@@ -280,6 +280,9 @@ class LlavaNextProcessor(LlavaProcessor):
         # CLIP's steps leave a crop-sized tile as it is (the usual configs): no resize, no crop
         self._tiles_as_cut = self.crop == (side, side) and (
             not self.do_resize or self._resized(side, side) == (side, side))
+        # every canvas cut into whole tiles as they are: process can size the batch from the images' sizes
+        self._batch_in_place = self._tiles_as_cut and all(best % side == 0 for pinpoint in self.pinpoints
+                                                          for best in pinpoint)
 
     def _tile_count(self, image) -> int:
         """1 (the global view) + the tiles of the image's best resolution, from its size alone."""
@@ -326,24 +329,15 @@ class LlavaNextProcessor(LlavaProcessor):
 
     def process(self, images: Sequence, executor: Executor | None = None
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """With the tiles as cut, every image writes its tiles straight into one batch, padded with
-        zero tiles to the most: the batch is tens of MB, and stacking the images' own arrays
-        afterwards copied it all on one thread."""
-        if len(images) < 2 or not self._tiles_as_cut or any(
-                best % self.crop[0] for pinpoint in self.pinpoints for best in pinpoint):
+        """With the tiles as cut, every image writes its tiles into one batch, padded with zero
+        tiles to the most (``_into_padded_batch``)."""
+        if len(images) < 2 or not self._batch_in_place:
             return super().process(images, executor)
         counts = [self._tile_count(image) for image in images]
         if not self.pad_batch and len(set(counts)) > 1:
             raise InvalidImage("images with different tile counts need do_pad")
-        most, channels, side = max(counts), _channels(images, self.convert_rgb), self.crop[0]
-        batch = self._kernels.empty_rows(len(images) * most * channels * side, side).reshape(
-            len(images), most, channels, side, side)
-
-        def run(i: int) -> ProcessedImage:
-            batch[i, counts[i]:] = 0.0
-            return self.process_one(images[i], batch[i, :counts[i]])
-
-        processed = list(executor.map(run, range(len(images))) if executor else map(run, range(len(images))))
+        channels, side = _channels(images, self.convert_rgb), self.crop[0]
+        processed, batch = self._into_padded_batch(images, executor, [(n, channels, side, side) for n in counts])
         return processed, {"pixel_values": batch,
                            "image_sizes": join([image.arrays["image_sizes"] for image in processed])}
 
@@ -415,23 +409,12 @@ class PixtralProcessor(ImageProcessor):
 
     def process(self, images: Sequence, executor: Executor | None = None
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """Every image writes its pixels straight into one batch, zero-padded to the largest: the
-        batch is tens of MB, and copying the images into it afterwards ran on one thread."""
+        """Every image writes its pixels into one batch, zero-padded to the largest (``_into_padded_batch``)."""
         if len(images) < 2:
             return super().process(images, executor)
-        sizes = [self._size(image) for image in images]
-        height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
         channels = _channels(images, self.convert_rgb)
-        batch = self._kernels.empty_rows(len(images) * channels * height, width).reshape(
-            len(images), channels, height, width)
-
-        def run(i: int) -> ProcessedImage:
-            h, w = sizes[i]
-            batch[i, :, h:] = 0.0
-            batch[i, :, :h, w:] = 0.0
-            return self.process_one(images[i], batch[i, :, :h, :w])
-
-        processed = list(executor.map(run, range(len(images))) if executor else map(run, range(len(images))))
+        processed, batch = self._into_padded_batch(images, executor,
+                                                   [(channels, *self._size(image)) for image in images])
         return processed, {"pixel_values": batch,
                            "image_sizes": join([image.arrays["image_sizes"] for image in processed])}
 
@@ -667,19 +650,12 @@ class Phi4MultimodalProcessor(ImageProcessor):
 
     def process(self, images: Sequence, executor: Executor | None = None
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
-        """Every image writes its crops straight into one batch, padded with zero crops to the most."""
+        """Every image writes its crops into one batch, padded with zero crops to the most (``_into_padded_batch``)."""
         if len(images) < 2:
             return super().process(images, executor)
-        counts = [self._crop_count(image) for image in images]
-        most, channels = max(counts), _channels(images, self.convert_rgb)
-        batch = self._kernels.empty_rows(len(images) * most * channels * self.crop, self.crop).reshape(
-            len(images), most, channels, self.crop, self.crop)
-
-        def run(i: int) -> ProcessedImage:
-            batch[i, counts[i]:] = 0.0
-            return self.process_one(images[i], batch[i, :counts[i]])
-
-        processed = list(executor.map(run, range(len(images))) if executor else map(run, range(len(images))))
+        channels, side = _channels(images, self.convert_rgb), self.crop
+        processed, batch = self._into_padded_batch(
+            images, executor, [(self._crop_count(image), channels, side, side) for image in images])
         return processed, {**self.collate(processed, pixels=False), "image_pixel_values": batch}
 
     def collate(self, images: Sequence[ProcessedImage], pixels: bool = True) -> dict[str, np.ndarray]:

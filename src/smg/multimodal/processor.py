@@ -123,6 +123,12 @@ def own_array(*shape: int) -> np.ndarray:
     return np.empty(shape, np.float32)
 
 
+def _each(run, jobs: Sequence[tuple], executor: Executor | None) -> list:
+    """``run(*job)`` for each job, on ``executor``'s threads when given, in order."""
+    call = lambda job: run(*job)  # noqa: E731
+    return list(executor.map(call, jobs) if executor else map(call, jobs))
+
+
 def join(arrays: Sequence[np.ndarray], stack: bool = False) -> np.ndarray:
     """``np.concatenate`` (``np.stack``) of per-image arrays, without the copy for a single image:
     a one-image batch of Qwen patch rows is tens of MB, and its copy cost as much as computing it."""
@@ -216,20 +222,37 @@ class ImageProcessor(ABC):
     def process(self, images: Sequence, executor: Executor | None = None
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
         """Each image processed (on ``executor``'s threads when given) and the batch."""
-        processed = list(executor.map(self.process_one, images) if executor else map(self.process_one, images))
+        processed = _each(self.process_one, [(image,) for image in images], executor)
         return processed, self.collate(processed)
+
+    # Batches of several images are written in place: they are tens of MB, and joining per-image
+    # arrays afterwards copied them all on one thread. Allocated by Numba: NumPy asks for huge
+    # pages on large arrays, and two threads first touching one huge-page array stall each other
+    # in the kernel (see own_array for an array one thread fills).
 
     def _into_one_batch(self, images: Sequence, executor: Executor | None, counts: Sequence[int],
                         row_shape: tuple[int, ...]) -> tuple[list[ProcessedImage], np.ndarray]:
-        """Each image (``process_one(image, out)``) writes its ``counts[i]`` rows straight into one
-        batch array: batches are tens of MB, and joining per-image arrays afterwards would copy
-        them all on one thread. Allocated by Numba: NumPy asks for huge pages on large arrays, and
-        two threads first touching one huge-page array stall each other in the kernel."""
+        """Each image (``process_one(image, out)``) writes its ``counts[i]`` rows of ``row_shape``,
+        one after another along the batch's first axis."""
         batch = kernels().empty_rows(sum(counts), math.prod(row_shape)).reshape(-1, *row_shape)
         starts = np.cumsum([0, *counts])
-        jobs = [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)]
-        run = lambda job: self.process_one(*job)  # noqa: E731
-        return list(executor.map(run, jobs) if executor else map(run, jobs)), batch
+        return _each(self.process_one, [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)],
+                     executor), batch
+
+    def _into_padded_batch(self, images: Sequence, executor: Executor | None, shapes: Sequence[tuple[int, ...]]
+                           ) -> tuple[list[ProcessedImage], np.ndarray]:
+        """Each image (``process_one(image, out)``) writes its values, of ``shapes[i]``, at the
+        start of its own slot of the batch (images, then each axis's largest size); its thread
+        zeroes the rest of the slot."""
+        inner = tuple(max(sizes) for sizes in zip(*shapes))
+        batch = kernels().empty_rows(len(images) * math.prod(inner[:-1]), inner[-1]).reshape(len(images), *inner)
+
+        def run(image, slot: np.ndarray, shape: tuple[int, ...]) -> ProcessedImage:
+            for axis, size in enumerate(shape):  # past the image's own values, axis by axis
+                slot[tuple(slice(0, s) for s in shape[:axis]) + (slice(size, None),)] = 0.0
+            return self.process_one(image, slot[tuple(slice(0, s) for s in shape)])
+
+        return _each(run, list(zip(images, batch, shapes)), executor), batch
 
     def __call__(self, images: Sequence, executor: Executor | None = None) -> dict[str, np.ndarray]:
         """Preprocess ``images`` (PIL images), on ``executor``'s threads when given."""
