@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from smg.errors import ModelNotFound, Overloaded
 from smg.shared_state import SharedSlots
+from smg.waiting import wait_within
 
 if TYPE_CHECKING:
     from smg.config import GatewayConfig
@@ -96,7 +97,7 @@ class Gate:
             self._poller = asyncio.create_task(self._poll())
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(future, self.timeout)  # (a slot handed over stays held)
+            await wait_within(future, self.timeout)  # (a slot handed over stays held)
         except BaseException as exc:
             if future.done() and not future.cancelled():
                 self.leave()  # handed a slot just as it gave up: the next waiter takes it

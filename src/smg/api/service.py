@@ -12,6 +12,7 @@ from smg.engines import GenerateRequest, SamplingOptions
 from smg.errors import InvalidRequest, SmgError
 from smg.pipeline.prepare import render_chat, template_kwargs, template_message
 from smg.protocols import openai as oa
+from smg.waiting import wait_within
 
 if TYPE_CHECKING:
     from smg.gateway import Gateway
@@ -50,7 +51,7 @@ async def _health_generate(gw: "Gateway", http: HttpRequest) -> Reply:
 
     async def one(model) -> str | None:
         try:
-            return await asyncio.wait_for(first_token(model), HEALTH_GENERATE_TIMEOUT)
+            return await wait_within(first_token(model), HEALTH_GENERATE_TIMEOUT)
         except asyncio.TimeoutError:
             return f"no token within {HEALTH_GENERATE_TIMEOUT:g} s"
         except SmgError as exc:

@@ -32,6 +32,7 @@ import grpc
 import hpack
 
 from smg import _ext
+from smg.waiting import wait_within
 
 take_messages = _ext.load("h2_data").take_messages
 
@@ -808,20 +809,20 @@ class H2Channel:
         if stream._timer is None:  # the deadline counts from the first try, connecting included
             stream._timer = loop.call_later(
                 stream._timeout, lambda: stream._fail_stream(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"))
-        deadline = ("grpc-timeout", lambda: _grpc_timeout(max(stream._timer.when() - loop.time(), 0.001)))
         try:
-            await asyncio.wait_for(self._open(stream, headers, deadline),
-                                   max(stream._timer.when() - loop.time(), 0.0))
+            await wait_within(self._open(stream, headers), max(stream._timer.when() - loop.time(), 0.0))
         except asyncio.TimeoutError:
             stream._end(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the stream was opened")
 
-    async def _open(self, stream: StreamCall, headers: list[tuple[str, str]],
-                    deadline: tuple[str, Callable[[], str]] | None = None) -> None:
+    async def _open(self, stream: StreamCall, headers: list[tuple[str, str]]) -> None:
         """Open the stream on the live connection, on a new one if that closed before the stream
-        left (a GOAWAY or a loss while it waited): a few times, then UNAVAILABLE."""
+        left (a GOAWAY or a loss while it waited): a few times, then UNAVAILABLE. A stream with a
+        deadline tells the server what is left of it (``grpc-timeout``)."""
+        timer = stream._timer
         for _ in range(3):
             connection = await self._live()
-            sent = headers if deadline is None else [*headers, (deadline[0], deadline[1]())]
+            sent = headers if timer is None else [
+                *headers, ("grpc-timeout", _grpc_timeout(max(timer.when() - connection.loop.time(), 0.001)))]
             if await connection.open(stream, sent):
                 return
         raise H2RpcError(grpc.StatusCode.UNAVAILABLE, connection.error)

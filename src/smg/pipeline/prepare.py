@@ -22,6 +22,7 @@ from smg.models import ServedModel
 from smg.parsers.reasoning import prompt_opens_reasoning
 from smg.stop import StopParams
 from smg.tokenizer.tokenizer import RESERVED_TEMPLATE_VARIABLES
+from smg.waiting import wait_within
 
 
 @dataclass
@@ -216,7 +217,7 @@ async def render_chat(served: ServedModel, messages: list, tools: list | None, k
                                              **kwargs)
 
     try:
-        return await asyncio.wait_for(asyncio.to_thread(render), limits[0])
+        return await wait_within(asyncio.to_thread(render), limits[0])
     except asyncio.TimeoutError:  # (the render's own checks stop it; this bounds the wait in any case)
         raise ChatTemplateError(f"the request's chat template took more than {limits[0]:g} s to render") from None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from smg.errors import InvalidRequest, StorageUnavailable
+from smg.waiting import wait_within
 
 MIGRATIONS = (
     ("CREATE TABLE smg_responses (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, previous_response_id TEXT, "
@@ -80,8 +81,8 @@ class SqliteDriver:
             raise StorageUnavailable("the sqlite storage is closed")
         db = self._db
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._thread, work, db),
-                                          self.timeout)
+            return await wait_within(asyncio.get_running_loop().run_in_executor(self._thread, work, db),
+                                     self.timeout)
         except sqlite3.IntegrityError as exc:
             raise InvalidRequest(f"conflicts with what is stored: {exc}") from None
         except (sqlite3.Error, OSError, asyncio.TimeoutError) as exc:
