@@ -97,7 +97,7 @@ class Supervisor:
             loop.add_signal_handler(sig, stop.set)
         keepers = [asyncio.create_task(self._keep(index, env, metrics_dir)) for index in range(self.workers)]
         try:
-            ready = asyncio.gather(*(self._started(index) for index in range(self.workers)))
+            ready = asyncio.gather(*(event.wait() for event in self._ready))
             waiting = asyncio.ensure_future(stop.wait())
             await asyncio.wait([ready, waiting], return_when=asyncio.FIRST_COMPLETED)
             if ready.done() and not ready.exception():
@@ -116,9 +116,6 @@ class Supervisor:
             state.close()
             shutil.rmtree(directory, ignore_errors=True)
         return 0
-
-    async def _started(self, index: int) -> None:
-        await self._ready[index].wait()
 
     async def _keep(self, index: int, env: dict, metrics_dir: str) -> None:
         """Run worker ``index``; start it again whenever it exits while the server runs."""

@@ -398,7 +398,7 @@ class PixtralProcessor(ImageProcessor):
         """One image's pixel values, written into ``out`` (C, height, width) when given."""
         array = as_rgb_array(image, self.convert_rgb, on_white=True)
         if self.do_resize:
-            array = self._kernels.resize(array, *self.target_size(*array.shape[:2]), self.resample)
+            array = self._kernels.resize(array, *self._size(image), self.resample)
         if out is None:
             pixels = self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
         else:
