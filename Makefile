@@ -1,7 +1,7 @@
 # Every target creates .venv and installs what it needs on first use.
 PY ?= python3
 BIN := .venv/bin
-KERNELS := $(wildcard src/smg/_ext/*.pyx src/smg/_ext/*.pxd)
+KERNELS := $(wildcard src/smg/_ext/*.pyx src/smg/_ext/*.pxd src/smg/_ext/*.h)
 PORT ?= 8000
 
 .PHONY: run test test-compiled test-pure compile bench clean

@@ -26,8 +26,8 @@ extensions = [
     Extension(
         f"smg._ext.{pyx.stem}",
         [str(pyx)],
-        # Listing the .pxd files makes edits to them rebuild the kernel.
-        depends=[str(p) for p in ext_dir.glob("*.pxd")],
+        # Listing the .pxd and C headers makes edits to them rebuild the kernel.
+        depends=[str(p) for p in (*ext_dir.glob("*.pxd"), *ext_dir.glob("*.h"))],
         define_macros=macros,
         extra_compile_args=["-O3"] if not debug else ["-O0", "-g"],
     )

@@ -79,6 +79,41 @@ def test_resize_large_photo_matches_pillow():
 
 
 @pytest.mark.compiled_only
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 12), w=st.integers(1, 90), out_w=st.integers(1, 120), filter_id=st.sampled_from(FILTERS),
+       torch_weights=st.booleans(), ends=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+       seed=st.integers(0, 2**32 - 1))
+def test_horizontal_passes_agree(h, w, out_w, filter_id, torch_weights, ends, seed):
+    # The AVX2 pass (smg._ext.resample), the Numba pass it stands in for where the CPU has no AVX2,
+    # and the twin: the same integers, on windows of the output too (a window's last pixels read
+    # up to the row's end, where the AVX2 pass masks its loads).
+    from smg._ext import resample
+    from smg._ext import resample_py
+    from smg.multimodal import kernels as compiled
+
+    if not resample.SIMD:
+        pytest.skip("this CPU has no AVX2: the Numba pass is the one resize runs, held equal to Pillow above")
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
+    first, last = sorted(min(int(e * out_w), out_w - 1) for e in ends)
+    bounds, weights, precision = kernels_py.resample_coeffs(w, out_w, filter_id, torch_weights)
+    bounds, weights = bounds[first:last + 1], weights[first:last + 1].astype(np.int32)
+    twin = resample_py.horizontal(image, bounds, weights, precision)
+    assert np.array_equal(resample.horizontal(image, bounds, weights, precision), twin)
+    assert np.array_equal(compiled._horizontal(image, out_w, first, last + 1 - first, filter_id, torch_weights), twin)
+
+
+@pytest.mark.compiled_only
+def test_the_horizontal_pass_refuses_a_window_outside_the_row():
+    from smg._ext import resample
+
+    image = np.zeros((2, 5, 4), np.uint8)
+    weights = np.ones((1, 3), np.int32)
+    for bounds in ([[3, 3]], [[-1, 2]], [[0, 4]]):  # past the row's end, before its start, past the weights
+        with pytest.raises(ValueError, match="window"):
+            resample.horizontal(image, np.array(bounds, np.int64), weights, 22)
+
+
+@pytest.mark.compiled_only
 @settings(max_examples=60, deadline=None)
 @given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**32 - 1),
        patch=st.sampled_from([2, 4, 14]), merge=st.sampled_from([1, 2]))
@@ -112,12 +147,17 @@ def test_compiled_kernels_equal_twins(h, w, seed, patch, merge):
         window = (h // 3, w // 4, h - h // 3, max(1, w // 2))  # (top, left, height, width)
         assert np.array_equal(compiled.resize(image, h + 5, w, filter_id, window=window),
                               kernels_py.resize(image, h + 5, w, filter_id, window=window))
-    tiles = [np.full((5, 3, patch, patch), np.nan, np.float32) for _ in range(2)]
     rows, cols = -(-h // patch), -(-w // patch)  # the canvas covers the image
-    if rows * cols <= 4:
-        compiled.normalize_tiles(image, lut, patch, rows, cols, 255, tiles[0][1:1 + rows * cols])
-        kernels_py.normalize_tiles(image, lut, patch, rows, cols, 255, tiles[1][1:1 + rows * cols])
-        assert np.array_equal(tiles[0], tiles[1], equal_nan=True)
+    # placed at the corner, inside, and partly past the canvas's end (that part left out)
+    for top, left in ((0, 0), (patch // 2, 1), (rows * patch - 1, cols * patch // 2)):
+        tiles = [np.full((5, 3, patch, patch), np.nan, np.float32) for _ in range(2)]
+        if rows * cols <= 4:
+            compiled.normalize_tiles(image, lut, patch, rows, cols, top, left, 255, tiles[0][1:1 + rows * cols])
+            kernels_py.normalize_tiles(image, lut, patch, rows, cols, top, left, 255, tiles[1][1:1 + rows * cols])
+            assert np.array_equal(tiles[0], tiles[1], equal_nan=True)
+    for kernels_module in (compiled, kernels_py):
+        with pytest.raises(ValueError, match="negative"):
+            kernels_module.normalize_tiles(image, lut, patch, 1, 1, -1, 0, 0, np.empty((1, 3, patch, patch), np.float32))
 
 
 QWEN3 = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,

@@ -296,20 +296,22 @@ class LlavaNextProcessor(LlavaProcessor):
         height, width = array.shape[:2]
         best_h, best_w = select_best_resolution(height, width, self.pinpoints)
         fit_h, fit_w = fit_within(height, width, best_h, best_w)
-        canvas = np.zeros((best_h, best_w, array.shape[2]), np.uint8)
         top, left = (best_h - fit_h) // 2, (best_w - fit_w) // 2
-        canvas[top:top + fit_h, left:left + fit_w] = self._kernels.resize(array, fit_h, fit_w, self.resample)
+        fitted = self._kernels.resize(array, fit_h, fit_w, self.resample)
         side = self.crop[0]
         rows, cols = best_h // side, best_w // side
-        glance = self._tile(self._kernels.resize(array, self.global_side, self.global_side, self.resample))
-        if self._tiles_as_cut and rows * side == best_h and cols * side == best_w:
-            # the canvas's tiles normalised straight into the batch's memory
-            pixels = np.empty((1 + rows * cols, *glance.shape), np.float32) if out is None else out
-            pixels[0] = glance
-            self._kernels.normalize_tiles(canvas, self.table, side, rows, cols, 0, pixels[1:])
+        glance = self._kernels.resize(array, self.global_side, self.global_side, self.resample)
+        if self._tiles_as_cut and rows * side == best_h and cols * side == best_w and glance.shape[:2] == (side, side):
+            # the tiles of the canvas, and the global view, normalised straight into the batch's
+            # memory: no canvas is built
+            pixels = np.empty((1 + rows * cols, array.shape[2], side, side), np.float32) if out is None else out
+            self._kernels.normalize_tiles(glance, self.table, side, 1, 1, 0, 0, 0, pixels[:1])
+            self._kernels.normalize_tiles(fitted, self.table, side, rows, cols, top, left, 0, pixels[1:])
         else:
-            pixels = np.stack([glance] + [self._tile(canvas[y:y + side, x:x + side])
-                                          for y in range(0, best_h, side) for x in range(0, best_w, side)])
+            canvas = np.zeros((best_h, best_w, array.shape[2]), np.uint8)
+            canvas[top:top + fit_h, left:left + fit_w] = fitted
+            pixels = np.stack([self._tile(glance)] + [self._tile(canvas[y:y + side, x:x + side])
+                                                      for y in range(0, best_h, side) for x in range(0, best_w, side)])
             if out is not None:  # (process gives an out only where the fast path applies: kept right anyway)
                 out[...] = pixels
                 pixels = out
@@ -532,10 +534,10 @@ class Llama4Processor(_RowsProcessor):
         tiles = out
         if tiles is None:
             tiles = own_array(count, array.shape[2], self.tile, self.tile)
-        self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, 0, tiles[:rows * cols])
+        self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, 0, 0, 0, tiles[:rows * cols])
         if count > rows * cols:
             overview = self._kernels.resize(array, self.tile, self.tile, self.resample, True)
-            self._kernels.normalize_tiles(overview, self.table, self.tile, 1, 1, 0, tiles[-1:])
+            self._kernels.normalize_tiles(overview, self.table, self.tile, 1, 1, 0, 0, 0, tiles[-1:])
         return ProcessedImage({"pixel_values": tiles, "aspect_ratios": np.array([[rows, cols]], np.int64)},
                               count * self.tokens_per_tile)
 
@@ -626,7 +628,7 @@ class Phi4MultimodalProcessor(ImageProcessor):
             out = own_array(1 + rows * cols, array.shape[2], self.crop, self.crop)
         # the crops of the white-padded canvas straight from the resized image; the global view
         # from the normalised canvas
-        self._kernels.normalize_tiles(resized, self.table, self.crop, rows, cols, 255, out[1:])
+        self._kernels.normalize_tiles(resized, self.table, self.crop, rows, cols, 0, 0, 255, out[1:])
         out[0] = self._kernels.bicubic_canvas(resized, self.table, target_h, target_w, 255, self.crop, self.crop)
         masks, tokens = self._masks(rows, cols, target_w - new_w, target_h - new_h)
         return ProcessedImage({"image_pixel_values": out, "image_sizes": np.array([[target_h, target_w]], np.int64),

@@ -90,7 +90,7 @@ def resample_coeffs(in_size: int, out_size: int, filter_id: int,
     return bounds, weights, precision
 
 
-def _pass(image: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int, axis: int) -> np.ndarray:
+def resample_pass(image: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int, axis: int) -> np.ndarray:
     """One separable pass along ``axis`` (0: rows, 1: columns) of an (H, W, C) uint8 image."""
     source = image.astype(np.int64)
     shape = list(image.shape)
@@ -139,7 +139,7 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
         part = slice(first, first + count)
         if out_size != size:
             bounds, weights, precision = resample_coeffs(size, out_size, filter_id, torch_weights)
-            out = _pass(out, bounds[part], weights[part], precision, axis=axis)
+            out = resample_pass(out, bounds[part], weights[part], precision, axis=axis)
         elif count != size:
             out = out[part] if axis == 0 else out[:, part]
     return np.ascontiguousarray(out) if out is not image else image
@@ -203,14 +203,20 @@ def bicubic_canvas(image: np.ndarray, lut: np.ndarray, height: int, width: int, 
     return bicubic_chw(normalize_chw(image, lut, height, width, fill), out_h, out_w)
 
 
-def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int, fill: int,
-                    out: np.ndarray) -> np.ndarray:
-    """The (H, W, C) uint8 image on a ``rows`` x ``cols`` canvas of ``tile``-pixel tiles (the
-    canvas the byte ``fill`` beyond the image, at the right and bottom), normalised through ``lut``
-    and cut into tiles row by row: written into ``out`` (``rows * cols`` tiles of (C, tile, tile))
-    and returned."""
+def normalize_tiles(image: np.ndarray, lut: np.ndarray, tile: int, rows: int, cols: int, top: int, left: int,
+                    fill: int, out: np.ndarray) -> np.ndarray:
+    """The (H, W, C) uint8 image placed at (``top``, ``left``) on a ``rows`` x ``cols`` canvas of
+    ``tile``-pixel tiles (the byte ``fill`` around it; what falls past the canvas is left out),
+    normalised through ``lut`` and cut into tiles row by row: written into ``out`` (``rows * cols``
+    tiles of (C, tile, tile)) and returned."""
+    if top < 0 or left < 0:
+        raise ValueError("the image's place on the canvas is negative")
     c = image.shape[2]
-    chw = normalize_chw(image, lut, rows * tile, cols * tile, fill)
+    height, width = rows * tile, cols * tile
+    canvas = np.full((height, width, c), fill, np.uint8)
+    part = image[:max(0, height - top), :max(0, width - left)]
+    canvas[top:top + part.shape[0], left:left + part.shape[1]] = part
+    chw = normalize_chw(canvas, lut, height, width, fill)
     out[...] = chw.reshape(c, rows, tile, cols, tile).transpose(1, 3, 0, 2, 4).reshape(rows * cols, c, tile, tile)
     return out
 

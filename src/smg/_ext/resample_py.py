@@ -1,0 +1,19 @@
+"""Twin of the compiled horizontal resampling pass (``resample.pyx``): its specification."""
+from __future__ import annotations
+
+import numpy as np
+
+from smg.multimodal.kernels_py import resample_pass
+
+__all__ = ["SIMD", "horizontal"]
+
+#: The twin runs anywhere.
+SIMD = True
+
+
+def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int) -> np.ndarray:
+    """Resample the rows of (H, W, 4) uint8 ``src``: output pixel ``i`` of a row is, per channel,
+    ``(2**(precision - 1) + sum(src[row, bounds[i, 0] + k] * weights[i, k] for k < bounds[i, 1]))
+    >> precision`` clipped to 0..255 (Pillow's fixed-point convolution; weights from
+    ``smg.multimodal.kernels_py.resample_coeffs``)."""
+    return resample_pass(src, bounds, weights, precision, axis=1)
