@@ -84,33 +84,64 @@ def test_resize_large_photo_matches_pillow():
        torch_weights=st.booleans(), ends=st.tuples(st.floats(0, 1), st.floats(0, 1)),
        seed=st.integers(0, 2**32 - 1))
 def test_horizontal_passes_agree(h, w, out_w, filter_id, torch_weights, ends, seed):
-    # The AVX2 pass (smg._ext.resample), the Numba pass it stands in for where the CPU has no AVX2,
-    # and the twin: the same integers, on windows of the output too (a window's last pixels read
-    # up to the row's end, where the AVX2 pass masks its loads).
+    # Every compiled pass this CPU runs (smg._ext.resample: AVX2, AVX512-VNNI), the Numba pass
+    # they stand in for where the CPU has no AVX2, and the twin: the same integers, on windows of
+    # the output too (a window's last pixels read up to the row's end, where the loads are masked).
     from smg._ext import resample
     from smg._ext import resample_py
     from smg.multimodal import kernels as compiled
 
-    if not resample.SIMD:
+    if not resample.TIERS:
         pytest.skip("this CPU has no AVX2: the Numba pass is the one resize runs, held equal to Pillow above")
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
     first, last = sorted(min(int(e * out_w), out_w - 1) for e in ends)
     bounds, weights, precision = kernels_py.resample_coeffs(w, out_w, filter_id, torch_weights)
     bounds, weights = bounds[first:last + 1], weights[first:last + 1].astype(np.int32)
     twin = resample_py.horizontal(image, bounds, weights, precision)
-    assert np.array_equal(resample.horizontal(image, bounds, weights, precision), twin)
+    for tier in resample.TIERS:
+        assert np.array_equal(resample.horizontal(image, bounds, weights, precision, tier), twin), tier
     assert np.array_equal(compiled._horizontal(image, out_w, first, last + 1 - first, filter_id, torch_weights), twin)
 
 
 @pytest.mark.compiled_only
-def test_the_horizontal_pass_refuses_a_window_outside_the_row():
+@settings(max_examples=150, deadline=None)
+@given(w=st.integers(1, 40), ksize=st.integers(1, 12), precision=st.integers(1, 22), data=st.data())
+def test_horizontal_passes_agree_on_any_weights(w, ksize, precision, data):
+    # Weights of every size the passes take (to +-3 << 21, where the VNNI pass's top digit is
+    # largest), not only a filter's: each digit and half of the split weights is exercised.
+    from smg._ext import resample
+    from smg._ext import resample_py
+
+    if not resample.TIERS:
+        pytest.skip("this CPU has no AVX2")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    outputs = data.draw(st.integers(1, 20))
+    image = rng.integers(0, 256, (3, w, 4), dtype=np.uint8)
+    counts = rng.integers(0, min(ksize, w) + 1, outputs)
+    bounds = np.stack([rng.integers(0, w - counts + 1), counts], axis=1).astype(np.int64)
+    most = min(3 << 21, (2**31 - 2**30) // (255 * ksize))  # (sums within int32, as Pillow's are)
+    weights = rng.integers(-most, most + 1, (outputs, ksize)).astype(np.int32)
+    weights[:, :3] = data.draw(st.sampled_from([-most, most, 0, 2047, -2048, 255, -129]))  # digit edges
+    twin = resample_py.horizontal(image, bounds, weights, precision)
+    for tier in resample.TIERS:
+        assert np.array_equal(resample.horizontal(image, bounds, weights, precision, tier), twin), tier
+
+
+@pytest.mark.compiled_only
+def test_the_horizontal_pass_refuses_what_it_cannot_compute():
     from smg._ext import resample
 
+    if not resample.TIERS:
+        pytest.skip("this CPU has no AVX2")
     image = np.zeros((2, 5, 4), np.uint8)
     weights = np.ones((1, 3), np.int32)
     for bounds in ([[3, 3]], [[-1, 2]], [[0, 4]]):  # past the row's end, before its start, past the weights
         with pytest.raises(ValueError, match="window"):
             resample.horizontal(image, np.array(bounds, np.int64), weights, 22)
+    with pytest.raises(ValueError, match="beyond"):
+        resample.horizontal(image, np.array([[0, 1]], np.int64), np.full((1, 3), (3 << 21) + 1, np.int32), 22)
+    with pytest.raises(RuntimeError, match="does not run"):
+        resample.horizontal(image, np.array([[0, 1]], np.int64), weights, 22, tier="neon")
 
 
 @pytest.mark.compiled_only

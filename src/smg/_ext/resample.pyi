@@ -1,6 +1,8 @@
 """Types of the compiled horizontal resampling pass (``resample.pyx``; twin ``resample_py``)."""
 import numpy as np
 
-SIMD: bool
+TIERS: tuple[str, ...]
+SIMD: str
 
-def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int) -> np.ndarray: ...
+def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int,
+               tier: str | None = None) -> np.ndarray: ...

@@ -5,15 +5,18 @@ import numpy as np
 
 from smg.multimodal.kernels_py import resample_pass
 
-__all__ = ["SIMD", "horizontal"]
+__all__ = ["SIMD", "TIERS", "horizontal"]
 
-#: The twin runs anywhere.
-SIMD = True
+#: The twin runs anywhere, as NumPy.
+TIERS = ("numpy",)
+SIMD = "numpy"
 
 
-def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int) -> np.ndarray:
+def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int,
+               tier: str | None = None) -> np.ndarray:
     """Resample the rows of (H, W, 4) uint8 ``src``: output pixel ``i`` of a row is, per channel,
     ``(2**(precision - 1) + sum(src[row, bounds[i, 0] + k] * weights[i, k] for k < bounds[i, 1]))
     >> precision`` clipped to 0..255 (Pillow's fixed-point convolution; weights from
-    ``smg.multimodal.kernels_py.resample_coeffs``)."""
+    ``smg.multimodal.kernels_py.resample_coeffs``); the compiled module's ``tier`` picks one of
+    its passes, which all compute this."""
     return resample_pass(src, bounds, weights, precision, axis=1)

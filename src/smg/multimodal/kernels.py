@@ -142,8 +142,9 @@ def _vertical(src, out_h, first, count_h, filter_id, torch_weights):
 
 
 def _horizontal_pass(src, out_w, first, count_w, filter_id, torch_weights):
-    """The horizontal pass: the compiled AVX2 one (smg._ext.resample, 2.3x this module's) where the
-    CPU has AVX2, this module's Numba one elsewhere; the same integers either way."""
+    """The horizontal pass: the compiled one (smg._ext.resample: with AVX512-VNNI 3.5x this
+    module's, with AVX2 2.5x; 4000 -> 1148 columns) where the CPU has AVX2, this module's Numba one
+    elsewhere; the same integers either way."""
     if not _resample.SIMD:
         return _horizontal(src, out_w, first, count_w, filter_id, torch_weights)
     bounds, weights, precision = _coeffs(src.shape[1], out_w, filter_id, _SUPPORT[filter_id], torch_weights)
