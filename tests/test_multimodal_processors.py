@@ -315,7 +315,7 @@ def test_unknown_family():
         ImageProcessor.create("no-such-family")
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "pixtral", "phi4_multimodal", "llava_next"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "pixtral", "phi4_multimodal", "llava_next", "llava"])
 def test_threads_give_the_same_batch(family):
     """(each of these writes its images straight into one batch, from the executor's threads)"""
     from concurrent.futures import ThreadPoolExecutor
@@ -332,6 +332,20 @@ def test_threads_give_the_same_batch(family):
     for key in serial:
         assert all(np.array_equal(serial[key][i][tuple(slice(0, n) for n in one[key][0].shape)], one[key][0])
                    for i, one in enumerate(alone))
+
+
+@pytest.mark.parametrize("config", [{}, {"do_pad": True}, {"do_center_crop": False}])
+def test_a_llava_batch_is_each_image_alone(config):
+    """LLaVA's batch is written in place when every image has the crop's shape (an image smaller
+    than the crop is zero-padded to it, one wider is padded to a square first); without the crop,
+    images of one shape still make a batch."""
+    processor = ImageProcessor.create("llava", config)
+    sizes = [(10, 5), (300, 200), (640, 480)] if config.get("do_center_crop", True) else [(300, 200), (600, 400)]
+    images = [_image(w, h, "RGB", 3 + i) for i, (w, h) in enumerate(sizes)]
+    batch = processor(images)["pixel_values"]
+    assert batch.shape[0] == len(images)
+    for i, image in enumerate(images):
+        assert np.array_equal(batch[i:i + 1], processor([image])["pixel_values"])
 
 
 # ---- placeholder token counts against transformers' model processors ---------------------------

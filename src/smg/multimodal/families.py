@@ -212,26 +212,38 @@ class LlavaProcessor(ImageProcessor):
         return np.ascontiguousarray(padded[max(0, top):min(padded_h, top + crop_h),
                                            max(0, left):min(padded_w, left + crop_w)])
 
-    def _tile(self, array: np.ndarray) -> np.ndarray:
-        """CLIP's steps for one tile: resize the shortest edge, centre crop, normalise to (C, H, W).
-        A crop inside the resized image is all the resize computes (each pixel as in the whole)."""
+    def _tile(self, array: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """CLIP's steps for one tile: resize the shortest edge, centre crop, normalise to (C, H, W)
+        (into ``out`` when given: it has the crop's size). A crop inside the resized image is all
+        the resize computes (each pixel as in the whole)."""
         if self.do_resize:
             height, width = self._resized(*array.shape[:2])
             window = self._crop_window(height, width) if self.do_crop else None
             array = self._kernels.resize(array, height, width, self.resample, window=window)
-            if window is not None:
-                return self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
-        if self.do_crop:
+        if self.do_crop and array.shape[:2] != self.crop:
             array = self._center_crop(array)
+        if out is not None:
+            return self._kernels.normalize_into(array, self.table, 0, out)
         return self._kernels.normalize_chw(array, self.table, *array.shape[:2], 0)
 
-    def process_one(self, image) -> ProcessedImage:
+    def process_one(self, image, out: np.ndarray | None = None) -> ProcessedImage:
+        """One image's (1, C, H, W) pixels, written into ``out`` (its slot of a batch) when given."""
         array = as_rgb_array(image, self.convert_rgb)
         if self.do_pad:
             array = self._pad_to_square(array)
-        pixels = self._tile(array)
-        tokens = (pixels.shape[1] // self.patch) * (pixels.shape[2] // self.patch) + self.extra_tokens
-        return ProcessedImage({"pixel_values": pixels[None]}, tokens)
+        pixels = self._tile(array, None if out is None else out[0])[None]
+        tokens = (pixels.shape[2] // self.patch) * (pixels.shape[3] // self.patch) + self.extra_tokens
+        return ProcessedImage({"pixel_values": pixels}, tokens)
+
+    def process(self, images: Sequence, executor: Executor | None = None
+                ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
+        """With the centre crop on, every image has the crop's shape: each writes its slot of one
+        batch (``_into_one_batch``), not joined on one thread afterwards."""
+        if len(images) < 2 or not self.do_crop:
+            return super().process(images, executor)
+        processed, batch = self._into_one_batch(images, executor, [1] * len(images),
+                                                (_channels(images, self.convert_rgb), *self.crop))
+        return processed, {"pixel_values": batch}
 
     def collate(self, images: Sequence[ProcessedImage]) -> dict[str, np.ndarray]:
         shapes = {image.arrays["pixel_values"].shape for image in images}
@@ -334,7 +346,8 @@ class LlavaNextProcessor(LlavaProcessor):
         """With the tiles as cut, every image writes its tiles into one batch, padded with zero
         tiles to the most (``_into_padded_batch``)."""
         if len(images) < 2 or not self._batch_in_place:
-            return super().process(images, executor)
+            # (ImageProcessor's: LLaVA's in-place batch has one crop-sized tile an image)
+            return ImageProcessor.process(self, images, executor)
         counts = [self._tile_count(image) for image in images]
         if not self.pad_batch and len(set(counts)) > 1:
             raise InvalidImage("images with different tile counts need do_pad")
