@@ -3,9 +3,10 @@
 Per family and image: the median time of smg's processor, of transformers' PIL/NumPy processor
 (``Qwen2VLImageProcessor``, ``LlavaImageProcessor``) and, where torchvision imports, of its
 torchvision processor (the ``...Fast`` classes), one thread each; then a request of four 1920x1080
-photos on one thread and on two (smg runs each image's kernels with the GIL released).
+photos on one thread and on two (smg runs each image's kernels with the GIL released), timed in
+turns; last, the Pillow-exact resize alone against Pillow's ``Image.resize``.
 
-    python -m benchmarks.bench_multimodal [--repeat N] [--families phi4_multimodal,llava_next]
+    python -m benchmarks.bench_multimodal [--repeat N] [--families phi4_multimodal,llava_next,resize]
 
 torchvision: the test extra installs it; ``TORCHVISION_SITE=DIR`` adds a copy installed aside
 (``pip install --no-deps --target DIR torchvision==0.28.*``). See benchmarks/_torchvision.py for
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,7 +26,7 @@ import PIL.Image
 from benchmarks._common import median_seconds
 from benchmarks._torchvision import import_torchvision
 from smg.errors import InvalidImage
-from smg.multimodal import warm_up
+from smg.multimodal import kernels_py, warm_up
 from smg.multimodal.processor import ImageProcessor
 
 SIZES = [(640, 480), (1280, 720), (1920, 1080), (4000, 3000), (1, 1), (33, 1000), (1000, 6), (719, 1283)]
@@ -73,7 +76,8 @@ def _columns(reference_ms: float | None, ours_ms: float, width: int = 9, digits:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated, of " + ", ".join(FAMILIES))
+    parser.add_argument("--families", default=",".join([*FAMILIES, "resize"]),
+                        help="comma-separated, of " + ", ".join(FAMILIES) + " and resize (the resize kernel alone)")
     args = parser.parse_args()
     chosen = args.families.split(",")
     warm_up()  # as a gateway does at start: kernels loaded, Pillow images in one block
@@ -119,10 +123,66 @@ def main() -> None:
                          for i in (1, 2)))
         batch = [photo(1920, 1080, 40 + i) for i in range(4)]  # four photos of one request
         with ThreadPoolExecutor(2) as pool:
-            one = median_seconds(lambda: ours(batch), args.repeat)
-            two = median_seconds(lambda: ours(batch, executor=pool), args.repeat)
+            one, two = _interleaved(lambda: ours(batch), lambda: ours(batch, executor=pool), 4 * args.repeat)
         print(f"{family:9} 4 x 1920x1080 request: 1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms, "
               f"x{one / two:.2f}")
+    if "resize" in chosen:
+        _resize_rows(args.repeat)
+
+
+def _interleaved(first, second, repeat: int) -> tuple[float, float]:
+    """Median seconds of ``first`` and of ``second``, timed in turns: on a shared 2-core VM the
+    machine's speed drifts over seconds, and timing one after the other puts the drift in the ratio."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for fn, samples in zip((first, second), times):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+RESIZES = [((3000, 4000), (862, 1148)), ((1080, 1920), (336, 597)), ((3000, 4000), (505, 672)),
+           ((480, 640), (504, 672)), ((1080, 1920), (1092, 1932))]
+
+
+def _resize_rows(repeat: int) -> None:
+    """The Pillow-exact resize alone (bicubic, RGB): Pillow's ``Image.resize``, which
+    transformers' PIL backend calls, against smg's kernels with each horizontal pass this CPU runs
+    (``smg._ext.resample.TIERS``) and with the Numba pass; the same output bytes (tests)."""
+    from smg._ext import resample
+    from smg.multimodal import kernels
+    from smg.multimodal.processor import as_rgb_array
+
+    passes = [*resample.TIERS, "numba"]
+    print(f"\nresize (bicubic, RGB), ms; smg with each horizontal pass: {', '.join(passes)}")
+    print(f"{'from':>10} {'to':>10} {'Pillow':>8} " + " ".join(f"{name:>11} {'x':>5}" for name in passes))
+    simd = kernels._resample
+    for seed, ((h, w), (out_h, out_w)) in enumerate(RESIZES):
+        image = photo(w, h, seed)
+        array = as_rgb_array(image, True)
+        pillow = median_seconds(lambda: image.resize((out_w, out_h), PIL.Image.Resampling.BICUBIC), repeat)
+        row = f"{f'{w}x{h}':>10} {f'{out_w}x{out_h}':>10} {pillow * 1e3:8.2f} "
+        for name in passes:
+            # (the module's pass chosen as resize would: by its SIMD attribute)
+            kernels._resample = _Pass(simd, name)
+            try:
+                ours = median_seconds(lambda: kernels.resize(array, out_h, out_w, kernels_py.BICUBIC), repeat)
+            finally:
+                kernels._resample = simd
+            row += f"{ours * 1e3:11.2f} {pillow / ours:5.2f} "
+        print(row)
+
+
+class _Pass:
+    """smg._ext.resample with one of its passes (or none, for the Numba one) as the default."""
+
+    def __init__(self, module, tier: str):
+        self.SIMD = tier if tier in module.TIERS else ""
+        self._module = module
+
+    def horizontal(self, *args):
+        return self._module.horizontal(*args, tier=self.SIMD)
 
 
 if __name__ == "__main__":
