@@ -148,14 +148,14 @@ RESIZES = [((3000, 4000), (862, 1148)), ((1080, 1920), (336, 597)), ((3000, 4000
 
 def _resize_rows(repeat: int) -> None:
     """The Pillow-exact resize alone (bicubic, RGB): Pillow's ``Image.resize``, which
-    transformers' PIL backend calls, against smg's kernels with each horizontal pass this CPU runs
-    (``smg._ext.resample.TIERS``) and with the Numba pass; the same output bytes (tests)."""
+    transformers' PIL backend calls, against smg's kernels with each tier of compiled passes this
+    CPU runs (``smg._ext.resample.TIERS``) and with the Numba passes; the same output bytes (tests)."""
     from smg._ext import resample
     from smg.multimodal import kernels
     from smg.multimodal.processor import as_rgb_array
 
     passes = [*resample.TIERS, "numba"]
-    print(f"\nresize (bicubic, RGB), ms; smg with each horizontal pass: {', '.join(passes)}")
+    print(f"\nresize (bicubic, RGB), ms; smg with each tier of passes: {', '.join(passes)}")
     print(f"{'from':>10} {'to':>10} {'Pillow':>8} " + " ".join(f"{name:>11} {'x':>5}" for name in passes))
     simd = kernels._resample
     for seed, ((h, w), (out_h, out_w)) in enumerate(RESIZES):
@@ -164,8 +164,8 @@ def _resize_rows(repeat: int) -> None:
         pillow = median_seconds(lambda: image.resize((out_w, out_h), PIL.Image.Resampling.BICUBIC), repeat)
         row = f"{f'{w}x{h}':>10} {f'{out_w}x{out_h}':>10} {pillow * 1e3:8.2f} "
         for name in passes:
-            # (the module's pass chosen as resize would: by its SIMD attribute)
-            kernels._resample = _Pass(simd, name)
+            # (resize picks its passes by the module's SIMD and VERTICAL_TIERS)
+            kernels._resample = _Passes(simd, name)
             try:
                 ours = median_seconds(lambda: kernels.resize(array, out_h, out_w, kernels_py.BICUBIC), repeat)
             finally:
@@ -174,15 +174,20 @@ def _resize_rows(repeat: int) -> None:
         print(row)
 
 
-class _Pass:
-    """smg._ext.resample with one of its passes (or none, for the Numba one) as the default."""
+class _Passes:
+    """smg._ext.resample with ``tier``'s passes as the defaults (and the Numba ones where ``tier``
+    has none: AVX2 has no vertical pass, "numba" neither)."""
 
     def __init__(self, module, tier: str):
         self.SIMD = tier if tier in module.TIERS else ""
+        self.VERTICAL_TIERS = (tier,) if tier in module.VERTICAL_TIERS else ()
         self._module = module
 
     def horizontal(self, *args):
         return self._module.horizontal(*args, tier=self.SIMD)
+
+    def vertical(self, *args):
+        return self._module.vertical(*args, tier=self.VERTICAL_TIERS[0])
 
 
 if __name__ == "__main__":

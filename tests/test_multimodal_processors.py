@@ -78,70 +78,84 @@ def test_resize_large_photo_matches_pillow():
                               _pil_resize(array, out_h, out_w, kernels_py.BICUBIC))
 
 
+def _compiled_passes(axis: int) -> list:
+    """(tier, pass) for each compiled pass of ``axis`` (0: vertical, 1: horizontal) this CPU runs."""
+    from smg._ext import resample
+
+    run = resample.vertical if axis == 0 else resample.horizontal
+    return [(tier, lambda *args, tier=tier: run(*args, tier=tier))
+            for tier in (resample.VERTICAL_TIERS if axis == 0 else resample.TIERS)]
+
+
 @pytest.mark.compiled_only
 @settings(max_examples=150, deadline=None)
-@given(h=st.integers(1, 12), w=st.integers(1, 90), out_w=st.integers(1, 120), filter_id=st.sampled_from(FILTERS),
-       torch_weights=st.booleans(), ends=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+@given(axis=st.sampled_from([0, 1]), across=st.integers(1, 40), along=st.integers(1, 90), outputs=st.integers(1, 120),
+       filter_id=st.sampled_from(FILTERS), torch_weights=st.booleans(), ends=st.tuples(st.floats(0, 1), st.floats(0, 1)),
        seed=st.integers(0, 2**32 - 1))
-def test_horizontal_passes_agree(h, w, out_w, filter_id, torch_weights, ends, seed):
-    # Every compiled pass this CPU runs (smg._ext.resample: AVX2, AVX512-VNNI), the Numba pass
-    # they stand in for where the CPU has no AVX2, and the twin: the same integers, on windows of
-    # the output too (a window's last pixels read up to the row's end, where the loads are masked).
-    from smg._ext import resample
+def test_resample_passes_agree(axis, across, along, outputs, filter_id, torch_weights, ends, seed):
+    # Every compiled pass this CPU runs (smg._ext.resample: AVX2 and AVX512-VNNI across, VNNI
+    # down), the Numba pass each stands in for, and the twin: the same integers, on windows of the
+    # output too (a window's last pixels read up to the row's end, where the loads are masked; a
+    # row's last bytes are a masked tail of the vertical pass unless the row is 8 pixels a multiple).
     from smg._ext import resample_py
     from smg.multimodal import kernels as compiled
 
-    if not resample.TIERS:
-        pytest.skip("this CPU has no AVX2: the Numba pass is the one resize runs, held equal to Pillow above")
-    image = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
-    first, last = sorted(min(int(e * out_w), out_w - 1) for e in ends)
-    bounds, weights, precision = kernels_py.resample_coeffs(w, out_w, filter_id, torch_weights)
+    passes = _compiled_passes(axis)
+    if not passes:
+        pytest.skip("this CPU runs no compiled pass of this axis: the Numba pass is resize's, held equal to Pillow")
+    shape = (along, across, 4) if axis == 0 else (across, along, 4)
+    image = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+    first, last = sorted(min(int(e * outputs), outputs - 1) for e in ends)
+    bounds, weights, precision = kernels_py.resample_coeffs(along, outputs, filter_id, torch_weights)
     bounds, weights = bounds[first:last + 1], weights[first:last + 1].astype(np.int32)
-    twin = resample_py.horizontal(image, bounds, weights, precision)
-    for tier in resample.TIERS:
-        assert np.array_equal(resample.horizontal(image, bounds, weights, precision, tier), twin), tier
-    assert np.array_equal(compiled._horizontal(image, out_w, first, last + 1 - first, filter_id, torch_weights), twin)
+    twin = (resample_py.vertical if axis == 0 else resample_py.horizontal)(image, bounds, weights, precision)
+    for tier, run in passes:
+        assert np.array_equal(run(image, bounds, weights, precision), twin), tier
+    numba = compiled._vertical if axis == 0 else compiled._horizontal
+    assert np.array_equal(numba(image, outputs, first, last + 1 - first, filter_id, torch_weights), twin)
 
 
 @pytest.mark.compiled_only
 @settings(max_examples=150, deadline=None)
-@given(w=st.integers(1, 40), ksize=st.integers(1, 12), precision=st.integers(1, 22), data=st.data())
-def test_horizontal_passes_agree_on_any_weights(w, ksize, precision, data):
-    # Weights of every size the passes take (to +-3 << 21, where the VNNI pass's top digit is
+@given(axis=st.sampled_from([0, 1]), size=st.integers(1, 40), ksize=st.integers(1, 12),
+       precision=st.integers(1, 22), data=st.data())
+def test_resample_passes_agree_on_any_weights(axis, size, ksize, precision, data):
+    # Weights of every size the passes take (to +-3 << 21, where the VNNI passes' top digit is
     # largest), not only a filter's: each digit and half of the split weights is exercised.
-    from smg._ext import resample
     from smg._ext import resample_py
 
-    if not resample.TIERS:
-        pytest.skip("this CPU has no AVX2")
+    passes = _compiled_passes(axis)
+    if not passes:
+        pytest.skip("this CPU runs no compiled pass of this axis")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    outputs = data.draw(st.integers(1, 20))
-    image = rng.integers(0, 256, (3, w, 4), dtype=np.uint8)
-    counts = rng.integers(0, min(ksize, w) + 1, outputs)
-    bounds = np.stack([rng.integers(0, w - counts + 1), counts], axis=1).astype(np.int64)
+    outputs, across = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 11))
+    image = rng.integers(0, 256, (size, across, 4) if axis == 0 else (across, size, 4), dtype=np.uint8)
+    counts = rng.integers(0, min(ksize, size) + 1, outputs)
+    bounds = np.stack([rng.integers(0, size - counts + 1), counts], axis=1).astype(np.int64)
     most = min(3 << 21, (2**31 - 2**30) // (255 * ksize))  # (sums within int32, as Pillow's are)
     weights = rng.integers(-most, most + 1, (outputs, ksize)).astype(np.int32)
     weights[:, :3] = data.draw(st.sampled_from([-most, most, 0, 2047, -2048, 255, -129]))  # digit edges
-    twin = resample_py.horizontal(image, bounds, weights, precision)
-    for tier in resample.TIERS:
-        assert np.array_equal(resample.horizontal(image, bounds, weights, precision, tier), twin), tier
+    twin = (resample_py.vertical if axis == 0 else resample_py.horizontal)(image, bounds, weights, precision)
+    for tier, run in passes:
+        assert np.array_equal(run(image, bounds, weights, precision), twin), tier
 
 
 @pytest.mark.compiled_only
-def test_the_horizontal_pass_refuses_what_it_cannot_compute():
+def test_the_resample_passes_refuse_what_they_cannot_compute():
     from smg._ext import resample
 
     if not resample.TIERS:
         pytest.skip("this CPU has no AVX2")
-    image = np.zeros((2, 5, 4), np.uint8)
+    image = np.zeros((5, 5, 4), np.uint8)
     weights = np.ones((1, 3), np.int32)
-    for bounds in ([[3, 3]], [[-1, 2]], [[0, 4]]):  # past the row's end, before its start, past the weights
-        with pytest.raises(ValueError, match="window"):
-            resample.horizontal(image, np.array(bounds, np.int64), weights, 22)
-    with pytest.raises(ValueError, match="beyond"):
-        resample.horizontal(image, np.array([[0, 1]], np.int64), np.full((1, 3), (3 << 21) + 1, np.int32), 22)
-    with pytest.raises(RuntimeError, match="does not run"):
-        resample.horizontal(image, np.array([[0, 1]], np.int64), weights, 22, tier="neon")
+    for axis, run in [(1, resample.horizontal)] + [(0, resample.vertical)] * bool(resample.VERTICAL_TIERS):
+        for bounds in ([[3, 3]], [[-1, 2]], [[0, 4]]):  # past the image's end, before its start, past the weights
+            with pytest.raises(ValueError, match="window"):
+                run(image, np.array(bounds, np.int64), weights, 22)
+        with pytest.raises(ValueError, match="beyond"):
+            run(image, np.array([[0, 1]], np.int64), np.full((1, 3), (3 << 21) + 1, np.int32), 22)
+        with pytest.raises(RuntimeError, match="does not run"):
+            run(image, np.array([[0, 1]], np.int64), weights, 22, tier="neon")
 
 
 @pytest.mark.compiled_only

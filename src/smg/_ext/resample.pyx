@@ -1,21 +1,24 @@
 # cython: language_level=3
-"""Compiled horizontal resampling pass (C intrinsics in ``resample_simd.h``); specified by
-``resample_py.py``.
+"""Compiled resampling passes (C intrinsics in ``resample_simd.h``); specified by ``resample_py.py``.
 
-smg.multimodal.kernels runs it for Pillow-exact resizes where the CPU has AVX2 (``SIMD`` names the
-fastest pass the CPU runs), and its Numba pass elsewhere.
+smg.multimodal.kernels runs them for Pillow-exact resizes: the horizontal pass where the CPU has
+AVX2 (``SIMD`` names the fastest the CPU runs), the vertical pass where it has AVX512-VNNI
+(``VERTICAL_TIERS``), and its Numba passes elsewhere.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import numpy as np
 
-__all__ = ["SIMD", "TIERS", "horizontal"]
+__all__ = ["SIMD", "TIERS", "VERTICAL_TIERS", "horizontal", "vertical"]
 
 cdef extern from "resample_simd.h" nogil:
     int smg_resample_tiers()
     int smg_resample_horizontal(int tier, const uint8_t* src, Py_ssize_t src_stride, Py_ssize_t height,
                                 Py_ssize_t width, uint8_t* out, Py_ssize_t outputs, const int64_t* bounds,
                                 const int32_t* weights, Py_ssize_t ksize, int precision)
+    int smg_resample_vertical(int tier, const uint8_t* src, Py_ssize_t src_stride, Py_ssize_t row_bytes,
+                              uint8_t* out, Py_ssize_t outputs, const int64_t* bounds,
+                              const int32_t* weights, Py_ssize_t ksize, int precision)
 
 cdef dict _TIER_IDS = {"avx2": 0, "avx512-vnni": 1}
 cdef int32_t _MOST = 3 << 21  # the VNNI pass's bound on a weight (Pillow's are at most 1 << 22)
@@ -25,39 +28,72 @@ cdef int _present = smg_resample_tiers()
 TIERS = tuple(name for name in ("avx512-vnni", "avx2") if _present >> _TIER_IDS[name] & 1)
 #: The pass ``horizontal`` runs by default ("" where there is none).
 SIMD = TIERS[0] if TIERS else ""
+#: Those of ``TIERS`` with a vertical pass too (``vertical`` runs the first by default).
+VERTICAL_TIERS = tuple(name for name in TIERS if name == "avx512-vnni")
+
+
+cdef int _tier_id(str tier, tuple tiers) except -1:
+    if tier not in tiers:
+        raise RuntimeError(f"this CPU does not run the {tier or 'SIMD'} pass (it runs {tiers}): "
+                           "use smg.multimodal.kernels' Numba pass")
+    return _TIER_IDS[tier]
+
+
+cdef int _check(const int64_t[:, ::1] bounds, const int32_t[:, ::1] weights, Py_ssize_t size,
+                int precision) except -1:
+    """Every window inside the ``size`` pixels (rows) and the weights, every weight in bounds."""
+    cdef Py_ssize_t outputs = bounds.shape[0], ksize = weights.shape[1], i, k
+    if bounds.shape[1] != 2 or weights.shape[0] != outputs:
+        raise ValueError("the pass takes (N, 2) bounds and (N, K) weights")
+    if size == 0 or ksize == 0:
+        raise ValueError("the pass takes at least one pixel (row) and one tap")
+    if not 1 <= precision <= 30:
+        raise ValueError(f"precision {precision} is outside 1..30")
+    for i in range(outputs):  # every tap of a window lies inside the image (the passes read nothing else)
+        if bounds[i, 0] < 0 or bounds[i, 1] < 0 or bounds[i, 1] > ksize or bounds[i, 0] + bounds[i, 1] > size:
+            raise ValueError(f"output {i}'s window {tuple(bounds[i])} is outside the image or the weights")
+        for k in range(bounds[i, 1]):
+            if not -_MOST <= weights[i, k] <= _MOST:
+                raise ValueError(f"weight {weights[i, k]} is beyond +-{_MOST} (1.5 at 22 fraction bits)")
+    return 0
 
 
 def horizontal(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds not None,
                const int32_t[:, ::1] weights not None, int precision, str tier=None):
     """See ``resample_py.horizontal``; ``tier`` picks one of ``TIERS`` (default ``SIMD``)."""
     cdef Py_ssize_t height = src.shape[0], width = src.shape[1], outputs = bounds.shape[0]
-    cdef Py_ssize_t ksize = weights.shape[1], i, k
-    cdef int tier_id, status
-    if tier is None:
-        tier = SIMD
-    if tier not in TIERS:
-        raise RuntimeError(f"this CPU does not run the {tier or 'SIMD'} pass (it runs {TIERS}): "
-                           "use smg.multimodal.kernels' Numba pass")
-    tier_id = _TIER_IDS[tier]
-    if src.shape[2] != 4 or bounds.shape[1] != 2 or weights.shape[0] != outputs:
-        raise ValueError("horizontal takes (H, W, 4) pixels, (N, 2) bounds and (N, K) weights")
-    if width == 0 or ksize == 0:
-        raise ValueError("horizontal takes a row of at least one pixel and one tap")
-    if not 1 <= precision <= 30:
-        raise ValueError(f"precision {precision} is outside 1..30")
-    for i in range(outputs):  # every tap of a window lies inside the row (the passes read nothing else)
-        if bounds[i, 0] < 0 or bounds[i, 1] < 0 or bounds[i, 1] > ksize or bounds[i, 0] + bounds[i, 1] > width:
-            raise ValueError(f"output {i}'s window {tuple(bounds[i])} is outside the row or the weights")
-        for k in range(bounds[i, 1]):
-            if not -_MOST <= weights[i, k] <= _MOST:
-                raise ValueError(f"weight {weights[i, k]} is beyond +-{_MOST} (1.5 at 22 fraction bits)")
+    cdef int tier_id = _tier_id(SIMD if tier is None else tier, TIERS), status
+    if src.shape[2] != 4:
+        raise ValueError("the pass takes (H, W, 4) pixels")
+    _check(bounds, weights, width, precision)
     out = np.empty((height, outputs, 4), np.uint8)
     cdef uint8_t[:, :, ::1] out_view = out
     if height == 0 or outputs == 0:
         return out
     with nogil:
         status = smg_resample_horizontal(tier_id, &src[0, 0, 0], width * 4, height, width, &out_view[0, 0, 0],
-                                         outputs, &bounds[0, 0], &weights[0, 0], ksize, precision)
+                                         outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
+    if status == -1:
+        raise MemoryError()
+    return out
+
+
+def vertical(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds not None,
+             const int32_t[:, ::1] weights not None, int precision, str tier=None):
+    """See ``resample_py.vertical``; ``tier`` picks one of ``VERTICAL_TIERS`` (default the first)."""
+    cdef Py_ssize_t height = src.shape[0], width = src.shape[1], outputs = bounds.shape[0]
+    cdef int tier_id = _tier_id((VERTICAL_TIERS[0] if VERTICAL_TIERS else "") if tier is None else tier,
+                                VERTICAL_TIERS), status
+    if src.shape[2] != 4:
+        raise ValueError("the pass takes (H, W, 4) pixels")
+    _check(bounds, weights, height, precision)
+    out = np.empty((outputs, width, 4), np.uint8)
+    cdef uint8_t[:, :, ::1] out_view = out
+    if width == 0 or outputs == 0:
+        return out
+    with nogil:
+        status = smg_resample_vertical(tier_id, &src[0, 0, 0], width * 4, width * 4, &out_view[0, 0, 0],
+                                       outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
     if status == -1:
         raise MemoryError()
     return out

@@ -1,14 +1,14 @@
-"""Twin of the compiled horizontal resampling pass (``resample.pyx``): its specification."""
+"""Twin of the compiled resampling passes (``resample.pyx``): their specification."""
 from __future__ import annotations
 
 import numpy as np
 
 from smg.multimodal.kernels_py import resample_pass
 
-__all__ = ["SIMD", "TIERS", "horizontal"]
+__all__ = ["SIMD", "TIERS", "VERTICAL_TIERS", "horizontal", "vertical"]
 
 #: The twin runs anywhere, as NumPy.
-TIERS = ("numpy",)
+TIERS = VERTICAL_TIERS = ("numpy",)
 SIMD = "numpy"
 
 
@@ -20,3 +20,9 @@ def horizontal(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precisi
     ``smg.multimodal.kernels_py.resample_coeffs``); the compiled module's ``tier`` picks one of
     its passes, which all compute this."""
     return resample_pass(src, bounds, weights, precision, axis=1)
+
+
+def vertical(src: np.ndarray, bounds: np.ndarray, weights: np.ndarray, precision: int,
+             tier: str | None = None) -> np.ndarray:
+    """:func:`horizontal` down the columns: output row ``i`` is input rows ``bounds[i, 0]`` ... weighted."""
+    return resample_pass(src, bounds, weights, precision, axis=0)

@@ -25,7 +25,7 @@ _U8_3D = nb.uint8[:, :, ::1]
 _PACKED = nb.types.Array(nb.uint8, 3, "C", readonly=True)
 _LUT = nb.types.Array(nb.float32, 2, "C", readonly=True)
 _horizontal_first = nb.njit("boolean(int64, int64, int64, int64)", **_JIT)(kernels_py.horizontal_first)
-_resample = load("resample")  # the compiled horizontal pass
+_resample = load("resample")  # the compiled passes
 _SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
 
 
@@ -151,6 +151,14 @@ def _horizontal_pass(src, out_w, first, count_w, filter_id, torch_weights):
     return _resample.horizontal(src, bounds[first:first + count_w], weights[first:first + count_w], precision)
 
 
+def _vertical_pass(src, out_h, first, count_h, filter_id, torch_weights):
+    """The vertical pass: the compiled one where the CPU has AVX512-VNNI, the Numba one elsewhere."""
+    if not _resample.VERTICAL_TIERS:
+        return _vertical(src, out_h, first, count_h, filter_id, torch_weights)
+    bounds, weights, precision = _coeffs(src.shape[0], out_h, filter_id, _SUPPORT[filter_id], torch_weights)
+    return _resample.vertical(src, bounds[first:first + count_h], weights[first:first + count_h], precision)
+
+
 def _resize_packed(image, out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights):
     """``resize`` of four-byte pixels (the window's rows and columns only)."""
     h, w = image.shape[0], image.shape[1]
@@ -160,10 +168,10 @@ def _resize_packed(image, out_h, out_w, top, left, count_h, count_w, filter_id, 
         else:
             wide = np.ascontiguousarray(image[:, left:left + count_w])
         if out_h != h:
-            return _vertical(wide, out_h, top, count_h, filter_id, torch_weights)
+            return _vertical_pass(wide, out_h, top, count_h, filter_id, torch_weights)
         return np.ascontiguousarray(wide[top:top + count_h])
     if out_h != h:
-        tall = _vertical(image, out_h, top, count_h, filter_id, torch_weights)
+        tall = _vertical_pass(image, out_h, top, count_h, filter_id, torch_weights)
     else:
         tall = np.ascontiguousarray(image[top:top + count_h])
     if out_w != w:
