@@ -61,39 +61,36 @@ cdef int _check(const int64_t[:, ::1] bounds, const int32_t[:, ::1] weights, Py_
 def horizontal(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds not None,
                const int32_t[:, ::1] weights not None, int precision, str tier=None):
     """See ``resample_py.horizontal``; ``tier`` picks one of ``TIERS`` (default ``SIMD``)."""
-    cdef Py_ssize_t height = src.shape[0], width = src.shape[1], outputs = bounds.shape[0]
-    cdef int tier_id = _tier_id(SIMD if tier is None else tier, TIERS), status
-    if src.shape[2] != 4:
-        raise ValueError("the pass takes (H, W, 4) pixels")
-    _check(bounds, weights, width, precision)
-    out = np.empty((height, outputs, 4), np.uint8)
-    cdef uint8_t[:, :, ::1] out_view = out
-    if height == 0 or outputs == 0:
-        return out
-    with nogil:
-        status = smg_resample_horizontal(tier_id, &src[0, 0, 0], width * 4, height, width, &out_view[0, 0, 0],
-                                         outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
-    if status == -1:
-        raise MemoryError()
-    return out
+    return _run(True, src, bounds, weights, precision, SIMD if tier is None else tier, TIERS)
 
 
 def vertical(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds not None,
              const int32_t[:, ::1] weights not None, int precision, str tier=None):
     """See ``resample_py.vertical``; ``tier`` picks one of ``VERTICAL_TIERS`` (default the first)."""
+    if tier is None:
+        tier = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""
+    return _run(False, src, bounds, weights, precision, tier, VERTICAL_TIERS)
+
+
+cdef object _run(bint across, const uint8_t[:, :, ::1] src, const int64_t[:, ::1] bounds,
+                 const int32_t[:, ::1] weights, int precision, str tier, tuple tiers):
+    """One pass, ``across`` the rows (horizontal) or down the columns."""
     cdef Py_ssize_t height = src.shape[0], width = src.shape[1], outputs = bounds.shape[0]
-    cdef int tier_id = _tier_id((VERTICAL_TIERS[0] if VERTICAL_TIERS else "") if tier is None else tier,
-                                VERTICAL_TIERS), status
+    cdef int tier_id = _tier_id(tier, tiers), status
     if src.shape[2] != 4:
         raise ValueError("the pass takes (H, W, 4) pixels")
-    _check(bounds, weights, height, precision)
-    out = np.empty((outputs, width, 4), np.uint8)
+    _check(bounds, weights, width if across else height, precision)
+    out = np.empty((height, outputs, 4) if across else (outputs, width, 4), np.uint8)
     cdef uint8_t[:, :, ::1] out_view = out
-    if width == 0 or outputs == 0:
+    if out.size == 0:
         return out
     with nogil:
-        status = smg_resample_vertical(tier_id, &src[0, 0, 0], width * 4, width * 4, &out_view[0, 0, 0],
-                                       outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
+        if across:
+            status = smg_resample_horizontal(tier_id, &src[0, 0, 0], width * 4, height, width, &out_view[0, 0, 0],
+                                             outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
+        else:
+            status = smg_resample_vertical(tier_id, &src[0, 0, 0], width * 4, width * 4, &out_view[0, 0, 0],
+                                           outputs, &bounds[0, 0], &weights[0, 0], weights.shape[1], precision)
     if status == -1:
         raise MemoryError()
     return out

@@ -48,6 +48,22 @@ static int smg_resample_tiers(void) {
 #endif
 }
 
+/* Tap k of output i's weights (``ksize`` a row): 0 past the output's window, ``bounds[i, 1]``. */
+static inline int32_t smg_tap(const int64_t *bounds, const int32_t *weights, ptrdiff_t ksize, ptrdiff_t i,
+                              ptrdiff_t k) {
+    return k < bounds[i * 2 + 1] ? weights[i * ksize + k] : 0;
+}
+
+/* w's three signed base-256 digits, each in -128..127: w = d[2] * 65536 + d[1] * 256 + d[0]
+ * (for |w| <= 3 << 21, where d[2] stays a byte). */
+static inline void smg_digits(int32_t w, int8_t d[3]) {
+    int32_t d0 = ((w + 128) & 255) - 128, rest = (w - d0) / 256;
+    int32_t d1 = ((rest + 128) & 255) - 128;
+    d[0] = (int8_t)d0;
+    d[1] = (int8_t)d1;
+    d[2] = (int8_t)((rest - d1) / 256);
+}
+
 /* The split weights for the AVX2 pass: per output pixel, ``groups`` groups of four taps,
  * each 32 int16 (the lo halves of taps (0, 1) four times then of taps (2, 3) four times; then the
  * same of the hi halves). Taps past the output's window (``bounds[xx, 1]``) weigh 0. */
@@ -57,8 +73,7 @@ static void smg_resample_split(const int64_t *bounds, const int32_t *weights, pt
         for (ptrdiff_t g = 0; g < groups; g++) {
             int16_t *out = split + (xx * groups + g) * 32;
             for (int tap = 0; tap < 4; tap++) {
-                ptrdiff_t k = g * 4 + tap;
-                int32_t w = k < bounds[xx * 2 + 1] ? weights[xx * ksize + k] : 0;
+                int32_t w = smg_tap(bounds, weights, ksize, xx, g * 4 + tap);
                 int16_t hi = (int16_t)(w >> 11), lo = (int16_t)(w & 2047);
                 int half = tap / 2, side = tap % 2;  /* which 128-bit half, which of the pair */
                 for (int c = 0; c < 4; c++) {
@@ -71,26 +86,20 @@ static void smg_resample_split(const int64_t *bounds, const int32_t *weights, pt
 }
 
 /* The digit weights for the VNNI pass: per output pixel, ``groups`` groups of eight taps, each
- * three times 32 signed bytes (d0, d1, d2 of w = d2 * 65536 + d1 * 256 + d0, each in -128..127):
- * byte c * 4 + t of a 16-byte half holds channel c's digit of tap t (taps 0-3, then 4-7). Taps past
- * the output's window (``bounds[xx, 1]``) weigh 0. The weights must lie within +-(3 << 21), where d2
- * stays a byte. */
+ * three times 32 signed bytes (smg_digits' d[0], d[1], d[2]): byte c * 4 + t of a 16-byte half
+ * holds channel c's digit of tap t (taps 0-3, then 4-7). Taps past the output's window weigh 0. */
 static void smg_resample_digits(const int64_t *bounds, const int32_t *weights, ptrdiff_t outputs,
                                 ptrdiff_t ksize, ptrdiff_t groups, int8_t *digits) {
     for (ptrdiff_t xx = 0; xx < outputs; xx++) {
         for (ptrdiff_t g = 0; g < groups; g++) {
             int8_t *out = digits + (xx * groups + g) * 96;
             for (int tap = 0; tap < 8; tap++) {
-                ptrdiff_t k = g * 8 + tap;
-                int32_t w = k < bounds[xx * 2 + 1] ? weights[xx * ksize + k] : 0;
-                int32_t d0 = ((w + 128) & 255) - 128, rest = (w - d0) / 256;
-                int32_t d1 = ((rest + 128) & 255) - 128, d2 = (rest - d1) / 256;
+                int8_t d[3];
                 int at = (tap / 4) * 16 + tap % 4;
-                for (int c = 0; c < 4; c++) {
-                    out[at + c * 4] = (int8_t)d0;
-                    out[32 + at + c * 4] = (int8_t)d1;
-                    out[64 + at + c * 4] = (int8_t)d2;
-                }
+                smg_digits(smg_tap(bounds, weights, ksize, xx, g * 8 + tap), d);
+                for (int c = 0; c < 4; c++)
+                    for (int j = 0; j < 3; j++)
+                        out[j * 32 + at + c * 4] = d[j];
             }
         }
     }
@@ -158,18 +167,23 @@ SMG_AVX2 void smg_avx2_rows(const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t 
     }
 }
 
-__attribute__((target("avx2"))) static void smg_resample_avx2(
-        const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t height, ptrdiff_t width, uint8_t *out,
-        ptrdiff_t out_stride, ptrdiff_t outputs, const int64_t *bounds, const int16_t *split,
-        ptrdiff_t groups, int precision) {
-    ptrdiff_t y = 0;
-    for (; y + 4 <= height; y += 4)  /* (a constant row count: the loops over rows unroll) */
-        smg_avx2_rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride, outputs,
-                 bounds, split, groups, precision, 4);
-    for (; y < height; y++)
-        smg_avx2_rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride, outputs,
-                 bounds, split, groups, precision, 1);
-}
+/* Defines ``name``, a whole pass (for the instruction sets ``isa``) that runs ``rows`` over the image's rows four
+ * at a time (a constant count: the loops over a block's rows unroll), then one at a time. */
+#define SMG_DEFINE_PASS(name, isa, weight_type, rows)                                                  \
+    __attribute__((target(isa))) static void name(                                                     \
+            const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t height, ptrdiff_t width, uint8_t *out, \
+            ptrdiff_t out_stride, ptrdiff_t outputs, const int64_t *bounds, const weight_type *weights,\
+            ptrdiff_t groups, int precision) {                                                         \
+        ptrdiff_t y = 0;                                                                               \
+        for (; y + 4 <= height; y += 4)                                                                \
+            rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride, outputs,   \
+                 bounds, weights, groups, precision, 4);                                               \
+        for (; y < height; y++)                                                                        \
+            rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride, outputs,   \
+                 bounds, weights, groups, precision, 1);                                               \
+    }
+
+SMG_DEFINE_PASS(smg_resample_avx2, "avx2", int16_t, smg_avx2_rows)
 
 /* The VNNI pass: vpdpbusd adds four unsigned bytes times four signed bytes into each 32-bit lane,
  * without saturating. Eight taps of a row take one load, one byte shuffle (each channel's four
@@ -232,18 +246,7 @@ SMG_VNNI void smg_vnni_rows(
     }
 }
 
-__attribute__((target("avx2,avx512vnni,avx512vl"))) static void smg_resample_vnni(
-        const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t height, ptrdiff_t width, uint8_t *out,
-        ptrdiff_t out_stride, ptrdiff_t outputs, const int64_t *bounds, const int8_t *digits,
-        ptrdiff_t groups, int precision) {
-    ptrdiff_t y = 0;
-    for (; y + 4 <= height; y += 4)
-        smg_vnni_rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride,
-                       outputs, bounds, digits, groups, precision, 4);
-    for (; y < height; y++)
-        smg_vnni_rows(src + y * src_stride, src_stride, width, out + y * out_stride, out_stride,
-                       outputs, bounds, digits, groups, precision, 1);
-}
+SMG_DEFINE_PASS(smg_resample_vnni, "avx2,avx512vnni,avx512vl", int8_t, smg_vnni_rows)
 
 /* The vertical pass with VNNI: output row yy is, byte for byte along the row, the window of input
  * rows ``bounds[yy]`` weighted. Four taps (rows) at a time: 32 bytes of each of the four rows are
@@ -323,13 +326,10 @@ static void smg_resample_row_digits(const int64_t *bounds, const int32_t *weight
         for (ptrdiff_t g = 0; g < groups; g++) {
             uint32_t packed[3] = {0, 0, 0};
             for (int tap = 0; tap < 4; tap++) {
-                ptrdiff_t k = g * 4 + tap;
-                int32_t w = k < bounds[yy * 2 + 1] ? weights[yy * ksize + k] : 0;
-                int32_t d0 = ((w + 128) & 255) - 128, rest = (w - d0) / 256;
-                int32_t d1 = ((rest + 128) & 255) - 128, d2 = (rest - d1) / 256;
-                packed[0] |= (uint32_t)(uint8_t)(int8_t)d0 << (tap * 8);
-                packed[1] |= (uint32_t)(uint8_t)(int8_t)d1 << (tap * 8);
-                packed[2] |= (uint32_t)(uint8_t)(int8_t)d2 << (tap * 8);
+                int8_t d[3];
+                smg_digits(smg_tap(bounds, weights, ksize, yy, g * 4 + tap), d);
+                for (int j = 0; j < 3; j++)
+                    packed[j] |= (uint32_t)(uint8_t)d[j] << (tap * 8);
             }
             for (int d = 0; d < 3; d++)
                 digits[(yy * groups + g) * 3 + d] = (int32_t)packed[d];
