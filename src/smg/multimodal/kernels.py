@@ -24,7 +24,6 @@ _U8_3D = nb.uint8[:, :, ::1]
 # Four bytes a pixel (RGBA, or RGB the way Pillow stores it: RGBX), contiguous: a pixel is a word.
 _PACKED = nb.types.Array(nb.uint8, 3, "C", readonly=True)
 _LUT = nb.types.Array(nb.float32, 2, "C", readonly=True)
-_horizontal_first = nb.njit("boolean(int64, int64, int64, int64)", **_JIT)(kernels_py.horizontal_first)
 _resample = load("resample")  # the compiled passes
 _SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
 
@@ -162,7 +161,7 @@ def _vertical_pass(src, out_h, first, count_h, filter_id, torch_weights):
 def _resize_packed(image, out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights):
     """``resize`` of four-byte pixels (the window's rows and columns only)."""
     h, w = image.shape[0], image.shape[1]
-    if torch_weights or _horizontal_first(h, w, out_h, out_w):
+    if torch_weights or kernels_py.horizontal_first(h, w, out_h, out_w):
         if out_w != w:
             wide = _horizontal_pass(image, out_w, left, count_w, filter_id, torch_weights)
         else:
