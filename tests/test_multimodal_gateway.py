@@ -349,6 +349,8 @@ def test_image_errors_are_400s_naming_the_image(vl_dir, images):
                 "loopback": chat(image_part(images.url + "/a.png")),
                 "not an image": chat({"type": "text", "text": "x"}, image_part(data_url(b"plain text"))),
                 "aspect": chat(image_part(data_url(png(1000, 4)))),
+                # (several images are preprocessed as one batch: the refusal still names its image)
+                "second's aspect": chat(image_part(data_url(png(30, 30))), image_part(data_url(png(4, 1000)))),
                 "no placeholder": {"messages": [{"role": "user", "content": [image_part(data_url(png(8, 8)))]}],
                                    "chat_template": "{{ messages[0].role }}", "max_tokens": 2},
                 "bad detail": chat(image_part(data_url(png(8, 8)), "ultra")),
@@ -367,7 +369,8 @@ def test_image_errors_are_400s_naming_the_image(vl_dir, images):
     results, ok = run(main())
     assert results["loopback"][0] == 400 and "image 1 (messages[0].content[0])" in results["loopback"][1]
     assert "image 1 (messages[0].content[1]): not a readable image" in results["not an image"][1]
-    assert "aspect ratio 250.0 is over 200" in results["aspect"][1]
+    assert "image 1 (messages[0].content[0]): image aspect ratio 250.0 is over 200" in results["aspect"][1]
+    assert "image 2 (messages[0].content[1]): image aspect ratio 250.0" in results["second's aspect"][1]
     assert "chat_template in a request is off" in results["no placeholder"][1]
     assert "detail must be" in results["bad detail"][1]
     assert "17 images in one request; at most 16" in results["too many"][1]
@@ -375,6 +378,27 @@ def test_image_errors_are_400s_naming_the_image(vl_dir, images):
 
 
 @pytest.mark.end_to_end
+def test_a_batch_the_images_cannot_make_is_refused_as_a_batch():
+    """Images each fine alone that do not go together (channel counts, with do_convert_rgb off):
+    the stage's search for the refused image finds none, and the batch's own refusal stands; a
+    request's batch equals the processor's own."""
+    from smg.multimodal.stage import ImageStage
+
+    processor = ImageProcessor.create("qwen2_vl", {"do_convert_rgb": False})
+    stage = ImageStage(processor, {"<|image_pad|>": 7}, MediaPolicy(), max_images=4)
+    gray, rgb = PIL.Image.new("L", (56, 56), 9), PIL.Image.new("RGB", (56, 84), (1, 2, 3))
+    try:
+        with pytest.raises(InvalidImage, match="different channel counts") as refused:
+            stage._preprocess([gray, rgb], ["image 1", "image 2"])
+        assert "image 1" not in refused.value.message and "image 2" not in refused.value.message
+        both = PIL.Image.new("RGB", (84, 56), (4, 5, 6))
+        processed, batch = stage._preprocess([rgb, both], ["image 1", "image 2"])
+        expected = processor([rgb, both])
+        assert all(np.array_equal(batch[key], expected[key]) for key in expected) and len(processed) == 2
+    finally:
+        run(stage.close())
+
+
 def test_template_without_image_placeholder_is_a_400(vl_dir):
     async def main():
         async with vl_gateway(vl_dir, trust_request_chat_template=True) as gateway:
