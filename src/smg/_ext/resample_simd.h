@@ -128,21 +128,45 @@ SMG_AVX2 __m256i smg_avx2_pixel_pairs(const uint8_t *row, ptrdiff_t x, ptrdiff_t
     return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(pixels), order);
 }
 
-/* Four channels' half + sums, shifted and clipped, as one 32-bit pixel. */
-SMG_AVX2 uint32_t smg_avx2_finish(__m256i lo, __m256i hi, __m128i half, int precision) {
-    __m128i lo4 = _mm_add_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
-    __m128i hi4 = _mm_add_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
-    __m128i sum = _mm_add_epi32(_mm_add_epi32(_mm_slli_epi32(hi4, 11), lo4), half);
-    __m128i value = _mm_sra_epi32(sum, _mm_cvtsi32_si128(precision));
-    __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(value, value), _mm_setzero_si128());
-    return (uint32_t)_mm_cvtsi128_si32(bytes);
+/* Each of ``rows`` rows' output pixel from its sums (per channel, one in each 128-bit half: the
+ * taps' two partial sums): half added, shifted, clipped, stored at ``out`` (rows ``out_stride``
+ * bytes apart). Four rows are finished two to a register: half the adds, shifts and packs. */
+SMG_AVX2 void smg_store_pixels(const __m256i *sums, int rows, __m256i half, __m128i shift, uint8_t *out,
+                               ptrdiff_t out_stride) {
+    if (rows == 4) {
+        __m256i pairs[2];
+        for (int p = 0; p < 2; p++) {  /* rows (0, 1), (2, 3): one row to a 128-bit half */
+            __m256i a = sums[2 * p], b = sums[2 * p + 1];
+            __m256i both = _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                                            _mm256_permute2x128_si256(a, b, 0x31));
+            pairs[p] = _mm256_sra_epi32(_mm256_add_epi32(both, half), shift);
+        }
+        /* the packs work per half: bytes 0-3 and 4-7 of the low half are rows 0 and 2, of the high
+         * half rows 1 and 3 */
+        __m256i words = _mm256_packs_epi32(pairs[0], pairs[1]);
+        __m256i bytes = _mm256_packus_epi16(words, words);
+        __m128i low = _mm256_castsi256_si128(bytes), high = _mm256_extracti128_si256(bytes, 1);
+        uint32_t pixels[4] = {(uint32_t)_mm_cvtsi128_si32(low), (uint32_t)_mm_cvtsi128_si32(high),
+                              (uint32_t)_mm_extract_epi32(low, 1), (uint32_t)_mm_extract_epi32(high, 1)};
+        for (int r = 0; r < 4; r++)
+            __builtin_memcpy(out + r * out_stride, &pixels[r], 4);
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(sums[r]), _mm256_extracti128_si256(sums[r], 1));
+        __m128i value = _mm_sra_epi32(_mm_add_epi32(sum, _mm256_castsi256_si128(half)), shift);
+        __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(value, value), _mm_setzero_si128());
+        uint32_t pixel = (uint32_t)_mm_cvtsi128_si32(bytes);
+        __builtin_memcpy(out + r * out_stride, &pixel, 4);
+    }
 }
 
 /* ``rows`` (1..4) rows from ``src`` into ``out`` (strides in bytes). */
 SMG_AVX2 void smg_avx2_rows(const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t width, uint8_t *out,
                        ptrdiff_t out_stride, ptrdiff_t outputs, const int64_t *bounds,
                        const int16_t *split, ptrdiff_t groups, int precision, int rows) {
-    const __m128i half = _mm_set1_epi32(1 << (precision - 1));
+    const __m256i half = _mm256_set1_epi32(1 << (precision - 1));
+    const __m128i shift = _mm_cvtsi32_si128(precision);
     for (ptrdiff_t xx = 0; xx < outputs; xx++) {
         ptrdiff_t first = (ptrdiff_t)bounds[xx * 2], used = ((ptrdiff_t)bounds[xx * 2 + 1] + 3) / 4;
         const int16_t *w = split + xx * groups * 32;
@@ -160,10 +184,10 @@ SMG_AVX2 void smg_avx2_rows(const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t 
                 hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(pairs, w_hi));
             }
         }
-        for (int r = 0; r < rows; r++) {
-            uint32_t pixel = smg_avx2_finish(lo[r], hi[r], half, precision);
-            __builtin_memcpy(out + r * out_stride + xx * 4, &pixel, 4);
-        }
+        __m256i sums[4];
+        for (int r = 0; r < rows; r++)
+            sums[r] = _mm256_add_epi32(_mm256_slli_epi32(hi[r], 11), lo[r]);
+        smg_store_pixels(sums, rows, half, shift, out + xx * 4, out_stride);
     }
 }
 
@@ -218,7 +242,7 @@ SMG_VNNI void smg_vnni_rows(
         const uint8_t *src, ptrdiff_t src_stride, ptrdiff_t width, uint8_t *out, ptrdiff_t out_stride,
         ptrdiff_t outputs, const int64_t *bounds, const int8_t *digits, ptrdiff_t groups, int precision,
         int rows) {
-    const __m128i half = _mm_set1_epi32(1 << (precision - 1));
+    const __m256i half = _mm256_set1_epi32(1 << (precision - 1));
     const __m128i shift = _mm_cvtsi32_si128(precision);
     for (ptrdiff_t xx = 0; xx < outputs; xx++) {
         ptrdiff_t first = (ptrdiff_t)bounds[xx * 2], used = ((ptrdiff_t)bounds[xx * 2 + 1] + 7) / 8;
@@ -233,16 +257,11 @@ SMG_VNNI void smg_vnni_rows(
             smg_vnni_taps(d0, d1, d2, w + g * 96, src, src_stride, first + g * 8, width, rows, 0);
         for (; g < used; g++)
             smg_vnni_taps(d0, d1, d2, w + g * 96, src, src_stride, first + g * 8, width, rows, 1);
-        for (int r = 0; r < rows; r++) {
-            __m256i sums = _mm256_add_epi32(_mm256_add_epi32(d0[r], _mm256_slli_epi32(d1[r], 8)),
-                                            _mm256_slli_epi32(d2[r], 16));
-            __m128i sum = _mm_add_epi32(_mm_add_epi32(_mm256_castsi256_si128(sums),
-                                                      _mm256_extracti128_si256(sums, 1)), half);
-            __m128i value = _mm_sra_epi32(sum, shift);
-            __m128i bytes = _mm_packus_epi16(_mm_packs_epi32(value, value), _mm_setzero_si128());
-            uint32_t pixel = (uint32_t)_mm_cvtsi128_si32(bytes);
-            __builtin_memcpy(out + r * out_stride + xx * 4, &pixel, 4);
-        }
+        __m256i sums[4];
+        for (int r = 0; r < rows; r++)
+            sums[r] = _mm256_add_epi32(_mm256_add_epi32(d0[r], _mm256_slli_epi32(d1[r], 8)),
+                                       _mm256_slli_epi32(d2[r], 16));
+        smg_store_pixels(sums, rows, half, shift, out + xx * 4, out_stride);
     }
 }
 
