@@ -37,7 +37,8 @@ class ImageStage:
         self.policy = policy
         self.max_images = max_images
         self._client = None
-        self._threads: ThreadPoolExecutor | None = None  # a request's images' jobs (see _preprocess)
+        # a request's images' jobs (see _preprocess); its threads start with the first batch
+        self._threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="smg-images")
 
     def _http(self):
         if self._client is None:
@@ -50,9 +51,7 @@ class ImageStage:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if self._threads is not None:
-            self._threads.shutdown(wait=False)
-            self._threads = None
+        self._threads.shutdown(wait=False)
 
     def _preprocess(self, images: Sequence, names: Sequence[str]) -> tuple[list[ProcessedImage], dict]:
         """The images' batch, each image written into its part by a thread of the stage's own pool
@@ -60,8 +59,6 @@ class ImageStage:
         thread, as long as a 4-image Qwen request's preprocessing took on two). The pool is not the
         event loop's default executor, whose thread this runs on: jobs waiting behind their own
         caller there could deadlock a busy gateway. A refusal names its image."""
-        if len(images) > 1 and self._threads is None:
-            self._threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="smg-images")
         try:
             return self.processor.process(images, self._threads if len(images) > 1 else None)
         except InvalidImage:
