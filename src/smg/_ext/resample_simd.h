@@ -1,6 +1,7 @@
-/* The horizontal resampling pass over four-byte pixels in AVX2 (smg._ext.resample).
+/* The resampling passes over four-byte pixels in C intrinsics (smg._ext.resample): the horizontal
+ * pass in AVX2, and both passes in AVX512-VNNI.
  *
- * The pass is Pillow's fixed-point convolution: per output pixel and channel, half + sum of
+ * A pass is Pillow's fixed-point convolution: per output pixel and channel, half + sum of
  * pixel * weight over the window, shifted right by the precision and clipped to 0..255. Pillow's
  * weights have 22 fraction bits, too wide for a 16-bit multiply, and a 32-bit multiply (vpmulld)
  * does 8 products per two micro-ops. So each weight is split into 11-bit halves, w = hi * 2048 + lo
@@ -14,8 +15,9 @@
  * high half). Four rows are done per pass over the weights, so each weight vector, loaded once,
  * serves four rows.
  *
- * Where the CPU has AVX512-VNNI (with 256-bit vectors: AVX512VL), a second pass does the same sums
- * with vpdpbusd in 5 micro-ops for eight taps where the AVX2 one takes 12 (see smg_resample_digits).
+ * Where the CPU has AVX512-VNNI (with 256-bit vectors: AVX512VL), a second horizontal pass does
+ * the same sums with vpdpbusd in 5 micro-ops for eight taps where the AVX2 one takes 12 (see
+ * smg_resample_digits), and a vertical pass does them four rows at a time (smg_resample_vnni_vertical).
  * smg_resample_tiers says which passes this CPU runs. (AVX-VNNI's VEX form of the instruction,
  * with 16 registers, measured no faster than the AVX2 pass on a CPU with both, so it has no pass.)
  */
