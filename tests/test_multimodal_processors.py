@@ -348,6 +348,26 @@ def test_threads_give_the_same_batch(family):
                    for i, one in enumerate(alone))
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "llava", "llava_next", "pixtral", "llama4",
+                                    "phi4_multimodal"])
+def test_a_batch_says_which_image_it_refused(family):
+    """The processor marks the image it refused (InvalidImage.image_index), whether the refusal
+    comes while the batch is sized or while the image is processed, so the gateway can name it;
+    images that only fail together carry no index."""
+    config = {"do_convert_rgb": False}
+    gray, deep = _image(64, 48, "L", 1), _image(64, 48, "I;16", 2)  # (one 8-bit, one not: the second refused)
+    with pytest.raises(InvalidImage, match="not 8-bit") as refused:
+        ImageProcessor.create(family, config)([gray, deep])
+    assert refused.value.image_index == 1
+    with pytest.raises(InvalidImage, match="channel counts|different shapes") as together:
+        ImageProcessor.create(family, config)([gray, _image(64, 48, "RGB", 3)])
+    assert together.value.image_index is None
+    if family in ("qwen2_vl", "phi4_multimodal"):  # (refused from its size, before any pixel work)
+        with pytest.raises(InvalidImage, match="aspect ratio") as extreme:
+            ImageProcessor.create(family)([_image(64, 48, "RGB", 4), _image(64, 48, "RGB", 5), _image(1000, 4, "RGB", 6)])
+        assert extreme.value.image_index == 2
+
+
 @pytest.mark.parametrize("config", [{}, {"do_pad": True}, {"do_center_crop": False}])
 def test_a_llava_batch_is_each_image_alone(config):
     """LLaVA's batch is written in place when every image has the crop's shape (an image smaller

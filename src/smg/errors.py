@@ -56,6 +56,8 @@ class InvalidImage(InvalidRequest):
     truncated, too large, or a shape its model's processor refuses. The message names the image."""
 
     code = "invalid_image"
+    #: which of a batch's images a processor refused (its index), when it was one image's fault
+    image_index: int | None = None
 
 
 class ModelNotFound(SmgError):

@@ -11,7 +11,7 @@ import numpy as np
 
 from smg.errors import InvalidImage, UnsupportedFeature
 from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
-                                      as_rgb_array, join, kernels, own_array)
+                                      as_rgb_array, each_image, join, kernels, own_array)
 from smg.multimodal.kernels_py import BICUBIC, BILINEAR
 
 
@@ -49,7 +49,7 @@ class _RowsProcessor(ImageProcessor):
                 ) -> tuple[list[ProcessedImage], dict[str, np.ndarray]]:
         if len(images) < 2:
             return super().process(images, executor)
-        counts = [self._row_count(image) for image in images]
+        counts = each_image(self._row_count, images)
         processed, batch = self._into_one_batch(images, executor, counts, self._row_shape(images))
         return processed, {"pixel_values": batch,
                            self.side_key: join([image.arrays[self.side_key] for image in processed])}
@@ -348,7 +348,7 @@ class LlavaNextProcessor(LlavaProcessor):
         if len(images) < 2 or not self._batch_in_place:
             # (ImageProcessor's: LLaVA's in-place batch has one crop-sized tile an image)
             return ImageProcessor.process(self, images, executor)
-        counts = [self._tile_count(image) for image in images]
+        counts = each_image(self._tile_count, images)
         if not self.pad_batch and len(set(counts)) > 1:
             raise InvalidImage("images with different tile counts need do_pad")
         channels, side = _channels(images, self.convert_rgb), self.crop[0]
@@ -429,7 +429,7 @@ class PixtralProcessor(ImageProcessor):
             return super().process(images, executor)
         channels = _channels(images, self.convert_rgb)
         processed, batch = self._into_padded_batch(images, executor,
-                                                   [(channels, *self._size(image)) for image in images])
+                                                   [(channels, *size) for size in each_image(self._size, images)])
         return processed, {"pixel_values": batch,
                            "image_sizes": join([image.arrays["image_sizes"] for image in processed])}
 
@@ -670,7 +670,7 @@ class Phi4MultimodalProcessor(ImageProcessor):
             return super().process(images, executor)
         channels, side = _channels(images, self.convert_rgb), self.crop
         processed, batch = self._into_padded_batch(
-            images, executor, [(self._crop_count(image), channels, side, side) for image in images])
+            images, executor, [(count, channels, side, side) for count in each_image(self._crop_count, images)])
         return processed, {**self.collate(processed, pixels=False), "image_pixel_values": batch}
 
     def collate(self, images: Sequence[ProcessedImage], pixels: bool = True) -> dict[str, np.ndarray]:

@@ -124,17 +124,39 @@ def own_array(*shape: int) -> np.ndarray:
 
 
 def _each(run, jobs: Sequence[tuple], executor: Executor | None) -> list:
-    """``run(*job)`` for each job, on ``executor``'s threads when given, in order."""
-    call = lambda job: run(*job)  # noqa: E731
-    return list(executor.map(call, jobs) if executor else map(call, jobs))
+    """``run(*job)`` for each job (job i is image i's), on ``executor``'s threads when given, in
+    order. An image refused says which it was (``InvalidImage.image_index``), so a caller that
+    named the images can name it."""
+    def call(indexed: tuple[int, tuple]):
+        index, job = indexed
+        try:
+            return run(*job)
+        except InvalidImage as exc:
+            if exc.image_index is None:
+                exc.image_index = index
+            raise
+
+    return list(executor.map(call, enumerate(jobs)) if executor else map(call, enumerate(jobs)))
+
+
+def each_image(run, images: Sequence) -> list:
+    """``run(image)`` for each image, on this thread (a batch's sizes, say), refusals indexed as
+    ``_each``'s are."""
+    return _each(run, [(image,) for image in images], None)
 
 
 def join(arrays: Sequence[np.ndarray], stack: bool = False) -> np.ndarray:
     """``np.concatenate`` (``np.stack``) of per-image arrays, without the copy for a single image:
-    a one-image batch of Qwen patch rows is tens of MB, and its copy cost as much as computing it."""
+    a one-image batch of Qwen patch rows is tens of MB, and its copy cost as much as computing it.
+    Arrays that cannot be joined (images of different channel counts, with do_convert_rgb off)
+    are the request's fault: InvalidImage."""
     if len(arrays) == 1:
         return arrays[0][None] if stack else arrays[0]
-    return np.stack(arrays) if stack else np.concatenate(arrays)
+    try:
+        return np.stack(arrays) if stack else np.concatenate(arrays)
+    except ValueError:
+        shapes = sorted({array.shape for array in arrays})
+        raise InvalidImage(f"images of different shapes {shapes} cannot share a batch") from None
 
 
 @dataclass(frozen=True)

@@ -58,19 +58,14 @@ class ImageStage:
         (``ImageProcessor.process``: joining per-image arrays afterwards copied tens of MB on one
         thread, as long as a 4-image Qwen request's preprocessing took on two). The pool is not the
         event loop's default executor, whose thread this runs on: jobs waiting behind their own
-        caller there could deadlock a busy gateway. A refusal names its image."""
+        caller there could deadlock a busy gateway. A refusal names its image (the processor says
+        which it refused)."""
         try:
             return self.processor.process(images, self._threads if len(images) > 1 else None)
-        except InvalidImage:
-            # Which image: each alone, in order, up to the one refused (a refusal costs at most
-            # what the same request with valid images would). None alone: the images do not go
-            # together (channels, shapes), and the batch's message says so.
-            for image, name in zip(images, names):
-                try:
-                    self.processor.process([image])
-                except InvalidImage as exc:
-                    raise InvalidImage(f"{name}: {exc.message}") from None
-            raise
+        except InvalidImage as exc:
+            if exc.image_index is None:  # (images that do not go together: channels, shapes)
+                raise
+            raise InvalidImage(f"{names[exc.image_index]}: {exc.message}") from None
 
     async def process(self, refs: Sequence[ImageRef]) -> tuple[list[ProcessedImage], dict]:
         """Every image of a request, fetched and decoded concurrently, then preprocessed into one
