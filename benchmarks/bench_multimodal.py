@@ -175,8 +175,9 @@ def _resize_rows(repeat: int) -> None:
 
 
 class _Passes:
-    """smg._ext.resample with ``tier``'s passes as the defaults (and the Numba ones where ``tier``
-    has none: AVX2 has no vertical pass, "numba" neither)."""
+    """smg._ext.resample with ``tier``'s passes as the defaults: its whole resize where it has
+    both passes (AVX512-VNNI), else its horizontal pass and the Numba vertical one (AVX2), or the
+    Numba passes alone ("numba")."""
 
     def __init__(self, module, tier: str):
         self.SIMD = tier if tier in module.TIERS else ""
@@ -188,6 +189,9 @@ class _Passes:
 
     def vertical(self, *args):
         return self._module.vertical(*args, tier=self.VERTICAL_TIERS[0])
+
+    def resize(self, *args):
+        return self._module.resize(*args, tier=self.VERTICAL_TIERS[0])
 
 
 if __name__ == "__main__":

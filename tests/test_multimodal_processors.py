@@ -141,6 +141,65 @@ def test_resample_passes_agree_on_any_weights(axis, size, ksize, precision, data
 
 
 @pytest.mark.compiled_only
+@settings(max_examples=200, deadline=None)
+@given(in_size=st.integers(1, 700), out_size=st.integers(1, 700), filter_id=st.sampled_from(FILTERS),
+       torch_weights=st.booleans())
+def test_resample_coeffs_agree(in_size, out_size, filter_id, torch_weights):
+    # The compiled module's coefficients (C doubles, rounded to fixed point) against the twin's:
+    # every bound, every weight and the precision.
+    from smg._ext import resample
+
+    bounds, weights, precision = resample.coeffs(in_size, out_size, filter_id, torch_weights)
+    twin_bounds, twin_weights, twin_precision = kernels_py.resample_coeffs(in_size, out_size, filter_id, torch_weights)
+    assert precision == twin_precision
+    assert np.array_equal(bounds, twin_bounds)
+    assert weights.dtype == np.int32 and np.array_equal(weights, twin_weights)
+
+
+@pytest.mark.compiled_only
+@settings(max_examples=200, deadline=None)
+@given(h=st.integers(1, 50), w=st.integers(1, 50), out_h=st.integers(1, 70), out_w=st.integers(1, 70),
+       filter_id=st.sampled_from(FILTERS), torch_weights=st.booleans(), horizontal_first=st.booleans(),
+       corners=st.tuples(*[st.floats(0, 1)] * 4), seed=st.integers(0, 2**32 - 1))
+def test_the_whole_resize_agrees(h, w, out_h, out_w, filter_id, torch_weights, horizontal_first, corners, seed):
+    # One call for the whole resize (every tier with both passes), against the twin: either pass
+    # order, windows of the result (each pass reads only the pixels the window needs), and axes
+    # that keep their size (no pass, the window's pixels).
+    from smg._ext import resample, resample_py
+
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
+    y0, y1 = sorted(int(c * out_h) for c in corners[:2])
+    x0, x1 = sorted(int(c * out_w) for c in corners[2:])
+    top, left = min(y0, out_h - 1), min(x0, out_w - 1)
+    args = (out_h, out_w, top, left, max(1, y1 - top), max(1, x1 - left), filter_id, torch_weights, horizontal_first)
+    twin = resample_py.resize(image, *args)
+    for tier in resample.VERTICAL_TIERS:  # (none where the CPU has no compiled vertical pass)
+        assert np.array_equal(resample.resize(image, *args, tier=tier), twin), tier
+
+
+@pytest.mark.parametrize("module", [pytest.param("resample", marks=pytest.mark.compiled_only), "resample_py"])
+def test_the_whole_resize_refuses_what_it_cannot_compute(module):
+    import importlib
+
+    resample = importlib.import_module(f"smg._ext.{module}")
+    if not resample.VERTICAL_TIERS:
+        pytest.skip("this CPU has no compiled vertical pass")
+    image = np.zeros((5, 5, 4), np.uint8)
+    for window in [(0, 0, 0, 1), (-1, 0, 2, 2), (4, 0, 2, 2), (0, 3, 1, 3)]:  # empty, before, past the result
+        with pytest.raises(ValueError, match="window"):
+            resample.resize(image, 5, 5, *window, kernels_py.BICUBIC, False, True)
+    with pytest.raises(ValueError, match="pixels"):
+        resample.resize(np.zeros((5, 5, 3), np.uint8), 3, 3, 0, 0, 3, 3, kernels_py.BICUBIC, False, True)
+    for filter_id in (kernels_py.NEAREST, 9):
+        with pytest.raises(ValueError, match="filter"):
+            resample.resize(image, 3, 3, 0, 0, 3, 3, filter_id, False, True)
+        with pytest.raises(ValueError, match="filter"):
+            resample.coeffs(5, 3, filter_id)
+    with pytest.raises(ValueError, match="coefficients"):
+        resample.coeffs(0, 3, kernels_py.BICUBIC)
+
+
+@pytest.mark.compiled_only
 def test_the_resample_passes_refuse_what_they_cannot_compute():
     from smg._ext import resample
 

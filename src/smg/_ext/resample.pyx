@@ -1,15 +1,16 @@
 # cython: language_level=3
-"""Compiled resampling passes (C intrinsics in ``resample_simd.h``); specified by ``resample_py.py``.
+"""Compiled resampling passes (C intrinsics in ``resample_simd.h``) and a whole resize in one
+call (``resample_resize.h``); specified by ``resample_py.py``.
 
-smg.multimodal.kernels runs them for Pillow-exact resizes: the horizontal pass where the CPU has
-AVX2 (``SIMD`` names the fastest the CPU runs), the vertical pass where it has AVX512-VNNI
-(``VERTICAL_TIERS``), and its Numba passes elsewhere.
+smg.multimodal.kernels runs them for Pillow-exact resizes: ``resize`` where the CPU has both
+passes (AVX512-VNNI: ``VERTICAL_TIERS``), the horizontal pass alone where it has AVX2 (``SIMD``
+names the fastest the CPU runs), and its Numba passes elsewhere.
 """
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import numpy as np
 
-__all__ = ["SIMD", "TIERS", "VERTICAL_TIERS", "horizontal", "vertical"]
+__all__ = ["SIMD", "TIERS", "VERTICAL_TIERS", "coeffs", "horizontal", "resize", "vertical"]
 
 cdef extern from "resample_simd.h" nogil:
     int smg_resample_tiers()
@@ -19,6 +20,16 @@ cdef extern from "resample_simd.h" nogil:
     int smg_resample_vertical(int tier, const uint8_t* src, Py_ssize_t src_stride, Py_ssize_t row_bytes,
                               uint8_t* out, Py_ssize_t outputs, const int64_t* bounds,
                               const int32_t* weights, Py_ssize_t ksize, int precision)
+
+cdef extern from "resample_resize.h" nogil:
+    Py_ssize_t smg_resample_ksize(Py_ssize_t in_size, Py_ssize_t out_size, int filter_id)
+    double smg_filter_support(int filter_id)
+    int smg_resample_coeffs(Py_ssize_t in_size, Py_ssize_t out_size, int filter_id, int torch_weights,
+                            Py_ssize_t first, Py_ssize_t count, int64_t* bounds, int32_t* weights, int* precision)
+    int smg_resample_resize(int tier, const uint8_t* src, Py_ssize_t src_stride, Py_ssize_t height,
+                            Py_ssize_t width, uint8_t* out, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t top,
+                            Py_ssize_t left, Py_ssize_t count_h, Py_ssize_t count_w, int filter_id,
+                            int torch_weights, int horizontal_first)
 
 cdef dict _TIER_IDS = {"avx2": 0, "avx512-vnni": 1}
 cdef int32_t _MOST = 3 << 21  # the VNNI pass's bound on a weight (Pillow's are at most 1 << 22)
@@ -70,6 +81,56 @@ def vertical(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds
     if tier is None:
         tier = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""
     return _run(False, src, bounds, weights, precision, tier, VERTICAL_TIERS)
+
+
+def coeffs(Py_ssize_t in_size, Py_ssize_t out_size, int filter_id, bint torch_weights=False):
+    """See ``resample_py.coeffs``."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"an axis of {in_size} -> {out_size} pixels has no coefficients")
+    _filter_supported(filter_id)
+    bounds = np.empty((out_size, 2), np.int64)
+    weights = np.empty((out_size, smg_resample_ksize(in_size, out_size, filter_id)), np.int32)
+    cdef int64_t[:, ::1] bounds_view = bounds
+    cdef int32_t[:, ::1] weights_view = weights
+    cdef int precision = 0, status
+    with nogil:
+        status = smg_resample_coeffs(in_size, out_size, filter_id, torch_weights, 0, out_size,
+                                     &bounds_view[0, 0], &weights_view[0, 0], &precision)
+    if status == -1:
+        raise MemoryError()
+    return bounds, weights, precision
+
+
+def resize(const uint8_t[:, :, ::1] src not None, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t top,
+           Py_ssize_t left, Py_ssize_t count_h, Py_ssize_t count_w, int filter_id, bint torch_weights,
+           bint horizontal_first, str tier=None):
+    """See ``resample_py.resize``; ``tier`` picks one of ``VERTICAL_TIERS`` (default the first).
+    The GIL is released once, for the whole resize."""
+    if tier is None:
+        tier = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""
+    cdef int tier_id = _tier_id(tier, VERTICAL_TIERS), status
+    cdef Py_ssize_t height = src.shape[0], width = src.shape[1]
+    if src.shape[2] != 4 or height == 0 or width == 0:
+        raise ValueError("resize takes (H, W, 4) pixels, at least one")
+    if not (out_h > 0 and out_w > 0 and 0 <= top and 0 <= left and 0 < count_h and 0 < count_w
+            and top + count_h <= out_h and left + count_w <= out_w):
+        raise ValueError(f"window {(top, left, count_h, count_w)} is not inside the {out_w}x{out_h} result")
+    _filter_supported(filter_id)
+    out = np.empty((count_h, count_w, 4), np.uint8)
+    cdef uint8_t[:, :, ::1] out_view = out
+    with nogil:
+        status = smg_resample_resize(tier_id, &src[0, 0, 0], width * 4, height, width, &out_view[0, 0, 0],
+                                     out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights,
+                                     horizontal_first)
+    if status == -1:
+        raise MemoryError()
+    return out
+
+
+cdef int _filter_supported(int filter_id) except -1:
+    if smg_filter_support(filter_id) == 0.0:
+        raise ValueError(f"resampling filter {filter_id} is not supported")
+    return 0
 
 
 cdef object _run(bint across, const uint8_t[:, :, ::1] src, const int64_t[:, ::1] bounds,

@@ -142,8 +142,8 @@ def _vertical(src, out_h, first, count_h, filter_id, torch_weights):
 
 def _pass(src, axis, out_size, first, count, filter_id, torch_weights):
     """The resize's pass along ``axis`` (1: across the rows, 0: down the columns), outputs
-    ``first`` .. ``first + count`` of ``out_size``: the compiled one (smg._ext.resample; across
-    4000 -> 1148 columns, AVX512-VNNI 3.5x and AVX2 2.5x this module's, down 2.7x with VNNI) where
+    ``first`` .. ``first + count`` of ``out_size``, where the CPU has no compiled whole resize: the
+    compiled pass (smg._ext.resample; across 4000 -> 1148 columns, AVX2 2.5x this module's) where
     the CPU runs one for that axis, this module's Numba one elsewhere; the same integers either way."""
     if not (_resample.SIMD if axis == 1 else _resample.VERTICAL_TIERS):
         return (_horizontal if axis == 1 else _vertical)(src, out_size, first, count, filter_id, torch_weights)
@@ -154,10 +154,16 @@ def _pass(src, axis, out_size, first, count, filter_id, torch_weights):
 
 def _resize_packed(image, out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights):
     """``resize`` of four-byte pixels (the window's rows and columns only), in Pillow's pass order
-    (torch's: always across first)."""
+    (torch's: always across first): in one compiled call where the CPU runs both compiled passes
+    (the GIL taken back once, not after each of four steps: two threads resizing short images
+    each wait for it less), else pass by pass."""
     h, w = image.shape[0], image.shape[1]
+    horizontal_first = torch_weights or kernels_py.horizontal_first(h, w, out_h, out_w)
+    if _resample.VERTICAL_TIERS:
+        return _resample.resize(image, out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights,
+                                horizontal_first)
     axes = ((1, w, out_w, left, count_w), (0, h, out_h, top, count_h))
-    if not (torch_weights or kernels_py.horizontal_first(h, w, out_h, out_w)):
+    if not horizontal_first:
         axes = axes[::-1]
     out = image
     for axis, size, out_size, first, count in axes:
