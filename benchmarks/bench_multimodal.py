@@ -4,7 +4,8 @@ Per family and image: the median time of smg's processor, of transformers' PIL/N
 (``Qwen2VLImageProcessor``, ``LlavaImageProcessor``) and, where torchvision imports, of its
 torchvision processor (the ``...Fast`` classes), one thread each; then a request of four 1920x1080
 photos on one thread and on two (smg runs each image's kernels with the GIL released), timed in
-turns; last, the Pillow-exact resize alone against Pillow's ``Image.resize``.
+turns with a control (the same threads running compute alone: the machine's own two-thread
+ratio at that moment, which a shared VM's neighbours move); last, the Pillow-exact resize alone against Pillow's ``Image.resize``.
 
     python -m benchmarks.bench_multimodal [--repeat N] [--families phi4_multimodal,llava_next,resize]
 
@@ -15,11 +16,13 @@ how it imports beside the CPU torch wheel.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numba as nb
 import numpy as np
 import PIL.Image
 
@@ -122,24 +125,45 @@ def main() -> None:
               + " ".join(_columns(totals[i] * 1e3 if backends[i - 1] else None, totals[0] * 1e3, digits=1)
                          for i in (1, 2)))
         batch = [photo(1920, 1080, 40 + i) for i in range(4)]  # four photos of one request
+        spin = _spin_of(median_seconds(lambda: ours(batch[:1]), args.repeat))
         with ThreadPoolExecutor(2) as pool:
-            one, two = _interleaved(lambda: ours(batch), lambda: ours(batch, executor=pool), 4 * args.repeat)
+            one, two, spin_one, spin_two = _interleaved(
+                [lambda: ours(batch), lambda: ours(batch, executor=pool),
+                 lambda: list(map(_spin, [spin] * 4)), lambda: list(pool.map(_spin, [spin] * 4))], 4 * args.repeat)
         print(f"{family:9} 4 x 1920x1080 request: 1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms, "
-              f"x{one / two:.2f}")
+              f"x{one / two:.2f} (machine: x{spin_one / spin_two:.2f})")
     if "resize" in chosen:
         _resize_rows(args.repeat)
 
 
-def _interleaved(first, second, repeat: int) -> tuple[float, float]:
-    """Median seconds of ``first`` and of ``second``, timed in turns: on a shared 2-core VM the
-    machine's speed drifts over seconds, and timing one after the other puts the drift in the ratio."""
-    times: tuple[list[float], list[float]] = ([], [])
+def _interleaved(runs, repeat: int) -> list[float]:
+    """Median seconds of each of ``runs``, timed in turns: on a shared 2-core VM the machine's
+    speed drifts over seconds, and timing one after the other puts the drift in the ratios."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeat):
-        for fn, samples in zip((first, second), times):
+        for fn, samples in zip(runs, times):
             start = time.perf_counter()
             fn()
             samples.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(samples) for samples in times]
+
+
+@nb.njit(nogil=True)
+def _spin(steps: int) -> float:
+    total = 0.0
+    for i in range(steps):
+        total += math.sqrt(i)
+    return total
+
+
+def _spin_of(seconds: float) -> int:
+    """Steps of ``_spin`` that take ``seconds``: the request row's control, four such jobs of
+    compute alone (no memory, no GIL) on the same two threads in the same turns. Its ratio is what
+    this machine gives two threads at that moment (a busy host's VM gets less, down to x1.0)."""
+    _spin(1000)
+    start = time.perf_counter()
+    _spin(10_000_000)
+    return int(10_000_000 * seconds / (time.perf_counter() - start))
 
 
 RESIZES = [((3000, 4000), (862, 1148)), ((1080, 1920), (336, 597)), ((3000, 4000), (505, 672)),
