@@ -4,7 +4,8 @@ Per family and image: the median time of smg's processor, of transformers' PIL/N
 (``Qwen2VLImageProcessor``, ``LlavaImageProcessor``) and, where torchvision imports, of its
 torchvision processor (the ``...Fast`` classes), one thread each; then a request of four 1920x1080
 photos on one thread and on two (smg runs each image's kernels with the GIL released), each
-mode back to back and after the other, timed in turns with a control (the same threads running compute alone: the machine's own two-thread
+mode back to back and after the other, on a plain pool and on the gateway's pool with its threads
+pinned (``media.pin_threads``), timed in turns with a control (the same threads running compute alone: the machine's own two-thread
 ratio at that moment, which a shared VM's neighbours move); last, the Pillow-exact resize alone against Pillow's ``Image.resize``.
 
     python -m benchmarks.bench_multimodal [--repeat N] [--families phi4_multimodal,llava_next,resize]
@@ -31,6 +32,7 @@ from benchmarks._torchvision import import_torchvision
 from smg.errors import InvalidImage
 from smg.multimodal import kernels_py, warm_up
 from smg.multimodal.processor import ImageProcessor
+from smg.multimodal.stage import image_threads
 
 SIZES = [(640, 480), (1280, 720), (1920, 1080), (4000, 3000), (1, 1), (33, 1000), (1000, 6), (719, 1283)]
 QWEN3 = {"patch_size": 16, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
@@ -126,17 +128,19 @@ def main() -> None:
                          for i in (1, 2)))
         batch = [photo(1920, 1080, 40 + i) for i in range(4)]  # four photos of one request
         spin = _spin_of(median_seconds(lambda: ours(batch[:1]), args.repeat))
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(2) as pool, image_threads(pin=True, count=2) as pinned:
             # Each mode twice in a turn: the first request after the other mode's (two threads
             # then start from a pool idle for a one-thread request's length, their virtual CPUs
-            # asleep), the second at once after its like, as under steady load.
-            one_after, one, two_after, two, spin_one, spin_two = _interleaved(
+            # asleep), the second at once after its like, as under steady load. "pinned": the
+            # gateway's pool with media.pin_threads, each thread bound to its own CPU.
+            one_after, one, two_after, two, _, pinned_after, pinned_two, spin_one, spin_two = _interleaved(
                 [lambda: ours(batch), lambda: ours(batch), lambda: ours(batch, executor=pool),
-                 lambda: ours(batch, executor=pool), lambda: list(map(_spin, [spin] * 4)),
+                 lambda: ours(batch, executor=pool), lambda: ours(batch), lambda: ours(batch, executor=pinned),
+                 lambda: ours(batch, executor=pinned), lambda: list(map(_spin, [spin] * 4)),
                  lambda: list(pool.map(_spin, [spin] * 4))], 4 * args.repeat)
         print(f"{family:9} 4 x 1920x1080 request: 1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms, "
-              f"x{one / two:.2f} back to back, x{one_after / two_after:.2f} after the other mode "
-              f"(machine: x{spin_one / spin_two:.2f})")
+              f"x{one / two:.2f} back to back, x{one_after / two_after:.2f} after the other mode; pinned "
+              f"x{one / pinned_two:.2f}, x{one_after / pinned_after:.2f} (machine: x{spin_one / spin_two:.2f})")
     if "resize" in chosen:
         _resize_rows(args.repeat)
 

@@ -168,6 +168,7 @@ def test_serve_mcp_flags_add_servers_to_the_config_files_and_set_the_loop_limits
     merged = config("--config", str(file), "--mcp-server", "docs=http://127.0.0.1:9000/mcp", "--mcp-call-timeout", "9")
     assert [s.label for s in merged.mcp_servers] == ["local", "docs"] and merged.mcp_servers[0].args == ["server.py"]
     assert merged.mcp.max_calls == 5 and merged.mcp.call_timeout == 9
+    assert not default.media.pin_threads and config("--demo", "--pin-image-threads").media.pin_threads
     for bad in (["--mcp-server", "nolabel"], ["--mcp-server", "x=ftp://h/mcp"], ["--mcp-max-calls", "0"],
                 ["--mcp-server", "a=http://h/mcp", "--mcp-server", "a=http://g/mcp"]):
         with pytest.raises(ConfigError):

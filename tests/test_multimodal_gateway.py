@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -250,6 +251,32 @@ def test_config_checks_media_keys():
     with pytest.raises(ConfigError, match="url_allow_list"):
         GatewayConfig.load({"url_allow_list": ["10.0.0.0/99"]})
     assert GatewayConfig.load({"url_allow_list": ["10.0.0.0/8", "images.internal"]}).media.max_images == 16
+    assert not GatewayConfig.load({}).media.pin_threads
+    assert GatewayConfig.load({"media": {"pin_threads": True}}).media.pin_threads
+
+
+def _threads_affinities(pool, count):
+    """Each of the pool's ``count`` threads' CPU set, every thread at once (held at a barrier)."""
+    barrier = threading.Barrier(count)
+
+    def affinity():
+        barrier.wait(10)
+        return frozenset(os.sched_getaffinity(0))  # (0: the calling thread)
+
+    return [future.result(10) for future in [pool.submit(affinity) for _ in range(count)]]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_image_threads_are_pinned_each_to_its_own_cpu_only_when_asked():
+    from smg.multimodal.stage import image_threads
+
+    cpus = frozenset(os.sched_getaffinity(0))
+    with image_threads(count=len(cpus)) as plain:
+        assert _threads_affinities(plain, len(cpus)) == [cpus] * len(cpus)
+    with image_threads(pin=True) as pinned:  # (one thread per CPU the process may run on)
+        affinities = _threads_affinities(pinned, len(cpus))
+    assert all(len(one) == 1 for one in affinities) and frozenset().union(*affinities) == cpus
+    assert frozenset(os.sched_getaffinity(0)) == cpus  # (the caller's own is untouched)
 
 
 # ---- through the gateway -----------------------------------------------------------------------
@@ -312,6 +339,21 @@ def test_other_families_through_the_gateway(vl_dir, family, engine):
     parts = [{"type": "image"}, {"type": "text", "text": "hi"}, {"type": "image"}]
     assert response.usage.prompt_tokens == expected_prompt_tokens(vl_dir, parts, [png(100, 40, 3), png(20, 70, 4)],
                                                                   family)
+
+
+@pytest.mark.end_to_end
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_the_gateway_pins_its_image_threads_when_configured(vl_dir):
+    async def main():
+        async with vl_gateway(vl_dir, media={"pin_threads": True}) as gateway:
+            response = await gateway.chat(chat({"type": "text", "text": "Look: "}, image_part(data_url(png(64, 48, 3))),
+                                               image_part(data_url(png(40, 40, 4)))))
+            stage = next(iter(gateway.models)).images
+            return response, await asyncio.to_thread(_threads_affinities, stage._threads, len(os.sched_getaffinity(0)))
+
+    response, affinities = run(main())
+    assert response.choices[0].finish_reason == "length"
+    assert all(len(one) == 1 for one in affinities) and len(set(affinities)) == len(affinities)
 
 
 @pytest.mark.end_to_end

@@ -184,12 +184,13 @@ class Gateway:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
-    def _media_policy(self) -> tuple[MediaPolicy, int]:
-        """Where image inputs may come from, and how many one request may hold (from the config)."""
+    def _media_policy(self) -> tuple[MediaPolicy, int, bool]:
+        """Where image inputs may come from, how many one request may hold, and whether their
+        threads are pinned to CPUs (from the config)."""
         media = self.config.media
         return MediaPolicy(url_allow_list=tuple(self.config.url_allow_list), allowed_dirs=tuple(media.allowed_dirs),
                            fetch_timeout=media.fetch_timeout, max_bytes=media.max_image_bytes,
-                           max_pixels=media.max_image_pixels), media.max_images
+                           max_pixels=media.max_image_pixels), media.max_images, media.pin_threads
 
     def require_started(self) -> None:
         if not self._started:

@@ -42,7 +42,7 @@ class ServedModel:
 
     def __init__(self, config: ModelConfig, pool_config: PoolConfig, cache: CacheConfig,
                  tokenizer: Tokenizer | None = None, media: MediaPolicy | None = None,
-                 max_images: int = 16) -> None:
+                 max_images: int = 16, pin_image_threads: bool = False) -> None:
         engine = config.engine or pool_config.default_engine
         check_lora_engine(config.name, config.lora_adapters, engine)
         self.config = config
@@ -67,7 +67,7 @@ class ServedModel:
         self.eos_token_ids: tuple[int, ...] = ()
         self._cache = config.cache or cache
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._media = (media or MediaPolicy(), max_images)
+        self._media = (media or MediaPolicy(), max_images, pin_image_threads)
         self.images: ImageStage | None = None  # set by start() when the model takes images
 
     async def start(self) -> "ServedModel":
@@ -109,8 +109,8 @@ class ServedModel:
                 raise TokenizerLoadError(f"model {self.name}: the tokenizer has no {token!r} token, which the "
                                          f"{self.config.image_processor} processor's prompts use")
         warm_up()
-        policy, max_images = self._media
-        return ImageStage(processor, token_ids, policy, max_images)
+        policy, max_images, pin_threads = self._media
+        return ImageStage(processor, token_ids, policy, max_images, pin_threads)
 
     async def close(self) -> None:
         await self.pool.close()

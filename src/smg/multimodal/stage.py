@@ -5,11 +5,14 @@ kernels releasing the GIL) -> the prompt's image placeholder expanded to each im
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from smg.config import ConfigError
 from smg.engines.base import MultimodalTensors
 from smg.errors import InvalidImage, InvalidRequest
 from smg.multimodal.media import MediaPolicy, decode_image, load_bytes
@@ -25,11 +28,38 @@ class ImageRef:
     name: str
 
 
+def image_threads(pin: bool = False, count: int | None = None) -> ThreadPoolExecutor:
+    """The pool a request's images are preprocessed on: ``count`` threads, by default one per CPU
+    this process may run on; with ``pin`` (Linux), each bound to its own CPU, round robin.
+
+    Why pin: on a virtual machine, a thread woken by another (each GIL hand-over between two
+    images' threads is a wake-up) can be placed on its waker's busy CPU while the other virtual CPU
+    sleeps, and the two images then share one CPU for milliseconds. Bound threads cannot be. A
+    4-image LLaVA request on two threads ran x1.51-1.58 one thread's speed after an idle moment and
+    x1.71-1.74 bound, and x1.15 against x1.86 while the host was busy (BENCHMARKS.md). It is off by
+    default: a bound thread cannot move off a CPU that something else (another ``--workers``
+    process, say) keeps busy."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    count = count or len(cpus) or os.cpu_count() or 2
+    if not pin:
+        return ThreadPoolExecutor(count, thread_name_prefix="smg-images")
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        raise ConfigError("pinning image threads to CPUs needs Linux's sched_setaffinity, which this platform lacks")
+    starting, assigned = threading.Lock(), itertools.count()
+
+    def bind() -> None:
+        with starting:
+            index = next(assigned)
+        os.sched_setaffinity(threading.get_native_id(), {cpus[index % len(cpus)]})
+
+    return ThreadPoolExecutor(count, thread_name_prefix="smg-images", initializer=bind)
+
+
 class ImageStage:
     """One model's image path: its processor, its image token and the gateway's media policy."""
 
     def __init__(self, processor: ImageProcessor, token_ids: Mapping[str, int], policy: MediaPolicy,
-                 max_images: int) -> None:
+                 max_images: int, pin_threads: bool = False) -> None:
         self.processor = processor
         self.token_ids = dict(token_ids)  # the family's image token and structure tokens
         self.image_token_id = token_ids[processor.image_token]  # the placeholder the template renders
@@ -38,7 +68,7 @@ class ImageStage:
         self.max_images = max_images
         self._client = None
         # a request's images' jobs (see _preprocess); its threads start with the first batch
-        self._threads = ThreadPoolExecutor(os.cpu_count() or 2, thread_name_prefix="smg-images")
+        self._threads = image_threads(pin_threads)
 
     def _http(self):
         if self._client is None:
