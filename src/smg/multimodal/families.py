@@ -125,7 +125,7 @@ class QwenVLProcessor(_RowsProcessor):
         height, width = self.output_size(array.shape[1], array.shape[0])
         if (height, width) != array.shape[:2]:
             array = self._kernels.resize(array, height, width, self.resample)
-        if out is None:  # (one thread writes it: NumPy's huge pages, see processor.own_array)
+        if out is None:  # (kept memory, its pages faulted already: see processor.own_array)
             out = own_array((height // self.patch) * (width // self.patch),
                             array.shape[2] * self.temporal * self.patch ** 2)
         rows = self._kernels.flatten_patches(array, self.table, self.patch, self.merge, self.temporal, out)

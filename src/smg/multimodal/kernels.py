@@ -215,8 +215,8 @@ def normalize_into(image, lut, fill, out):
 
 def normalize_chw(image, lut, height, width, fill):
     """(H, W, C) uint8 -> (C, height, width) float32 through ``lut[c, value]`` (rescale and
-    normalise fused), the canvas beyond the image the byte ``fill``. (Allocated by NumPy: one
-    thread fills it, and huge pages make its first touch cheap; see processor.own_array.)"""
+    normalise fused), the canvas beyond the image the byte ``fill``. (Allocated by NumPy, which
+    asks for huge pages on a large array: its first touch is cheaper.)"""
     return normalize_into(image, lut, fill, np.empty((image.shape[2], height, width), np.float32))
 
 
@@ -331,11 +331,3 @@ def flatten_patches(image, lut, patch, merge, temporal, out):
                             out[row, base + t * area:base + (t + 1) * area] = out[row, base:base + area]
                     row += 1
     return out
-
-
-@nb.njit(nb.float32[:, ::1](nb.int64, nb.int64), **_JIT)
-def empty_rows(rows, columns):
-    """An uninitialised float32 batch. Allocated by Numba (malloc), not NumPy: NumPy asks for huge
-    pages on large arrays, and two threads first touching one huge-page array stall each other in
-    the kernel's page-fault path (a 4-image Qwen batch on 2 threads ran 0.95-1.3x, now ~1.9x)."""
-    return np.empty((rows, columns), np.float32)

@@ -145,11 +145,6 @@ def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weig
     return np.ascontiguousarray(out) if out is not image else image
 
 
-def empty_rows(rows: int, columns: int) -> np.ndarray:
-    """An uninitialised float32 batch (the kernel's allocates it outside NumPy: see there)."""
-    return np.empty((rows, columns), np.float32)
-
-
 def normalize_chw(image: np.ndarray, lut: np.ndarray, height: int, width: int, fill: int) -> np.ndarray:
     """(H, W, C) uint8 -> (C, height, width) float32 through a per-channel table ``lut[c, value]``;
     the canvas beyond the image (at the right and bottom) is the byte ``fill``."""

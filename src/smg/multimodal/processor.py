@@ -10,7 +10,6 @@ joins them.
 from __future__ import annotations
 
 import json
-import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from smg.errors import InvalidImage
+from smg.multimodal.memory import batches
 from smg.multimodal.pixels import pixels
 
 #: transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD, the default of most processors.
@@ -116,11 +116,9 @@ def as_rgb_array(image, convert_rgb: bool, on_white: bool = False) -> np.ndarray
 
 
 def own_array(*shape: int) -> np.ndarray:
-    """An uninitialised float32 array that one thread fills: NumPy's, which asks the kernel for
-    huge pages on a large one, so its first touch is ~5x cheaper (38 MB: 3 ms, not 15 ms of 4 KiB
-    page faults). A batch that several threads fill comes from ``empty_rows`` instead: threads
-    first touching one huge-page array stall each other."""
-    return np.empty(shape, np.float32)
+    """An uninitialised float32 array that one thread fills: from the kept batch memory (its pages
+    faulted already: see smg.multimodal.memory), like a batch that several threads fill."""
+    return batches.empty(*shape)
 
 
 def _each(run, jobs: Sequence[tuple], executor: Executor | None) -> list:
@@ -248,15 +246,14 @@ class ImageProcessor(ABC):
         return processed, self.collate(processed)
 
     # Batches of several images are written in place: they are tens of MB, and joining per-image
-    # arrays afterwards copied them all on one thread. Allocated by Numba: NumPy asks for huge
-    # pages on large arrays, and two threads first touching one huge-page array stall each other
-    # in the kernel (see own_array for an array one thread fills).
+    # arrays afterwards copied them all on one thread. Their memory is kept from batch to batch
+    # (smg.multimodal.memory): fresh memory's page faults were half a large batch's cost.
 
     def _into_one_batch(self, images: Sequence, executor: Executor | None, counts: Sequence[int],
                         row_shape: tuple[int, ...]) -> tuple[list[ProcessedImage], np.ndarray]:
         """Each image (``process_one(image, out)``) writes its ``counts[i]`` rows of ``row_shape``,
         one after another along the batch's first axis."""
-        batch = kernels().empty_rows(sum(counts), math.prod(row_shape)).reshape(-1, *row_shape)
+        batch = batches.empty(sum(counts), *row_shape)
         starts = np.cumsum([0, *counts])
         return _each(self.process_one, [(image, batch[starts[i]:starts[i + 1]]) for i, image in enumerate(images)],
                      executor), batch
@@ -267,7 +264,7 @@ class ImageProcessor(ABC):
         start of its own slot of the batch (images, then each axis's largest size); its thread
         zeroes the rest of the slot."""
         inner = tuple(max(sizes) for sizes in zip(*shapes))
-        batch = kernels().empty_rows(len(images) * math.prod(inner[:-1]), inner[-1]).reshape(len(images), *inner)
+        batch = batches.empty(len(images), *inner)
 
         def run(image, slot: np.ndarray, shape: tuple[int, ...]) -> ProcessedImage:
             for axis, size in enumerate(shape):  # past the image's own values, axis by axis
