@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 #: Bytes of freed blocks kept mapped for the next batches (their pages stay resident).
-KEEP_BYTES = 1 << 30
+KEEP_BYTES = 512 << 20
 #: Smaller batches come from NumPy: their faults cost little, and malloc keeps their pages anyway.
 SMALLEST = 4 << 20
 _GRAIN = 2 << 20  # block sizes are multiples of this (so near sizes share blocks)
