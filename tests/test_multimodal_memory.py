@@ -45,12 +45,18 @@ def test_shapes_small_arrays_and_a_block_too_large_to_waste():
     assert half.ctypes.data == big_address and half.shape == (2, ROWS, COLUMNS)
 
 
-def test_no_more_than_the_limit_stays_mapped():
+def test_no_more_than_the_limit_stays_mapped_and_the_oldest_freed_go_first():
     memory = BatchMemory(keep_bytes=3 * ROWS * COLUMNS * 4)
     arrays = [memory.empty(ROWS, COLUMNS) for _ in range(5)]
     del arrays
     gc.collect()
     assert 0 < memory.kept_bytes <= 3 * ROWS * COLUMNS * 4
+    other = memory.empty(3, ROWS, COLUMNS)  # (a size none of the kept blocks fits)
+    address = other.ctypes.data
+    del other
+    gc.collect()
+    assert memory.kept_bytes == 3 * ROWS * COLUMNS * 4  # (it alone now: the older ones went)
+    assert memory.empty(3, ROWS, COLUMNS).ctypes.data == address
 
 
 def test_threads_never_share_a_live_block():
