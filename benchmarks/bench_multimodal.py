@@ -226,6 +226,9 @@ class _Passes:
     def resize(self, *args):
         return self._module.resize(*args, tier=self.VERTICAL_TIERS[0])
 
+    def coeffs(self, *args):
+        return self._module.coeffs(*args)
+
 
 if __name__ == "__main__":
     main()

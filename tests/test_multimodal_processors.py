@@ -78,6 +78,28 @@ def test_resize_large_photo_matches_pillow():
                               _pil_resize(array, out_h, out_w, kernels_py.BICUBIC))
 
 
+@pytest.mark.compiled_only
+@pytest.mark.parametrize("passes", ["avx2", "numba"])
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 50), w=st.integers(1, 50), out_h=st.integers(1, 70), out_w=st.integers(1, 70),
+       filter_id=st.sampled_from(FILTERS), torch_weights=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_resize_pass_by_pass_where_the_cpu_has_no_whole_resize(passes, h, w, out_h, out_w, filter_id,
+                                                               torch_weights, seed):
+    # A CPU without the VNNI passes resizes pass by pass: the AVX2 pass across and the Numba pass
+    # down, or the Numba passes alone, the coefficients the compiled module's either way.
+    from smg._ext import resample
+    from smg.multimodal import kernels as compiled
+
+    if passes not in (*resample.TIERS, "numba"):
+        pytest.skip("this CPU has no AVX2")
+    array = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    with pytest.MonkeyPatch.context() as patch:  # (the module as such a CPU would have it)
+        patch.setattr(compiled._resample, "SIMD", passes if passes != "numba" else "")
+        patch.setattr(compiled._resample, "VERTICAL_TIERS", ())
+        ours = compiled.resize(array, out_h, out_w, filter_id, torch_weights)
+    assert np.array_equal(ours, kernels_py.resize(array, out_h, out_w, filter_id, torch_weights))
+
+
 def _compiled_passes(axis: int) -> list:
     """(tier, pass) for each compiled pass of ``axis`` (0: vertical, 1: horizontal) this CPU runs."""
     from smg._ext import resample
@@ -112,7 +134,7 @@ def test_resample_passes_agree(axis, across, along, outputs, filter_id, torch_we
     for tier, run in _compiled_passes(axis):  # (none where the CPU runs none: the Numba pass still checked)
         assert np.array_equal(run(image, bounds, weights, precision), twin), tier
     numba = compiled._vertical if axis == 0 else compiled._horizontal
-    assert np.array_equal(numba(image, outputs, first, last + 1 - first, filter_id, torch_weights), twin)
+    assert np.array_equal(numba(image, bounds, weights, precision), twin)
 
 
 @pytest.mark.compiled_only

@@ -7,14 +7,12 @@ gateway start, so no request pays for compilation.
 """
 from __future__ import annotations
 
-import math
 
 import numba as nb
 import numpy as np
 
 from smg._ext import load
 from smg.multimodal import kernels_py
-from smg.multimodal.kernels_py import PRECISION_BITS
 
 _JIT = {"nogil": True, "cache": True}
 # Input images are typed read-only and of any layout: a view of Pillow's memory (RGBX rows read
@@ -25,44 +23,6 @@ _U8_3D = nb.uint8[:, :, ::1]
 _PACKED = nb.types.Array(nb.uint8, 3, "C", readonly=True)
 _LUT = nb.types.Array(nb.float32, 2, "C", readonly=True)
 _resample = load("resample")  # the compiled passes
-_SUPPORT = np.array([kernels_py.FILTER_SUPPORT.get(f, 0.0) for f in range(6)])  # by filter id
-
-
-_filter = nb.njit("float64(int64, float64)", **_JIT)(kernels_py.filter_weight)
-
-
-_torch_precision = nb.njit("int64(float64)", **_JIT)(kernels_py.torch_precision)
-
-
-@nb.njit("Tuple((int64[:, ::1], int32[:, ::1], int64))(int64, int64, int64, float64, boolean)", **_JIT)
-def _coeffs(in_size, out_size, filter_id, base_support, torch_weights):
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = base_support * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
-    bounds = np.zeros((out_size, 2), np.int64)
-    normalised = np.zeros((out_size, ksize), np.float64)
-    ss = 1.0 / filterscale
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        count = min(int(center + support + 0.5), in_size) - xmin
-        ww = 0.0
-        for x in range(count):
-            normalised[xx, x] = _filter(filter_id, (x + xmin - center + 0.5) * ss)
-            ww += normalised[xx, x]
-        if ww != 0.0:
-            normalised[xx, :count] /= ww
-        bounds[xx, 0] = xmin
-        bounds[xx, 1] = count
-    precision = _torch_precision(normalised.max()) if torch_weights else PRECISION_BITS
-    one = float(1 << precision)
-    weights = np.zeros((out_size, ksize), np.int32)  # int32 sums, as Pillow's and torch's
-    for xx in range(out_size):
-        for x in range(ksize):
-            w = normalised[xx, x]
-            weights[xx, x] = int(-0.5 + w * one) if w < 0 else int(0.5 + w * one)
-    return bounds, weights, precision
 
 
 @nb.njit("uint8(int32, int64)", **_JIT, inline="always")
@@ -74,20 +34,21 @@ def _clip8(acc, precision):
 _ROWS = 16  # rows the horizontal pass handles at once
 
 
-_PASS_ARGS = (nb.int64, nb.int64, nb.int64, nb.int64, nb.boolean)  # out size, window start, count, filter
+# the window of outputs' bounds and fixed-point weights (smg._ext.resample.coeffs), their precision
+_PASS_ARGS = (nb.types.Array(nb.int64, 2, "C", readonly=True), nb.types.Array(nb.int32, 2, "C", readonly=True),
+              nb.int64)
 
 
 @nb.njit([_U8_3D(_PACKED, *_PASS_ARGS), _U8_3D(_U8_3D, *_PASS_ARGS)], **_JIT)
-def _horizontal(src, out_w, first, count_w, filter_id, torch_weights):
+def _horizontal(src, bounds, weights, precision):
     # A horizontal tap reads pixels a few bytes apart, which does not vectorise. So the pass copies
     # _ROWS rows at a time column-major into a small buffer (x, row * 4 + channel), where each tap is
     # a contiguous run over all those rows and channels, like the vertical pass's; a pixel is four
     # bytes, so the copy moves one 32-bit word a pixel and the results go out a word at a time
     # (1.5-2x the straightforward loop). The sums are the same integers as Pillow's (torch's).
     h, w, _ = src.shape
+    count_w = bounds.shape[0]
     words = src.view(np.uint32)  # (H, W, 1)
-    bounds, weights, precision = _coeffs(w, out_w, filter_id, _SUPPORT[filter_id], torch_weights)
-    bounds, weights = bounds[first:first + count_w], weights[first:first + count_w]
     half = np.int32(1 << (precision - 1))
     out = np.empty((h, count_w, 4), np.uint8)
     out_words = out.view(np.uint32)
@@ -118,10 +79,9 @@ def _horizontal(src, out_w, first, count_w, filter_id, torch_weights):
 
 
 @nb.njit([_U8_3D(_PACKED, *_PASS_ARGS), _U8_3D(_U8_3D, *_PASS_ARGS)], **_JIT)
-def _vertical(src, out_h, first, count_h, filter_id, torch_weights):
+def _vertical(src, bounds, weights, precision):
     h, w, channels = src.shape
-    bounds, weights, precision = _coeffs(h, out_h, filter_id, _SUPPORT[filter_id], torch_weights)
-    bounds, weights = bounds[first:first + count_h], weights[first:first + count_h]
+    count_h = bounds.shape[0]
     half = np.int32(1 << (precision - 1))
     out = np.empty((count_h, w, channels), np.uint8)
     acc = np.empty(w * channels, np.int32)
@@ -144,12 +104,14 @@ def _pass(src, axis, out_size, first, count, filter_id, torch_weights):
     """The resize's pass along ``axis`` (1: across the rows, 0: down the columns), outputs
     ``first`` .. ``first + count`` of ``out_size``, where the CPU has no compiled whole resize: the
     compiled pass (smg._ext.resample; across 4000 -> 1148 columns, AVX2 2.5x this module's) where
-    the CPU runs one for that axis, this module's Numba one elsewhere; the same integers either way."""
-    if not (_resample.SIMD if axis == 1 else _resample.VERTICAL_TIERS):
-        return (_horizontal if axis == 1 else _vertical)(src, out_size, first, count, filter_id, torch_weights)
-    bounds, weights, precision = _coeffs(src.shape[axis], out_size, filter_id, _SUPPORT[filter_id], torch_weights)
-    compiled = _resample.horizontal if axis == 1 else _resample.vertical
-    return compiled(src, bounds[first:first + count], weights[first:first + count], precision)
+    the CPU runs one for that axis, this module's Numba one elsewhere; the same integers either way.
+    The coefficients are the compiled module's either way (one implementation beside the twin's)."""
+    bounds, weights, precision = _resample.coeffs(src.shape[axis], out_size, filter_id, torch_weights)
+    if _resample.SIMD if axis == 1 else _resample.VERTICAL_TIERS:
+        run = _resample.horizontal if axis == 1 else _resample.vertical
+    else:
+        run = _horizontal if axis == 1 else _vertical
+    return run(src, bounds[first:first + count], weights[first:first + count], precision)
 
 
 def _resize_packed(image, out_h, out_w, top, left, count_h, count_w, filter_id, torch_weights):
