@@ -9,7 +9,6 @@ Python validates it the same way.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -179,15 +178,14 @@ class MediaConfig(_Record, frozen=True):
     max_image_bytes: int = 20 * MiB
     max_image_pixels: int = 50_000_000
     max_images: int = 16  # per request
-    # each image-preprocessing thread bound to its own CPU (Linux; see smg.multimodal.stage.image_threads)
+    # each image-preprocessing thread bound to its own CPU (Linux: elsewhere the model's start refuses it;
+    # see smg.multimodal.stage.image_threads)
     pin_threads: bool = False
 
     def __post_init__(self) -> None:
         _number("MediaConfig", "fetch_timeout", self.fetch_timeout, 0.001)
         for name in ("max_image_bytes", "max_image_pixels", "max_images"):
             _number("MediaConfig", name, getattr(self, name), 1, integer=True)
-        if self.pin_threads and not hasattr(os, "sched_setaffinity"):
-            raise ConfigError("media.pin_threads needs Linux's sched_setaffinity, which this platform lacks")
 
 
 STORAGE_SCHEMES = ("memory", "sqlite", "postgresql", "postgres")  # smg.storage.BACKENDS

@@ -43,7 +43,7 @@ def image_threads(pin: bool = False, count: int | None = None) -> ThreadPoolExec
     count = count or len(cpus) or os.cpu_count() or 2
     if not pin:
         return ThreadPoolExecutor(count, thread_name_prefix="smg-images")
-    if not cpus or not hasattr(os, "sched_setaffinity"):
+    if not hasattr(os, "sched_setaffinity"):
         raise ConfigError("pinning image threads to CPUs needs Linux's sched_setaffinity, which this platform lacks")
     starting, assigned = threading.Lock(), itertools.count()
 
