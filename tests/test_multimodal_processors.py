@@ -39,6 +39,14 @@ def test_resize_is_pillow_bit_for_bit(h, w, out_h, out_w, filter_id, channels, s
     assert np.array_equal(kernels().resize(array, out_h, out_w, filter_id), _pil_resize(array, out_h, out_w, filter_id))
 
 
+def _window(corners, out_h: int, out_w: int) -> tuple[int, int, int, int]:
+    """A window (top, left, height, width) of an out_h x out_w result, from four fractions."""
+    y0, y1 = sorted(int(c * out_h) for c in corners[:2])
+    x0, x1 = sorted(int(c * out_w) for c in corners[2:])
+    top, left = min(y0, out_h - 1), min(x0, out_w - 1)
+    return top, left, max(1, y1 - top), max(1, x1 - left)
+
+
 @settings(max_examples=150, deadline=None)
 @given(h=st.integers(1, 60), w=st.integers(1, 60), out_h=st.integers(1, 80), out_w=st.integers(1, 80),
        filter_id=st.sampled_from(FILTERS), torch_weights=st.booleans(), channels=st.sampled_from([3, 4]),
@@ -46,10 +54,8 @@ def test_resize_is_pillow_bit_for_bit(h, w, out_h, out_w, filter_id, channels, s
 def test_a_resize_window_is_that_crop_of_the_whole(h, w, out_h, out_w, filter_id, torch_weights, channels,
                                                    corners, seed):
     array = np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
-    y0, y1 = sorted(int(c * out_h) for c in corners[:2])
-    x0, x1 = sorted(int(c * out_w) for c in corners[2:])
-    top, left = min(y0, out_h - 1), min(x0, out_w - 1)
-    window = (top, left, max(1, y1 - top), max(1, x1 - left))
+    window = _window(corners, out_h, out_w)
+    top, left = window[:2]
     whole = kernels().resize(array, out_h, out_w, filter_id, torch_weights)
     part = kernels().resize(array, out_h, out_w, filter_id, torch_weights, window=window)
     assert np.array_equal(part, whole[top:top + window[2], left:left + window[3]])
@@ -190,10 +196,7 @@ def test_the_whole_resize_agrees(h, w, out_h, out_w, filter_id, torch_weights, h
     from smg._ext import resample, resample_py
 
     image = np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8)
-    y0, y1 = sorted(int(c * out_h) for c in corners[:2])
-    x0, x1 = sorted(int(c * out_w) for c in corners[2:])
-    top, left = min(y0, out_h - 1), min(x0, out_w - 1)
-    args = (out_h, out_w, top, left, max(1, y1 - top), max(1, x1 - left), filter_id, torch_weights, horizontal_first)
+    args = (out_h, out_w, *_window(corners, out_h, out_w), filter_id, torch_weights, horizontal_first)
     twin = resample_py.resize(image, *args)
     for tier in resample.VERTICAL_TIERS:  # (none where the CPU has no compiled vertical pass)
         assert np.array_equal(resample.resize(image, *args, tier=tier), twin), tier

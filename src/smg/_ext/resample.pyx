@@ -41,6 +41,7 @@ TIERS = tuple(name for name in ("avx512-vnni", "avx2") if _present >> _TIER_IDS[
 SIMD = TIERS[0] if TIERS else ""
 #: Those of ``TIERS`` with a vertical pass too (``vertical`` runs the first by default).
 VERTICAL_TIERS = tuple(name for name in TIERS if name == "avx512-vnni")
+_VERTICAL = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""  # (vertical's and resize's default tier)
 
 
 cdef int _tier_id(str tier, tuple tiers) except -1:
@@ -78,9 +79,7 @@ def horizontal(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] boun
 def vertical(const uint8_t[:, :, ::1] src not None, const int64_t[:, ::1] bounds not None,
              const int32_t[:, ::1] weights not None, int precision, str tier=None):
     """See ``resample_py.vertical``; ``tier`` picks one of ``VERTICAL_TIERS`` (default the first)."""
-    if tier is None:
-        tier = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""
-    return _run(False, src, bounds, weights, precision, tier, VERTICAL_TIERS)
+    return _run(False, src, bounds, weights, precision, _VERTICAL if tier is None else tier, VERTICAL_TIERS)
 
 
 def coeffs(Py_ssize_t in_size, Py_ssize_t out_size, int filter_id, bint torch_weights=False):
@@ -106,9 +105,7 @@ def resize(const uint8_t[:, :, ::1] src not None, Py_ssize_t out_h, Py_ssize_t o
            bint horizontal_first, str tier=None):
     """See ``resample_py.resize``; ``tier`` picks one of ``VERTICAL_TIERS`` (default the first).
     The GIL is released once, for the whole resize."""
-    if tier is None:
-        tier = VERTICAL_TIERS[0] if VERTICAL_TIERS else ""
-    cdef int tier_id = _tier_id(tier, VERTICAL_TIERS), status
+    cdef int tier_id = _tier_id(_VERTICAL if tier is None else tier, VERTICAL_TIERS), status
     cdef Py_ssize_t height = src.shape[0], width = src.shape[1]
     if src.shape[2] != 4 or height == 0 or width == 0:
         raise ValueError("resize takes (H, W, 4) pixels, at least one")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from smg.multimodal import kernels_py
 from smg.multimodal.kernels_py import FILTER_SUPPORT, resample_coeffs, resample_pass
 
 __all__ = ["SIMD", "TIERS", "VERTICAL_TIERS", "coeffs", "horizontal", "resize", "vertical"]
@@ -34,7 +35,8 @@ def coeffs(in_size: int, out_size: int, filter_id: int, torch_weights: bool = Fa
     ``smg.multimodal.kernels_py.resample_coeffs``."""
     if in_size < 1 or out_size < 1:
         raise ValueError(f"an axis of {in_size} -> {out_size} pixels has no coefficients")
-    _check_filter(filter_id)
+    if filter_id not in FILTER_SUPPORT:
+        raise ValueError(f"resampling filter {filter_id} is not supported")
     bounds, weights, precision = resample_coeffs(in_size, out_size, filter_id, torch_weights)
     return bounds, weights.astype(np.int32), precision
 
@@ -43,25 +45,9 @@ def resize(src: np.ndarray, out_h: int, out_w: int, top: int, left: int, count_h
            filter_id: int, torch_weights: bool, horizontal_first: bool, tier: str | None = None) -> np.ndarray:
     """Resize (H, W, 4) uint8 ``src`` to ``out_h`` x ``out_w`` with :func:`coeffs`' weights, the
     passes in the order given (each rounds to uint8, so the order shows), and return only the
-    ``count_h`` x ``count_w`` window at (``top``, ``left``) of the result."""
+    ``count_h`` x ``count_w`` window at (``top``, ``left``) of the result:
+    ``smg.multimodal.kernels_py.resize`` of four-byte pixels."""
     if src.ndim != 3 or src.shape[2] != 4 or 0 in src.shape:
         raise ValueError("resize takes (H, W, 4) pixels, at least one")
-    if not (out_h > 0 and out_w > 0 and 0 <= top and 0 <= left and 0 < count_h and 0 < count_w
-            and top + count_h <= out_h and left + count_w <= out_w):
-        raise ValueError(f"window {(top, left, count_h, count_w)} is not inside the {out_w}x{out_h} result")
-    _check_filter(filter_id)
-    out = src
-    passes = [(1, out_w, left, count_w), (0, out_h, top, count_h)]
-    for axis, out_size, first, count in passes if horizontal_first else passes[::-1]:
-        part = slice(first, first + count)
-        if out_size != src.shape[axis]:
-            bounds, weights, precision = coeffs(src.shape[axis], out_size, filter_id, torch_weights)
-            out = resample_pass(out, bounds[part], weights[part], precision, axis=axis)
-        else:
-            out = out[part] if axis == 0 else out[:, part]
-    return np.ascontiguousarray(out)
-
-
-def _check_filter(filter_id: int) -> None:
-    if filter_id not in FILTER_SUPPORT:
-        raise ValueError(f"resampling filter {filter_id} is not supported")
+    return np.ascontiguousarray(kernels_py.resize(src, out_h, out_w, filter_id, torch_weights,
+                                                  (top, left, count_h, count_w), horizontal_first))

@@ -121,19 +121,22 @@ def resize_window(window: tuple[int, int, int, int] | None, out_h: int, out_w: i
 
 
 def resize(image: np.ndarray, out_h: int, out_w: int, filter_id: int, torch_weights: bool = False,
-           window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+           window: tuple[int, int, int, int] | None = None, across_first: bool | None = None) -> np.ndarray:
     """Resize an (H, W, C) uint8 image as Pillow's ``Image.resize`` does, or with ``torch_weights``
     as torch's uint8 antialiased ``interpolate`` (torchvision's ``resize`` of uint8 images) does:
     int16 weights, and always the horizontal pass first. ``window`` (top, left, height, width):
     only that part of the result, each output pixel computed as in the whole (its weights are its
-    own). An image already of the size, and no window, is returned itself."""
+    own). ``across_first`` overrides that pass order. An image already of the size, and no window,
+    is returned itself."""
     if filter_id not in FILTER_SUPPORT:
         raise ValueError(f"resampling filter {filter_id} is not supported")
     h, w = image.shape[:2]
     top, left, count_h, count_w = resize_window(window, out_h, out_w)
     out = image
     passes = [(1, w, out_w, left, count_w), (0, h, out_h, top, count_h)]
-    if not torch_weights and not horizontal_first(h, w, out_h, out_w):
+    if across_first is None:
+        across_first = torch_weights or horizontal_first(h, w, out_h, out_w)
+    if not across_first:
         passes.reverse()
     for axis, size, out_size, first, count in passes:
         part = slice(first, first + count)
