@@ -11,8 +11,9 @@ import numpy as np
 
 from smg.errors import InvalidImage, UnsupportedFeature
 from smg.multimodal.processor import (CLIP_MEAN, CLIP_STD, EngineLayout, ImageProcessor, ProcessedImage,
-                                      as_rgb_array, each_image, join, kernels, own_array)
+                                      as_rgb_array, each_image, join, kernels)
 from smg.multimodal.kernels_py import BICUBIC, BILINEAR
+from smg.multimodal.memory import batches
 
 
 def _square(size: Mapping[str, int], what: str) -> int:
@@ -125,9 +126,9 @@ class QwenVLProcessor(_RowsProcessor):
         height, width = self.output_size(array.shape[1], array.shape[0])
         if (height, width) != array.shape[:2]:
             array = self._kernels.resize(array, height, width, self.resample)
-        if out is None:  # (kept memory, its pages faulted already: see processor.own_array)
-            out = own_array((height // self.patch) * (width // self.patch),
-                            array.shape[2] * self.temporal * self.patch ** 2)
+        if out is None:  # (kept memory, its pages faulted already: see smg.multimodal.memory)
+            out = batches.empty((height // self.patch) * (width // self.patch),
+                                array.shape[2] * self.temporal * self.patch ** 2)
         rows = self._kernels.flatten_patches(array, self.table, self.patch, self.merge, self.temporal, out)
         grid = np.array([[1, height // self.patch, width // self.patch]], np.int64)
         return ProcessedImage({"pixel_values": rows, "image_grid_thw": grid}, len(rows) // self.merge ** 2)
@@ -546,7 +547,7 @@ class Llama4Processor(_RowsProcessor):
         fitted = self._kernels.resize(array, fit_h, fit_w, self.resample, True)
         tiles = out
         if tiles is None:
-            tiles = own_array(count, array.shape[2], self.tile, self.tile)
+            tiles = batches.empty(count, array.shape[2], self.tile, self.tile)
         self._kernels.normalize_tiles(fitted, self.table, self.tile, rows, cols, 0, 0, 0, tiles[:rows * cols])
         if count > rows * cols:
             overview = self._kernels.resize(array, self.tile, self.tile, self.resample, True)
@@ -638,7 +639,7 @@ class Phi4MultimodalProcessor(ImageProcessor):
                                f"{self.family} processor (it would be {new_w}x{new_h})")
         resized = self._kernels.resize(array, new_h, new_w, BILINEAR, True)
         if out is None:
-            out = own_array(1 + rows * cols, array.shape[2], self.crop, self.crop)
+            out = batches.empty(1 + rows * cols, array.shape[2], self.crop, self.crop)
         # the crops of the white-padded canvas straight from the resized image; the global view
         # from the normalised canvas
         self._kernels.normalize_tiles(resized, self.table, self.crop, rows, cols, 0, 0, 255, out[1:])

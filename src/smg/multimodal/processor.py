@@ -115,12 +115,6 @@ def as_rgb_array(image, convert_rgb: bool, on_white: bool = False) -> np.ndarray
     return array
 
 
-def own_array(*shape: int) -> np.ndarray:
-    """An uninitialised float32 array that one thread fills: from the kept batch memory (its pages
-    faulted already: see smg.multimodal.memory), like a batch that several threads fill."""
-    return batches.empty(*shape)
-
-
 def _each(run, jobs: Sequence[tuple], executor: Executor | None) -> list:
     """``run(*job)`` for each job (job i is image i's), on ``executor``'s threads when given, in
     order. An image refused says which it was (``InvalidImage.image_index``), so a caller that
